@@ -1,0 +1,235 @@
+"""``FlowMatcher``: the scikit-learn-style front door.
+
+    fm = FlowMatcher(hidden=(256, 256, 256), activation="silu", seed=0)
+    fm.fit("2spirals", steps=20000, batch_size=256)
+    x = fm.sample(2000, method="rk4", steps=100, seed=1)      # (2000, 2)
+    fm.save("model.npz");  fm = FlowMatcher.load("model.npz")
+
+The defaults here are the command line's defaults (``DEFAULTS``).
+"""
+import math
+import os
+
+import numpy as np
+
+from . import datasets
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import DTYPE
+from .errors import FmnumpyError
+from .mlp import MLPSpec, init_params
+from .optim import AdamConfig
+from .solvers import integrate_mlp, tableau
+from . import train as _train
+
+INIT_STREAM = 0
+
+# One table of defaults for the API and the CLI.
+DEFAULTS = dict(
+    dataset="2spirals", steps=10000, batch_size=256, hidden=(256, 256, 256),
+    activation="silu", time_freqs=0, lr=2e-3, weight_decay=0.0, optimizer="adamw",
+    clip=1.0, ema_decay=0.999, warmup=500, schedule="cosine", lr_min=1e-5,
+    sigma_min=0.0, seed=0, method="rk4", sample_steps=100, n_samples=2000,
+)
+
+
+def _positive_int(name, value):
+    try:
+        ok = int(value) == value and int(value) > 0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise FmnumpyError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+class FlowMatcher:
+    """A flow-matching model: MLP velocity field v(x, t), trained with the
+    conditional flow-matching loss on the straight path xt = (1 - t) x0 + t x1.
+
+    Fitted attributes end with an underscore: ``theta_`` (P,) parameters,
+    ``ema_`` their moving average (used for sampling), ``m_``/``v_`` Adam moments,
+    ``step_`` steps taken, ``losses_`` the loss of every step, ``spec_`` the
+    network's shape.
+    """
+
+    def __init__(self, hidden=DEFAULTS["hidden"], activation=DEFAULTS["activation"],
+                 time_freqs=DEFAULTS["time_freqs"], lr=DEFAULTS["lr"],
+                 optimizer=DEFAULTS["optimizer"], weight_decay=DEFAULTS["weight_decay"],
+                 clip=DEFAULTS["clip"], ema_decay=DEFAULTS["ema_decay"],
+                 warmup=DEFAULTS["warmup"], schedule=DEFAULTS["schedule"],
+                 lr_min=DEFAULTS["lr_min"], sigma_min=DEFAULTS["sigma_min"],
+                 seed=DEFAULTS["seed"], threads=None):
+        if optimizer not in ("adam", "adamw"):
+            raise FmnumpyError(f"unknown optimizer {optimizer!r}; choose one of: adam, adamw")
+        self.hidden = tuple(int(h) for h in hidden)
+        self.activation = activation
+        self.time_freqs = int(time_freqs)
+        self.optimizer = optimizer
+        self.opt = AdamConfig(lr=lr, weight_decay=weight_decay,
+                              decoupled=(optimizer == "adamw"), clip=clip,
+                              ema_decay=ema_decay, warmup=warmup, schedule=schedule,
+                              lr_min=lr_min)
+        self.sigma_min = float(sigma_min)
+        if not 0.0 <= self.sigma_min < 1.0:
+            raise FmnumpyError(f"sigma_min must be in [0, 1), got {sigma_min}")
+        self.seed = int(seed)
+        self.threads = threads
+        MLPSpec(2, self.hidden, activation, self.time_freqs)   # validate early
+        self.spec_ = None
+        self.step_ = 0
+
+    # -- state ------------------------------------------------------------------------
+    def _init_state(self, dim):
+        self.spec_ = MLPSpec(dim, self.hidden, self.activation, self.time_freqs)
+        rng = np.random.default_rng([self.seed, INIT_STREAM])
+        self.theta_ = init_params(self.spec_.sizes, rng, DTYPE)
+        self.dtheta_ = np.zeros_like(self.theta_)
+        self.m_ = np.zeros_like(self.theta_)
+        self.v_ = np.zeros_like(self.theta_)
+        self.ema_ = self.theta_.copy()
+        self.step_ = 0
+        self.losses_ = []
+        self.train_seconds_ = 0.0
+        self.total_steps_ = None
+        self.batch_size_ = None
+        self.data_ = None
+
+    def _check_fitted(self):
+        if self.spec_ is None:
+            raise FmnumpyError("this FlowMatcher is not trained yet; call fit() or load()")
+
+    def _set_threads(self):
+        if self.threads:
+            import numba
+            numba.set_num_threads(int(self.threads))
+
+    # -- training ---------------------------------------------------------------------
+    def fit(self, data=DEFAULTS["dataset"], steps=DEFAULTS["steps"],
+            batch_size=DEFAULTS["batch_size"], warm_start=False, until=None,
+            progress=False, callback=None, callback_every=0, checkpoint=None,
+            checkpoint_every=0, log=None):
+        """Train on ``data`` (a dataset name, an (N, D) array or a .npy/.csv path)
+        for ``steps`` steps in total.
+
+        warm_start=True continues a fitted or loaded model up to ``steps``
+        (the same batch size is required, so the data stream continues exactly);
+        ``until`` stops early at that step (the schedule still spans ``steps``).
+        """
+        steps = _positive_int("steps", steps)
+        batch_size = _positive_int("batch size", batch_size)
+        draw = datasets.make_sampler(data)
+        dim = datasets.data_dim(data)
+        name = data if isinstance(data, str) else "array"
+        if warm_start and self.spec_ is not None:
+            if self.spec_.dim != dim:
+                raise FmnumpyError(f"the model was trained on D={self.spec_.dim} data, "
+                                   f"this data has D={dim}")
+            if self.batch_size_ not in (None, batch_size):
+                raise FmnumpyError(f"resume with the same batch size as before "
+                                   f"({self.batch_size_}), got {batch_size}")
+            if self.total_steps_ is not None and steps < self.step_:
+                raise FmnumpyError(f"the model has already taken {self.step_} steps; "
+                                   f"ask for more than that (got --steps {steps})")
+        else:
+            self._init_state(dim)
+        self.batch_size_, self.total_steps_, self.data_ = batch_size, steps, name
+        self._set_threads()
+        stream = _train.BatchStream(draw, dim, batch_size, self.seed, self.theta_.dtype,
+                                    coupling=self._coupling())
+        _train.run(self, stream, steps, until=until, progress=progress, callback=callback,
+                   callback_every=callback_every, checkpoint=checkpoint,
+                   checkpoint_every=checkpoint_every, log=log)
+        return self
+
+    def _coupling(self):
+        return None
+
+    # -- sampling ---------------------------------------------------------------------
+    def velocity(self, x, t, ema=True):
+        """v(x, t) for x (N, D) and a scalar t (or (N,) array) -> (N, D)."""
+        from .mlp import Workspace, velocity
+        self._check_fitted()
+        x = np.ascontiguousarray(x, dtype=DTYPE)
+        tt = np.broadcast_to(np.asarray(t, dtype=DTYPE), (x.shape[0],)).copy()
+        ws = Workspace(self.spec_.sizes, x.shape[0])
+        theta = self.ema_ if ema else self.theta_
+        return velocity(theta, self.spec_.sizes, self.spec_.kind, self.spec_.n_freq, x, tt,
+                        ws.X, ws.A, ws.Z).copy()
+
+    def sample(self, n=DEFAULTS["n_samples"], method=DEFAULTS["method"],
+               steps=DEFAULTS["sample_steps"], seed=1, record=0, ema=True, x0=None):
+        """Draw ``n`` samples: x0 ~ N(0, I) from ``default_rng(seed)`` (or the given
+        x0), integrated from t = 0 to 1.  Returns (n, D), or with ``record`` = R
+        also the trajectory (R + 1, n, D)."""
+        self._check_fitted()
+        tableau(method)
+        if x0 is None:
+            n = _positive_int("number of samples", n)
+            x0 = np.random.default_rng(seed).standard_normal((n, self.spec_.dim))
+        self._set_threads()
+        theta = self.ema_ if ema else self.theta_
+        return integrate_mlp(theta, self.spec_, np.asarray(x0, dtype=DTYPE), method, steps,
+                             record=record)
+
+    # -- persistence ------------------------------------------------------------------
+    def _meta(self):
+        return dict(spec=self.spec_.to_dict(), opt=self.opt.to_dict(),
+                    optimizer=self.optimizer, sigma_min=self.sigma_min, seed=self.seed,
+                    step=self.step_, total_steps=self.total_steps_,
+                    batch_size=self.batch_size_, data=self.data_,
+                    train_seconds=self.train_seconds_,
+                    rng={"generator": "PCG64", "seed": self.seed, "counter": self.step_,
+                         "scheme": "default_rng([seed, stream, step // chunk])"},
+                    extra=self._extra_meta())
+
+    def _extra_meta(self):
+        return {}
+
+    def save(self, path):
+        """Write the whole training state to ``path`` (.npz), atomically."""
+        self._check_fitted()
+        return save_checkpoint(path, self._meta(), dict(
+            theta=self.theta_, m=self.m_, v=self.v_, ema=self.ema_,
+            losses=np.asarray(self.losses_, dtype=np.float64)))
+
+    @classmethod
+    def load(cls, path):
+        """A FlowMatcher restored from a checkpoint, ready to sample or to
+        continue with ``fit(..., warm_start=True)``."""
+        meta, arr = load_checkpoint(path)
+        try:
+            spec, opt = meta["spec"], meta["opt"]
+            fm = cls(hidden=spec["hidden"], activation=spec["activation"],
+                     time_freqs=spec.get("n_freq", 0), lr=opt["lr"],
+                     optimizer=meta["optimizer"], weight_decay=opt["weight_decay"],
+                     clip=opt["clip"], ema_decay=opt["ema_decay"], warmup=opt["warmup"],
+                     schedule=opt["schedule"], lr_min=opt["lr_min"],
+                     sigma_min=meta["sigma_min"], seed=meta["seed"])
+            fm._load_extra(meta.get("extra", {}))
+            fm._init_state(int(spec["dim"]))
+            P = fm.spec_.n_params
+            for name in ("theta", "m", "v", "ema"):
+                a = arr[name]
+                if a.shape != (P,):
+                    raise FmnumpyError(f"{path}: array {name} has shape {a.shape}, "
+                                       f"expected ({P},); the file is damaged")
+                setattr(fm, name + "_" if name != "v" else "v_", a.astype(DTYPE))
+            fm.m_, fm.theta_, fm.ema_ = fm.m_, fm.theta_, fm.ema_
+            fm.step_ = int(meta["step"])
+            fm.total_steps_ = meta["total_steps"]
+            fm.batch_size_ = meta["batch_size"]
+            fm.data_ = meta["data"]
+            fm.train_seconds_ = float(meta.get("train_seconds", 0.0))
+            fm.losses_ = [float(x) for x in arr["losses"]]
+        except (KeyError, TypeError) as e:
+            raise FmnumpyError(f"{path}: checkpoint metadata is incomplete ({e}); "
+                               "retrain or pass another file") from None
+        return fm
+
+    def _load_extra(self, extra):
+        pass
+
+    def __repr__(self):
+        state = f", step={self.step_}" if self.spec_ is not None else ""
+        return (f"FlowMatcher(hidden={self.hidden}, activation={self.activation!r}, "
+                f"seed={self.seed}{state})")

@@ -1,0 +1,240 @@
+"""The ``fmnumpy`` command: train, sample, animate, evaluate.
+
+Every user mistake ends in one line on stderr saying what is wrong and what to
+do, and a non-zero exit code (2 for bad input, 130 for Ctrl-C); no traceback.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from .api import DEFAULTS, FlowMatcher
+from .errors import FmnumpyError
+from .solvers import METHODS
+
+PROG = "fmnumpy"
+
+
+def _hidden(text):
+    try:
+        widths = tuple(int(h) for h in str(text).split(",") if h.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated widths like 256,256,256, "
+                                         f"got {text!r}") from None
+    if not widths or min(widths) < 1:
+        raise argparse.ArgumentTypeError(f"widths must be positive integers, got {text!r}")
+    return widths
+
+
+def _add_sampling_args(p, n_default):
+    p.add_argument("--checkpoint", required=True, help="checkpoint .npz written by train")
+    p.add_argument("-n", "--n", type=int, default=n_default, help="number of particles "
+                   "(default %(default)s)")
+    p.add_argument("--method", default=DEFAULTS["method"], choices=METHODS,
+                   help="ODE solver (default %(default)s)")
+    p.add_argument("--steps", type=int, default=DEFAULTS["sample_steps"],
+                   help="solver steps from t=0 to t=1 (default %(default)s)")
+    p.add_argument("--seed", type=int, default=1, help="seed of the prior draw "
+                   "(default %(default)s)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads")
+
+
+def build_parser():
+    ap = argparse.ArgumentParser(
+        prog=PROG, description="Flow matching from scratch: train a velocity field v(x, t) "
+        "on the straight path xt = (1-t) x0 + t x1 from noise x0 ~ N(0, I) to data x1, "
+        "then sample by integrating dx/dt = v(x, t) from t=0 to t=1.")
+    ap.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train a model and write checkpoint and pictures",
+                       description="Train on a toy dataset or your own (N, D) data; writes "
+                       "checkpoint.npz, scatter snapshots, samples.png, flow.gif, loss.png, "
+                       "vector_field.png, trajectories.png and metrics.json to --out.")
+    src = t.add_mutually_exclusive_group()
+    src.add_argument("--dataset", default=None, help="toy dataset name (default "
+                     f"{DEFAULTS['dataset']}); one of: " + ", ".join(_datasets()))
+    src.add_argument("--data", default=None, help="your data: a .npy or .csv file of "
+                     "shape (N, D)")
+    t.add_argument("--steps", type=int, default=DEFAULTS["steps"],
+                   help="training steps in total (default %(default)s)")
+    t.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"],
+                   help="batch size (default %(default)s)")
+    t.add_argument("--lr", type=float, default=DEFAULTS["lr"],
+                   help="peak learning rate (default %(default)s)")
+    t.add_argument("--hidden", type=_hidden, default=DEFAULTS["hidden"],
+                   help="hidden widths, comma-separated (default 256,256,256)")
+    t.add_argument("--activation", default=DEFAULTS["activation"],
+                   help="silu, relu, selu or tanh (default %(default)s)")
+    t.add_argument("--time-freqs", type=int, default=DEFAULTS["time_freqs"],
+                   help="sinusoidal time-embedding frequencies, 0 = raw t "
+                   "(default %(default)s)")
+    t.add_argument("--optimizer", default=DEFAULTS["optimizer"], choices=("adam", "adamw"))
+    t.add_argument("--weight-decay", type=float, default=DEFAULTS["weight_decay"])
+    t.add_argument("--clip", type=float, default=DEFAULTS["clip"],
+                   help="clip the gradient norm at this value, 0 = off (default %(default)s)")
+    t.add_argument("--ema-decay", type=float, default=DEFAULTS["ema_decay"],
+                   help="EMA of the weights used for sampling (default %(default)s)")
+    t.add_argument("--warmup", type=int, default=DEFAULTS["warmup"],
+                   help="linear learning-rate warm-up steps (default %(default)s)")
+    t.add_argument("--schedule", default=DEFAULTS["schedule"], choices=("constant", "cosine"))
+    t.add_argument("--sigma-min", type=float, default=DEFAULTS["sigma_min"],
+                   help="Lipman's sigma_min of the path (default %(default)s)")
+    t.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="random seed "
+                   "(default %(default)s)")
+    t.add_argument("--out", default="results", help="output folder (default %(default)s)")
+    t.add_argument("--resume", action="store_true",
+                   help="continue from OUT/checkpoint.npz up to --steps")
+    t.add_argument("--snapshot-every", type=int, default=None,
+                   help="steps between scatter snapshots (default steps/10, 0 = none)")
+    t.add_argument("--checkpoint-every", type=int, default=1000,
+                   help="steps between checkpoints (default %(default)s)")
+    t.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    t.add_argument("--threads", type=int, default=None, help="CPU threads")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--no-plots", action="store_true", help="skip the pictures")
+
+    s = sub.add_parser("sample", help="draw samples from a checkpoint into a .npy file")
+    _add_sampling_args(s, DEFAULTS["n_samples"])
+    s.add_argument("--out", required=True, help="output .npy file")
+    s.add_argument("--plot", default=None, help="also write a scatter PNG here")
+
+    a = sub.add_parser("animate", help="write a GIF of particles flowing from noise to data")
+    _add_sampling_args(a, 2000)
+    a.add_argument("--out", required=True, help="output .gif file")
+    a.add_argument("--frames", type=int, default=50, help="frames (default %(default)s)")
+    a.add_argument("--fps", type=int, default=20)
+    return ap
+
+
+def _version():
+    from . import __version__
+    return __version__
+
+
+def _datasets():
+    from .datasets import DATASETS
+    return DATASETS
+
+
+def _say(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------------------
+def cmd_train(a):
+    from . import plots
+    from .datasets import make_sampler, sample as draw_named
+    data = a.data if a.data is not None else (a.dataset or DEFAULTS["dataset"])
+    os.makedirs(a.out, exist_ok=True)
+    ckpt = os.path.join(a.out, "checkpoint.npz")
+    if a.device == "cuda":
+        from .cuda import require_gpu
+        require_gpu()
+    if a.resume:
+        fm = FlowMatcher.load(ckpt)
+        if fm.data_ not in (None, "array") and a.data is None and a.dataset is None:
+            data = fm.data_
+        _say(f"resuming from {ckpt} at step {fm.step_}")
+    else:
+        fm = FlowMatcher(hidden=a.hidden, activation=a.activation, time_freqs=a.time_freqs,
+                         lr=a.lr, optimizer=a.optimizer, weight_decay=a.weight_decay,
+                         clip=a.clip, ema_decay=a.ema_decay, warmup=a.warmup,
+                         schedule=a.schedule, sigma_min=a.sigma_min, seed=a.seed)
+    fm.threads = a.threads
+    draw = make_sampler(data)
+    ref = draw(2000, np.random.default_rng([a.seed, 7]))           # (2000, D) for pictures
+    every = a.snapshot_every if a.snapshot_every is not None else max(1, a.steps // 10)
+
+    def snapshot(model, k):
+        x = model.sample(1000, method="euler", steps=50, seed=k)
+        plots.scatter(os.path.join(a.out, plots.scatter_epoch_name(k // every)), x, data=ref,
+                      title=f"step {k}")
+
+    t0 = time.perf_counter()
+    fm.fit(data, steps=a.steps, batch_size=a.batch_size, warm_start=a.resume,
+           progress=not a.no_progress, callback=None if (a.no_plots or not every) else snapshot,
+           callback_every=every, checkpoint=ckpt, checkpoint_every=a.checkpoint_every,
+           log=_say)
+    train_s = time.perf_counter() - t0
+    x, traj = fm.sample(2000, method=DEFAULTS["method"], steps=DEFAULTS["sample_steps"],
+                        seed=a.seed + 1, record=50)
+    np.save(os.path.join(a.out, "samples.npy"), x)
+    from .metrics import w2
+    fresh = draw(2000, np.random.default_rng([a.seed, 8]))
+    metrics = dict(steps=fm.step_, train_seconds=round(train_s, 2),
+                   final_loss=float(np.mean(fm.losses_[-200:])), w2=w2(x, fresh))
+    if not a.no_plots:
+        plots.scatter(os.path.join(a.out, "samples.png"), x, data=ref,
+                      title=f"samples after {fm.step_} steps")
+        plots.flow_gif(os.path.join(a.out, "flow.gif"), traj, data=ref)
+        plots.loss_curve(os.path.join(a.out, "loss.png"), fm.losses_)
+        plots.trajectories(os.path.join(a.out, "trajectories.png"), traj, data=ref)
+        if fm.spec_.dim == 2:
+            plots.vector_field(os.path.join(a.out, "vector_field.png"),
+                               lambda xx, tt: fm.velocity(xx, tt), data=ref,
+                               lim=float(np.abs(ref).max()) * 1.1)
+    with open(os.path.join(a.out, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=1)
+    _say(f"trained {fm.step_} steps in {train_s:.1f} s; W2 to fresh data {metrics['w2']:.4f}; "
+         f"outputs in {a.out}/")
+    return 0
+
+
+def cmd_sample(a):
+    fm = FlowMatcher.load(a.checkpoint)
+    fm.threads = a.threads
+    if not a.out.endswith(".npy"):
+        raise FmnumpyError(f"--out must name a .npy file, got {a.out!r}")
+    x = fm.sample(a.n, method=a.method, steps=a.steps, seed=a.seed)
+    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+    np.save(a.out, x)
+    if a.plot:
+        from . import plots
+        plots.scatter(a.plot, x, title=f"{a.n} samples, {a.method} {a.steps} steps")
+    _say(f"wrote {x.shape[0]} samples of dimension {x.shape[1]} to {a.out}")
+    return 0
+
+
+def cmd_animate(a):
+    from . import plots
+    fm = FlowMatcher.load(a.checkpoint)
+    fm.threads = a.threads
+    if not a.out.endswith(".gif"):
+        raise FmnumpyError(f"--out must name a .gif file, got {a.out!r}")
+    if a.frames < 1:
+        raise FmnumpyError(f"--frames must be a positive integer, got {a.frames}")
+    _, traj = fm.sample(a.n, method=a.method, steps=a.steps, seed=a.seed, record=a.frames)
+    plots.flow_gif(a.out, traj, fps=a.fps)
+    _say(f"wrote {traj.shape[0]} frames to {a.out}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "animate": cmd_animate}
+
+
+def main(argv=None):
+    ap = build_parser()
+    a = ap.parse_args(argv)
+    if a.command is None:
+        ap.print_help()
+        return 2
+    try:
+        return COMMANDS[a.command](a)
+    except FmnumpyError as e:
+        _say(f"{PROG} {a.command}: error: {e}")
+        return 2
+    except KeyboardInterrupt:
+        _say(f"{PROG} {a.command}: interrupted")
+        return 130
+    except OSError as e:
+        _say(f"{PROG} {a.command}: error: {e.strerror or e} "
+             f"({getattr(e, 'filename', '') or ''}); check the path and permissions")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,10 @@
+"""Tunables in one place: dtype, threads per block, fastmath, tolerances."""
+import numpy as np
+
+DTYPE = np.float32            # parameters, gradients, activations, samples
+CHECKPOINT_VERSION = 1        # bump when the checkpoint layout changes
+DATA_CHUNK_STEPS = 64         # training batches drawn per RNG chunk (see train.py)
+
+# CUDA launch settings; tests shrink them so tiny inputs span several blocks.
+CUDA_THREADS_PER_BLOCK = 128
+CUDA_FASTMATH = False

@@ -1,0 +1,336 @@
+"""Toy distributions to learn (FFJORD conventions, seeded) and user data loading.
+
+Dimension letters: N samples, D data dimension. Every sampler returns an (N, D)
+``DTYPE`` array and takes an explicit ``numpy.random.Generator``; nothing here
+touches NumPy's global random state.
+
+The eight 2-D distributions use the constants of FFJORD's ``lib/toy_data.py``
+(Grathwohl et al., 2019); where FFJORD called scikit-learn (moons, swissroll,
+circles) the scikit-learn formula is written out here. Draw order differs from
+FFJORD's ``RandomState`` calls, so the same seed gives other points from the
+same distribution.
+"""
+import os
+
+import numpy as np
+
+from fmnumpy.config import DTYPE
+from fmnumpy.errors import FmnumpyError
+
+TWO_PI = 2.0 * np.pi
+
+
+def _as_rng(rng):
+    """A ``numpy.random.Generator`` from a Generator or a non-negative int seed."""
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool) and rng >= 0:
+        return np.random.default_rng(int(rng))
+    raise FmnumpyError(f"rng must be a numpy.random.Generator or a non-negative int seed, "
+                       f"got {rng!r}; pass numpy.random.default_rng(seed)")
+
+
+def _check_n(n):
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise FmnumpyError(f"number of samples must be a positive int, got {n!r}")
+    return int(n)
+
+
+def _shuffle(x, rng):
+    return x[rng.permutation(x.shape[0])]
+
+
+# ---- FFJORD's eight 2-D distributions: each (n, rng) -> (n, 2) float64 ----------
+
+def two_spirals(n, rng):
+    """Two interleaved spirals: angle s = 3*pi*sqrt(u) (540 degrees), arm point
+    (-s cos s + u1/2, s sin s + u2/2) and its negative, /3, plus N(0, 0.1^2).
+
+    For odd n the second arm gets one point fewer; rows are shuffled.
+    """
+    m = (n + 1) // 2
+    s = np.sqrt(rng.random((m, 1))) * 540.0 * TWO_PI / 360.0     # (m, 1)
+    d1x = -np.cos(s) * s + rng.random((m, 1)) * 0.5
+    d1y = np.sin(s) * s + rng.random((m, 1)) * 0.5
+    x = np.vstack((np.hstack((d1x, d1y)), np.hstack((-d1x, -d1y))))[:n] / 3.0
+    x += rng.standard_normal(x.shape) * 0.1
+    return _shuffle(x, rng)
+
+
+EIGHT_CENTRES = 4.0 * np.array(
+    [(1, 0), (-1, 0), (0, 1), (0, -1),
+     (1 / np.sqrt(2), 1 / np.sqrt(2)), (1 / np.sqrt(2), -1 / np.sqrt(2)),
+     (-1 / np.sqrt(2), 1 / np.sqrt(2)), (-1 / np.sqrt(2), -1 / np.sqrt(2))])  # (8, 2)
+
+
+def eight_gaussians(n, rng):
+    """Equal mixture of N(c_k, 0.5^2 I) over 8 centres at radius 4, every 45
+    degrees, all divided by 1.414 (FFJORD's constant, not sqrt(2) exactly)."""
+    x = rng.standard_normal((n, 2)) * 0.5 + EIGHT_CENTRES[rng.integers(0, 8, size=n)]
+    return x / 1.414
+
+
+def checkerboard(n, rng):
+    """Uniform on the 8 squares of a 4x4 board on [-4, 4)^2 whose integer cell
+    indices (floor(x/2), floor(y/2)) have an even sum."""
+    x1 = rng.random(n) * 4 - 2
+    x2_ = rng.random(n) - rng.integers(0, 2, size=n) * 2
+    x2 = x2_ + np.floor(x1) % 2
+    return np.stack((x1, x2), axis=1) * 2
+
+
+def moons(n, rng):
+    """scikit-learn ``make_moons(n, noise=0.1)``, then x * 2 + (-1, -0.2).
+
+    Outer half circle (cos pi l, sin pi l) gets n // 2 points, inner
+    (1 - cos pi l, 1/2 - sin pi l) the rest, l on an even grid in [0, 1].
+    """
+    n_out = n // 2
+    l_out = np.linspace(0.0, np.pi, n_out)
+    l_in = np.linspace(0.0, np.pi, n - n_out)
+    x = np.vstack((np.stack((np.cos(l_out), np.sin(l_out)), axis=1),
+                   np.stack((1 - np.cos(l_in), 1 - np.sin(l_in) - 0.5), axis=1)))
+    x = _shuffle(x, rng) + rng.normal(scale=0.1, size=(n, 2))
+    return x * 2 + np.array([-1.0, -0.2])
+
+
+def pinwheel(n, rng):
+    """Five arms: radial N(1, 0.3^2), tangential N(0, 0.1^2), each point turned by
+    its arm's angle 2*pi*k/5 plus 0.25 * exp(radial), then scaled by 2.
+
+    FFJORD draws n // 5 per arm; here the first n % 5 arms get one more point so
+    exactly n come back (identical counts when 5 divides n). Rows are shuffled.
+    """
+    num_classes, radial_std, tangential_std, rate = 5, 0.3, 0.1, 0.25
+    rads = np.linspace(0, TWO_PI, num_classes, endpoint=False)
+    counts = n // num_classes + (np.arange(num_classes) < n % num_classes)
+    labels = np.repeat(np.arange(num_classes), counts)                # (n,)
+    features = rng.standard_normal((n, 2)) * np.array([radial_std, tangential_std])
+    features[:, 0] += 1.0
+    angles = rads[labels] + rate * np.exp(features[:, 0])
+    rotations = np.stack([np.cos(angles), -np.sin(angles),
+                          np.sin(angles), np.cos(angles)]).T.reshape(-1, 2, 2)  # (n, 2, 2)
+    return 2 * _shuffle(np.einsum("ti,tij->tj", features, rotations), rng)
+
+
+def rings(n, rng):
+    """Four concentric rings of radius 3, 2.25, 1.5, 0.75 (FFJORD's 1, 0.75, 0.5,
+    0.25 times 3), evenly spaced angles, plus N(0, 0.08^2).
+
+    The three outer rings get n // 4 points each, the innermost the rest.
+    """
+    q = n // 4
+    parts = []
+    for radius, count in ((1.0, q), (0.75, q), (0.5, q), (0.25, n - 3 * q)):
+        theta = np.linspace(0, TWO_PI, count, endpoint=False)
+        parts.append(np.stack((np.cos(theta), np.sin(theta)), axis=1) * radius)
+    x = _shuffle(np.vstack(parts) * 3.0, rng)
+    return x + rng.normal(scale=0.08, size=x.shape)
+
+
+def swissroll(n, rng):
+    """scikit-learn ``make_swiss_roll(n, noise=1.0)``, columns (x, z), divided by 5:
+    t = 1.5 pi (1 + 2u), (x, y, z) = (t cos t, 21 u', t sin t) + N(0, I)."""
+    t = 1.5 * np.pi * (1 + 2 * rng.random(n))
+    y = 21.0 * rng.random(n)
+    x = np.stack((t * np.cos(t), y, t * np.sin(t)), axis=1)          # (n, 3)
+    x += rng.standard_normal((n, 3)) * 1.0
+    return x[:, [0, 2]] / 5.0
+
+
+def circles(n, rng):
+    """scikit-learn ``make_circles(n, factor=0.5, noise=0.08)`` times 3: radius 3
+    with n // 2 points and radius 1.5 with the rest, evenly spaced angles."""
+    n_out = n // 2
+    parts = []
+    for radius, count in ((1.0, n_out), (0.5, n - n_out)):
+        theta = np.linspace(0, TWO_PI, count, endpoint=False)
+        parts.append(np.stack((np.cos(theta), np.sin(theta)), axis=1) * radius)
+    x = _shuffle(np.vstack(parts), rng) + rng.normal(scale=0.08, size=(n, 2))
+    return x * 3.0
+
+
+# ---- a high-dimensional test distribution -----------------------------------------
+
+GMM_RADIUS = 4.0     # distance of every mode centre from the origin
+GMM_STD = 0.5        # per-coordinate standard deviation inside a mode
+
+
+def gmm_centres(dim, n_modes=8, radius=GMM_RADIUS):
+    """(n_modes, D) mode centres, a closed form identical on every machine.
+
+    Centre k is (-1)^k * radius * b_{k // 2}, with b_j the j-th orthonormal DCT-II
+    vector b_j[d] = sqrt((2 - [j == 0]) / D) cos(pi (2d + 1) j / (2D)): antipodal
+    pairs along orthogonal directions that touch every coordinate. Needs
+    n_modes <= 2 * dim.
+    """
+    if n_modes < 1 or n_modes > 2 * dim:
+        raise FmnumpyError(f"a {dim}-D mixture has room for 1 to {2 * dim} modes, "
+                           f"got n_modes={n_modes}")
+    j = np.arange(n_modes) // 2                                      # (n_modes,)
+    d = np.arange(dim)                                               # (D,)
+    b = np.cos(np.pi * (2 * d[None, :] + 1) * j[:, None] / (2 * dim))
+    b *= np.sqrt(np.where(j == 0, 1.0, 2.0) / dim)[:, None]
+    sign = np.where(np.arange(n_modes) % 2 == 0, 1.0, -1.0)
+    return radius * sign[:, None] * b
+
+
+def gaussian_mixture(n, rng, dim, n_modes=8, radius=GMM_RADIUS, std=GMM_STD):
+    """(n, dim) draws from the equal-weight mixture of N(c_k, std^2 I) over the
+    centres of :func:`gmm_centres`."""
+    centres = gmm_centres(dim, n_modes, radius)
+    k = rng.integers(0, n_modes, size=n)
+    return centres[k] + std * rng.standard_normal((n, dim))
+
+
+# ---- registry -------------------------------------------------------------------
+
+_SAMPLERS = {
+    "2spirals": two_spirals,
+    "8gaussians": eight_gaussians,
+    "checkerboard": checkerboard,
+    "moons": moons,
+    "pinwheel": pinwheel,
+    "rings": rings,
+    "swissroll": swissroll,
+    "circles": circles,
+    "gmm8d": lambda n, rng: gaussian_mixture(n, rng, dim=8),
+    "gmm32d": lambda n, rng: gaussian_mixture(n, rng, dim=32),
+}
+_DIMS = {"gmm8d": 8, "gmm32d": 32}
+DATASETS = tuple(_SAMPLERS)
+
+
+def _check_name(name, or_file=""):
+    if name not in _SAMPLERS:
+        raise FmnumpyError(f"unknown dataset {name!r}; choose one of "
+                           f"{', '.join(DATASETS)}{or_file}")
+    return name
+
+
+def sample(name, n, rng):
+    """(n, D) ``DTYPE`` draws from the named distribution; rng: Generator or int seed."""
+    fn = _SAMPLERS[_check_name(name)]
+    return fn(_check_n(n), _as_rng(rng)).astype(DTYPE)
+
+
+# ---- user data --------------------------------------------------------------------
+
+def _check_table(x, path, unit):
+    """Validate a loaded (N, D) array; ``unit(i)`` names 0-based row i for messages."""
+    if x.dtype.kind not in "iuf":
+        raise FmnumpyError(f"{path}: data must be real numbers, got dtype {x.dtype}")
+    if x.ndim != 2 or x.shape[1] < 1:
+        raise FmnumpyError(f"{path}: data must be a 2-D array (N samples, D dims), "
+                           f"got shape {x.shape}; reshape it to (N, D)")
+    if x.shape[0] < 2:
+        raise FmnumpyError(f"{path}: need at least 2 rows of data, got {x.shape[0]}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.ascontiguousarray(x, dtype=DTYPE)
+    bad = ~np.isfinite(out).all(axis=1)
+    if bad.any():
+        raise FmnumpyError(f"{path}: {unit(int(np.argmax(bad)))} holds NaN, inf or a value "
+                           f"too large for float32; remove or fix that row")
+    return out
+
+
+def _read_csv(path):
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            lines = f.read().split("\n")   # universal newlines: one entry per line
+    except UnicodeDecodeError:
+        raise FmnumpyError(f"{path}: not a text file; save it as comma-separated numbers")
+    rows, line_no = [], []           # fields of each data line, its 1-based line number
+    for i, line in enumerate(lines, start=1):
+        if line.strip():
+            rows.append([f.strip() for f in line.split(",")])
+            line_no.append(i)
+    if rows and not any(_is_number(f) for f in rows[0]):
+        rows, line_no = rows[1:], line_no[1:]       # a header line of names only
+    if not rows:
+        raise FmnumpyError(f"{path}: file is empty (no data rows); write one sample per "
+                           f"line as comma-separated numbers")
+    width = len(rows[0])
+    for fields, i in zip(rows, line_no):
+        if len(fields) != width:
+            raise FmnumpyError(f"{path}: line {i} has {len(fields)} values but line "
+                               f"{line_no[0]} has {width}; every row needs the same count")
+    values = []
+    for fields, i in zip(rows, line_no):
+        try:
+            values.append([float(f) for f in fields])
+        except ValueError:
+            bad = next(f for f in fields if not _is_number(f))
+            raise FmnumpyError(f"{path}: line {i} has a non-numeric entry {bad!r}; only "
+                               f"numbers are allowed after an optional header") from None
+    x = np.array(values, dtype=np.float64)                          # (N, D)
+    return _check_table(x, path, lambda r: f"line {line_no[r]}")
+
+
+def _is_number(text):
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _read_npy(path):
+    try:
+        x = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise FmnumpyError(f"{path}: cannot be read as a .npy array ({e}); "
+                           f"save it with numpy.save") from None
+    return _check_table(x, path, lambda r: f"row {r + 1}")
+
+
+def load_data(path):
+    """(N, D) ``DTYPE`` samples from a ``.npy`` or ``.csv`` file (N >= 2, D >= 1).
+
+    A .csv holds one sample per line, comma-separated; blank lines are skipped, and
+    a first line with no numeric field is taken as a header and skipped. Errors
+    name the file and the first bad line (csv, 1-based physical line) or row
+    (npy, 1-based).
+    """
+    path = os.fspath(path)
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in (".npy", ".csv"):
+        raise FmnumpyError(f"{path}: unsupported file type {ext or '(none)'!r}; "
+                           f"use a .npy or .csv file")
+    if not os.path.exists(path):
+        raise FmnumpyError(f"{path}: no such file; check the path")
+    if not os.path.isfile(path):
+        raise FmnumpyError(f"{path}: is not a regular file")
+    if os.path.getsize(path) == 0:
+        raise FmnumpyError(f"{path}: file is empty; it needs at least 2 samples")
+    return _read_npy(path) if ext == ".npy" else _read_csv(path)
+
+
+# ---- batch drawing for training -----------------------------------------------------
+
+def _resolve(data_or_name):
+    """A dataset name, or an (N, D) DTYPE array from an array or a .npy/.csv path."""
+    if isinstance(data_or_name, (str, os.PathLike)):
+        text = os.fspath(data_or_name)
+        if os.path.splitext(text)[1].lower() in (".npy", ".csv"):
+            return load_data(text)
+        return _check_name(text, " or give a .npy/.csv file")
+    return _check_table(np.asarray(data_or_name), "data", lambda r: f"row {r + 1}")
+
+
+def data_dim(name_or_array):
+    """D of a dataset name, an (N, D) array or a .npy/.csv path."""
+    src = _resolve(name_or_array)
+    return _DIMS.get(src, 2) if isinstance(src, str) else src.shape[1]
+
+
+def make_sampler(data_or_name):
+    """``draw(n, rng) -> (n, D) DTYPE``: fresh draws from a named distribution, or
+    n rows drawn uniformly with replacement from a user array (or .npy/.csv path)."""
+    src = _resolve(data_or_name)
+    if isinstance(src, str):
+        return lambda n, rng: sample(src, n, rng)
+
+    def draw(n, rng):
+        return src[_as_rng(rng).integers(0, src.shape[0], size=_check_n(n))]
+    return draw

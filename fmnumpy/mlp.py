@@ -1,0 +1,293 @@
+"""The velocity network: a multilayer perceptron on ``concat(x, time features)``.
+
+Dimension letters: B batch, D data dimension, F input features, H hidden width,
+P number of parameters.
+
+Parameters live in ONE flat buffer ``theta`` (P,) and gradients in one buffer
+``dtheta`` of the same layout; layer ``l`` owns ``W_l`` (n_in, n_out) followed by
+``b_l`` (n_out,), so the optimizer, the EMA, checkpoints and the GPU copy are one
+array each.  :func:`views` gives named views into it.
+
+Each layer's forward is followed by its backward (``docs/gradients.md``):
+
+    linear:      z = h W + b             dh = dz W^T,  dW += h^T dz,  db += sum_B dz
+    activation:  a = sigma(z)            dz = da * sigma'(z)
+
+Backward functions take the upstream gradient first, then what the forward
+cached, and accumulate parameter gradients with ``+=``; :func:`zero_grad` clears
+them once per step.
+"""
+import math
+
+import numpy as np
+from numba import njit
+
+from .activations import act_cpu, dact_cpu, activation_code
+from .config import DTYPE
+from .errors import FmnumpyError
+
+
+# ----------------------------------------------------------------------------
+# bookkeeping: sizes, offsets, views, initialisation
+# ----------------------------------------------------------------------------
+
+def feature_count(dim, n_freq):
+    """F: input width for data dimension D = dim and ``n_freq`` sinusoidal
+    frequencies of t (0 means the raw t only): D + 1 + 2 n_freq."""
+    return dim + 1 + 2 * n_freq
+
+
+def layer_sizes(dim, hidden, n_freq=0):
+    """(F, H_1, ..., H_k, D) as an int64 array."""
+    hidden = tuple(int(h) for h in hidden)
+    if len(hidden) == 0 or min(hidden) < 1:
+        raise FmnumpyError(f"hidden widths must be positive integers, got {hidden}")
+    return np.array((feature_count(dim, n_freq),) + hidden + (dim,), dtype=np.int64)
+
+
+def param_count(sizes):
+    """P = sum over layers of n_in * n_out + n_out."""
+    return int(sum(sizes[l] * sizes[l + 1] + sizes[l + 1] for l in range(len(sizes) - 1)))
+
+
+def views(theta, sizes):
+    """[(W_1, b_1), ..., (W_L, b_L)]: named views into the flat buffer."""
+    out, p = [], 0
+    for l in range(len(sizes) - 1):
+        n_in, n_out = int(sizes[l]), int(sizes[l + 1])
+        W = theta[p:p + n_in * n_out].reshape(n_in, n_out)
+        p += n_in * n_out
+        b = theta[p:p + n_out]
+        p += n_out
+        out.append((W, b))
+    return out
+
+
+def init_params(sizes, rng, dtype=DTYPE):
+    """PyTorch's default ``nn.Linear`` initialisation, drawn from ``rng``:
+    W and b uniform on [-1/sqrt(n_in), 1/sqrt(n_in)]."""
+    theta = np.empty(param_count(sizes), dtype=dtype)
+    for W, b in views(theta, sizes):
+        bound = 1.0 / math.sqrt(W.shape[0])
+        W[...] = rng.uniform(-bound, bound, size=W.shape)
+        b[...] = rng.uniform(-bound, bound, size=b.shape)
+    return theta
+
+
+class Workspace:
+    """Buffers the compiled forward/backward write into, sized for batch B.
+
+    ``X`` (B, F) input features; ``A`` every layer's output, flat; ``Z`` the
+    hidden pre-activations, flat; ``G1``/``G2`` gradients of hidden activations;
+    ``S`` scratch for one weight gradient.
+    """
+
+    def __init__(self, sizes, batch, dtype=DTYPE):
+        B = int(batch)
+        self.batch = B
+        self.X = np.zeros((B, int(sizes[0])), dtype=dtype)
+        self.A = np.zeros(B * int(sizes[1:].sum()), dtype=dtype)
+        self.Z = np.zeros(B * int(sizes[1:-1].sum()), dtype=dtype)
+        self.G1 = np.zeros(B * int(sizes.max()), dtype=dtype)
+        self.G2 = np.zeros(B * int(sizes.max()), dtype=dtype)
+        self.S = np.zeros(int((sizes[:-1] * sizes[1:]).max()), dtype=dtype)
+
+    def buffers(self):
+        return self.X, self.A, self.Z, self.G1, self.G2, self.S
+
+
+# ----------------------------------------------------------------------------
+# time features
+# ----------------------------------------------------------------------------
+
+@njit(cache=True, parallel=False)
+def time_features(x, t, n_freq, X):
+    """X = [x, t, sin(pi 2^k t), cos(pi 2^k t) for k < n_freq].
+
+    x (B, D), t (B,) -> X (B, F).  No gradient flows into t or x during
+    training, so there is no backward twin.
+    """
+    B, D = x.shape
+    for i in range(B):
+        for d in range(D):
+            X[i, d] = x[i, d]
+        X[i, D] = t[i]
+        for k in range(n_freq):
+            w = math.pi * 2.0 ** k
+            X[i, D + 1 + 2 * k] = math.sin(w * t[i])
+            X[i, D + 2 + 2 * k] = math.cos(w * t[i])
+
+
+# ----------------------------------------------------------------------------
+# layers: forward and backward side by side
+# ----------------------------------------------------------------------------
+
+@njit(cache=True)
+def linear_forward(h, W, b, z):
+    """z = h W + b.  h (B, n_in), W (n_in, n_out), b (n_out,) -> z (B, n_out)."""
+    np.dot(h, W, z)
+    B, n_out = z.shape
+    for i in range(B):
+        for j in range(n_out):
+            z[i, j] += b[j]
+
+
+@njit(cache=True)
+def linear_backward(dz, h, W, dh, dW, db, S):
+    """Gradients of z = h W + b given dz = dL/dz (B, n_out):
+    dW += h^T dz,  db += sum_i dz_i,  dh = dz W^T (skipped when dh is empty).
+    S is scratch of at least n_in * n_out entries."""
+    n_in, n_out = W.shape
+    hT_dz = S[:n_in * n_out].reshape((n_in, n_out))
+    np.dot(h.T, dz, hT_dz)
+    for a in range(n_in):
+        for j in range(n_out):
+            dW[a, j] += hT_dz[a, j]
+    B = dz.shape[0]
+    for i in range(B):
+        for j in range(n_out):
+            db[j] += dz[i, j]
+    if dh.shape[0] > 0:
+        np.dot(dz, W.T, dh)
+
+
+@njit(cache=True)
+def activation_forward(z, kind, a):
+    """a = sigma(z) elementwise, z and a (B, H)."""
+    B, H = z.shape
+    for i in range(B):
+        for j in range(H):
+            a[i, j] = act_cpu(z[i, j], kind)
+
+
+@njit(cache=True)
+def activation_backward(da, z, kind, dz):
+    """dz = da * sigma'(z) elementwise (may be computed in place, dz is da)."""
+    B, H = z.shape
+    for i in range(B):
+        for j in range(H):
+            dz[i, j] = da[i, j] * dact_cpu(z[i, j], kind)
+
+
+# ----------------------------------------------------------------------------
+# the network
+# ----------------------------------------------------------------------------
+
+@njit(cache=True)
+def _slice2d(buf, start, rows, cols):
+    return buf[start:start + rows * cols].reshape((rows, cols))
+
+
+@njit(cache=True)
+def mlp_forward(theta, sizes, kind, X, A, Z):
+    """v = MLP(X): hidden layers a_l = sigma(a_{l-1} W_l + b_l), last layer linear.
+
+    X (B, F); A and Z flat workspaces (see :class:`Workspace`).
+    Returns v (B, D), a view into A.
+    """
+    B = X.shape[0]
+    L = sizes.shape[0] - 1
+    p = 0
+    a_off = 0
+    z_off = 0
+    h = X
+    for l in range(L):
+        n_in = sizes[l]
+        n_out = sizes[l + 1]
+        W = _slice2d(theta, p, n_in, n_out)
+        b = theta[p + n_in * n_out:p + n_in * n_out + n_out]
+        p += n_in * n_out + n_out
+        a = _slice2d(A, a_off, B, n_out)
+        a_off += B * n_out
+        if l < L - 1:
+            z = _slice2d(Z, z_off, B, n_out)
+            z_off += B * n_out
+            linear_forward(h, W, b, z)
+            activation_forward(z, kind, a)
+        else:
+            linear_forward(h, W, b, a)
+        h = a
+    return h
+
+
+@njit(cache=True)
+def mlp_backward(dv, theta, sizes, kind, X, A, Z, dtheta, G1, G2, S):
+    """Backpropagation through :func:`mlp_forward` given dv = dL/dv (B, D).
+
+    Accumulates dL/dtheta into ``dtheta`` (same layout as theta).  G1, G2 are
+    workspaces for the gradients of hidden activations, S scratch.
+    """
+    B = X.shape[0]
+    L = sizes.shape[0] - 1
+    # offsets of each layer's W in theta, of its output in A and of its z in Z
+    p_off = np.zeros(L, dtype=np.int64)
+    a_off = np.zeros(L, dtype=np.int64)
+    z_off = np.zeros(L, dtype=np.int64)
+    for l in range(1, L):
+        p_off[l] = p_off[l - 1] + sizes[l - 1] * sizes[l] + sizes[l]
+        a_off[l] = a_off[l - 1] + B * sizes[l]
+        z_off[l] = z_off[l - 1] + B * sizes[l]
+    dz = dv
+    use_g1 = True
+    for l in range(L - 1, -1, -1):
+        n_in = sizes[l]
+        n_out = sizes[l + 1]
+        p = p_off[l]
+        W = _slice2d(theta, p, n_in, n_out)
+        dW = _slice2d(dtheta, p, n_in, n_out)
+        db = dtheta[p + n_in * n_out:p + n_in * n_out + n_out]
+        if l == 0:
+            h = X
+            dh = _slice2d(G1, 0, 0, n_in)          # empty: no gradient wrt the input
+        else:
+            h = _slice2d(A, a_off[l - 1], B, n_in)
+            dh = _slice2d(G1 if use_g1 else G2, 0, B, n_in)
+        linear_backward(dz, h, W, dh, dW, db, S)
+        if l > 0:
+            z_prev = _slice2d(Z, z_off[l - 1], B, n_in)
+            activation_backward(dh, z_prev, kind, dh)   # in place: dz_{l-1}
+            dz = dh
+            use_g1 = not use_g1
+
+
+@njit(cache=True)
+def zero_grad(dtheta):
+    """Clear the gradient buffer once per step (backward accumulates)."""
+    dtheta[:] = 0.0
+
+
+@njit(cache=True)
+def velocity(theta, sizes, kind, n_freq, x, t, X, A, Z):
+    """v(x, t) for particles x (B, D) at times t (B,): time features then MLP."""
+    time_features(x, t, n_freq, X)
+    return mlp_forward(theta, sizes, kind, X, A, Z)
+
+
+class MLPSpec:
+    """What defines the network apart from its weights: D, hidden widths,
+    activation, time-feature frequencies.  Plain data, stored in checkpoints."""
+
+    def __init__(self, dim, hidden=(256, 256, 256), activation="silu", n_freq=0):
+        self.dim = int(dim)
+        if self.dim < 1:
+            raise FmnumpyError(f"data dimension must be at least 1, got {dim}")
+        self.hidden = tuple(int(h) for h in hidden)
+        self.activation = str(activation).lower()
+        self.kind = activation_code(self.activation)
+        self.n_freq = int(n_freq)
+        if self.n_freq < 0:
+            raise FmnumpyError(f"time_freqs must be >= 0, got {n_freq}")
+        self.sizes = layer_sizes(self.dim, self.hidden, self.n_freq)
+        self.n_params = param_count(self.sizes)
+
+    def to_dict(self):
+        return {"dim": self.dim, "hidden": list(self.hidden),
+                "activation": self.activation, "n_freq": self.n_freq}
+
+    @classmethod
+    def from_dict(cls, d):
+        return cls(d["dim"], tuple(d["hidden"]), d["activation"], d.get("n_freq", 0))
+
+    def __repr__(self):
+        return (f"MLPSpec(dim={self.dim}, hidden={self.hidden}, "
+                f"activation={self.activation!r}, n_freq={self.n_freq})")

@@ -1,0 +1,155 @@
+"""ODE solvers for dx/dt = v(x, t), t from 0 (noise) to 1 (data).
+
+Dimension letters: B particles, D data dimension, S stages.
+
+An explicit Runge-Kutta method is data: a Butcher tableau (c, A, b) written as
+exact fractions, and one stepping loop, :func:`rk_integrate`, serves them all
+(``docs/solvers.md``).  With step h and stages
+
+    k_i = v(x + h sum_{j<i} a_ij k_j,  t + c_i h),     x <- x + h sum_i b_i k_i.
+
+The velocity field is passed to the compiled loop as a compiled function
+``field(params, x, t, out)`` so that the same loop integrates the network
+(:func:`mlp_field`) and the closed-form fields of the tests.
+"""
+from fractions import Fraction as Fr
+
+import numpy as np
+from numba import njit
+
+from .errors import FmnumpyError
+from .mlp import mlp_forward, time_features
+
+
+class Tableau:
+    """Butcher tableau of an explicit RK method with S stages and order p."""
+
+    def __init__(self, name, order, c, A, b):
+        S = len(b)
+        self.name, self.order, self.stages = name, order, S
+        self.c_exact = tuple(Fr(x) for x in c)
+        self.b_exact = tuple(Fr(x) for x in b)
+        self.A_exact = tuple(tuple(Fr(x) for x in row) for row in A)
+        self.c = np.array([float(x) for x in self.c_exact])
+        self.b = np.array([float(x) for x in self.b_exact])
+        self.A = np.zeros((S, S))
+        for i, row in enumerate(self.A_exact):
+            self.A[i, :len(row)] = [float(x) for x in row]
+
+
+TABLEAUS = {
+    "euler": Tableau("euler", 1, c=[0], A=[[]], b=[1]),
+    "midpoint": Tableau("midpoint", 2, c=[0, Fr(1, 2)], A=[[], [Fr(1, 2)]], b=[0, 1]),
+    "heun": Tableau("heun", 2, c=[0, 1], A=[[], [1]], b=[Fr(1, 2), Fr(1, 2)]),
+    # the classical Runge-Kutta method (not the 3/8 rule)
+    "rk4": Tableau("rk4", 4, c=[0, Fr(1, 2), Fr(1, 2), 1],
+                   A=[[], [Fr(1, 2)], [0, Fr(1, 2)], [0, 0, 1]],
+                   b=[Fr(1, 6), Fr(1, 3), Fr(1, 3), Fr(1, 6)]),
+}
+METHODS = tuple(TABLEAUS)
+
+
+def tableau(method):
+    key = str(method).lower()
+    if key not in TABLEAUS:
+        raise FmnumpyError(f"unknown method {method!r}; choose one of: " + ", ".join(METHODS))
+    return TABLEAUS[key]
+
+
+@njit(cache=True)
+def rk_integrate(field, params, x, t0, t1, steps, c, A, b, K, xs, ts, traj, every):
+    """Integrate x (B, D) in place from t0 to t1 with ``steps`` equal steps.
+
+    c (S,), A (S, S), b (S,): the tableau.  K (S, B, D) stage buffer, xs (B, D)
+    stage input, ts (B,) stage time.  If traj has rows, the state after every
+    ``every`` steps is stored: traj[0] = x(t0), traj[r] = x after r*every steps.
+    """
+    B, D = x.shape
+    S = b.shape[0]
+    h = (t1 - t0) / steps
+    n_rec = traj.shape[0]
+    if n_rec > 0:
+        traj[0] = x
+    for n in range(steps):
+        t = t0 + n * h
+        for i in range(S):
+            for p in range(B):
+                for d in range(D):
+                    acc = x[p, d]
+                    for j in range(i):
+                        acc += h * A[i, j] * K[j, p, d]
+                    xs[p, d] = acc
+            ts[:] = t + c[i] * h
+            field(params, xs, ts, K[i])
+        for p in range(B):
+            for d in range(D):
+                acc = 0.0
+                for i in range(S):
+                    acc += b[i] * K[i, p, d]
+                x[p, d] += h * acc
+        r = (n + 1) // every
+        if (n + 1) % every == 0 and r < n_rec:
+            traj[r] = x
+
+
+@njit(cache=True)
+def mlp_field(params, x, t, out):
+    """The network as a field: out = MLP(concat(x, features(t)))."""
+    theta, sizes, kind, n_freq, X, A, Z = params
+    time_features(x, t, n_freq, X)
+    out[:] = mlp_forward(theta, sizes, kind, X, A, Z)
+
+
+@njit(cache=False)   # takes a compiled function argument: not cacheable
+def _integrate_chunks(theta, sizes, kind, n_freq, x, t0, t1, steps, c, A, b, traj, every,
+                      chunk):
+    """Split the particles into chunks of ``chunk`` and integrate them in parallel;
+    each chunk owns its own buffers (no sharing between threads)."""
+    N, D = x.shape
+    S = b.shape[0]
+    n_chunks = (N + chunk - 1) // chunk
+    hsum = 0
+    for l in range(1, sizes.shape[0]):
+        hsum += sizes[l]
+    for ci in range(n_chunks):
+        lo = ci * chunk
+        hi = min(N, lo + chunk)
+        B = hi - lo
+        X = np.empty((B, sizes[0]), dtype=x.dtype)
+        Abuf = np.empty(B * hsum, dtype=x.dtype)
+        Zbuf = np.empty(B * hsum, dtype=x.dtype)
+        K = np.empty((S, B, D), dtype=x.dtype)
+        xs = np.empty((B, D), dtype=x.dtype)
+        ts = np.empty(B, dtype=x.dtype)
+        xc = x[lo:hi].copy()
+        tr = np.empty((traj.shape[0], B, D), dtype=x.dtype)
+        rk_integrate(mlp_field, (theta, sizes, kind, n_freq, X, Abuf, Zbuf), xc, t0, t1,
+                     steps, c, A, b, K, xs, ts, tr, every)
+        x[lo:hi] = xc
+        for r in range(traj.shape[0]):
+            traj[r, lo:hi] = tr[r]
+
+
+def integrate_mlp(theta, spec, x0, method="rk4", steps=100, t0=0.0, t1=1.0, record=0,
+                  chunk=2048):
+    """Solve dx/dt = v_theta(x, t) from x(t0) = x0 (N, D) to t1.
+
+    Returns x(t1) (N, D) and, if ``record`` > 0, the trajectory (record+1, N, D)
+    holding the state every ``steps // record`` steps.
+    """
+    tab = tableau(method)
+    steps = int(steps)
+    if steps < 1:
+        raise FmnumpyError(f"steps must be a positive integer, got {steps}")
+    x = np.ascontiguousarray(x0, dtype=theta.dtype).copy()
+    if x.ndim != 2 or x.shape[1] != spec.dim:
+        raise FmnumpyError(f"x0 must have shape (N, {spec.dim}), got {x.shape}")
+    if record:
+        record = min(int(record), steps)
+        every = steps // record
+        traj = np.empty((steps // every + 1, x.shape[0], x.shape[1]), dtype=x.dtype)
+    else:
+        every, traj = 1, np.empty((0, x.shape[0], x.shape[1]), dtype=x.dtype)
+    _integrate_chunks(theta, spec.sizes, spec.kind, spec.n_freq, x, t0, t1, steps,
+                      tab.c, tab.A, tab.b, traj, every, int(chunk))
+    return (x, traj) if record else x

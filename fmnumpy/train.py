@@ -1,0 +1,112 @@
+"""The training loop: fresh (x0, x1, t) every step, one fused compiled step,
+progress bar, periodic callbacks and checkpoints, clean stops.
+
+Random draws are counter-based: the batches of steps [k C, (k+1) C) (C =
+``config.DATA_CHUNK_STEPS``) are drawn from ``default_rng([seed, 1, k])``, so the
+data of any step is a function of (seed, step) alone.  That is what makes
+``--resume`` continue bit for bit: nothing about the RNG has to be carried
+except the step counter.
+"""
+import time
+
+import numpy as np
+
+from .config import DATA_CHUNK_STEPS
+from .errors import FmnumpyError
+from .optim import ema_decay_at, learning_rate
+from .step import StepBuffers, train_step
+
+TRAIN_STREAM = 1      # purpose tag of the training-data generator
+
+
+class BatchStream:
+    """(x0, x1, t) for step k: x0 (B, D) ~ N(0, I), x1 (B, D) ~ data, t (B,) ~ U(0, 1)."""
+
+    def __init__(self, draw, dim, batch, seed, dtype, coupling=None):
+        self.draw, self.dim, self.batch, self.seed = draw, dim, batch, seed
+        self.dtype, self.coupling = dtype, coupling
+        self.chunk = -1
+
+    def _fill(self, k):
+        C, B, D = DATA_CHUNK_STEPS, self.batch, self.dim
+        rng = np.random.default_rng([self.seed, TRAIN_STREAM, k])
+        self.x1 = np.ascontiguousarray(self.draw(C * B, rng), dtype=self.dtype).reshape(C, B, D)
+        self.x0 = rng.standard_normal((C, B, D)).astype(self.dtype)
+        self.t = rng.random((C, B)).astype(self.dtype)
+        if self.coupling is not None:
+            for c in range(C):
+                self.x0[c], self.x1[c] = self.coupling(self.x0[c], self.x1[c], rng)
+        self.chunk = k
+
+    def batch_at(self, step):
+        """The batch of 0-based step ``step``."""
+        k, r = divmod(step, DATA_CHUNK_STEPS)
+        if k != self.chunk:
+            self._fill(k)
+        return self.x0[r], self.x1[r], self.t[r]
+
+
+def run(model, stream, steps, until=None, progress=True, callback=None, callback_every=0,
+        checkpoint=None, checkpoint_every=0, log=None):
+    """Train ``model`` (a FlowMatcher) from ``model.step_`` up to ``until`` (default
+    ``steps``), with the learning-rate schedule spanning ``steps``.
+
+    Writes ``checkpoint`` every ``checkpoint_every`` steps, at the end and on
+    Ctrl-C (then re-raises KeyboardInterrupt).  A non-finite loss stops
+    training with FmnumpyError; the last checkpoint on disk is left as it was.
+    """
+    spec, opt = model.spec_, model.opt
+    B = stream.batch
+    buf = StepBuffers(spec.sizes, B, model.theta_.dtype)
+    until = steps if until is None else min(int(until), steps)
+    b1, b2 = opt.betas
+    bar = None
+    if progress and until > model.step_:
+        from tqdm.auto import tqdm    # edge dependency, only for the bar
+        bar = tqdm(total=until, initial=model.step_, unit="step", dynamic_ncols=True,
+                   smoothing=0.1, mininterval=0.5)
+    t_start, s_start = time.perf_counter(), model.step_
+    pending = 0
+    try:
+        while model.step_ < until:
+            k = model.step_ + 1                      # 1-based Adam step
+            x0, x1, t = stream.batch_at(model.step_)
+            lr = learning_rate(k, opt.lr, steps, opt.warmup, opt.schedule, opt.lr_min)
+            loss, gnorm = train_step(
+                model.theta_, model.dtheta_, model.m_, model.v_, model.ema_,
+                spec.sizes, spec.kind, spec.n_freq, x0, x1, t, model.sigma_min,
+                k, lr, b1, b2, opt.eps, opt.weight_decay, opt.decoupled, opt.clip,
+                ema_decay_at(k, opt.ema_decay),
+                buf.xt, buf.ut, buf.dv, *buf.buffers())
+            if not np.isfinite(loss):
+                where = f"; the last good checkpoint {checkpoint} is kept" if checkpoint else ""
+                raise FmnumpyError(f"loss became non-finite at step {k}{where}; lower the "
+                                   "learning rate (--lr) or clip gradients (--clip 1.0)")
+            model.step_ = k
+            model.losses_.append(float(loss))
+            pending += 1
+            if bar is not None and (pending >= 50 or k == until):
+                bar.update(pending)
+                pending = 0
+                rate = (k - s_start) / max(1e-9, time.perf_counter() - t_start)
+                bar.set_postfix_str(f"loss {np.mean(model.losses_[-50:]):.4f}, {rate:,.0f} steps/s",
+                                    refresh=False)
+            if callback is not None and callback_every and k % callback_every == 0:
+                callback(model, k)
+            if checkpoint and checkpoint_every and k % checkpoint_every == 0:
+                model.save(checkpoint)
+    except KeyboardInterrupt:
+        if checkpoint:
+            model.save(checkpoint)
+            msg = (f"interrupted at step {model.step_}; checkpoint written to {checkpoint}, "
+                   "continue with --resume")
+            if log:
+                log(msg)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    if checkpoint:
+        model.save(checkpoint)
+    model.train_seconds_ += time.perf_counter() - t_start
+    return model
