@@ -59,8 +59,9 @@ def build_parser():
                      f"{DEFAULTS['dataset']}); one of: " + ", ".join(_datasets()))
     src.add_argument("--data", default=None, help="your data: a .npy or .csv file of "
                      "shape (N, D)")
-    t.add_argument("--steps", type=int, default=DEFAULTS["steps"],
-                   help="training steps in total (default %(default)s)")
+    t.add_argument("--steps", type=int, default=None,
+                   help=f"training steps in total (default {DEFAULTS['steps']}, or the "
+                   "checkpoint's total with --resume)")
     t.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"],
                    help="batch size (default %(default)s)")
     t.add_argument("--lr", type=float, default=DEFAULTS["lr"],
@@ -144,6 +145,8 @@ def cmd_train(a):
                          lr=a.lr, optimizer=a.optimizer, weight_decay=a.weight_decay,
                          clip=a.clip, ema_decay=a.ema_decay, warmup=a.warmup,
                          schedule=a.schedule, sigma_min=a.sigma_min, seed=a.seed)
+    if a.steps is None:
+        a.steps = (fm.total_steps_ if a.resume and fm.total_steps_ else DEFAULTS["steps"])
     fm.threads = a.threads
     draw = make_sampler(data)
     ref = draw(2000, np.random.default_rng([a.seed, 7]))           # (2000, D) for pictures

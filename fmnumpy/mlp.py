@@ -78,7 +78,7 @@ class Workspace:
     """Buffers the compiled forward/backward write into, sized for batch B.
 
     ``X`` (B, F) input features; ``A`` every layer's output, flat; ``Z`` the
-    hidden pre-activations, flat; ``G1``/``G2`` gradients of hidden activations;
+    hidden layers' activation derivatives sigma'(z), flat; ``G1``/``G2`` gradients of hidden activations;
     ``S`` scratch for one weight gradient.
     """
 
@@ -172,6 +172,10 @@ def activation_backward(da, z, kind, dz):
 # ----------------------------------------------------------------------------
 # the network
 # ----------------------------------------------------------------------------
+# The network fuses each hidden layer's bias, activation and activation
+# derivative into one pass after the matrix product (the same formulas as the
+# layer pairs above): the forward caches s_l = sigma'(z_l) in ``Z`` so the
+# backward is dz_l = da_l * s_l, one transcendental evaluation per element.
 
 @njit(cache=True)
 def _slice2d(buf, start, rows, cols):
@@ -179,14 +183,43 @@ def _slice2d(buf, start, rows, cols):
 
 
 @njit(cache=True)
+def hidden_forward(h, W, b, kind, a, s):
+    """a = sigma(h W + b), and s = sigma'(h W + b) when s has rows.
+    h (B, n_in), W (n_in, n_out), b (n_out,) -> a, s (B, n_out)."""
+    np.dot(h, W, a)
+    B, n_out = a.shape
+    if s.shape[0] > 0:
+        for i in range(B):
+            for j in range(n_out):
+                z = a[i, j] + b[j]
+                a[i, j] = act_cpu(z, kind)
+                s[i, j] = dact_cpu(z, kind)
+    else:
+        for i in range(B):
+            for j in range(n_out):
+                a[i, j] = act_cpu(a[i, j] + b[j], kind)
+
+
+@njit(cache=True)
+def hidden_backward(da, s, dz):
+    """dz = da * s, s = sigma'(z) cached by :func:`hidden_forward` (may be in place)."""
+    B, H = da.shape
+    for i in range(B):
+        for j in range(H):
+            dz[i, j] = da[i, j] * s[i, j]
+
+
+@njit(cache=True)
 def mlp_forward(theta, sizes, kind, X, A, Z):
     """v = MLP(X): hidden layers a_l = sigma(a_{l-1} W_l + b_l), last layer linear.
 
-    X (B, F); A and Z flat workspaces (see :class:`Workspace`).
-    Returns v (B, D), a view into A.
+    X (B, F); A flat workspace for every layer's output; Z flat workspace that
+    receives s_l = sigma'(z_l) of the hidden layers for the backward pass (pass
+    an empty Z for inference: nothing is cached).  Returns v (B, D), a view into A.
     """
     B = X.shape[0]
     L = sizes.shape[0] - 1
+    cache = Z.shape[0] > 0
     p = 0
     a_off = 0
     z_off = 0
@@ -200,10 +233,9 @@ def mlp_forward(theta, sizes, kind, X, A, Z):
         a = _slice2d(A, a_off, B, n_out)
         a_off += B * n_out
         if l < L - 1:
-            z = _slice2d(Z, z_off, B, n_out)
+            s = _slice2d(Z, z_off, B if cache else 0, n_out)
             z_off += B * n_out
-            linear_forward(h, W, b, z)
-            activation_forward(z, kind, a)
+            hidden_forward(h, W, b, kind, a, s)
         else:
             linear_forward(h, W, b, a)
         h = a
@@ -214,19 +246,19 @@ def mlp_forward(theta, sizes, kind, X, A, Z):
 def mlp_backward(dv, theta, sizes, kind, X, A, Z, dtheta, G1, G2, S):
     """Backpropagation through :func:`mlp_forward` given dv = dL/dv (B, D).
 
-    Accumulates dL/dtheta into ``dtheta`` (same layout as theta).  G1, G2 are
-    workspaces for the gradients of hidden activations, S scratch.
+    Accumulates dL/dtheta into ``dtheta`` (same layout as theta).  Z holds the
+    sigma'(z_l) cached by the forward; G1, G2 are workspaces for the gradients
+    of hidden activations, S scratch.  ``kind`` is unused (the forward cached
+    sigma') but kept so forward and backward take the same arguments.
     """
     B = X.shape[0]
     L = sizes.shape[0] - 1
-    # offsets of each layer's W in theta, of its output in A and of its z in Z
+    # offsets of each layer's W in theta, of its output in A and of its s in Z
     p_off = np.zeros(L, dtype=np.int64)
     a_off = np.zeros(L, dtype=np.int64)
-    z_off = np.zeros(L, dtype=np.int64)
     for l in range(1, L):
         p_off[l] = p_off[l - 1] + sizes[l - 1] * sizes[l] + sizes[l]
         a_off[l] = a_off[l - 1] + B * sizes[l]
-        z_off[l] = z_off[l - 1] + B * sizes[l]
     dz = dv
     use_g1 = True
     for l in range(L - 1, -1, -1):
@@ -244,8 +276,8 @@ def mlp_backward(dv, theta, sizes, kind, X, A, Z, dtheta, G1, G2, S):
             dh = _slice2d(G1 if use_g1 else G2, 0, B, n_in)
         linear_backward(dz, h, W, dh, dW, db, S)
         if l > 0:
-            z_prev = _slice2d(Z, z_off[l - 1], B, n_in)
-            activation_backward(dh, z_prev, kind, dh)   # in place: dz_{l-1}
+            s_prev = _slice2d(Z, a_off[l - 1], B, n_in)   # Z and A share offsets
+            hidden_backward(dh, s_prev, dh)               # in place: dz_{l-1}
             dz = dh
             use_g1 = not use_g1
 

@@ -15,7 +15,7 @@ The velocity field is passed to the compiled loop as a compiled function
 from fractions import Fraction as Fr
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from .errors import FmnumpyError
 from .mlp import mlp_forward, time_features
@@ -100,7 +100,7 @@ def mlp_field(params, x, t, out):
     out[:] = mlp_forward(theta, sizes, kind, X, A, Z)
 
 
-@njit(cache=False)   # takes a compiled function argument: not cacheable
+@njit(cache=False, parallel=True)   # takes a compiled function argument: not cacheable
 def _integrate_chunks(theta, sizes, kind, n_freq, x, t0, t1, steps, c, A, b, traj, every,
                       chunk):
     """Split the particles into chunks of ``chunk`` and integrate them in parallel;
@@ -111,13 +111,13 @@ def _integrate_chunks(theta, sizes, kind, n_freq, x, t0, t1, steps, c, A, b, tra
     hsum = 0
     for l in range(1, sizes.shape[0]):
         hsum += sizes[l]
-    for ci in range(n_chunks):
+    for ci in prange(n_chunks):
         lo = ci * chunk
         hi = min(N, lo + chunk)
         B = hi - lo
         X = np.empty((B, sizes[0]), dtype=x.dtype)
         Abuf = np.empty(B * hsum, dtype=x.dtype)
-        Zbuf = np.empty(B * hsum, dtype=x.dtype)
+        Zbuf = np.empty(0, dtype=x.dtype)          # inference: no sigma' cache
         K = np.empty((S, B, D), dtype=x.dtype)
         xs = np.empty((B, D), dtype=x.dtype)
         ts = np.empty(B, dtype=x.dtype)
@@ -134,8 +134,9 @@ def integrate_mlp(theta, spec, x0, method="rk4", steps=100, t0=0.0, t1=1.0, reco
                   chunk=2048):
     """Solve dx/dt = v_theta(x, t) from x(t0) = x0 (N, D) to t1.
 
-    Returns x(t1) (N, D) and, if ``record`` > 0, the trajectory (record+1, N, D)
-    holding the state every ``steps // record`` steps.
+    Returns x(t1) (N, D) and, if ``record`` = R > 0, the trajectory (R', N, D)
+    holding the state every ``steps // R`` steps and, always as its last row,
+    the final state (R' = R + 1 when R divides ``steps``).
     """
     tab = tableau(method)
     steps = int(steps)
@@ -145,11 +146,23 @@ def integrate_mlp(theta, spec, x0, method="rk4", steps=100, t0=0.0, t1=1.0, reco
     if x.ndim != 2 or x.shape[1] != spec.dim:
         raise FmnumpyError(f"x0 must have shape (N, {spec.dim}), got {x.shape}")
     if record:
+        # rows at steps 0, every, 2 every, ...; the final state is always the last row
         record = min(int(record), steps)
         every = steps // record
-        traj = np.empty((steps // every + 1, x.shape[0], x.shape[1]), dtype=x.dtype)
+        n_rows = steps // every + 1 + (1 if steps % every else 0)
+        traj = np.empty((n_rows, x.shape[0], x.shape[1]), dtype=x.dtype)
     else:
         every, traj = 1, np.empty((0, x.shape[0], x.shape[1]), dtype=x.dtype)
-    _integrate_chunks(theta, spec.sizes, spec.kind, spec.n_freq, x, t0, t1, steps,
-                      tab.c, tab.A, tab.b, traj, every, int(chunk))
+    from .train import single_threaded_blas
+    import numba
+    # at least one chunk per thread; each chunk runs the whole solve for its particles
+    chunk = max(1, min(int(chunk), -(-x.shape[0] // numba.get_num_threads())))
+    blas = single_threaded_blas()
+    try:
+        _integrate_chunks(theta, spec.sizes, spec.kind, spec.n_freq, x, t0, t1, steps,
+                          tab.c, tab.A, tab.b, traj, every, chunk)
+    finally:
+        blas.restore_original_limits()
+    if record and steps % every:
+        traj[-1] = x
     return (x, traj) if record else x

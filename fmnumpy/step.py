@@ -1,42 +1,40 @@
 """One training step of conditional flow matching, fused into one compiled call.
 
-Dimension letters: B batch, D data dimension, P parameters.
+Dimension letters: B batch, D data dimension, P parameters, C chunks.
 
     xt, ut = path(x0, x1, t)                  paths.straight_path
     v      = MLP(concat(xt, features(t)))     mlp.velocity
     L      = mean (v - ut)^2                  loss.cfm_loss_forward
     dv     = dL/dv                            loss.cfm_loss_backward
     dtheta = backprop(dv)                     mlp.mlp_backward
-    theta  = Adam(theta, dtheta); ema         optim.adam_update, optim.ema_update
+    theta  = Adam(theta, dtheta); ema         step.adam_ema_update (optim.adam_element,
+                                              optim.ema_element)
 
-Each part is its own function (and tested on its own); composing them inside
-one ``njit`` function removes the per-call dispatch cost of the small model.
+Each part is its own function (and tested on its own).  :func:`train_step`
+splits the batch into C chunks, one per thread: each chunk runs
+:func:`loss_and_grad` on its rows into its own gradient buffer, and the
+chunk gradients are summed with weights B_c / B, which is exactly the gradient
+of the mean loss over the whole batch (docs/gradients.md#chunks).  Inside a
+step Numba owns the threads, so BLAS must run single-threaded
+(``train.run`` arranges it).
 """
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from .config import DTYPE
 from .loss import cfm_loss_backward, cfm_loss_forward
-from .mlp import Workspace, mlp_backward, velocity, zero_grad
-from .optim import adam_update, clip_grad_norm, ema_update
+from .mlp import _slice2d, mlp_backward, param_count, velocity, zero_grad
+from .optim import adam_element_cpu, ema_element_cpu
 from .paths import straight_path
-
-
-class StepBuffers(Workspace):
-    """A :class:`mlp.Workspace` plus the path and loss buffers xt, ut, dv (B, D)."""
-
-    def __init__(self, sizes, batch, dtype=DTYPE):
-        super().__init__(sizes, batch, dtype)
-        D = int(sizes[-1])
-        self.xt = np.zeros((batch, D), dtype=dtype)
-        self.ut = np.zeros((batch, D), dtype=dtype)
-        self.dv = np.zeros((batch, D), dtype=dtype)
 
 
 @njit(cache=True)
 def loss_and_grad(theta, dtheta, sizes, kind, n_freq, x0, x1, t, sigma_min,
                   xt, ut, dv, X, A, Z, G1, G2, S):
-    """L(theta) on the batch (x0, x1, t) and dtheta = dL/dtheta (overwritten)."""
+    """L(theta) on the batch (x0, x1, t) and dtheta = dL/dtheta (overwritten).
+
+    x0, x1 (B, D), t (B,); xt, ut, dv (B, D) and X, A, Z, G1, G2, S are
+    buffers (see mlp.Workspace)."""
     straight_path(x0, x1, t, sigma_min, xt, ut)
     v = velocity(theta, sizes, kind, n_freq, xt, t, X, A, Z)
     loss = cfm_loss_forward(v, ut)
@@ -46,22 +44,112 @@ def loss_and_grad(theta, dtheta, sizes, kind, n_freq, x0, x1, t, sigma_min,
     return loss
 
 
+class StepBuffers:
+    """Per-chunk buffers of :func:`train_step`, one row per chunk (C, ...), so
+    threads never share a buffer; ``dthetas`` (C, P) holds chunk gradients."""
+
+    def __init__(self, sizes, batch, n_chunks=1, dtype=DTYPE):
+        sizes = np.asarray(sizes, dtype=np.int64)
+        C = max(1, min(int(n_chunks), int(batch)))
+        Bc = -(-int(batch) // C)
+        D, F = int(sizes[-1]), int(sizes[0])
+        hsum, hid = int(sizes[1:].sum()), int(sizes[1:-1].sum())
+        z = lambda n: np.zeros((C, n), dtype=dtype)       # noqa: E731
+        self.n_chunks, self.chunk = C, Bc
+        self.xt, self.ut, self.dv = z(Bc * D), z(Bc * D), z(Bc * D)
+        self.X, self.A, self.Z = z(Bc * F), z(Bc * hsum), z(Bc * hid)
+        self.G1, self.G2 = z(Bc * int(sizes.max())), z(Bc * int(sizes.max()))
+        self.S = z(int((sizes[:-1] * sizes[1:]).max()))
+        self.dthetas = z(param_count(sizes))        # row 0 unused: chunk 0 uses dtheta
+        self.losses = np.zeros(C, dtype=np.float64)
+
+    def args(self):
+        return (self.xt, self.ut, self.dv, self.X, self.A, self.Z, self.G1, self.G2, self.S,
+                self.dthetas, self.losses)
+
+
+@njit(cache=True, parallel=True)
+def chunked_loss_and_grad(theta, dtheta, sizes, kind, n_freq, x0, x1, t, sigma_min,
+                          xt, ut, dv, X, A, Z, G1, G2, S, dthetas, losses):
+    """:func:`loss_and_grad` over C chunks of the batch in parallel; returns L and
+    writes dtheta = sum_c (B_c / B) dL_c/dtheta."""
+    B, D = x0.shape
+    F = sizes[0]
+    C = dthetas.shape[0]
+    Bc = (B + C - 1) // C
+    hsum = 0
+    for l in range(1, sizes.shape[0]):
+        hsum += sizes[l]
+    hid = hsum - sizes[-1]
+    w = np.zeros(C)                  # chunk weights B_c / B
+    for c in range(C):
+        w[c] = max(0, min(B, c * Bc + Bc) - c * Bc) / B
+    for c in prange(C):
+        lo = c * Bc
+        n = min(B, lo + Bc) - lo
+        losses[c] = 0.0
+        # chunk 0 writes straight into dtheta, the others into their own rows
+        g = dtheta if c == 0 else dthetas[c]
+        if n > 0:
+            lc = loss_and_grad(theta, g, sizes, kind, n_freq,
+                               x0[lo:lo + n], x1[lo:lo + n], t[lo:lo + n], sigma_min,
+                               _slice2d(xt[c], 0, n, D), _slice2d(ut[c], 0, n, D),
+                               _slice2d(dv[c], 0, n, D), _slice2d(X[c], 0, n, F),
+                               A[c][:n * hsum], Z[c][:n * hid], G1[c], G2[c], S[c])
+            losses[c] = lc * w[c]
+        else:
+            g[:] = 0.0
+    if C > 1:
+        P = theta.shape[0]
+        for i in prange(P):
+            acc = w[0] * dtheta[i]
+            for c in range(1, C):
+                acc += w[c] * dthetas[c, i]
+            dtheta[i] = acc
+    return losses.sum()
+
+
+@njit(cache=True, parallel=True)
+def adam_ema_update(theta, dtheta, m, v, ema, k, lr, b1, b2, eps, wd, decoupled, ema_decay,
+                    scale):
+    """Adam/AdamW step k on g = scale * dtheta, then the EMA, in one pass over P."""
+    bc1 = 1.0 - b1 ** k
+    bc2 = 1.0 - b2 ** k
+    for i in prange(theta.shape[0]):
+        p, m[i], v[i] = adam_element_cpu(theta[i], scale * dtheta[i], m[i], v[i], lr, b1, b2,
+                                         eps, wd, decoupled, bc1, bc2)
+        theta[i] = p
+        ema[i] = ema_element_cpu(ema[i], p, ema_decay)
+
+
+@njit(cache=True, parallel=True)
+def _grad_norm(dtheta):
+    s = 0.0
+    for i in prange(dtheta.shape[0]):
+        s += float(dtheta[i]) * float(dtheta[i])
+    return np.sqrt(s)
+
+
 @njit(cache=True)
-def train_step(theta, dtheta, m, v2, ema, sizes, kind, n_freq, x0, x1, t, sigma_min,
+def train_step(theta, dtheta, m, v, ema, sizes, kind, n_freq, x0, x1, t, sigma_min,
                k, lr, b1, b2, eps, wd, decoupled, clip, ema_decay,
-               xt, ut, dv, X, A, Z, G1, G2, S):
+               xt, ut, dv, X, A, Z, G1, G2, S, dthetas, losses):
     """Loss, gradient, clipping, Adam step k and EMA update; returns (loss, ||g||).
 
-    A non-finite loss leaves theta, the moments and the EMA untouched, so the
+    Clipping scales g by min(1, clip / ||g||) (clip <= 0: off).  A non-finite
+    loss or gradient leaves theta, the moments and the EMA untouched, so the
     caller can stop with the last good weights.
     """
-    loss = loss_and_grad(theta, dtheta, sizes, kind, n_freq, x0, x1, t, sigma_min,
-                         xt, ut, dv, X, A, Z, G1, G2, S)
+    loss = chunked_loss_and_grad(theta, dtheta, sizes, kind, n_freq, x0, x1, t, sigma_min,
+                                 xt, ut, dv, X, A, Z, G1, G2, S, dthetas, losses)
     if not np.isfinite(loss):
         return loss, np.nan
-    gnorm = clip_grad_norm(dtheta, clip)
+    gnorm = _grad_norm(dtheta)
     if not np.isfinite(gnorm):
         return np.inf, gnorm
-    adam_update(theta, dtheta, m, v2, k, lr, b1, b2, eps, wd, decoupled)
-    ema_update(ema, theta, ema_decay)
+    scale = 1.0
+    if clip > 0.0 and gnorm > clip:
+        scale = clip / (gnorm + 1e-6)
+    adam_ema_update(theta, dtheta, m, v, ema, k, lr, b1, b2, eps, wd, decoupled, ema_decay,
+                    scale)
     return loss, gnorm

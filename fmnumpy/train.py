@@ -9,6 +9,7 @@ except the step counter.
 """
 import time
 
+import numba
 import numpy as np
 
 from .config import DATA_CHUNK_STEPS
@@ -17,6 +18,13 @@ from .optim import ema_decay_at, learning_rate
 from .step import StepBuffers, train_step
 
 TRAIN_STREAM = 1      # purpose tag of the training-data generator
+
+
+def single_threaded_blas():
+    """Limit BLAS to one thread until ``.restore_original_limits()``: compiled
+    code runs its own threads (see DEVELOPERS.md, Threads)."""
+    from threadpoolctl import threadpool_limits
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 class BatchStream:
@@ -57,7 +65,7 @@ def run(model, stream, steps, until=None, progress=True, callback=None, callback
     """
     spec, opt = model.spec_, model.opt
     B = stream.batch
-    buf = StepBuffers(spec.sizes, B, model.theta_.dtype)
+    buf = StepBuffers(spec.sizes, B, numba.get_num_threads(), model.theta_.dtype)
     until = steps if until is None else min(int(until), steps)
     b1, b2 = opt.betas
     bar = None
@@ -67,6 +75,7 @@ def run(model, stream, steps, until=None, progress=True, callback=None, callback
                    smoothing=0.1, mininterval=0.5)
     t_start, s_start = time.perf_counter(), model.step_
     pending = 0
+    blas = single_threaded_blas()          # Numba owns the threads inside a step
     try:
         while model.step_ < until:
             k = model.step_ + 1                      # 1-based Adam step
@@ -77,7 +86,7 @@ def run(model, stream, steps, until=None, progress=True, callback=None, callback
                 spec.sizes, spec.kind, spec.n_freq, x0, x1, t, model.sigma_min,
                 k, lr, b1, b2, opt.eps, opt.weight_decay, opt.decoupled, opt.clip,
                 ema_decay_at(k, opt.ema_decay),
-                buf.xt, buf.ut, buf.dv, *buf.buffers())
+                *buf.args())
             if not np.isfinite(loss):
                 where = f"; the last good checkpoint {checkpoint} is kept" if checkpoint else ""
                 raise FmnumpyError(f"loss became non-finite at step {k}{where}; lower the "
@@ -104,6 +113,7 @@ def run(model, stream, steps, until=None, progress=True, callback=None, callback
                 log(msg)
         raise
     finally:
+        blas.restore_original_limits()
         if bar is not None:
             bar.close()
     if checkpoint:

@@ -1,0 +1,68 @@
+"""What every CUDA kernel module shares: the lazily imported ``numba.cuda``, the
+scalar formulas compiled for the device, and launch settings.
+
+The scalar formulas are the ones the CPU uses, compiled a second time with
+``cuda.jit(device=True)`` (STYLE.md rule 3): activations from
+``fmnumpy.activations``, the Adam and EMA element updates from
+``fmnumpy.optim``, the path, loss and time-feature elements and the 2spirals
+point from :mod:`fmnumpy.cuda.elements`.  Never copy a formula here.
+
+Launch settings (threads per block, fastmath) are read from ``fmnumpy.config``
+each time a kernel is built or launched, so tests can shrink them.
+"""
+import functools
+
+from .. import config
+from ..activations import act, dact
+from ..optim import adam_element, ema_element
+from . import elements
+
+
+def cuda():
+    """``numba.cuda``, imported on first use (importing fmnumpy.cuda never needs it)."""
+    from numba import cuda as _cuda
+    return _cuda
+
+
+def threads_per_block():
+    return int(config.CUDA_THREADS_PER_BLOCK)
+
+
+def fastmath():
+    return bool(config.CUDA_FASTMATH)
+
+
+def simulator():
+    """True under the CUDA simulator (NUMBA_ENABLE_CUDASIM=1)."""
+    from numba import config as nconfig
+    return bool(getattr(nconfig, "ENABLE_CUDASIM", False))
+
+
+class DeviceFunctions:
+    """The scalar formulas, each compiled once as a CUDA device function."""
+
+    def __init__(self, fm):
+        dev = cuda().jit(device=True, fastmath=fm)
+        self.act = dev(act)
+        self.dact = dev(dact)
+        self.adam_element = dev(adam_element)
+        self.ema_element = dev(ema_element)
+        self.path_element = dev(elements.path_element)
+        self.cfm_element = dev(elements.cfm_element)
+        self.time_feature = dev(elements.time_feature)
+        self.spiral_point = dev(elements.spiral_point)
+
+
+@functools.lru_cache(maxsize=None)
+def device_functions(fm):
+    return DeviceFunctions(fm)
+
+
+def grid_stride_blocks(n, threads):
+    """Blocks for a grid-stride loop over n elements."""
+    from .tiles import TILES
+    return max(1, min(int(TILES["max_grid"]), -(-int(n) // threads)))
+
+
+def synchronize():
+    cuda().synchronize()

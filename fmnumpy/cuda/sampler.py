@@ -1,0 +1,85 @@
+"""Sampling on the GPU: the twin of ``solvers.integrate_mlp``.
+
+Dimension letters: N particles, D data dimension, S stages, R recorded states.
+"""
+import numpy as np
+
+from ..errors import FmnumpyError
+from ..solvers import tableau
+from .device import cuda, fastmath, threads_per_block
+from .layout import layer_table
+from .sample_kernels import SMAX, make_rk_mlp
+from .tiles import mlp_config
+
+
+def tableau_array(method):
+    """The Butcher tableau of ``method`` as one (S + 2, S) float64 array:
+    row 0 = c, row 1 = b, rows 2.. = A (solvers.TABLEAUS)."""
+    tab = tableau(method)
+    S = tab.stages
+    if S > SMAX:
+        raise FmnumpyError(f"method {method!r} has {S} stages; the CUDA sampler supports "
+                           f"at most {SMAX}")
+    out = np.zeros((S + 2, S))
+    out[0], out[1], out[2:] = tab.c, tab.b, tab.A
+    return out
+
+
+class CudaSampler:
+    """The network ``spec`` with weights ``theta`` on the device, ready to
+    integrate particles that are already on the device (no host copies)."""
+
+    def __init__(self, theta, spec):
+        cu = cuda()
+        self.spec = spec
+        self.cfg = mlp_config(int(max(spec.sizes)), threads_per_block())
+        self.kernel = make_rk_mlp(self.cfg, spec.dim, fastmath())
+        self.theta = cu.to_device(np.ascontiguousarray(theta, dtype=np.float32))
+        self.lay = cu.to_device(layer_table(spec.sizes)[0])
+        self._tabs = {}
+        self._no_traj = cu.device_array((1, 1, spec.dim), dtype=np.float32)
+
+    def tab(self, method):
+        if method not in self._tabs:
+            self._tabs[method] = cuda().to_device(tableau_array(method))
+        return self._tabs[method]
+
+    def integrate(self, x, method="rk4", steps=100, t0=0.0, t1=1.0, traj=None, every=1):
+        """Integrate the device array x (N, D) in place; fill the device array traj
+        (R + 1, N, D) every ``every`` steps if given.  Asynchronous."""
+        N = x.shape[0]
+        if N == 0:
+            return x
+        h = (float(t1) - float(t0)) / int(steps)
+        n_rec = 0 if traj is None else traj.shape[0]
+        spec = self.spec
+        blocks = -(-N // self.cfg.PB)
+        self.kernel[blocks, self.cfg.NT](self.theta, self.lay, self.tab(method), x,
+                                         self._no_traj if traj is None else traj,
+                                         float(t0), h, int(steps), int(every), n_rec,
+                                         spec.n_freq, spec.kind)
+        return x
+
+
+def cuda_sample(theta, spec, x0, method="rk4", steps=100, t0=0.0, t1=1.0, record=0):
+    """Same arguments and results as ``solvers.integrate_mlp``: x(t1) (N, D) and,
+    with ``record`` > 0, the trajectory (record + 1, N, D)."""
+    tableau(method)
+    steps = int(steps)
+    if steps < 1:
+        raise FmnumpyError(f"steps must be a positive integer, got {steps}")
+    x = np.ascontiguousarray(x0, dtype=np.float32)
+    if x.ndim != 2 or x.shape[1] != spec.dim:
+        raise FmnumpyError(f"x0 must have shape (N, {spec.dim}), got {x.shape}")
+    cu = cuda()
+    sampler = CudaSampler(theta, spec)
+    x_d = cu.to_device(x)
+    traj_d = None
+    every = 1
+    if record:
+        record = min(int(record), steps)
+        every = steps // record
+        traj_d = cu.device_array((steps // every + 1, x.shape[0], x.shape[1]), dtype=np.float32)
+    sampler.integrate(x_d, method, steps, t0, t1, traj_d, every)
+    out = x_d.copy_to_host()
+    return (out, traj_d.copy_to_host()) if record else out

@@ -1,0 +1,90 @@
+"""Tile shapes of the CUDA kernels and the block layout derived from them.
+
+Pure Python (no numba.cuda): importing it never needs a GPU.  Threads per block
+and fastmath come from ``fmnumpy.config`` (read at launch time); the tile
+constants below are read at launch time too, so tests patch ``TILES`` to make
+tiny problems span several blocks and several tiles.
+
+The block MLP (``block_mlp.py``) evaluates the network on PB rows (particles or
+batch rows) per block.  Its NT threads form an (NRG x NCG) grid of row groups
+and column groups; thread (rg, cg) owns the TM x TN register tile of rows
+rg + i NRG (i < TM) and columns cg + j NCG (j < TN), strided so that a warp's
+shared-memory reads hit consecutive banks.  A layer's whole output (PB x HP)
+is covered by the block's registers, so the result can overwrite its input in
+the one shared activation buffer.
+"""
+from collections import namedtuple
+
+from ..errors import FmnumpyError
+
+TILES = {
+    # block MLP (training forward/backward, samplers)
+    "mlp_tm": 8,          # rows per thread (upper bound; lowered for small batches)
+    "mlp_tn": 8,          # columns per thread
+    "mlp_bk": 8,          # rows of W staged in shared memory per k-tile
+    "min_blocks": 128,    # training: lower TM until the batch spans this many blocks
+    # weight-gradient GEMM dW = H^T dZ, split over the batch
+    "wg_bm": 128, "wg_bn": 128,   # output tile (rows of W x columns of W)
+    "wg_tm": 8, "wg_tn": 8,       # register tile per thread
+    "wg_bk": 8,                   # batch rows staged per k-tile
+    "wg_target_blocks": 264,      # split the batch until the grid has about this many blocks
+    # generic
+    "max_grid": 1024,             # grid-stride kernels (reduction, Adam) use at most this many blocks
+}
+
+SHARED_LIMIT = 48 * 1024 - 2048   # static shared memory per block, less room for small arrays
+
+MlpConfig = namedtuple("MlpConfig", "PB TM TN BK NRG NCG NT HP HS")
+
+
+def _round_up(n, m):
+    return (n + m - 1) // m * m
+
+
+def mlp_config(width, threads, rows=None, tiles=None):
+    """Block layout for an MLP whose widest layer (input features included) has
+    ``width`` units, with about ``threads`` threads per block.
+
+    ``rows``: the number of rows to process (training batch); TM is lowered until
+    they span ``min_blocks`` blocks.  Shrinks BK, then TM, to fit shared memory.
+    """
+    t = TILES if tiles is None else tiles
+    TN = int(t["mlp_tn"])
+    HP = _round_up(int(width), TN)             # padded width: NCG column groups of TN
+    NCG = HP // TN
+    NRG = max(1, int(threads) // NCG)
+    TM, BK = int(t["mlp_tm"]), int(t["mlp_bk"])
+    if rows is not None:
+        while TM > 1 and -(-int(rows) // (NRG * TM)) < int(t["min_blocks"]):
+            TM //= 2
+    HS = HP + 1                                # +1: rows of the buffer start in different banks
+
+    def nbytes(TM, BK):
+        return 4 * (NRG * TM * HS + BK * HS)
+
+    while nbytes(TM, BK) > SHARED_LIMIT:
+        if BK > 1:
+            BK //= 2
+        elif TM > 1:
+            TM //= 2
+        else:
+            raise FmnumpyError(f"layer width {width} is too wide for the CUDA kernels "
+                               "(shared memory); use --device cpu")
+    return MlpConfig(PB=NRG * TM, TM=TM, TN=TN, BK=BK, NRG=NRG, NCG=NCG, NT=NRG * NCG,
+                     HP=HP, HS=HS)
+
+
+WgConfig = namedtuple("WgConfig", "BM BN TM TN BK NRG NCG NT")
+
+
+def wg_config(tiles=None):
+    """Tile layout of the weight-gradient GEMM (see ``train_kernels.weight_grad``)."""
+    t = TILES if tiles is None else tiles
+    BM, BN, TM, TN = int(t["wg_bm"]), int(t["wg_bn"]), int(t["wg_tm"]), int(t["wg_tn"])
+    if BM % TM or BN % TN:
+        raise FmnumpyError("wg tiles must be multiples of the register tile")
+    NRG, NCG = BM // TM, BN // TN
+    if BN > NRG * NCG:
+        raise FmnumpyError("wg_bn must not exceed the threads of a block (bias sums)")
+    return WgConfig(BM=BM, BN=BN, TM=TM, TN=TN, BK=int(t["wg_bk"]), NRG=NRG, NCG=NCG,
+                    NT=NRG * NCG)

@@ -1,0 +1,331 @@
+"""The training step on the GPU: four kernels on the flat buffers of ``mlp.py``.
+
+Dimension letters: B batch, D data dimension, P parameters, S batch splits.
+
+    forward_backward  per block of PB batch rows: draw (x0, x1, t) or read them,
+                      xt, ut (paths.py), v = MLP(features) (mlp.mlp_forward),
+                      L and dv (loss.py), then dz of every layer
+                      (mlp.mlp_backward's dh = dz W^T, dz = dh sigma'(z)).
+                      Writes each layer's input H_l and output gradient dZ_l.
+    weight_grad       dW_l = H_l^T dZ_l, db_l = sum_B dZ_l (linear_backward), tiled,
+                      one partial sum per batch split s: part[s] (P,)
+    reduce_grad       dtheta = sum_s part[s], and ||dtheta||^2 (optim.grad_norm)
+    adam_ema          clipping, Adam/AdamW (optim.adam_element), EMA (optim.ema_element)
+
+Buffers (all on the device, kept between steps):
+    state (5, P) float32   rows THETA, GRAD, M, V, EMA (same layout as theta)
+    lay   (L, 8) int64     per layer: N_IN, N_OUT, W_OFF, B_OFF, H_OFF, Z_OFF,
+                           DZ_OFF (offsets into theta and ``work``), T_START
+                           (first tile of the layer in weight_grad's grid)
+    work  float32          H_l (B, n_in), Z_l (B, n_out) of hidden layers, dZ_l (B, n_out)
+    stats (C, 2) float64   per step of the chunk: loss, ||g||^2 (accumulated by atomics)
+    sched (C, 4) float64   per step: lr, 1 - b1^k, 1 - b2^k, EMA decay
+"""
+import functools
+import math
+
+from .block_mlp import make_block_mlp
+from .device import cuda, device_functions
+
+THETA, GRAD, M, V, EMA = range(5)
+N_IN, N_OUT, W_OFF, B_OFF, H_OFF, Z_OFF, DZ_OFF, T_START = range(8)
+
+# where x0, x1, t come from (forward_backward's data_mode)
+DATA_ARRAYS = 0      # xin[c] = [x0 | x1 | t] (B, 2D + 1): given batches (tests, validation)
+DATA_STREAM = 1      # xin[c] = x1 (B, D) uploaded per chunk; x0, t drawn on the device
+DATA_2SPIRALS = 2    # everything drawn on the device (D = 2)
+
+
+@functools.lru_cache(maxsize=None)
+def make_forward_backward(cfg, D, fastmath):
+    """The fused forward + loss + backward-data kernel for block layout ``cfg``."""
+    cu = cuda()
+    from numba import float32, float64
+    from numba.cuda.random import xoroshiro128p_normal_float32, xoroshiro128p_uniform_float32
+    dev = device_functions(fastmath)
+    act, dact, path_element = dev.act, dev.dact, dev.path_element
+    cfm_element, spiral_point = dev.cfm_element, dev.spiral_point
+    mlp = make_block_mlp(cfg, D, fastmath)
+    tile_matmul, narrow_linear, features = mlp.tile_matmul, mlp.narrow_linear, mlp.features
+    PB, TM, TN, BK, NRG, NCG, NT, HS = cfg.PB, cfg.TM, cfg.TN, cfg.BK, cfg.NRG, cfg.NCG, \
+        cfg.NT, cfg.HS
+    RED = mlp.RED
+
+    @cu.jit(fastmath=fastmath)
+    def forward_backward(state, lay, work, rng, xin, stats, c, B, n_freq, sigma_min,
+                         data_mode, kind):
+        hs = cu.shared.array((PB, HS), float32)      # activations / gradients of the rows
+        ws = cu.shared.array((BK, HS), float32)      # staged k-tile of W or W^T
+        us = cu.shared.array((PB, D), float32)       # target velocity ut
+        vs = cu.shared.array((PB, D), float32)       # prediction v
+        red = cu.shared.array(RED, float32)
+        red64 = cu.shared.array(NT, float64)
+        acc = cu.local.array((TM, TN), float32)
+        xt = cu.local.array(D, float32)
+        tid = cu.threadIdx.x
+        rg = tid // NCG
+        cg = tid % NCG
+        row0 = cu.blockIdx.x * PB
+        theta = state[THETA]
+        L = lay.shape[0]
+        F = lay[0, N_IN]
+
+        # -- the batch rows: (x0, x1, t) -> xt, ut -> input features X = H_0 ----------
+        for r in range(tid, PB, NT):
+            i = row0 + r
+            for f in range(F):
+                hs[r, f] = 0.0
+            for d in range(D):
+                us[r, d] = 0.0
+            if i < B:
+                p1x = 0.0
+                p1y = 0.0
+                if data_mode == DATA_ARRAYS:
+                    t = xin[c, i, 2 * D]
+                else:
+                    t = xoroshiro128p_uniform_float32(rng, i)
+                if data_mode == DATA_2SPIRALS:
+                    u_s = xoroshiro128p_uniform_float32(rng, i)
+                    u_x = xoroshiro128p_uniform_float32(rng, i)
+                    u_y = xoroshiro128p_uniform_float32(rng, i)
+                    u_arm = xoroshiro128p_uniform_float32(rng, i)
+                    n_x = xoroshiro128p_normal_float32(rng, i)
+                    n_y = xoroshiro128p_normal_float32(rng, i)
+                    p1x, p1y = spiral_point(u_s, u_x, u_y, u_arm, n_x, n_y)
+                for d in range(D):
+                    if data_mode == DATA_ARRAYS:
+                        x0 = xin[c, i, d]
+                        x1 = xin[c, i, D + d]
+                    else:
+                        x0 = xoroshiro128p_normal_float32(rng, i)
+                        if data_mode == DATA_STREAM:
+                            x1 = xin[c, i, d]
+                        elif d == 0:
+                            x1 = float32(p1x)
+                        else:
+                            x1 = float32(p1y)
+                    xtd, utd = path_element(x0, x1, t, sigma_min)
+                    xt[d] = xtd
+                    us[r, d] = utd
+                features(hs, r, xt, t, n_freq)
+                for f in range(F):
+                    work[lay[0, H_OFF] + i * F + f] = hs[r, f]
+        cu.syncthreads()
+
+        # -- forward through the hidden layers: z = h W + b, a = sigma(z) ------------
+        for l in range(L - 1):
+            n_in = lay[l, N_IN]
+            n_out = lay[l, N_OUT]
+            tile_matmul(hs, n_in, n_out, theta, lay[l, W_OFF], False, ws, acc, tid)
+            for i in range(TM):
+                r = rg + i * NRG
+                row = row0 + r
+                for j in range(TN):
+                    col = cg + j * NCG
+                    if col < n_out:
+                        z = acc[i, j] + theta[lay[l, B_OFF] + col]
+                        a = act(z, kind)
+                        hs[r, col] = a
+                        if row < B:
+                            work[lay[l, Z_OFF] + row * n_out + col] = z
+                            work[lay[l + 1, H_OFF] + row * n_out + col] = a
+            cu.syncthreads()
+
+        # -- last layer, loss L = sum (v - ut)^2 / (B D), dv = dL/dv -----------------
+        lo = L - 1
+        narrow_linear(hs, lay[lo, N_IN], theta, lay[lo, W_OFF], lay[lo, B_OFF], red, vs, tid)
+        cdv = 2.0 / (B * D)
+        lsum = 0.0
+        for p in range(tid, PB * D, NT):
+            r = p // D
+            d = p % D
+            row = row0 + r
+            dv = float32(0.0)
+            if row < B:
+                sq, g = cfm_element(vs[r, d], us[r, d], cdv)
+                lsum += sq
+                dv = g
+                work[lay[lo, DZ_OFF] + row * D + d] = dv
+            hs[r, d] = dv
+        red64[tid] = lsum
+        cu.syncthreads()
+        if tid == 0:
+            tot = 0.0
+            for q in range(NT):
+                tot += red64[q]
+            cu.atomic.add(stats, (c, 0), tot / (B * D))
+
+        # -- backward: dh = dz W^T, dz_prev = dh sigma'(z_prev), down to layer 1 ------
+        for l in range(L - 1, 0, -1):
+            n_in = lay[l, N_IN]
+            n_out = lay[l, N_OUT]
+            tile_matmul(hs, n_out, n_in, theta, lay[l, W_OFF], True, ws, acc, tid)
+            for i in range(TM):
+                r = rg + i * NRG
+                row = row0 + r
+                for j in range(TN):
+                    col = cg + j * NCG
+                    if col < n_in:
+                        dz = float32(0.0)
+                        if row < B:
+                            zp = work[lay[l - 1, Z_OFF] + row * n_in + col]
+                            dz = acc[i, j] * dact(zp, kind)
+                            work[lay[l - 1, DZ_OFF] + row * n_in + col] = dz
+                        hs[r, col] = dz
+            cu.syncthreads()
+
+    return forward_backward
+
+
+@functools.lru_cache(maxsize=None)
+def make_weight_grad(wg, fastmath):
+    """Split-K GEMM dW_l = H_l^T dZ_l (and db_l = column sums of dZ_l) for all
+    layers in one launch: grid (tiles of all layers, batch splits)."""
+    cu = cuda()
+    from numba import float32
+    BM, BN, TM, TN, BK, NRG, NCG, NT = wg.BM, wg.BN, wg.TM, wg.TN, wg.BK, wg.NRG, wg.NCG, wg.NT
+
+    @cu.jit(fastmath=fastmath)
+    def weight_grad(lay, work, part, B, rows_per_split):
+        hsh = cu.shared.array((BK, BM), float32)     # H rows i, columns a0..a0+BM
+        dsh = cu.shared.array((BK, BN), float32)     # dZ rows i, columns j0..j0+BN
+        acc = cu.local.array((TM, TN), float32)
+        a = cu.local.array(TM, float32)
+        g = cu.local.array(TN, float32)
+        tid = cu.threadIdx.x
+        rg = tid // NCG
+        cg = tid % NCG
+        L = lay.shape[0]
+        tile = cu.blockIdx.x
+        s = cu.blockIdx.y
+        l = 0
+        while l + 1 < L and lay[l + 1, T_START] <= tile:
+            l += 1
+        n_in = lay[l, N_IN]
+        n_out = lay[l, N_OUT]
+        n_ct = (n_out + BN - 1) // BN
+        a0 = (tile - lay[l, T_START]) // n_ct * BM
+        j0 = (tile - lay[l, T_START]) % n_ct * BN
+        h_off = lay[l, H_OFF]
+        dz_off = lay[l, DZ_OFF]
+        for i in range(TM):
+            for j in range(TN):
+                acc[i, j] = 0.0
+        bsum = float32(0.0)                           # db partial of column j0 + tid
+        i_lo = s * rows_per_split
+        i_hi = min(B, i_lo + rows_per_split)
+        for i0 in range(i_lo, i_hi, BK):
+            for e in range(tid, BK * BM, NT):
+                kk = e // BM
+                col = e % BM
+                i = i0 + kk
+                val = float32(0.0)
+                if i < i_hi and a0 + col < n_in:
+                    val = work[h_off + i * n_in + a0 + col]
+                hsh[kk, col] = val
+            for e in range(tid, BK * BN, NT):
+                kk = e // BN
+                col = e % BN
+                i = i0 + kk
+                val = float32(0.0)
+                if i < i_hi and j0 + col < n_out:
+                    val = work[dz_off + i * n_out + j0 + col]
+                dsh[kk, col] = val
+            cu.syncthreads()
+            for kk in range(BK):
+                for i in range(TM):
+                    a[i] = hsh[kk, rg + i * NRG]
+                for j in range(TN):
+                    g[j] = dsh[kk, cg + j * NCG]
+                for i in range(TM):
+                    for j in range(TN):
+                        acc[i, j] += a[i] * g[j]
+            if a0 == 0 and tid < BN:
+                for kk in range(BK):
+                    bsum += dsh[kk, tid]
+            cu.syncthreads()
+        w_off = lay[l, W_OFF]
+        for i in range(TM):
+            row = a0 + rg + i * NRG
+            for j in range(TN):
+                col = j0 + cg + j * NCG
+                if row < n_in and col < n_out:
+                    part[s, w_off + row * n_out + col] = acc[i, j]
+        if a0 == 0 and tid < BN and j0 + tid < n_out:
+            part[s, lay[l, B_OFF] + j0 + tid] = bsum
+
+    return weight_grad
+
+
+@functools.lru_cache(maxsize=None)
+def make_reduce_grad(NT, fastmath):
+    """dtheta = sum_s part[s] and stats[c, 1] += ||dtheta||^2 (float64)."""
+    cu = cuda()
+    from numba import float64
+
+    @cu.jit(fastmath=fastmath)
+    def reduce_grad(part, state, stats, c):
+        red64 = cu.shared.array(NT, float64)
+        tid = cu.threadIdx.x
+        S, P = part.shape
+        sq = 0.0
+        for p in range(cu.grid(1), P, cu.gridsize(1)):
+            g = part[0, p]
+            for s in range(1, S):
+                g += part[s, p]
+            state[GRAD, p] = g
+            sq += float64(g) * float64(g)
+        red64[tid] = sq
+        cu.syncthreads()
+        if tid == 0:
+            tot = 0.0
+            for q in range(NT):
+                tot += red64[q]
+            cu.atomic.add(stats, (c, 1), tot)
+
+    return reduce_grad
+
+
+@functools.lru_cache(maxsize=None)
+def make_adam_ema(fastmath):
+    """Clip, Adam/AdamW step, EMA (optim.clip_grad_norm, adam_update, ema_update).
+
+    A step whose loss or gradient norm is not finite changes nothing and sets
+    ``bad[0]`` to its 1-based step number; once set, no later step changes
+    anything, so the state stays at the last good weights (like step.train_step).
+    """
+    cu = cuda()
+    from numba import float32
+    dev = device_functions(fastmath)
+    adam_element, ema_element = dev.adam_element, dev.ema_element
+
+    @cu.jit(fastmath=fastmath)
+    def adam_ema(state, stats, sched, c, k, bad, b1, b2, eps, wd, decoupled, clip):
+        loss = stats[c, 0]
+        gnorm = math.sqrt(stats[c, 1])
+        first = cu.grid(1) == 0
+        if bad[0] == 0:
+            if not (math.isfinite(loss) and math.isfinite(gnorm)):
+                if first:
+                    bad[0] = k
+            else:
+                scale = 1.0
+                if clip > 0.0 and gnorm > clip:
+                    scale = clip / (gnorm + 1e-6)
+                lr = sched[c, 0]
+                bc1 = sched[c, 1]
+                bc2 = sched[c, 2]
+                decay = sched[c, 3]
+                P = state.shape[1]
+                for p in range(cu.grid(1), P, cu.gridsize(1)):
+                    g = state[GRAD, p]
+                    if scale != 1.0:
+                        g = float32(g * scale)
+                    th, m, v = adam_element(state[THETA, p], g, state[M, p], state[V, p],
+                                            lr, b1, b2, eps, wd, decoupled, bc1, bc2)
+                    state[THETA, p] = th
+                    state[M, p] = m
+                    state[V, p] = v
+                    state[EMA, p] = ema_element(state[EMA, p], state[THETA, p], decay)
+
+    return adam_ema

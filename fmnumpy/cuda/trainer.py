@@ -1,0 +1,214 @@
+"""``CudaTrainer``: the training state kept on the GPU and the launches of one step.
+
+Dimension letters: B batch, D data dimension, P parameters, C steps per chunk.
+
+A step is four kernel launches (``train_kernels.py``) and nothing else: the
+host neither waits nor copies.  Per chunk of C = ``config.DATA_CHUNK_STEPS``
+steps the host uploads the step schedule (learning rate, bias corrections, EMA
+decay: the CPU's formulas, evaluated on the host) and, for data the device
+cannot draw, the chunk's x1; after the chunk it reads back the C losses.
+
+Random draws: x0 and t (and 2spirals' x1) come from one xoroshiro128+ state
+per batch row, seeded from (seed, first step); x1 of other data is drawn on the
+host from ``default_rng([seed, 1, step // C])`` exactly as ``train.BatchStream``
+draws it.
+"""
+import numpy as np
+
+from .. import config
+from ..errors import FmnumpyError
+from ..optim import ema_decay_at, learning_rate
+from .device import cuda, fastmath, grid_stride_blocks, threads_per_block
+from .layout import layer_table
+from .tiles import TILES, mlp_config, wg_config
+from .train_kernels import (DATA_2SPIRALS, DATA_ARRAYS, DATA_STREAM, EMA, GRAD, M, THETA, V,
+                            make_adam_ema, make_forward_backward, make_reduce_grad,
+                            make_weight_grad)
+
+TRAIN_STREAM = 1      # purpose tag of the data generator, as in train.py
+DEVICE_RNG_STREAM = 2
+
+
+class CudaTrainer:
+    """Flow-matching training of the MLP ``spec`` with optimizer settings ``opt``
+    (optim.AdamConfig) on batches of ``batch`` rows.
+
+    ``data``: "2spirals" (drawn on the device when D = 2), any other dataset name
+    or array accepted by ``datasets.make_sampler`` (x1 streamed per chunk), or
+    None (batches given to :meth:`run_arrays` only).
+    """
+
+    def __init__(self, spec, opt, batch, sigma_min=0.0, data=None, seed=0, start_step=0):
+        cu = cuda()
+        self.spec, self.opt = spec, opt
+        self.B = int(batch)
+        if self.B < 1:
+            raise FmnumpyError(f"batch size must be a positive integer, got {batch}")
+        self.D = spec.dim
+        self.sigma_min = float(sigma_min)
+        self.seed = int(seed)
+        self.C = int(config.DATA_CHUNK_STEPS)
+        sizes = spec.sizes
+        P = spec.n_params
+        fm = fastmath()
+        self.cfg = mlp_config(int(max(sizes)), threads_per_block(), rows=self.B)
+        self.wg = wg_config()
+        self.NT = threads_per_block()
+        lay, n_work, n_tiles = layer_table(sizes, self.B, self.wg)
+        self.n_tiles = n_tiles
+        # batch splits of the weight gradient: about wg_target_blocks blocks in all
+        splits = max(1, -(-int(TILES["wg_target_blocks"]) // n_tiles))
+        rows = -(-self.B // splits)
+        self.rows_per_split = -(-rows // self.wg.BK) * self.wg.BK
+        self.S = -(-self.B // self.rows_per_split)
+
+        self.k_fb = make_forward_backward(self.cfg, self.D, fm)
+        self.k_wg = make_weight_grad(self.wg, fm)
+        self.k_red = make_reduce_grad(self.NT, fm)
+        self.k_adam = make_adam_ema(fm)
+
+        self.lay = cu.to_device(lay)
+        self.work = cu.device_array(n_work, dtype=np.float32)
+        self.state = cu.to_device(np.zeros((5, P), dtype=np.float32))
+        self.part = cu.device_array((self.S, P), dtype=np.float32)
+        self.stats = cu.to_device(np.zeros((self.C, 2)))
+        self.sched = cu.to_device(np.zeros((self.C, 4)))
+        self.bad = cu.to_device(np.zeros(1, dtype=np.int64))
+        self.P = P
+
+        self.mode = None
+        self.draw = None
+        self.xin = cu.to_device(np.zeros((1, 1, 2 * self.D + 1), dtype=np.float32))
+        self.chunk_id = None
+        self.mode_now = DATA_ARRAYS
+        if data is not None:
+            from .. import datasets
+            if isinstance(data, str) and data == "2spirals" and self.D == 2:
+                self.mode = DATA_2SPIRALS
+            else:
+                self.mode = DATA_STREAM
+                self.draw = datasets.make_sampler(data)
+        from numba.cuda.random import create_xoroshiro128p_states
+        rseed = int(np.random.SeedSequence([self.seed, DEVICE_RNG_STREAM, int(start_step)])
+                    .generate_state(1, np.uint32)[0])
+        self.rng = create_xoroshiro128p_states(self.B, seed=rseed)
+
+    # -- state ----------------------------------------------------------------------
+    def set_state(self, theta, m, v, ema):
+        """Upload the flat (P,) buffers of a FlowMatcher (theta_, m_, v_, ema_)."""
+        host = np.zeros((5, self.P), dtype=np.float32)
+        host[THETA], host[M], host[V], host[EMA] = theta, m, v, ema
+        self.state.copy_to_device(host)
+        self.bad.copy_to_device(np.zeros(1, dtype=np.int64))
+
+    def get_state(self):
+        """dict of host copies: theta, dtheta, m, v, ema (P,) float32."""
+        host = self.state.copy_to_host()
+        return dict(theta=host[THETA].copy(), dtheta=host[GRAD].copy(), m=host[M].copy(),
+                    v=host[V].copy(), ema=host[EMA].copy())
+
+    # -- launches -------------------------------------------------------------------
+    def _gradient(self, c):
+        """Launches of loss and dtheta for chunk position c (stats[c] must be zero)."""
+        spec = self.spec
+        nb = -(-self.B // self.cfg.PB)
+        self.k_fb[nb, self.cfg.NT](self.state, self.lay, self.work, self.rng, self.xin,
+                                   self.stats, c, self.B, spec.n_freq, self.sigma_min,
+                                   self.mode_now, spec.kind)
+        self.k_wg[(self.n_tiles, self.S), self.wg.NT](self.lay, self.work, self.part, self.B,
+                                                      self.rows_per_split)
+        self.k_red[grid_stride_blocks(self.P, self.NT), self.NT](self.part, self.state,
+                                                                 self.stats, c)
+
+    def _step(self, c, k):
+        """All launches of 1-based step k at chunk position c."""
+        opt = self.opt
+        b1, b2 = opt.betas
+        self._gradient(c)
+        self.k_adam[grid_stride_blocks(self.P, self.NT), self.NT](
+            self.state, self.stats, self.sched, c, k, self.bad, b1, b2, opt.eps,
+            opt.weight_decay, 1 if opt.decoupled else 0, opt.clip)
+
+    def _schedule(self, k_first, n, total):
+        opt = self.opt
+        b1, b2 = opt.betas
+        sched = np.zeros((self.C, 4))
+        for c in range(n):
+            k = k_first + c
+            sched[c] = (learning_rate(k, opt.lr, total, opt.warmup, opt.schedule, opt.lr_min),
+                        1.0 - b1 ** k, 1.0 - b2 ** k, ema_decay_at(k, opt.ema_decay))
+        return sched
+
+    def _begin(self, pos, n, k_first, total):
+        """Upload the schedule of steps k_first.. and zero the statistics."""
+        sched = np.zeros((self.C, 4))
+        sched[pos:pos + n] = self._schedule(k_first, n, total)[:n]
+        self.sched.copy_to_device(sched)
+        self.stats.copy_to_device(np.zeros((self.C, 2)))
+
+    def _finish(self, pos, n):
+        """Wait for the chunk; (losses (n,), first bad 1-based step or 0)."""
+        stats = self.stats.copy_to_host()
+        bad = int(self.bad.copy_to_host()[0])
+        return stats[pos:pos + n, 0].copy(), bad
+
+    def run(self, step, n, total):
+        """Take steps step+1 .. step+n (0-based ``step`` = steps already taken) of a
+        run of ``total`` steps, on data drawn as set up by ``data``; n must not
+        cross a chunk boundary (see :meth:`span`).  Returns (losses, bad)."""
+        if self.mode is None:
+            raise FmnumpyError("this CudaTrainer has no data source; use run_arrays")
+        pos = step % self.C
+        if pos + n > self.C:
+            raise ValueError("a run must stay within one chunk of steps")
+        self.mode_now = self.mode
+        if self.mode == DATA_STREAM:
+            self._upload_chunk(step // self.C)
+        self._begin(pos, n, step + 1, total)
+        for c in range(pos, pos + n):
+            self._step(c, step + 1 + c - pos)
+        return self._finish(pos, n)
+
+    def span(self, step, remaining):
+        """Steps that can run from ``step`` without crossing a chunk boundary."""
+        return min(int(remaining), self.C - step % self.C)
+
+    def _upload_chunk(self, chunk):
+        if self.chunk_id == chunk:
+            return
+        C, B, D = self.C, self.B, self.D
+        rng = np.random.default_rng([self.seed, TRAIN_STREAM, chunk])
+        x1 = np.ascontiguousarray(self.draw(C * B, rng), dtype=np.float32).reshape(C, B, D)
+        self.xin = cuda().to_device(x1)
+        self.chunk_id = chunk
+
+    def run_arrays(self, x0, x1, t, step=0, total=None):
+        """Take len(x0) steps on the given batches x0, x1 (n, B, D), t (n, B)
+        (n <= C).  Returns (losses (n,), bad)."""
+        x0, x1 = np.asarray(x0, np.float32), np.asarray(x1, np.float32)
+        n = x0.shape[0]
+        if n > self.C:
+            raise ValueError(f"at most {self.C} steps per call")
+        self._load_arrays(x0, x1, t)
+        self._begin(0, n, step + 1, total if total is not None else step + n)
+        for c in range(n):
+            self._step(c, step + 1 + c)
+        return self._finish(0, n)
+
+    def _load_arrays(self, x0, x1, t):
+        n, B, D = x0.shape
+        xin = np.empty((n, B, 2 * D + 1), dtype=np.float32)
+        xin[:, :, :D], xin[:, :, D:2 * D], xin[:, :, 2 * D] = x0, x1, t
+        self.xin = cuda().to_device(xin)
+        self.chunk_id = None
+        self.mode_now = DATA_ARRAYS
+
+    def loss_and_grad(self, x0, x1, t):
+        """The twin of ``step.loss_and_grad`` on one batch x0, x1 (B, D), t (B,):
+        returns (loss, dtheta (P,)); the parameters are not changed."""
+        self._load_arrays(np.asarray(x0, np.float32)[None], np.asarray(x1, np.float32)[None],
+                          np.asarray(t, np.float32)[None])
+        self.stats.copy_to_device(np.zeros((self.C, 2)))
+        self._gradient(0)
+        loss = float(self.stats.copy_to_host()[0, 0])
+        return loss, self.state.copy_to_host()[GRAD].copy()

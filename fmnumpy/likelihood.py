@@ -1,0 +1,355 @@
+"""Exact log-likelihood of a flow by the instantaneous change of variables.
+
+Dimension letters: B particles, D data dimension, F input features, H hidden
+width, M tangent directions (M = D for the exact divergence).
+
+Along a solution of dx/dt = v(x, t) the density obeys (``docs/likelihood.md``)
+
+    d/dt log p_t(x_t) = -div v(x_t, t),      div v = sum_d dv_d / dx_d,
+
+so integrating the augmented state s = [x, l] with ds/dt = [v, -div v] from
+t = 0 (l(0) = log N(x0; 0, I)) to t = 1 gives a sample and its log-density in
+the same solve, and integrating it backwards from a data point scores it.
+
+The divergence is exact: a forward-mode (tangent) pass propagates the D unit
+directions e_d through the network next to the ordinary forward pass,
+
+    linear:      z = h W + b          dz = dh W
+    activation:  a = sigma(z)         da = sigma'(z) * dz
+
+and reads div v = sum_d (J e_d)_d.  A field with a divergence is a compiled
+function ``field(params, x, t, out_v, out_div)``; :func:`mlp_div_field` is the
+network's, :func:`gaussian_field` a closed-form reference.  Everything here
+runs in float64 (the network's float32 weights are cast once).
+"""
+import math
+
+import numpy as np
+from numba import njit
+
+from .activations import act_cpu, dact_cpu
+from .adaptive import SolveStats, dopri5
+from .errors import FmnumpyError
+from .mlp import _slice2d, time_features
+from .solvers import METHODS, rk_integrate, tableau
+
+LOGP_METHODS = METHODS + ("dopri5",)
+LOG_2PI = math.log(2.0 * math.pi)
+CHUNK = 4096          # particles per solve; bounds the (M B, H) tangent buffers
+
+
+# ----------------------------------------------------------------------------
+# forward-mode pass: each layer's forward with its tangent rule beside it
+# ----------------------------------------------------------------------------
+# The pass recomputes the forward itself (rather than calling mlp_forward) so
+# that z, sigma(z) and sigma'(z) come from one evaluation per element; the
+# tests check that its v equals fmnumpy.mlp.mlp_forward's.
+
+@njit(cache=True)
+def linear_forward_jvp(h, W, b, z, dh, Wt, dz):
+    """z = h W + b (B, n_out) and its tangent dz = dh Wt (M B, n_out).
+
+    Wt is W, or for the first layer the rows of W that multiply x (the time
+    features do not move with x); the bias has no tangent."""
+    np.dot(h, W, z)
+    B, n_out = z.shape
+    for i in range(B):
+        for j in range(n_out):
+            z[i, j] += b[j]
+    np.dot(dh, Wt, dz)
+
+
+@njit(cache=True)
+def activation_forward_jvp(a, da, kind):
+    """In place: a = sigma(z) (B, H) with z given in a, and da = sigma'(z) * dz
+    (M B, H) with dz given in da, for M stacked tangent directions."""
+    B, H = a.shape
+    M = da.shape[0] // B
+    for i in range(B):
+        for j in range(H):
+            z = a[i, j]
+            a[i, j] = act_cpu(z, kind)
+            s = dact_cpu(z, kind)
+            for m in range(M):
+                da[m * B + i, j] *= s
+
+
+@njit(cache=True)
+def mlp_forward_jvp(theta, sizes, kind, X, A, U, T1, T2):
+    """v = MLP(X) and the Jacobian-vector products JU[m] = (dv/dx) U[m].
+
+    X (B, F) input features; A flat workspace of B * sum(sizes[1:]) entries
+    (as ``Workspace.A``); U (M, B, D) tangents of x; T1, T2 flat scratch of
+    at least M * B * max(sizes[1:]) entries each.
+    Returns v (B, D), a view into A, and JU (M, B, D), a view into T1 or T2.
+    """
+    M, B, D = U.shape
+    L = sizes.shape[0] - 1
+    h = X                                               # (B, F)
+    dh = U.reshape((M * B, D))                          # (M B, D)
+    p = 0
+    a_off = 0
+    for l in range(L):
+        n_in = sizes[l]
+        n_out = sizes[l + 1]
+        W = _slice2d(theta, p, n_in, n_out)
+        Wt = _slice2d(theta, p, D if l == 0 else n_in, n_out)   # row-major: first rows
+        b = theta[p + n_in * n_out:p + n_in * n_out + n_out]
+        p += n_in * n_out + n_out
+        a = _slice2d(A, a_off, B, n_out)                # (B, n_out)
+        a_off += B * n_out
+        da = _slice2d(T1 if l % 2 == 0 else T2, 0, M * B, n_out)  # (M B, n_out)
+        linear_forward_jvp(h, W, b, a, dh, Wt, da)
+        if l < L - 1:
+            activation_forward_jvp(a, da, kind)
+        h = a
+        dh = da
+    return h, dh.reshape((M, B, D))
+
+
+@njit(cache=True)
+def divergence_from_jvp(JU, div):
+    """div_i = sum_d (J_i e_d)_d for unit directions U[d, i] = e_d; JU (D, B, D)."""
+    D, B, _ = JU.shape
+    for i in range(B):
+        acc = 0.0
+        for d in range(D):
+            acc += JU[d, i, d]
+        div[i] = acc
+
+
+@njit(cache=True)
+def jacobian_from_jvp(JU, J):
+    """J[i, k, d] = dv_k/dx_d = (J_i e_d)_k for unit directions; JU (D, B, D)."""
+    D, B, _ = JU.shape
+    for d in range(D):
+        for i in range(B):
+            for k in range(D):
+                J[i, k, d] = JU[d, i, k]
+
+
+def unit_directions(batch, dim, dtype=np.float64):
+    """U (D, B, D) with U[d, i] = e_d: the tangents whose JVPs give J exactly."""
+    U = np.zeros((dim, batch, dim), dtype=dtype)
+    for d in range(dim):
+        U[d, :, d] = 1.0
+    return U
+
+
+def mlp_div_params(theta, spec, batch, dtype=np.float64):
+    """The params tuple of :func:`mlp_div_field` for ``batch`` particles:
+    (theta, sizes, kind, n_freq, X, A, U, T1, T2), all arrays in ``dtype``."""
+    sizes = spec.sizes
+    B, D = int(batch), spec.dim
+    width = int(sizes[1:].max())
+    return (np.ascontiguousarray(theta, dtype=dtype), sizes, spec.kind, spec.n_freq,
+            np.zeros((B, int(sizes[0])), dtype=dtype),
+            np.zeros(B * int(sizes[1:].sum()), dtype=dtype),
+            unit_directions(B, D, dtype),
+            np.zeros(D * B * width, dtype=dtype),
+            np.zeros(D * B * width, dtype=dtype))
+
+
+@njit(cache=True)
+def mlp_div_field(params, x, t, out_v, out_div):
+    """The network as a field with its exact divergence:
+    out_v = v(x, t) (B, D), out_div = div_x v(x, t) (B,)."""
+    theta, sizes, kind, n_freq, X, A, U, T1, T2 = params
+    time_features(x, t, n_freq, X)
+    v, JU = mlp_forward_jvp(theta, sizes, kind, X, A, U, T1, T2)
+    out_v[:] = v
+    divergence_from_jvp(JU, out_div)
+
+
+def mlp_jacobian(theta, spec, x, t):
+    """v (B, D), the Jacobian J (B, D, D) with J[i, k, d] = dv_k/dx_d, and
+    div v (B,) at particles x (B, D) and time t (scalar or (B,)), in float64."""
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    B = x.shape[0]
+    params = mlp_div_params(theta, spec, B)
+    theta64, sizes, kind, n_freq, X, A, U, T1, T2 = params
+    tt = np.broadcast_to(np.asarray(t, dtype=np.float64), (B,)).copy()
+    time_features(x, tt, n_freq, X)
+    v, JU = mlp_forward_jvp(theta64, sizes, kind, X, A, U, T1, T2)
+    J = np.empty((B, spec.dim, spec.dim))
+    div = np.empty(B)
+    jacobian_from_jvp(JU, J)
+    divergence_from_jvp(JU, div)
+    return v.copy(), J, div
+
+
+# ----------------------------------------------------------------------------
+# a closed-form reference: N(0, I) -> N(mu, s^2 I) along the straight path
+# ----------------------------------------------------------------------------
+
+@njit(cache=True)
+def gaussian_field(params, x, t, out_v, out_div):
+    """Marginal velocity of the straight path from N(0, I) to N(mu, s^2 I)
+    (``docs/likelihood.md#a-closed-form-check``): x_t ~ N(t mu, sigma_t^2 I),
+    sigma_t^2 = (1 - t)^2 + t^2 s^2, and
+
+        v(x, t) = mu + (sigma_t'/sigma_t) (x - t mu),   div v = D sigma_t'/sigma_t,
+
+    with sigma_t'/sigma_t = (t s^2 - (1 - t)) / sigma_t^2.  params = (mu (D,), s)."""
+    mu, s = params
+    B, D = x.shape
+    for i in range(B):
+        ti = t[i]
+        rate = (ti * s * s - (1.0 - ti)) / ((1.0 - ti) ** 2 + ti * ti * s * s)
+        for d in range(D):
+            out_v[i, d] = mu[d] + rate * (x[i, d] - ti * mu[d])
+        out_div[i] = D * rate
+
+
+def gaussian_logpdf(x, mu=0.0, s=1.0):
+    """log N(x; mu, s^2 I) for x (B, D) -> (B,)."""
+    x = np.asarray(x, dtype=np.float64)
+    D = x.shape[1]
+    r = (x - mu) / s
+    return -0.5 * np.sum(r * r, axis=1) - D * math.log(s) - 0.5 * D * LOG_2PI
+
+
+# ----------------------------------------------------------------------------
+# the augmented field and the solve
+# ----------------------------------------------------------------------------
+
+_AUGMENTED = {}
+
+
+def augmented(field):
+    """The compiled field of s = [x, l] (B, D + 1): ds/dt = [v, -div v], built
+    from ``field(params, x, t, out_v, out_div)``.  Its params are
+    (params, x, v, div) with buffers x, v (B, D) and div (B,).  One build
+    (and one compilation) per field."""
+    aug = _AUGMENTED.get(field)
+    if aug is None:
+        @njit
+        def aug(aparams, s, t, out):
+            params, x, v, div = aparams
+            B, D = x.shape
+            for i in range(B):
+                for d in range(D):
+                    x[i, d] = s[i, d]
+            field(params, x, t, v, div)
+            for i in range(B):
+                for d in range(D):
+                    out[i, d] = v[i, d]
+                out[i, D] = -div[i]                    # d/dt log p_t(x_t) = -div v
+        _AUGMENTED[field] = aug
+    return aug
+
+
+def check_method(method):
+    key = str(method).lower()
+    if key not in LOGP_METHODS:
+        raise FmnumpyError(f"unknown method {method!r}; choose one of: "
+                           + ", ".join(LOGP_METHODS))
+    return key
+
+
+def integrate_logp(field, params, x, l, t0=0.0, t1=1.0, method="rk4", steps=100,
+                   rtol=1e-5, atol=1e-5, norm="rms"):
+    """Solve dx/dt = v, dl/dt = -div v from (x, l) at t0 to t1 (either direction).
+
+    x (B, D), l (B,), float64.  ``method`` is a fixed-step tableau name (then
+    ``steps`` equal steps) or "dopri5" (then rtol/atol; the error norm covers
+    l as well as x).  Returns x(t1), l(t1), SolveStats.
+    """
+    method = check_method(method)
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    B, D = x.shape
+    s = np.empty((B, D + 1))
+    s[:, :D] = x
+    s[:, D] = l
+    aparams = (params, np.zeros((B, D)), np.zeros((B, D)), np.zeros(B))
+    aug = augmented(field)
+    if method == "dopri5":
+        s, stats = dopri5(aug, aparams, s, t0, t1, rtol, atol, norm=norm)
+    else:
+        steps = int(steps)
+        if steps < 1:
+            raise FmnumpyError(f"steps must be a positive integer, got {steps}")
+        tab = tableau(method)
+        K = np.zeros((tab.stages, B, D + 1))
+        rk_integrate(aug, aparams, s, float(t0), float(t1), steps, tab.c, tab.A, tab.b,
+                     K, np.zeros((B, D + 1)), np.zeros(B), np.empty((0, B, D + 1)), 1)
+        stats = SolveStats(steps * tab.stages, steps, 0)
+    return s[:, :D].copy(), s[:, D].copy(), stats
+
+
+def _check_points(x, spec, name):
+    x = np.asarray(x)
+    if x.ndim != 2 or x.shape[1] != spec.dim:
+        raise FmnumpyError(f"{name} must have shape (N, {spec.dim}), got {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise FmnumpyError(f"{name} contains NaN or infinite values")
+    return np.ascontiguousarray(x, dtype=np.float64)
+
+
+def _solve_chunks(theta, spec, x, l, t0, t1, method, steps, rtol, atol, chunk):
+    """integrate_logp of the network over chunks of particles; stats summed."""
+    N = x.shape[0]
+    chunk = max(int(chunk), 1)
+    x_end, l_end = np.empty_like(x), np.empty(N)
+    nfe = acc = rej = 0
+    for lo in range(0, N, chunk):
+        B = min(chunk, N - lo)
+        params = mlp_div_params(theta, spec, B)
+        x_end[lo:lo + B], l_end[lo:lo + B], st = integrate_logp(
+            mlp_div_field, params, x[lo:lo + B], l[lo:lo + B], t0, t1, method, steps,
+            rtol, atol)
+        nfe, acc, rej = nfe + st.nfe, acc + st.accepted, rej + st.rejected
+    return x_end, l_end, SolveStats(nfe, acc, rej)
+
+
+def sample_with_logprob(theta, spec, x0, method="rk4", steps=100, rtol=1e-5, atol=1e-5,
+                        chunk=CHUNK, return_stats=False):
+    """Push x0 (N, D) from t = 0 to 1 and return the samples x1 (N, D) and
+    log p_1(x1) (N,) = log N(x0; 0, I) - int_0^1 div v(x_t, t) dt, from one
+    solve of the augmented state (float64).  With ``return_stats`` also the
+    SolveStats (summed over chunks of ``chunk`` particles)."""
+    x0 = _check_points(x0, spec, "x0")
+    l0 = gaussian_logpdf(x0)
+    x1, l1, stats = _solve_chunks(theta, spec, x0, l0, 0.0, 1.0, method, steps, rtol,
+                                  atol, chunk)
+    return (x1, l1, stats) if return_stats else (x1, l1)
+
+
+def log_prob(theta, spec, x, method="rk4", steps=100, rtol=1e-5, atol=1e-5, chunk=CHUNK,
+             return_stats=False):
+    """log p_1(x) (N,) of data points x (N, D) under the flow: solve backwards
+    from t = 1 to 0 with l(1) = 0, so l(0) = int_0^1 div v(x_t, t) dt, and
+    return log N(x(0); 0, I) - l(0) (float64).  With ``return_stats`` also the
+    SolveStats."""
+    x = _check_points(x, spec, "x")
+    xz, lz, stats = _solve_chunks(theta, spec, x, np.zeros(x.shape[0]), 1.0, 0.0, method,
+                                  steps, rtol, atol, chunk)
+    logp = gaussian_logpdf(xz) - lz
+    return (logp, stats) if return_stats else logp
+
+
+def density_grid(theta, spec, lim=4.0, n_grid=200, method="rk4", steps=100, rtol=1e-5,
+                 atol=1e-5, chunk=CHUNK):
+    """log p_1 on the cell centres of an n_grid x n_grid partition of a 2-D box.
+
+    ``lim`` is L (the box [-L, L]^2) or ((x_lo, x_hi), (y_lo, y_hi)).  Returns
+    gx (n_grid,), gy (n_grid,) and logp (n_grid, n_grid) with logp[i, j] =
+    log p(gx[j], gy[i]) (rows are y, as ``imshow``/``pcolormesh`` expect), so
+    exp(logp).sum() * dx * dy is the midpoint rule for the mass in the box.
+    """
+    if spec.dim != 2:
+        raise FmnumpyError(f"density_grid needs 2-D data, the model has D={spec.dim}")
+    n_grid = int(n_grid)
+    if n_grid < 1:
+        raise FmnumpyError(f"n_grid must be a positive integer, got {n_grid}")
+    if np.ndim(lim) == 0:
+        (x_lo, x_hi), (y_lo, y_hi) = (-lim, lim), (-lim, lim)
+    else:
+        (x_lo, x_hi), (y_lo, y_hi) = lim
+    if not (x_hi > x_lo and y_hi > y_lo):
+        raise FmnumpyError(f"lim must describe a box with positive sides, got {lim!r}")
+    gx = x_lo + (np.arange(n_grid) + 0.5) * (x_hi - x_lo) / n_grid
+    gy = y_lo + (np.arange(n_grid) + 0.5) * (y_hi - y_lo) / n_grid
+    pts = np.stack(np.meshgrid(gx, gy, indexing="xy"), axis=-1).reshape(-1, 2)
+    logp = log_prob(theta, spec, pts, method, steps, rtol, atol, chunk)
+    return gx, gy, logp.reshape(n_grid, n_grid)

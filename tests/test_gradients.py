@@ -1,0 +1,333 @@
+"""Every hand-written backward checked in float64 against central finite differences
+of an independent NumPy forward (STYLE.md rule 7), over hypothesis-drawn shapes.
+
+Dimension letters: B batch, D data dimension, F input features, H hidden width,
+P number of parameters.  Each check prints the max abs difference (``pytest -s``).
+"""
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings, strategies as st
+
+from fmnumpy import loss as lossmod
+from fmnumpy import mlp, step
+from fmnumpy.activations import ACTIVATIONS, RELU, SELU
+
+EPS = 1e-6           # central-difference step
+SETTINGS = settings(max_examples=25, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
+KINKED = (RELU, SELU)       # sigma' jumps at z = 0: keep FD away from it
+KINK_MARGIN = 1e-4
+NAME = {code: name for name, code in ACTIVATIONS.items()}
+
+
+# ---- an independent NumPy reference of the forward pass -------------------------------
+
+SELU_ALPHA = 1.6732632423543772
+SELU_SCALE = 1.0507009873554805
+
+
+def act_ref(z, kind):
+    if kind == ACTIVATIONS["silu"]:
+        return z / (1.0 + np.exp(-z))
+    if kind == ACTIVATIONS["relu"]:
+        return np.maximum(z, 0.0)
+    if kind == ACTIVATIONS["selu"]:
+        return np.where(z > 0, SELU_SCALE * z, SELU_SCALE * SELU_ALPHA * np.expm1(np.minimum(z, 0)))
+    return np.tanh(z)
+
+
+def features_ref(x, t, n_freq):
+    cols = [x, t[:, None]]
+    for k in range(n_freq):
+        w = math.pi * 2.0 ** k
+        cols += [np.sin(w * t)[:, None], np.cos(w * t)[:, None]]
+    return np.concatenate(cols, axis=1)                       # (B, F)
+
+
+def mlp_ref(theta, sizes, kind, X):
+    """-> v (B, D) and the list of hidden pre-activations."""
+    h, zs = X, []
+    layers = mlp.views(theta, sizes)
+    for l, (W, b) in enumerate(layers):
+        z = h @ W + b
+        if l < len(layers) - 1:
+            zs.append(z)
+            h = act_ref(z, kind)
+        else:
+            h = z
+    return h, zs
+
+
+def cfm_loss_ref(theta, sizes, kind, n_freq, x0, x1, t, sigma_min):
+    s = 1.0 - sigma_min
+    xt = (1.0 - s * t[:, None]) * x0 + t[:, None] * x1
+    ut = x1 - s * x0
+    v, zs = mlp_ref(theta, sizes, kind, features_ref(xt, t, n_freq))
+    return np.mean((v - ut) ** 2), zs
+
+
+def central_diff(f, x, eps=EPS):
+    """dF/dx by central differences for a scalar function f of the array x (in place)."""
+    g = np.zeros_like(x)
+    flat, gflat = x.reshape(-1), g.reshape(-1)
+    for i in range(flat.size):
+        old = flat[i]
+        flat[i] = old + eps
+        fp = f()
+        flat[i] = old - eps
+        fm = f()
+        flat[i] = old
+        gflat[i] = (fp - fm) / (2 * eps)
+    return g
+
+
+def assert_grad_close(name, analytic, numeric, rtol=1e-6):
+    """|analytic - numeric| <= rtol * (gradient scale) elementwise, printing the max diff."""
+    diff = np.max(np.abs(analytic - numeric)) if analytic.size else 0.0
+    scale = max(1.0, float(np.max(np.abs(numeric))) if numeric.size else 0.0)
+    print(f"{name}: max |analytic - FD| = {diff:.3e} (scale {scale:.3e})")
+    assert diff <= rtol * scale, f"{name}: max abs difference {diff:.3e} > {rtol * scale:.3e}"
+
+
+# ---- problem generation --------------------------------------------------------------
+
+def make_problem(seed, hidden, D, B, n_freq, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    sizes = mlp.layer_sizes(D, hidden, n_freq)
+    theta = mlp.init_params(sizes, rng, dtype=np.float64)
+    # larger-than-init weights so the nonlinearity is exercised, still O(1) outputs
+    theta *= 1.5
+    x0 = rng.standard_normal((B, D))
+    x1 = rng.standard_normal((B, D)) * 2.0
+    t = rng.random(B)
+    cast = lambda a: np.ascontiguousarray(a, dtype=dtype)      # noqa: E731
+    return sizes, cast(theta), cast(x0), cast(x1), cast(t)
+
+
+def compiled_loss_and_grad(theta, sizes, kind, n_freq, x0, x1, t, sigma_min, dtheta=None):
+    """step.loss_and_grad with buffers (B, D) xt, ut, dv and an mlp.Workspace."""
+    B, D = x0.shape
+    ws = mlp.Workspace(sizes, B, dtype=theta.dtype)
+    xt, ut, dv = (np.zeros((B, D), dtype=theta.dtype) for _ in range(3))
+    if dtheta is None:
+        dtheta = np.zeros_like(theta)
+    L = step.loss_and_grad(theta, dtheta, sizes, kind, n_freq, x0, x1, t, sigma_min,
+                           xt, ut, dv, ws.X, ws.A, ws.Z, ws.G1, ws.G2, ws.S)
+    return L, dtheta
+
+
+problem = dict(
+    seed=st.integers(0, 2**31 - 1),
+    hidden=st.lists(st.integers(1, 7), min_size=1, max_size=3).map(tuple),
+    D=st.integers(1, 3),
+    B=st.integers(1, 5),
+    n_freq=st.integers(0, 2),
+)
+kinds = st.sampled_from(sorted(ACTIVATIONS.values()))
+
+
+def away_from_kinks(zs, kind):
+    if kind not in KINKED:
+        return True
+    return all(np.min(np.abs(z)) > KINK_MARGIN for z in zs if z.size)
+
+
+# ---- the full loss -------------------------------------------------------------------
+
+@SETTINGS
+@given(kind=kinds, sigma_min=st.sampled_from([0.0, 0.01]), **problem)
+def test_loss_and_grad_matches_finite_differences_for_every_parameter(
+        seed, hidden, D, B, n_freq, kind, sigma_min):
+    sizes, theta, x0, x1, t = make_problem(seed, hidden, D, B, n_freq)
+    L_ref, zs = cfm_loss_ref(theta, sizes, kind, n_freq, x0, x1, t, sigma_min)
+    assume(away_from_kinks(zs, kind))
+    L, dtheta = compiled_loss_and_grad(theta, sizes, kind, n_freq, x0, x1, t, sigma_min)
+    assert L == pytest.approx(L_ref, rel=1e-12, abs=1e-14)
+    fd = central_diff(lambda: cfm_loss_ref(theta, sizes, kind, n_freq, x0, x1, t,
+                                           sigma_min)[0], theta)
+    assert dtheta.shape == (mlp.param_count(sizes),)
+    assert_grad_close(f"dL/dtheta sizes={sizes.tolist()} {NAME[kind]}", dtheta, fd)
+
+
+@SETTINGS
+@given(kind=kinds, **problem)
+def test_loss_and_grad_overwrites_stale_gradient(seed, hidden, D, B, n_freq, kind):
+    """loss_and_grad clears dtheta itself (zero_grad once per step)."""
+    sizes, theta, x0, x1, t = make_problem(seed, hidden, D, B, n_freq)
+    _, clean = compiled_loss_and_grad(theta, sizes, kind, n_freq, x0, x1, t, 0.0)
+    stale = np.full_like(theta, 123.0)
+    _, again = compiled_loss_and_grad(theta, sizes, kind, n_freq, x0, x1, t, 0.0, dtheta=stale)
+    np.testing.assert_array_equal(again, clean)
+
+
+@SETTINGS
+@given(kind=kinds, sigma_min=st.sampled_from([0.0, 0.01]), **problem)
+def test_float32_and_float64_agree(seed, hidden, D, B, n_freq, kind, sigma_min):
+    sizes, theta, x0, x1, t = make_problem(seed, hidden, D, B, n_freq)
+    _, zs = cfm_loss_ref(theta, sizes, kind, n_freq, x0, x1, t, sigma_min)
+    assume(away_from_kinks(zs, kind))          # float32 rounding may flip a relu unit
+    L64, g64 = compiled_loss_and_grad(theta, sizes, kind, n_freq, x0, x1, t, sigma_min)
+    f32 = [a.astype(np.float32) for a in (theta, x0, x1, t)]
+    L32, g32 = compiled_loss_and_grad(f32[0], sizes, kind, n_freq, *f32[1:], sigma_min)
+    assert g32.dtype == np.float32
+    assert L32 == pytest.approx(L64, rel=1e-4, abs=1e-5)
+    assert_grad_close("float32 vs float64 dtheta", g32.astype(np.float64), g64, rtol=1e-4)
+
+
+@SETTINGS
+@given(kind=kinds, n_chunks=st.integers(1, 4), **problem)
+def test_chunked_loss_and_grad_equals_whole_batch(seed, hidden, D, B, n_freq, kind, n_chunks):
+    """train_step's per-thread chunks: sum_c (B_c / B) dL_c/dtheta is the whole-batch
+    gradient of the mean loss (docs/gradients.md#chunks)."""
+    sizes, theta, x0, x1, t = make_problem(seed, hidden, D, B, n_freq)
+    L, g = compiled_loss_and_grad(theta, sizes, kind, n_freq, x0, x1, t, 0.01)
+    buf = step.StepBuffers(sizes, B, n_chunks, dtype=np.float64)
+    dtheta = np.full_like(theta, np.nan)
+    Lc = step.chunked_loss_and_grad(theta, dtheta, sizes, kind, n_freq, x0, x1, t, 0.01,
+                                    *buf.args())
+    assert Lc == pytest.approx(L, rel=1e-12, abs=1e-15)
+    assert_grad_close(f"chunked ({n_chunks}) vs whole batch", dtheta, g, rtol=1e-12)
+
+
+# ---- each layer on its own -----------------------------------------------------------
+
+@SETTINGS
+@given(seed=st.integers(0, 2**31 - 1), B=st.integers(1, 5), n_in=st.integers(1, 7),
+       n_out=st.integers(1, 7), want_dh=st.booleans())
+def test_linear_backward_matches_fd_and_accumulates(seed, B, n_in, n_out, want_dh):
+    rng = np.random.default_rng(seed)
+    h = rng.standard_normal((B, n_in))
+    W = rng.standard_normal((n_in, n_out))
+    b = rng.standard_normal(n_out)
+    G = rng.standard_normal((B, n_out))          # upstream dz of L = sum(G * z)
+
+    def L():
+        z = np.zeros((B, n_out))
+        mlp.linear_forward(h, W, b, z)
+        return float(np.sum(G * z))
+
+    z = np.zeros((B, n_out))
+    mlp.linear_forward(h, W, b, z)
+    np.testing.assert_allclose(z, h @ W + b, rtol=1e-12, atol=1e-12)
+
+    dW0 = rng.standard_normal((n_in, n_out))     # accumulation: start from junk
+    db0 = rng.standard_normal(n_out)
+    dW, db = dW0.copy(), db0.copy()
+    dh = np.full((B, n_in) if want_dh else (0, n_in), np.nan)
+    S = np.zeros(n_in * n_out)
+    mlp.linear_backward(G, h, W, dh, dW, db, S)
+    assert_grad_close("linear dW", dW - dW0, central_diff(L, W))
+    assert_grad_close("linear db", db - db0, central_diff(L, b))
+    if want_dh:
+        assert_grad_close("linear dh", dh, central_diff(L, h))   # overwritten, not +=
+    # a second call adds the same gradient again
+    mlp.linear_backward(G, h, W, dh, dW, db, S)
+    np.testing.assert_allclose(dW - dW0, 2 * central_diff(L, W), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(db - db0, 2 * central_diff(L, b), rtol=1e-5, atol=1e-5)
+
+
+@SETTINGS
+@given(seed=st.integers(0, 2**31 - 1), B=st.integers(1, 5), H=st.integers(1, 7), kind=kinds,
+       scale=st.sampled_from([0.5, 3.0, 30.0]))
+def test_activation_backward_matches_fd(seed, B, H, kind, scale):
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((B, H)) * scale
+    if kind in KINKED:
+        assume(np.min(np.abs(z)) > KINK_MARGIN)
+    da = rng.standard_normal((B, H))
+    a = np.zeros((B, H))
+    mlp.activation_forward(z, kind, a)
+    np.testing.assert_allclose(a, act_ref(z, kind), rtol=1e-12, atol=1e-12)
+    dz = np.zeros((B, H))
+    mlp.activation_backward(da, z, kind, dz)
+    fd = da * (act_ref(z + EPS, kind) - act_ref(z - EPS, kind)) / (2 * EPS)
+    assert_grad_close(f"activation {NAME[kind]} dz", dz, fd)
+    # in place (dz is da), as mlp_backward uses it
+    buf = da.copy()
+    mlp.activation_backward(buf, z, kind, buf)
+    np.testing.assert_array_equal(buf, dz)
+
+
+@SETTINGS
+@given(seed=st.integers(0, 2**31 - 1), B=st.integers(1, 5), n_in=st.integers(1, 7),
+       H=st.integers(1, 7), kind=kinds)
+def test_fused_hidden_layer_matches_fd(seed, B, n_in, H, kind):
+    """hidden_forward caches s = sigma'(h W + b); hidden_backward is dz = da * s."""
+    rng = np.random.default_rng(seed)
+    h = rng.standard_normal((B, n_in))
+    W = rng.standard_normal((n_in, H))
+    b = rng.standard_normal(H)
+    z = h @ W + b
+    if kind in KINKED:
+        assume(np.min(np.abs(z)) > KINK_MARGIN)
+    a, s_ = np.zeros((B, H)), np.zeros((B, H))
+    mlp.hidden_forward(h, W, b, kind, a, s_)
+    np.testing.assert_allclose(a, act_ref(z, kind), rtol=1e-12, atol=1e-12)
+    fd = (act_ref(z + EPS, kind) - act_ref(z - EPS, kind)) / (2 * EPS)
+    assert_grad_close(f"hidden_forward sigma' {NAME[kind]}", s_, fd)
+    a2 = np.zeros((B, H))
+    mlp.hidden_forward(h, W, b, kind, a2, np.zeros((0, H)))     # inference: no cache
+    np.testing.assert_array_equal(a2, a)
+    da = rng.standard_normal((B, H))
+    dz = np.zeros((B, H))
+    mlp.hidden_backward(da, s_, dz)
+    np.testing.assert_array_equal(dz, da * s_)
+
+
+@SETTINGS
+@given(seed=st.integers(0, 2**31 - 1), B=st.integers(1, 5), D=st.integers(1, 3))
+def test_cfm_loss_backward_matches_fd(seed, B, D):
+    rng = np.random.default_rng(seed)
+    v = rng.standard_normal((B, D))
+    ut = rng.standard_normal((B, D))
+    L = lossmod.cfm_loss_forward(v, ut)
+    assert L == pytest.approx(np.mean((v - ut) ** 2), rel=1e-12)
+    dv = np.zeros((B, D))
+    lossmod.cfm_loss_backward(v, ut, dv)
+    fd = central_diff(lambda: lossmod.cfm_loss_forward(v, ut), v)
+    assert_grad_close("cfm loss dv", dv, fd)
+
+
+@SETTINGS
+@given(kind=kinds, **problem)
+def test_mlp_backward_matches_fd_and_accumulates(seed, hidden, D, B, n_freq, kind):
+    sizes, theta, x0, _, t = make_problem(seed, hidden, D, B, n_freq)
+    rng = np.random.default_rng(seed + 1)
+    X = features_ref(x0, t, n_freq)
+    v_ref, zs = mlp_ref(theta, sizes, kind, X)
+    assume(away_from_kinks(zs, kind))
+    dv = rng.standard_normal((B, D))             # random upstream gradient
+
+    ws = mlp.Workspace(sizes, B, dtype=np.float64)
+    mlp.time_features(x0, t, n_freq, ws.X)
+    np.testing.assert_allclose(ws.X, X, rtol=1e-12, atol=1e-12)
+    v = mlp.mlp_forward(theta, sizes, kind, ws.X, ws.A, ws.Z)
+    np.testing.assert_allclose(v, v_ref, rtol=1e-10, atol=1e-12)
+
+    dtheta = np.zeros_like(theta)
+    mlp.mlp_backward(dv.copy(), theta, sizes, kind, ws.X, ws.A, ws.Z, dtheta, ws.G1, ws.G2,
+                     ws.S)
+    fd = central_diff(lambda: float(np.sum(dv * mlp_ref(theta, sizes, kind, X)[0])), theta)
+    assert_grad_close(f"mlp_backward sizes={sizes.tolist()} {NAME[kind]}", dtheta, fd)
+
+    once = dtheta.copy()
+    mlp.mlp_backward(dv.copy(), theta, sizes, kind, ws.X, ws.A, ws.Z, dtheta, ws.G1, ws.G2,
+                     ws.S)
+    np.testing.assert_allclose(dtheta, 2 * once, rtol=1e-12, atol=1e-14)
+    mlp.zero_grad(dtheta)
+    assert not dtheta.any()
+
+
+def test_views_cover_the_flat_buffer_in_documented_order():
+    sizes = mlp.layer_sizes(2, (3, 4), n_freq=1)           # F = 2 + 1 + 2 = 5
+    assert list(sizes) == [5, 3, 4, 2]
+    P = mlp.param_count(sizes)
+    assert P == 5 * 3 + 3 + 3 * 4 + 4 + 4 * 2 + 2
+    theta = np.arange(P, dtype=np.float64)
+    (W1, b1), (W2, b2), (W3, b3) = mlp.views(theta, sizes)
+    assert W1.shape == (5, 3) and W1[0, 1] == 1 and b1[0] == 15
+    assert W2[0, 0] == 18 and b3[-1] == P - 1
+    for W, _ in mlp.views(theta, sizes):
+        assert np.shares_memory(W, theta)
