@@ -50,6 +50,7 @@ TRAJ_RTOL = 1e-4           # losses of the first TRAJ_STEPS Adam steps
 TRAJ_STEPS = 5
 SAMPLE_TOL = 1e-4          # max |x_fm - x_torch| / max(1, max |x_torch|)
 VALIDATE_PARTICLES = 2_000
+STARVED = 0.8              # CPU s per wall s below which a timed child was not running alone
 
 
 def train_flops(params, batch):
@@ -128,6 +129,23 @@ def cpu_model():
     return m.group(1).strip() if m else platform.machine()
 
 
+def cpu_detail():
+    """Family/model/stepping and the SIMD flags of /proc/cpuinfo (the model name of a
+    virtual machine is often just the vendor's)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            text = f.read().split("\n\n")[0]
+    except OSError:
+        return {}
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    simd = [f for f in fields.get("flags", "").split() if re.match(r"(avx|fma|amx|sse4)", f)]
+    out = {k: fields.get(k) for k in ("vendor_id", "cpu family", "model", "stepping", "cpu MHz",
+                                      "cache size")}
+    out["simd"] = " ".join(simd)
+    return out
+
+
 def versions(names=("numpy", "numba", "scipy", "torch", "threadpoolctl")):
     out = {"python": platform.python_version()}
     for name in names:
@@ -139,13 +157,22 @@ def versions(names=("numpy", "numba", "scipy", "torch", "threadpoolctl")):
 
 
 def machine_info():
-    return dict(cpu=cpu_model(), logical_cpus=os.cpu_count(),
+    return dict(cpu=cpu_model(), cpu_detail=cpu_detail(), logical_cpus=os.cpu_count(),
                 affinity=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
                 platform=platform.platform(), load_avg=os.getloadavg(), versions=versions(),
                 started=time.strftime("%Y-%m-%d %H:%M:%S"))
 
 
 # ---- statistics and reports -----------------------------------------------------------
+
+def error_summary(text):
+    """One line of an error that may hold a child's traceback: what failed, and why."""
+    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+    if not lines:
+        return "error"
+    head = lines[0].split("Traceback")[0].strip()
+    return head if len(lines) == 1 else f"{head} ... {lines[-1]}"
+
 
 def median(xs):
     return float(statistics.median(xs)) if xs else None
@@ -188,13 +215,19 @@ def train_label(rec):
 
 
 def sample_label(rec):
-    return f"sample {rec['model']} {rec['method']}{rec['steps']}"
+    return f"sample {rec['model']} {rec['method']}-{rec['steps']}"
 
 
 def _get(rec, *keys):
     for k in keys:
         rec = rec.get(k) if isinstance(rec, dict) else None
     return rec
+
+
+def _mem(rec, name):
+    peak = _get(rec, name + "_memory", "maxrss_mib")
+    base = _get(rec, name + "_setup", "ready", "memory_after_import", "rss_mib")
+    return f"{fmt(peak)} ({fmt(base)})"
 
 
 def _sci(x):
@@ -211,7 +244,9 @@ def report_markdown(res, title):
     out = [f"# {title}", ""]
     if res.get("quick"):
         out += ["**QUICK SMOKE RUN: too few repetitions to mean anything.**", ""]
-    out += [f"{m['cpu']}, {m['logical_cpus']} logical CPUs, load average at start "
+    d = m.get("cpu_detail", {})
+    out += [f"{m['cpu']} (family {d.get('cpu family')} model {d.get('model')}), "
+            f"{m['logical_cpus']} logical CPUs, load average at start "
             f"{', '.join(f'{x:.2f}' for x in m['load_avg'])}; started {m['started']}.  "
             + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v) + ".", ""]
     peaks = res.get("peak", {})
@@ -224,17 +259,17 @@ def report_markdown(res, title):
     rows, extra = [], []
     for r in res.get("train", []):
         if "error" in r:
-            rows.append([train_label(r), r["threads"], "failed", r["error"].splitlines()[0],
+            rows.append([train_label(r), r["threads"], "failed", error_summary(r["error"]),
                          "", "", ""])
             continue
         f, p = r["fmnumpy"], r["pytorch"]
         rows.append([train_label(r), r["threads"], fmt(p["steps_per_s"]), fmt(f["steps_per_s"]),
                      fmt(r["ratio"]), fmt(f["gflops"]), _pct(f["peak_fraction"])])
         extra.append([train_label(r), r["threads"], fmt(r["paired_ratio"]),
+                      f"{fmt(p.get('cpu_per_wall'))} / {fmt(f.get('cpu_per_wall'))}",
                       fmt(_get(r, "fmnumpy_setup", "first_call_s")),
                       fmt(_get(r, "pytorch_setup", "first_call_s")),
-                      fmt(_get(r, "fmnumpy_memory", "maxrss_mib")),
-                      fmt(_get(r, "pytorch_memory", "maxrss_mib")),
+                      _mem(r, "fmnumpy"), _mem(r, "pytorch"),
                       _sci(_get(r, "validation", "grad_err"))])
     if rows:
         out += ["## Training (steps/s, median)", "",
@@ -243,15 +278,20 @@ def report_markdown(res, title):
                 "ratio = fmnumpy / PyTorch (above 1: fmnumpy is faster); GFLOP/s "
                 "(3 x 2 x parameters x batch x steps/s) and % of peak are fmnumpy's.", ""]
     if extra:
-        out += [markdown_table(["workload", "threads", "paired ratio", "fmnumpy first call s",
-                                "PyTorch first call s", "fmnumpy peak RSS MiB",
-                                "PyTorch peak RSS MiB", "grad err"], extra), ""]
+        out += [markdown_table(["workload", "threads", "paired ratio",
+                                "CPU/wall PyTorch / fmnumpy", "fmnumpy first call s",
+                                "PyTorch first call s", "fmnumpy peak RSS MiB (after import)",
+                                "PyTorch peak RSS MiB (after import)", "grad err"], extra), "",
+                "CPU/wall: the child's CPU seconds per wall second in the timed runs; on an "
+                "idle machine about the thread count (spinning threads count too), far "
+                "below it when the run was starved.  Both children import numpy, numba and "
+                "fmnumpy; the PyTorch child also torch.", ""]
     rows = []
     for r in res.get("sample", []):
         peak = _get(peaks, str(r["threads"]), "peak_gflops")
         if "error" in r or "fmnumpy" not in r:
             rows.append([sample_label(r), r["threads"], "failed",
-                         r.get("error", "not run").splitlines()[0], "", "", ""])
+                         error_summary(r.get("error", "not run")), "", "", ""])
             continue
         f, p = r["fmnumpy"], r["pytorch"]
         rows.append([sample_label(r), r["threads"], fmt(p["evals_per_s"]), fmt(f["evals_per_s"]),
@@ -262,6 +302,14 @@ def report_markdown(res, title):
                 markdown_table(["workload", "threads", "PyTorch", "fmnumpy", "ratio",
                                 "GFLOP/s", "% of peak"], rows), "",
                 "GFLOP/s = 2 x parameters x particle-evaluations/s, fmnumpy's.", ""]
+    starved = [f"{label(r)} ({r['threads']} thread(s))" for label, key in
+               ((train_label, "train"), (sample_label, "sample")) for r in res.get(key, [])
+               if any((_get(r, name, "cpu_per_wall") or STARVED) < STARVED
+                      for name in ("fmnumpy", "pytorch"))]
+    if starved:
+        out += [f"**Starved runs** (a child got less than {STARVED} CPU seconds per wall "
+                "second: other processes shared the cores; do not trust these): "
+                + "; ".join(starved) + ".", ""]
     jit = res.get("jit") or {}
     if "first_train_step_s" in jit:
         out += [f"Cold JIT (empty Numba cache): import {jit['import_s']:.1f} s, first "
@@ -389,7 +437,8 @@ def serve(roles, argv):
     try:
         t0 = time.perf_counter()
         obj = roles[role](**config)
-        answer({"ready": True, "construct_s": time.perf_counter() - t0})
+        answer({"ready": True, "construct_s": time.perf_counter() - t0,
+                "memory_after_import": memory_report()})
     except Exception:
         answer({"error": traceback.format_exc(limit=6)})
         return 1

@@ -61,9 +61,9 @@ class OursTrain:
         return dict(first_call_s=first, threads=C.thread_report(), memory=C.memory_report())
 
     def run(self, steps):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         loss = self._steps(steps)
-        return dict(seconds=time.perf_counter() - t0, loss=loss)
+        return dict(seconds=time.perf_counter() - t0, cpu_s=time.process_time() - c0, loss=loss)
 
     def finish(self):
         return C.memory_report()
@@ -104,7 +104,8 @@ class OursSample:
         from fmnumpy.solvers import integrate_mlp
         self.integrate = integrate_mlp
         self.spec, self.theta = _spec_theta(model, seed)
-        self.x0 = np.random.default_rng([seed, 7]).standard_normal((particles, 2)).astype(np.float32)
+        rng = np.random.default_rng([seed, 7])
+        self.x0 = rng.standard_normal((particles, 2)).astype(np.float32)      # (N, D)
 
     def _solve(self, x0, method, steps):
         return self.integrate(self.theta, self.spec, x0, method, steps)
@@ -115,9 +116,9 @@ class OursSample:
         return dict(first_call_s=time.perf_counter() - t0, threads=C.thread_report())
 
     def run(self, method, steps):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         self._solve(self.x0, method, steps)
-        return dict(seconds=time.perf_counter() - t0)
+        return dict(seconds=time.perf_counter() - t0, cpu_s=time.process_time() - c0)
 
     def finish(self):
         return C.memory_report()
@@ -190,7 +191,8 @@ class Validate:
         from fmnumpy.solvers import integrate_mlp
         from . import torch_ref as R
         spec, theta = _spec_theta(self.model, self.seed)
-        x0 = np.random.default_rng([self.seed, 8]).standard_normal((particles, 2)).astype(np.float32)
+        rng = np.random.default_rng([self.seed, 8])
+        x0 = rng.standard_normal((particles, 2)).astype(np.float32)          # (N, D)
         ref = R.build_model(spec.sizes, spec.activation, theta)
         out, problems = {}, []
         for method, steps in C.SAMPLE_METHODS:
@@ -276,8 +278,9 @@ class Bench:
                         repetitions=self.reps, data_source="fmnumpy.train.BatchStream (both)",
                         jit=None, peak={}, train=[], sample=[])
 
-    def worker(self, role, threads, extra_env=None, **config):
-        return C.Worker("bench.cpu", role, config, threads, self.log, extra_env)
+    def worker(self, role, n_threads, extra_env=None, **config):
+        """A child playing ``role`` with every thread pool pinned to ``n_threads``."""
+        return C.Worker("bench.cpu", role, config, n_threads, self.log, extra_env)
 
     def save(self):
         C.write_json(os.path.join(self.args.out, "cpu.json"), self.res)
@@ -285,24 +288,27 @@ class Bench:
     def guarded(self, what, fn, rec):
         """Run one workload; a failure is recorded and the others go on."""
         say(f"{what} ...")
+        rec["load_avg_before"] = os.getloadavg()
         t0 = time.perf_counter()
         try:
             fn(rec)
         except Exception as e:                                # noqa: BLE001
             rec["error"] = f"{type(e).__name__}: {e}"
-            say(f"  FAILED: {rec['error'].splitlines()[0]}")
+            say(f"  FAILED: {C.error_summary(rec['error'])}")
         rec["wall_s"] = time.perf_counter() - t0
         self.save()
         return rec
 
     def validation(self, key, threads, method, **kw):
-        if key not in self.validated:
+        """The validation record of a workload, run once; raises if it failed.  A
+        mismatch is remembered for the other thread counts, a crash is retried."""
+        v = self.validated.get(key)
+        if v is None:
             try:
                 with self.worker("Validate", threads, model=key[1], threads=threads) as w:
-                    self.validated[key] = w.call(method, **kw)
+                    v = self.validated[key] = w.call(method, **kw)
             except C.WorkerError as e:
-                self.validated[key] = dict(ok=False, problems=[f"validation crashed: {e}"])
-        v = self.validated[key]
+                v = dict(ok=False, problems=[f"validation crashed: {e}"])
         if not v["ok"]:
             raise RuntimeError("validation failed: " + "; ".join(v["problems"]))
         return v
@@ -323,23 +329,29 @@ class Bench:
         R = self.reps
         rec["validation"] = self.validation(("train", model, batch), n, "train", batch=batch)
         cfg = dict(model=model, batch=batch, threads=n)
-        times = {"fmnumpy": [], "pytorch": []}
+        runs = {"fmnumpy": [], "pytorch": []}
         with self.worker("OursTrain", n, **cfg) as ours:
-            rec["fmnumpy_setup"] = ours.call("setup", warmup=R["train_warmup"])
+            rec["fmnumpy_setup"] = dict(ours.call("setup", warmup=R["train_warmup"]),
+                                        ready=ours.ready)
             with self.worker("RefTrain", n, **cfg) as ref:
-                rec["pytorch_setup"] = ref.call("setup", warmup=R["train_warmup"])
+                rec["pytorch_setup"] = dict(ref.call("setup", warmup=R["train_warmup"]),
+                                            ready=ref.ready)
                 for _ in range(R["train_runs"]):
                     for name, w in (("fmnumpy", ours), ("pytorch", ref)):
                         time.sleep(C.PAUSE_S)
-                        times[name].append(w.call("run", steps=R["train_steps"])["seconds"])
+                        runs[name].append(w.call("run", steps=R["train_steps"]))
                 rec["pytorch_memory"] = ref.call("finish")
             rec["fmnumpy_memory"] = ours.call("finish")
         flops = C.train_flops(C.MODELS[model]["params"], batch)
         peak = self.res["peak"].get(str(n), {}).get("peak_gflops")
-        for name, ts in times.items():
-            rate = C.median([R["train_steps"] / s for s in ts])
-            rec[name] = dict(seconds=ts, steps_per_s=rate, gflops=rate * flops / 1e9,
-                             peak_fraction=C.ratio(rate * flops / 1e9, peak))
+        for name, rs in runs.items():
+            rate = C.median([R["train_steps"] / r["seconds"] for r in rs])
+            rec[name] = dict(seconds=[r["seconds"] for r in rs], steps_per_s=rate,
+                             gflops=rate * flops / 1e9,
+                             peak_fraction=C.ratio(rate * flops / 1e9, peak),
+                             cpu_per_wall=C.median([r["cpu_s"] / r["seconds"] for r in rs]),
+                             last_loss=rs[-1]["loss"])
+        times = {name: rec[name]["seconds"] for name in runs}
         rec["ratio"] = C.ratio(rec["fmnumpy"]["steps_per_s"], rec["pytorch"]["steps_per_s"])
         rec["paired_ratio"] = C.median([b / a for a, b in zip(times["fmnumpy"], times["pytorch"])])
         say(f"  fmnumpy {rec['fmnumpy']['steps_per_s']:.1f} steps/s, PyTorch "
@@ -350,12 +362,12 @@ class Bench:
         v = self.validation(("sample", model), n, "sample", particles=C.VALIDATE_PARTICLES)
         cfg = dict(model=model, particles=R["particles"], threads=n)
         with self.worker("OursSample", n, **cfg) as ours:
-            setup_fm = ours.call("setup")
+            setup_fm = dict(ours.call("setup"), ready=ours.ready)
             with self.worker("RefSample", n, **cfg) as ref:
-                setup_pt = ref.call("setup")
+                setup_pt = dict(ref.call("setup"), ready=ref.ready)
                 for rec in recs:
                     rec.update(validation=v, fmnumpy_setup=setup_fm, pytorch_setup=setup_pt)
-                    times = {"fmnumpy": [], "pytorch": []}
+                    runs = {"fmnumpy": [], "pytorch": []}
                     call = dict(method=rec["method"], steps=rec["steps"])
                     for w in (ours, ref):
                         for _ in range(R["sample_warmup"]):
@@ -363,12 +375,15 @@ class Bench:
                     for _ in range(R["sample_runs"]):
                         for name, w in (("fmnumpy", ours), ("pytorch", ref)):
                             time.sleep(C.PAUSE_S)
-                            times[name].append(w.call("run", **call)["seconds"])
+                            runs[name].append(w.call("run", **call))
                     evals = R["particles"] * rec["steps"] * C.STAGES[rec["method"]]
-                    for name, ts in times.items():
-                        rate = C.median([evals / s for s in ts])
-                        rec[name] = dict(seconds=ts, evals_per_s=rate, gflops=rate *
-                                         C.sample_flops(C.MODELS[model]["params"]) / 1e9)
+                    for name, rs in runs.items():
+                        rate = C.median([evals / r["seconds"] for r in rs])
+                        rec[name] = dict(seconds=[r["seconds"] for r in rs], evals_per_s=rate,
+                                         gflops=rate * C.sample_flops(
+                                             C.MODELS[model]["params"]) / 1e9,
+                                         cpu_per_wall=C.median([r["cpu_s"] / r["seconds"]
+                                                                for r in rs]))
                     rec["ratio"] = C.ratio(rec["fmnumpy"]["evals_per_s"],
                                            rec["pytorch"]["evals_per_s"])
                     say(f"  {rec['method']}: fmnumpy {rec['fmnumpy']['evals_per_s']:.3g}, "
@@ -406,7 +421,8 @@ class Bench:
                     self.sample_guarded(model, n)
         self.res["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
         self.save()
-        for path in C.write_reports(self.res, self.args.out, "cpu", "fmnumpy vs PyTorch on the CPU"):
+        title = "fmnumpy vs PyTorch on the CPU"
+        for path in C.write_reports(self.res, self.args.out, "cpu", title):
             say(f"wrote {path}")
 
 

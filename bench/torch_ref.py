@@ -94,7 +94,7 @@ def loss_and_grad(model, x0, x1, t):
     model.zero_grad(set_to_none=True)
     loss = cfm_loss(model, *(as_tensor(a, dev) for a in (x0, x1, t)))
     loss.backward()
-    return float(loss), flatten(model, grad=True)
+    return loss.item(), flatten(model, grad=True)
 
 
 class Trainer:

@@ -116,11 +116,12 @@ def scaled_norm(y, x, xn, rtol, atol, norm):
 
 
 @njit(cache=False)   # takes a compiled function argument: not cacheable
-def initial_step(field, params, x, t0, t1, f0, rtol, atol, norm, order, x1, f1, ts):
+def initial_step(field, params, x, t0, t1, f0, rtol, atol, norm, order_low, x1, f1, ts):
     """|h| for the first step (Hairer, Norsett & Wanner I, sec. II.4, "Starting
     step size"): an Euler step of size h0 = 0.01 ||x||/||f|| probes the second
-    derivative, then h1 = (0.01 / max(||f||, ||f'||))^(1/(order+1)).  One
-    field evaluation; f0 = f(x, t0) is given, x1, f1 (B, D) and ts (B,) are scratch."""
+    derivative f', then h1 = (0.01 / max(||f||, ||f'||))^(1/(q+1)) for the
+    error estimate's order q = order_low.  One field evaluation; f0 = f(x, t0)
+    is given, x1, f1 (B, D) and ts (B,) are scratch."""
     span = abs(t1 - t0)
     direction = 1.0 if t1 > t0 else -1.0
     d0 = scaled_norm(x, x, x, rtol, atol, norm)
@@ -144,7 +145,7 @@ def initial_step(field, params, x, t0, t1, f0, rtol, atol, norm, order, x1, f1, 
     if dmax <= 1e-15:
         h1 = max(1e-6, h0 * 1e-3)
     else:
-        h1 = (0.01 / dmax) ** (1.0 / (order + 1))
+        h1 = (0.01 / dmax) ** (1.0 / (order_low + 1))
     return min(100.0 * h0, h1, span)
 
 
@@ -174,7 +175,7 @@ def adaptive_integrate(field, params, x, t0, t1, rtol, atol, h0, max_steps, norm
         h = direction * min(h0, abs(t1 - t0))
     else:
         h = direction * initial_step(field, params, x, t0, t1, K[0], rtol, atol, norm,
-                                     order_low + 1, xs, xn, ts)
+                                     order_low, xs, xn, ts)
         nfe += 1
     last_rejected = False
     while direction * (t1 - t) > 0.0:

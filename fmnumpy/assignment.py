@@ -26,25 +26,44 @@ A full assignment satisfying (I1) and (I2) is optimal: its cost
 sum_i C[i, x_i] = sum_i u_i + sum_j v_j equals a feasible dual objective,
 which bounds every assignment's cost from below (LP duality).  The phases:
 
-  1. column reduction: v_j = min_i C_ij, each column offered to its cheapest
-     row; a row that got exactly one column lowers that column's potential so
-     the column stays its strict favourite (reduction transfer);
-  2. augmenting row reduction (twice): a free row takes its cheapest column
-     j1, lowering v[j1] by the gap to its second-cheapest (v2 - v1) so the
-     pair stays tight; the row previously there becomes free again.  This
-     auction-like phase assigns most rows cheaply;
-  3. augmentation: for each remaining free row, a Dijkstra shortest path on
-     the reduced costs from the row to a free column; the potentials of the
-     columns settled before the path's length are raised by
-     (their distance - path length), which keeps (I1) and (I2), and the
-     assignment is flipped along the path (one more row assigned).
+  1. column reduction: v_j = min_i C_ij and each column is offered to its
+     cheapest row; a row that got exactly one column lowers that column's
+     potential by its second-smallest reduced cost (reduction transfer), so
+     the pair stays tight (I2) with room to spare;
+  2. augmenting row reduction (a bounded auction): a free row i takes its
+     cheapest column j1 and lowers v[j1] by the gap v2 - v1 to its
+     second-cheapest reduced cost, so row i is tight at j1 (I2); the row that
+     held j1 becomes free and is tried next;
+  3. augmentation: for each remaining free row, Dijkstra on the reduced
+     costs finds the shortest alternating path to a free column, of length
+     mind; every column settled on the way at distance d_j < mind gets
+     v_j += d_j - mind, which keeps (I1) and makes every edge of the path
+     tight, and the assignment is flipped along the path (one more row
+     assigned, (I2) kept).
 
-Phase 3 alone is O(N^3) worst case; phases 1-2 usually leave few free rows.
+Phase 3 is O(N^2) per free row, O(N^3) in all in the worst case; phases 1-2
+cost O(N^2) and usually leave a fraction of the rows free.  In floating point
+the invariants hold up to rounding, so the result is optimal up to a few ulps
+of the total cost.
 """
 import numpy as np
 from numba import njit
 
+from .errors import FmnumpyError
+
 _BIG = np.inf
+# Phase 2 work limits: passes, and row reductions per free row in a pass.
+# Unlimited augmenting row reduction wages long "price wars" on geometric
+# costs (squared distances between point clouds); a short run keeps most of
+# its benefit on random costs.
+ARR_PASSES = 1
+ARR_BUDGET = 2
+# The Dijkstra passes work on blocks of this many columns, and the only
+# fast-math freedoms taken are "no NaNs" and "no signed zeros", which let
+# min-reductions vectorise and change no arithmetic result (the costs are
+# checked to be finite; +inf appears only as a sentinel).
+BLOCK = 16
+_FAST = {"nnan", "nsz"}
 
 
 @njit(cache=True)
@@ -63,7 +82,7 @@ def _column_reduction(C, x, y, v, free_rows):
                 v[j] = c
                 y[j] = i
     # offer each column to its cheapest row; a row offered several keeps the
-    # last and is not "unique"
+    # first (highest-numbered) one and is not "unique"
     unique = np.ones(N, dtype=np.bool_)
     for j in range(N - 1, -1, -1):
         i = y[j]
@@ -93,8 +112,9 @@ def _column_reduction(C, x, y, v, free_rows):
 
 @njit(cache=True)
 def _augmenting_row_reduction(C, n_free, free_rows, x, y, v, budget):
-    """Phase 2: one pass of augmenting row reduction over the free rows.
-    Returns the number of rows still free (written back to ``free_rows``)."""
+    """Phase 2: one pass of augmenting row reduction over the free rows,
+    at most ``budget`` reductions.  Returns the number of rows still free
+    (written back to ``free_rows``)."""
     N = C.shape[0]
     current = 0
     new_free = 0
@@ -122,7 +142,7 @@ def _augmenting_row_reduction(C, n_free, free_rows, x, y, v, budget):
         i0 = y[j1]
         v1_new = v[j1] - (v2 - v1)
         lowers = v1_new < v[j1]
-        if rr_cnt < current * N and rr_cnt < budget:
+        if rr_cnt < current * N and rr_cnt < budget:    # bounded work (LAPJV + ARR_BUDGET)
             if lowers:
                 v[j1] = v1_new        # row i now tight at j1 and j2 (tie)
             elif i0 >= 0 and j2 >= 0:
@@ -143,84 +163,92 @@ def _augmenting_row_reduction(C, n_free, free_rows, x, y, v, budget):
     return new_free
 
 
-@njit(cache=True)
-def _shortest_path(C, start, y, v, d, cols, pred):
-    """Phase 3 search: Dijkstra from row ``start`` on reduced costs
-    C_ij - v_j over the alternating graph, until a free column is reached.
+@njit(cache=True, fastmath=_FAST)
+def _block_minima(dw, bmin):
+    """bmin[b] = min of dw[b*BLOCK : (b+1)*BLOCK]; returns the overall minimum.
+    Fixed-width inner loops let the compiler vectorise the reduction."""
+    nb = bmin.shape[0]
+    mind = np.inf
+    for b in range(nb):
+        m = np.inf
+        for t in range(BLOCK):
+            m = min(m, dw[b * BLOCK + t])
+        bmin[b] = m
+        mind = min(mind, m)
+    return mind
 
-    cols is a permutation of the columns split as [ready | scan | todo]:
-    ready = settled at a distance < the current minimum, scan = at the current
-    minimum distance, todo = the rest.  d (N,) distances, pred (N,) the row
-    each column was reached from.  Updates v for the ready columns and returns
-    the free column that ends the path.
+
+@njit(cache=True, fastmath=_FAST)
+def _argmin_column(dw, bmin, mind, y):
+    """A column j with dw[j] == mind, preferring a free one (y[j] < 0) among
+    ties, found through the block minima."""
+    jmin = -1
+    for b in range(bmin.shape[0]):
+        if bmin[b] == mind:
+            for j in range(b * BLOCK, (b + 1) * BLOCK):
+                if dw[j] == mind:
+                    if y[j] < 0:
+                        return j
+                    if jmin < 0:
+                        jmin = j
+    return jmin
+
+
+@njit(cache=True, fastmath=_FAST)
+def _shortest_path(C, start, y, v, d, dw, vw, bmin, pred, settled):
+    """Phase 3 search: Dijkstra from row ``start`` over the reduced costs
+    C_ij - v_j, until the nearest free column is reached.
+
+    Columns are the Dijkstra nodes.  Settling column j at distance d_j scans
+    its row i = y_j: with the tree offset h = C_ij - v_j - d_j the relaxed
+    distance of column k is C_ik - v_k - h, which is >= d_j by (I2).
+    dw (Np,) holds the tentative distances, +inf for settled columns and for
+    the padding up to Np = a multiple of BLOCK; vw (N,) is v for the open
+    columns and -inf for the settled ones, so a relaxation
+    C_ik - vw_k - h = +inf never reopens a settled column; d (N,) the final
+    distances; pred (N,) the row each column was reached from; settled (N,)
+    the settled columns in order.  Every pass runs over a contiguous row of
+    C without branches the compiler cannot turn into vector selects.
+    Updates v for the settled columns and returns the free column that ends
+    the path.
     """
     N = C.shape[0]
     for j in range(N):
-        cols[j] = j
+        vw[j] = v[j]
+        dw[j] = C[start, j] - v[j]
         pred[j] = start
-        d[j] = C[start, j] - v[j]
-    lo = 0
-    hi = 0
-    n_ready = 0
-    final_j = -1
-    while final_j == -1:
-        if lo == hi:
-            # move every todo column at the minimum distance into the scan list
-            n_ready = lo
-            hi = lo + 1
-            j = cols[lo]
-            mind = d[j]
-            for k in range(hi, N):
-                j = cols[k]
-                dj = d[j]
-                if dj <= mind:
-                    if dj < mind:
-                        hi = lo
-                        mind = dj
-                    cols[k] = cols[hi]
-                    cols[hi] = j
-                    hi += 1
-            for k in range(lo, hi):
-                j = cols[k]
-                if y[j] < 0:
-                    final_j = j
-        if final_j == -1:
-            # scan: relax the todo columns through the row assigned to each
-            # scan column
-            while lo != hi and final_j == -1:
-                j = cols[lo]
-                lo += 1
-                i = y[j]
-                mind = d[j]
-                h = C[i, j] - v[j] - mind       # -(u_i) relative to the tree
-                for k in range(hi, N):
-                    j = cols[k]
-                    cred = C[i, j] - v[j] - h
-                    if cred < d[j]:
-                        d[j] = cred
-                        pred[j] = i
-                        if cred == mind:
-                            if y[j] < 0:
-                                final_j = j
-                                break
-                            cols[k] = cols[hi]
-                            cols[hi] = j
-                            hi += 1
-            if final_j != -1:
-                lo -= 1                         # cols[lo] still has d == mind
-    mind = d[cols[lo]]
-    # potential update keeping (I1), (I2): the ready columns were reached
+    n_settled = 0
+    while True:
+        mind = _block_minima(dw, bmin)
+        jmin = _argmin_column(dw, bmin, mind, y)
+        if y[jmin] < 0:
+            break
+        d[jmin] = mind
+        dw[jmin] = np.inf
+        vw[jmin] = -np.inf
+        settled[n_settled] = jmin
+        n_settled += 1
+        i = y[jmin]
+        h = C[i, jmin] - v[jmin] - mind
+        for k in range(N):
+            cred = C[i, k] - vw[k] - h
+            if cred < dw[k]:
+                dw[k] = cred
+                pred[k] = i
+    # potential update keeping (I1), (I2): the settled columns were reached
     # before the path length mind
-    for k in range(n_ready):
-        j = cols[k]
+    for k in range(n_settled):
+        j = settled[k]
         v[j] += d[j] - mind
-    return final_j
+    return jmin
 
 
 @njit(cache=True)
-def _lapjv(C, x, y, v, passes=2, mult=1000000000):
+def lapjv_into(C, x, y, v):
     """Fill x (N,) row -> column, y (N,) column -> row and the column
-    potentials v (N,) with an optimal assignment of C (N, N) float64."""
+    potentials v (N,) with an optimal assignment of C (N, N) float64 (finite,
+    C-contiguous; not checked here, see ``linear_assignment``).  The compiled
+    entry point for other kernels; x, y, v are the caller's buffers."""
     N = C.shape[0]
     if N == 1:
         x[0] = 0
@@ -229,16 +257,20 @@ def _lapjv(C, x, y, v, passes=2, mult=1000000000):
         return
     free_rows = np.empty(N, dtype=np.int64)
     n_free = _column_reduction(C, x, y, v, free_rows)
-    for _ in range(passes):
+    for _ in range(ARR_PASSES):
         if n_free == 0:
             break
-        n_free = _augmenting_row_reduction(C, n_free, free_rows, x, y, v, mult * n_free)
+        n_free = _augmenting_row_reduction(C, n_free, free_rows, x, y, v, ARR_BUDGET * n_free)
+    nb = (N + BLOCK - 1) // BLOCK
+    dw = np.full(nb * BLOCK, np.inf)
+    bmin = np.empty(nb, dtype=np.float64)
     d = np.empty(N, dtype=np.float64)
-    cols = np.empty(N, dtype=np.int64)
+    vw = np.empty(N, dtype=np.float64)
     pred = np.empty(N, dtype=np.int64)
+    settled = np.empty(N, dtype=np.int64)
     for f in range(n_free):
         start = free_rows[f]
-        j = _shortest_path(C, start, y, v, d, cols, pred)
+        j = _shortest_path(C, start, y, v, d, dw, vw, bmin, pred, settled)
         # flip the assignment along the path back to the start row
         i = -1
         while i != start:
@@ -259,9 +291,10 @@ def row_potentials(C, x, v, u):
 def _as_cost(C):
     C = np.ascontiguousarray(C, dtype=np.float64)
     if C.ndim != 2 or C.shape[0] != C.shape[1]:
-        raise ValueError(f"linear_assignment needs a square (N, N) cost matrix, got {C.shape}")
+        raise FmnumpyError(f"an assignment needs a square (N, N) cost matrix, got shape "
+                           f"{C.shape}")
     if not np.isfinite(C).all():
-        raise ValueError("linear_assignment needs a finite cost matrix")
+        raise FmnumpyError("an assignment needs a finite cost matrix (no inf or nan)")
     return C
 
 
@@ -279,7 +312,7 @@ def lapjv(C):
     v = np.empty(N, dtype=np.float64)
     u = np.empty(N, dtype=np.float64)
     if N:
-        _lapjv(C, x, y, v)
+        lapjv_into(C, x, y, v)
         row_potentials(C, x, v, u)
     return x, u, v
 
@@ -293,5 +326,5 @@ def linear_assignment(C):
     if N:
         y = np.empty(N, dtype=np.int64)
         v = np.empty(N, dtype=np.float64)
-        _lapjv(C, x, y, v)
+        lapjv_into(C, x, y, v)
     return x

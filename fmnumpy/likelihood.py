@@ -34,6 +34,11 @@ from .mlp import _slice2d, time_features
 from .solvers import METHODS, rk_integrate, tableau
 
 LOGP_METHODS = METHODS + ("dopri5",)
+
+# solvers.rk_integrate, compiled without the on-disk cache: a function that
+# takes a compiled function argument cannot be cached (the cache index grows
+# by one entry per process and can fail to pickle a vanished dispatcher type).
+_rk_integrate = njit(cache=False)(rk_integrate.py_func)
 LOG_2PI = math.log(2.0 * math.pi)
 CHUNK = 4096          # particles per solve; bounds the (M B, H) tangent buffers
 
@@ -271,8 +276,8 @@ def integrate_logp(field, params, x, l, t0=0.0, t1=1.0, method="rk4", steps=100,
             raise FmnumpyError(f"steps must be a positive integer, got {steps}")
         tab = tableau(method)
         K = np.zeros((tab.stages, B, D + 1))
-        rk_integrate(aug, aparams, s, float(t0), float(t1), steps, tab.c, tab.A, tab.b,
-                     K, np.zeros((B, D + 1)), np.zeros(B), np.empty((0, B, D + 1)), 1)
+        _rk_integrate(aug, aparams, s, float(t0), float(t1), steps, tab.c, tab.A, tab.b,
+                      K, np.zeros((B, D + 1)), np.zeros(B), np.empty((0, B, D + 1)), 1)
         stats = SolveStats(steps * tab.stages, steps, 0)
     return s[:, :D].copy(), s[:, D].copy(), stats
 
@@ -286,8 +291,10 @@ def _check_points(x, spec, name):
     return np.ascontiguousarray(x, dtype=np.float64)
 
 
-def _solve_chunks(theta, spec, x, l, t0, t1, method, steps, rtol, atol, chunk):
+def _solve_chunks(theta, spec, x, l, t0, t1, method, steps, rtol, atol, norm, chunk):
     """integrate_logp of the network over chunks of particles; stats summed."""
+    check_method(method)
+    theta = np.ascontiguousarray(theta, dtype=np.float64)     # cast once, not per chunk
     N = x.shape[0]
     chunk = max(int(chunk), 1)
     x_end, l_end = np.empty_like(x), np.empty(N)
@@ -297,13 +304,13 @@ def _solve_chunks(theta, spec, x, l, t0, t1, method, steps, rtol, atol, chunk):
         params = mlp_div_params(theta, spec, B)
         x_end[lo:lo + B], l_end[lo:lo + B], st = integrate_logp(
             mlp_div_field, params, x[lo:lo + B], l[lo:lo + B], t0, t1, method, steps,
-            rtol, atol)
+            rtol, atol, norm)
         nfe, acc, rej = nfe + st.nfe, acc + st.accepted, rej + st.rejected
     return x_end, l_end, SolveStats(nfe, acc, rej)
 
 
 def sample_with_logprob(theta, spec, x0, method="rk4", steps=100, rtol=1e-5, atol=1e-5,
-                        chunk=CHUNK, return_stats=False):
+                        norm="rms", chunk=CHUNK, return_stats=False):
     """Push x0 (N, D) from t = 0 to 1 and return the samples x1 (N, D) and
     log p_1(x1) (N,) = log N(x0; 0, I) - int_0^1 div v(x_t, t) dt, from one
     solve of the augmented state (float64).  With ``return_stats`` also the
@@ -311,25 +318,25 @@ def sample_with_logprob(theta, spec, x0, method="rk4", steps=100, rtol=1e-5, ato
     x0 = _check_points(x0, spec, "x0")
     l0 = gaussian_logpdf(x0)
     x1, l1, stats = _solve_chunks(theta, spec, x0, l0, 0.0, 1.0, method, steps, rtol,
-                                  atol, chunk)
+                                  atol, norm, chunk)
     return (x1, l1, stats) if return_stats else (x1, l1)
 
 
-def log_prob(theta, spec, x, method="rk4", steps=100, rtol=1e-5, atol=1e-5, chunk=CHUNK,
-             return_stats=False):
+def log_prob(theta, spec, x, method="rk4", steps=100, rtol=1e-5, atol=1e-5, norm="rms",
+             chunk=CHUNK, return_stats=False):
     """log p_1(x) (N,) of data points x (N, D) under the flow: solve backwards
     from t = 1 to 0 with l(1) = 0, so l(0) = int_0^1 div v(x_t, t) dt, and
     return log N(x(0); 0, I) - l(0) (float64).  With ``return_stats`` also the
     SolveStats."""
     x = _check_points(x, spec, "x")
     xz, lz, stats = _solve_chunks(theta, spec, x, np.zeros(x.shape[0]), 1.0, 0.0, method,
-                                  steps, rtol, atol, chunk)
+                                  steps, rtol, atol, norm, chunk)
     logp = gaussian_logpdf(xz) - lz
     return (logp, stats) if return_stats else logp
 
 
 def density_grid(theta, spec, lim=4.0, n_grid=200, method="rk4", steps=100, rtol=1e-5,
-                 atol=1e-5, chunk=CHUNK):
+                 atol=1e-5, norm="rms", chunk=CHUNK):
     """log p_1 on the cell centres of an n_grid x n_grid partition of a 2-D box.
 
     ``lim`` is L (the box [-L, L]^2) or ((x_lo, x_hi), (y_lo, y_hi)).  Returns
@@ -351,5 +358,5 @@ def density_grid(theta, spec, lim=4.0, n_grid=200, method="rk4", steps=100, rtol
     gx = x_lo + (np.arange(n_grid) + 0.5) * (x_hi - x_lo) / n_grid
     gy = y_lo + (np.arange(n_grid) + 0.5) * (y_hi - y_lo) / n_grid
     pts = np.stack(np.meshgrid(gx, gy, indexing="xy"), axis=-1).reshape(-1, 2)
-    logp = log_prob(theta, spec, pts, method, steps, rtol, atol, chunk)
+    logp = log_prob(theta, spec, pts, method, steps, rtol, atol, norm, chunk)
     return gx, gy, logp.reshape(n_grid, n_grid)

@@ -57,39 +57,55 @@ def tableau(method):
 
 
 @njit(cache=True)
-def rk_integrate(field, params, x, t0, t1, steps, c, A, b, K, xs, ts, traj, every):
-    """Integrate x (B, D) in place from t0 to t1 with ``steps`` equal steps.
-
-    c (S,), A (S, S), b (S,): the tableau.  K (S, B, D) stage buffer, xs (B, D)
-    stage input, ts (B,) stage time.  If traj has rows, the state after every
-    ``every`` steps is stored: traj[0] = x(t0), traj[r] = x after r*every steps.
-    """
+def rk_stage_input(x, K, A, i, h, xs):
+    """xs = x + h sum_{j<i} a_ij k_j, the input of stage i.  x, xs (B, D), K (S, B, D)."""
     B, D = x.shape
-    S = b.shape[0]
+    for p in range(B):
+        for d in range(D):
+            acc = x[p, d]
+            for j in range(i):
+                acc += h * A[i, j] * K[j, p, d]
+            xs[p, d] = acc
+
+
+@njit(cache=True)
+def rk_combine(x, K, b, h):
+    """x <- x + h sum_i b_i k_i, the step update."""
+    B, D = x.shape
+    for p in range(B):
+        for d in range(D):
+            acc = 0.0
+            for i in range(b.shape[0]):
+                acc += b[i] * K[i, p, d]
+            x[p, d] += h * acc
+
+
+@njit(cache=True)
+def rk_record(traj, x, n, every):
+    """After step n (0-based) store x in row (n + 1) / every of traj when due."""
+    r = (n + 1) // every
+    if (n + 1) % every == 0 and r < traj.shape[0]:
+        traj[r] = x
+
+
+@njit(cache=False)   # takes a compiled function argument: Numba cannot cache it
+def rk_integrate(field, params, x, t0, t1, steps, c, A, b, K, xs, ts, traj, every):
+    """Integrate x (B, D) in place from t0 to t1 with ``steps`` equal steps of the
+    tableau (c (S,), A (S, S), b (S,)) for any compiled ``field(params, x, t, out)``.
+
+    K (S, B, D) stage buffer, xs (B, D) stage input, ts (B,) stage time.  If traj
+    has rows, traj[0] = x(t0) and traj[r] = x after r*every steps.
+    """
     h = (t1 - t0) / steps
-    n_rec = traj.shape[0]
-    if n_rec > 0:
+    if traj.shape[0] > 0:
         traj[0] = x
     for n in range(steps):
-        t = t0 + n * h
-        for i in range(S):
-            for p in range(B):
-                for d in range(D):
-                    acc = x[p, d]
-                    for j in range(i):
-                        acc += h * A[i, j] * K[j, p, d]
-                    xs[p, d] = acc
-            ts[:] = t + c[i] * h
+        for i in range(b.shape[0]):
+            rk_stage_input(x, K, A, i, h, xs)
+            ts[:] = t0 + n * h + c[i] * h
             field(params, xs, ts, K[i])
-        for p in range(B):
-            for d in range(D):
-                acc = 0.0
-                for i in range(S):
-                    acc += b[i] * K[i, p, d]
-                x[p, d] += h * acc
-        r = (n + 1) // every
-        if (n + 1) % every == 0 and r < n_rec:
-            traj[r] = x
+        rk_combine(x, K, b, h)
+        rk_record(traj, x, n, every)
 
 
 @njit(cache=True)
@@ -100,7 +116,24 @@ def mlp_field(params, x, t, out):
     out[:] = mlp_forward(theta, sizes, kind, X, A, Z)
 
 
-@njit(cache=False, parallel=True)   # takes a compiled function argument: not cacheable
+@njit(cache=True)
+def rk_integrate_mlp(params, x, t0, t1, steps, c, A, b, K, xs, ts, traj, every):
+    """:func:`rk_integrate` with the network as the field, line for line the same
+    loop; a separate function only because Numba cannot cache code that takes a
+    compiled function as an argument (the tests check the two agree)."""
+    h = (t1 - t0) / steps
+    if traj.shape[0] > 0:
+        traj[0] = x
+    for n in range(steps):
+        for i in range(b.shape[0]):
+            rk_stage_input(x, K, A, i, h, xs)
+            ts[:] = t0 + n * h + c[i] * h
+            mlp_field(params, xs, ts, K[i])
+        rk_combine(x, K, b, h)
+        rk_record(traj, x, n, every)
+
+
+@njit(cache=True, parallel=True)
 def _integrate_chunks(theta, sizes, kind, n_freq, x, t0, t1, steps, c, A, b, traj, every,
                       chunk):
     """Split the particles into chunks of ``chunk`` and integrate them in parallel;
@@ -123,8 +156,8 @@ def _integrate_chunks(theta, sizes, kind, n_freq, x, t0, t1, steps, c, A, b, tra
         ts = np.empty(B, dtype=x.dtype)
         xc = x[lo:hi].copy()
         tr = np.empty((traj.shape[0], B, D), dtype=x.dtype)
-        rk_integrate(mlp_field, (theta, sizes, kind, n_freq, X, Abuf, Zbuf), xc, t0, t1,
-                     steps, c, A, b, K, xs, ts, tr, every)
+        rk_integrate_mlp((theta, sizes, kind, n_freq, X, Abuf, Zbuf), xc, t0, t1,
+                         steps, c, A, b, K, xs, ts, tr, every)
         x[lo:hi] = xc
         for r in range(traj.shape[0]):
             traj[r, lo:hi] = tr[r]

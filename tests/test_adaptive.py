@@ -14,6 +14,9 @@ from fmnumpy.likelihood import augmented, gaussian_field, gaussian_logpdf, sampl
 from fmnumpy.mlp import MLPSpec, init_params
 from fmnumpy.solvers import TABLEAUS, rk_integrate
 
+# the fixed-step loop built without the on-disk cache (it takes a function argument)
+rk_loop = njit(rk_integrate.py_func)
+
 
 # ---- the tableau, in exact arithmetic ------------------------------------------------
 
@@ -127,7 +130,7 @@ def test_fewer_evaluations_than_rk4_at_equal_error():
 
     def rk4_err(n):
         x = X0.copy()
-        rk_integrate(linear_field, (M_SPIRAL,), x, 0.0, 2.0, n, tab.c, tab.A, tab.b,
+        rk_loop(linear_field, (M_SPIRAL,), x, 0.0, 2.0, n, tab.c, tab.A, tab.b,
                      np.zeros((4, B, D)), np.zeros((B, D)), np.zeros(B),
                      np.empty((0, B, D)), 1)
         return np.abs(x - exact).max()

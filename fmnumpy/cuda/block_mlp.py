@@ -10,7 +10,7 @@ of its PB rows in ONE shared buffer ``hs`` (PB, HS).  A hidden layer
     z = h W + b   (PB, n_out),   a = sigma(z)
 
 is a block-wide matrix product: W is streamed through shared memory in k-tiles
-``ws`` (BK, HS), each thread accumulates its TM x TN register tile, and since the
+``ws`` (BK, WS), each thread accumulates its TM x TN register tile, and since the
 block's registers hold the whole output, it overwrites ``hs`` in place after a
 barrier.  The backward of the same layer, dh = dz W^T, is the same product with
 W^T staged instead of W (``transposed``).  The last layer (n_out = D, narrow)
@@ -18,72 +18,141 @@ would leave most register tiles empty, so it has its own product
 (:func:`narrow_linear`): each output is split over the threads along k and
 summed in shared memory.
 
+Which elements a thread owns (``rows``/``cols`` below) is chosen for the
+shared-memory banks: rows rg + i NRG (the warp's row groups hit different
+banks), columns in quads of 4 adjacent ones (one 16-byte load), quad q at
+q * 4 NCG.  The k-loop runs whole tiles of BK: columns of ``hs`` from a
+layer's width up to HP are kept at zero, as are the rows of ``ws`` past W.
+
 The functions are built by :func:`make_block_mlp` for one configuration:
 numba needs the tile sizes as compile-time constants (shared and local array
 shapes, unrolled register loops).
 """
 import functools
 
-from .device import cuda, device_functions
+from numba import cuda
+
+from .device import device_functions, simulator_compat
+
+
+def owned_columns(cg, j, NCG, TN):
+    """Column of the j-th register column of column group cg (plain Python and
+    device code): quads of 4 adjacent columns when TN is a multiple of 4, else
+    columns cg + j NCG."""
+    if TN % 4 == 0:
+        return (j // 4) * (4 * NCG) + cg * 4 + j % 4
+    return cg + j * NCG
 
 
 @functools.lru_cache(maxsize=None)
 def make_block_mlp(cfg, D, fastmath):
     """Device functions for block layout ``cfg`` (``tiles.MlpConfig``) and output
     width D.  Returns a namespace with ``tile_matmul``, ``narrow_linear``,
-    ``features`` and the compile-time constants."""
-    cu = cuda()
-    from numba import float32
+    ``features``, ``shared_buffers`` and the compile-time constants."""
+    import numpy as np
+    from numba import float32, uint64
+    simulator_compat()
     dev = device_functions(fastmath)
     time_feature = dev.time_feature
     PB, TM, TN, BK = cfg.PB, cfg.TM, cfg.TN, cfg.BK
-    NRG, NCG, NT, HP = cfg.NRG, cfg.NCG, cfg.NT, cfg.HP
+    NRG, NCG, NT, HP, HS = cfg.NRG, cfg.NCG, cfg.NT, cfg.HP, cfg.HS
+    WS = HP + 4                          # ws row length: transposed staging hits all banks
     NP = PB * D                          # outputs of the narrow last layer
     NS = max(1, NT // NP)                # threads summing one of them (k split)
     RED = max(NT, NP * NS)               # shared scratch for the narrow layer's partial sums
+    col_of = cuda.jit(device=True)(owned_columns)
+    NLOAD = -(-BK * HP // NT)            # elements of a W k-tile per thread
 
-    @cu.jit(device=True, fastmath=fastmath)
-    def tile_matmul(hs, n_k, n_c, theta, w_off, transposed, ws, acc, tid):
-        """acc[i, j] = sum_k hs[rg + i NRG, k] M[k, cg + j NCG] for k < n_k, with
-        M = W (n_k, n_c) when not transposed, else M = W^T for W (n_c, n_k); W is
-        theta[w_off:] row-major.  Ends with a barrier: hs may then be overwritten."""
+    # Hot-loop indexing: flat views and unsigned offsets, so that every load is a
+    # register base plus a compile-time constant (signed indices would add
+    # negative-index checks, and a product of int64 and uint64 is a float in numba).
+    URS = np.uint64(NRG * HS)            # flat distance between a thread's rows in hs
+    UWS = np.uint64(WS)                  # flat distance between rows of ws
+    UCOL = tuple(np.uint64(owned_columns(0, j, NCG, TN)) for j in range(TN))
+    UC = np.uint64(4 if TN % 4 == 0 else 1)    # column step between column groups
+    U1, U2, U3, U4 = (np.uint64(q) for q in (1, 2, 3, 4))
+    UWS2, UWS3, UWS4 = (np.uint64(q * WS) for q in (2, 3, 4))
+
+    @cuda.jit(device=True, fastmath=fastmath)
+    def mac(h1, w1, ka, kb, a, w, acc):
+        """acc += outer(a, w) for one k: a[i] = h1[ka + i URS], w[j] = w1[kb + UCOL[j]]."""
+        for i in range(TM):
+            a[i] = h1[ka + uint64(i) * URS]
+        for j in range(TN):
+            w[j] = w1[kb + UCOL[j]]
+        for i in range(TM):
+            for j in range(TN):
+                acc[i, j] += a[i] * w[j]
+
+    @cuda.jit(device=True, fastmath=fastmath)
+    def fetch(buf, theta, w_off, n_k, n_c, k0, transposed, tid):
+        """Load rows k0..k0+BK of M (W, or W^T when transposed) into this thread's
+        registers ``buf``: element e = tid + q NT of the (BK, HP) tile, zero outside M.
+        All NLOAD loads are independent, so they are in flight together."""
+        for q in range(NLOAD):
+            e = tid + q * NT
+            if transposed:
+                kk = e % BK              # consecutive threads walk along a row of W
+                c = e // BK
+            else:
+                kk = e // HP             # consecutive threads walk along a row of W
+                c = e % HP
+            k = k0 + kk
+            val = float32(0.0)
+            if e < BK * HP and k < n_k and c < n_c:
+                if transposed:
+                    val = theta[w_off + c * n_k + k]
+                else:
+                    val = theta[w_off + k * n_c + c]
+            buf[q] = val
+
+    @cuda.jit(device=True, fastmath=fastmath)
+    def stage(buf, w1, transposed, tid):
+        """ws <- the tile held in ``buf`` (see :func:`fetch`)."""
+        for q in range(NLOAD):
+            e = tid + q * NT
+            if e < BK * HP:
+                if transposed:
+                    w1[(e % BK) * WS + e // BK] = buf[q]
+                else:
+                    w1[(e // HP) * WS + e % HP] = buf[q]
+
+    @cuda.jit(device=True, fastmath=fastmath)
+    def tile_matmul(h1, n_k, n_c, theta, w_off, transposed, w1, acc, tid):
+        """acc[i, j] = sum_k hs[rows_i, k] M[k, cols_j] for k < n_k, with M = W
+        (n_k, n_c) when not transposed, else M = W^T for W (n_c, n_k); W is
+        theta[w_off:] row-major.  h1, w1: the shared buffers hs (PB, HS) and ws
+        (BK, WS), flat.  hs[:, n_k:HP] must be zero.  The next k-tile of M is
+        loaded into registers while the current one is multiplied.  Ends with a
+        barrier: hs may then be overwritten."""
         rg = tid // NCG
         cg = tid % NCG
-        a = cu.local.array(TM, float32)
-        w = cu.local.array(TN, float32)
+        a = cuda.local.array(TM, float32)
+        w = cuda.local.array(TN, float32)
+        buf = cuda.local.array(NLOAD, float32)
         for i in range(TM):
             for j in range(TN):
                 acc[i, j] = 0.0
-        for k0 in range(0, n_k, BK):
-            # stage rows k0..k0+BK of M in ws, zero outside M
-            for e in range(tid, BK * HP, NT):
-                if transposed:
-                    kk = e % BK          # consecutive threads walk along a row of W
-                    c = e // BK
-                else:
-                    kk = e // HP         # consecutive threads walk along a row of W
-                    c = e % HP
-                k = k0 + kk
-                val = float32(0.0)
-                if k < n_k and c < n_c:
-                    if transposed:
-                        val = theta[w_off + c * n_k + k]
-                    else:
-                        val = theta[w_off + k * n_c + c]
-                ws[kk, c] = val
-            cu.syncthreads()
-            kn = min(BK, n_k - k0)
-            for kk in range(kn):
-                for i in range(TM):
-                    a[i] = hs[rg + i * NRG, k0 + kk]
-                for j in range(TN):
-                    w[j] = ws[kk, cg + j * NCG]
-                for i in range(TM):
-                    for j in range(TN):
-                        acc[i, j] += a[i] * w[j]
-            cu.syncthreads()
+        n_kt = (n_k + BK - 1) // BK
+        fetch(buf, theta, w_off, n_k, n_c, 0, transposed, tid)
+        for kt in range(n_kt):
+            k0 = kt * BK                 # (a product: the compiler sees k0 % BK == 0)
+            stage(buf, w1, transposed, tid)
+            cuda.syncthreads()
+            if kt + 1 < n_kt:
+                fetch(buf, theta, w_off, n_k, n_c, k0 + BK, transposed, tid)
+            ka = uint64(rg * HS + k0)    # hs[rg, k0]
+            kb = uint64(cg) * UC         # ws[0, cols_0]
+            for kq in range(BK // 4):    # four k per pass: the loads of a row can pair up
+                mac(h1, w1, ka, kb, a, w, acc)
+                mac(h1, w1, ka + U1, kb + UWS, a, w, acc)
+                mac(h1, w1, ka + U2, kb + UWS2, a, w, acc)
+                mac(h1, w1, ka + U3, kb + UWS3, a, w, acc)
+                ka += U4
+                kb += UWS4
+            cuda.syncthreads()
 
-    @cu.jit(device=True, fastmath=fastmath)
+    @cuda.jit(device=True, fastmath=fastmath)
     def narrow_linear(hs, n_in, theta, w_off, b_off, red, out, tid):
         """out[r, d] = sum_k hs[r, k] W[k, d] + b[d] for the last layer, W (n_in, D)
         = theta[w_off:], b = theta[b_off:].  Each of the PB D outputs is summed by
@@ -97,7 +166,7 @@ def make_block_mlp(cfg, D, fastmath):
             for k in range(s, n_in, NS):
                 part += hs[r, k] * theta[w_off + k * D + d]
             red[q] = part
-        cu.syncthreads()
+        cuda.syncthreads()
         for p in range(tid, NP, NT):
             r = p // D
             d = p % D
@@ -105,12 +174,12 @@ def make_block_mlp(cfg, D, fastmath):
             for s in range(NS):
                 tot += red[s * NP + p]
             out[r, d] = tot
-        cu.syncthreads()
+        cuda.syncthreads()
 
-    @cu.jit(device=True, fastmath=fastmath)
+    @cuda.jit(device=True, fastmath=fastmath)
     def features(hs, r, x, t, n_freq):
         """hs[r, :F] = [x (D,), t, sin(pi 2^k t), cos(pi 2^k t) for k < n_freq]
-        (``mlp.time_features``); x is a (D,) array."""
+        (``mlp.time_features``), then zeros up to the next whole k-tile; x is (D,)."""
         for d in range(D):
             hs[r, d] = x[d]
         hs[r, D] = t
@@ -118,11 +187,16 @@ def make_block_mlp(cfg, D, fastmath):
             sk, ck = time_feature(t, k)
             hs[r, D + 1 + 2 * k] = sk
             hs[r, D + 2 + 2 * k] = ck
+        F = D + 1 + 2 * n_freq
+        for f in range(F, (F + BK - 1) // BK * BK):
+            hs[r, f] = 0.0
 
-    class NS_:
+    class Namespace:
         pass
 
-    ns = NS_()
-    ns.tile_matmul, ns.narrow_linear, ns.features = tile_matmul, narrow_linear, features
-    ns.RED, ns.cfg, ns.D = RED, cfg, D
+    ns = Namespace()
+    ns.tile_matmul, ns.narrow_linear, ns.features, ns.col_of = \
+        tile_matmul, narrow_linear, features, col_of
+    ns.RED, ns.WS, ns.cfg, ns.D = RED, WS, cfg, D
+    ns.HSIZE, ns.WSIZE = PB * HS, BK * WS     # flat sizes of the shared buffers hs, ws
     return ns

@@ -18,7 +18,7 @@ from ..optim import adam_element, ema_element
 from . import elements
 
 
-def cuda():
+def cuda_module():
     """``numba.cuda``, imported on first use (importing fmnumpy.cuda never needs it)."""
     from numba import cuda as _cuda
     return _cuda
@@ -38,11 +38,49 @@ def simulator():
     return bool(getattr(nconfig, "ENABLE_CUDASIM", False))
 
 
+def simulator_compat():
+    """Let the CUDA simulator accept ``alignment=`` in shared/local arrays (numba-cuda
+    takes it; the simulator built into numba 0.68 does not).  No-op on a real GPU.
+
+    The simulator tells shared arrays apart by the source line that allocates
+    them, so the replacement keeps its logic and looks one frame further up."""
+    if not simulator():
+        return
+    import sys
+    import traceback
+
+    import numpy as np
+    from numba.cuda.simulator import kernelapi
+    from numba.np import numpy_support
+    if getattr(kernelapi.FakeCUDAShared.array, "_fmnumpy_compat", False):
+        return
+    shared_orig = kernelapi.FakeCUDAShared.array
+    local_orig = kernelapi.FakeCUDALocal.array
+
+    def shared_array(self, shape, dtype, alignment=None):
+        if shape == 0:
+            return shared_orig(self, shape, dtype)
+        if not isinstance(dtype, np.dtype):
+            dtype = numpy_support.as_dtype(dtype)
+        caller = traceback.extract_stack(sys._getframe(1), limit=1)[-1][0:2]
+        res = self._allocations.get(caller)
+        if res is None:
+            res = self._allocations[caller] = np.empty(shape, dtype)
+        return res
+
+    def local_array(self, shape, dtype, alignment=None):
+        return local_orig(self, shape, dtype)
+
+    shared_array._fmnumpy_compat = True
+    kernelapi.FakeCUDAShared.array = shared_array
+    kernelapi.FakeCUDALocal.array = local_array
+
+
 class DeviceFunctions:
     """The scalar formulas, each compiled once as a CUDA device function."""
 
     def __init__(self, fm):
-        dev = cuda().jit(device=True, fastmath=fm)
+        dev = cuda_module().jit(device=True, fastmath=fm)
         self.act = dev(act)
         self.dact = dev(dact)
         self.adam_element = dev(adam_element)
@@ -65,4 +103,4 @@ def grid_stride_blocks(n, threads):
 
 
 def synchronize():
-    cuda().synchronize()
+    cuda_module().synchronize()

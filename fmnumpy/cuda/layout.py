@@ -10,7 +10,8 @@ Dimension letters: B batch, L layers.  For sizes (F, H_1, ..., D):
 """
 import numpy as np
 
-from .train_kernels import B_OFF, DZ_OFF, H_OFF, N_IN, N_OUT, T_START, W_OFF, Z_OFF
+# columns of ``lay``; T_START: the layer's first tile in weight_grad's grid
+N_IN, N_OUT, W_OFF, B_OFF, H_OFF, Z_OFF, DZ_OFF, T_START = range(8)
 
 
 def layer_table(sizes, batch=0, wg=None):

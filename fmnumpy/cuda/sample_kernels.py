@@ -14,8 +14,10 @@ data, the Butcher tableau ``tab`` (S + 2, S): row 0 = c, row 1 = b, rows 2.. = A
 import functools
 
 from .block_mlp import make_block_mlp
-from .device import cuda, device_functions
-from .train_kernels import N_IN, N_OUT, W_OFF, B_OFF
+from numba import cuda
+
+from .device import device_functions
+from .layout import B_OFF, N_IN, N_OUT, W_OFF
 
 SMAX = 4      # stages of the largest tableau (rk4)
 
@@ -23,39 +25,42 @@ SMAX = 4      # stages of the largest tableau (rk4)
 @functools.lru_cache(maxsize=None)
 def make_rk_mlp(cfg, D, fastmath):
     """The fused sampler kernel for block layout ``cfg`` and data dimension D."""
-    cu = cuda()
     from numba import float32
     act = device_functions(fastmath).act
     mlp = make_block_mlp(cfg, D, fastmath)
     tile_matmul, narrow_linear, features = mlp.tile_matmul, mlp.narrow_linear, mlp.features
+    col_of = mlp.col_of
     PB, TM, TN, BK, NRG, NCG, NT, HS = cfg.PB, cfg.TM, cfg.TN, cfg.BK, cfg.NRG, cfg.NCG, \
         cfg.NT, cfg.HS
-    RED = mlp.RED
+    RED, HSIZE, WSIZE = mlp.RED, mlp.HSIZE, mlp.WSIZE
 
-    @cu.jit(fastmath=fastmath)
+    @cuda.jit(fastmath=fastmath)
     def rk_mlp(theta, lay, tab, x, traj, t0, h, steps, every, n_rec, n_freq, kind):
         """Integrate x (N, D) in place from t0 with ``steps`` steps of size h; if
         n_rec > 0, traj[0] = x(t0) and traj[r] = x after r * every steps."""
-        hs = cu.shared.array((PB, HS), float32)
-        ws = cu.shared.array((BK, HS), float32)
-        red = cu.shared.array(RED, float32)
-        xs = cu.shared.array((PB, D), float32)          # particle states
-        ks = cu.shared.array((SMAX, PB, D), float32)    # stage velocities
-        acc = cu.local.array((TM, TN), float32)
-        xin = cu.local.array(D, float32)
-        tid = cu.threadIdx.x
+        h1 = cuda.shared.array(HSIZE, float32, alignment=16)    # activations (PB, HS), flat
+        w1 = cuda.shared.array(WSIZE, float32, alignment=16)    # staged k-tile of W, flat
+        hs = h1.reshape((PB, HS))
+        red = cuda.shared.array(RED, float32)
+        xs = cuda.shared.array((PB, D), float32)          # particle states
+        ks = cuda.shared.array((SMAX, PB, D), float32)    # stage velocities
+        acc = cuda.local.array((TM, TN), float32)
+        xin = cuda.local.array(D, float32)
+        tid = cuda.threadIdx.x
         rg = tid // NCG
         cg = tid % NCG
         N = x.shape[0]
-        row0 = cu.blockIdx.x * PB
+        row0 = cuda.blockIdx.x * PB
         L = lay.shape[0]
         S = tab.shape[1]
+        for e in range(tid, HSIZE, NT):
+            h1[e] = 0.0                 # columns past a layer's width stay zero
         for r in range(tid, PB, NT):
             for d in range(D):
                 xs[r, d] = x[row0 + r, d] if row0 + r < N else 0.0
                 if n_rec > 0 and row0 + r < N:
                     traj[0, row0 + r, d] = xs[r, d]
-        cu.syncthreads()
+        cuda.syncthreads()
         for n in range(steps):
             t = t0 + n * h
             for st in range(S):
@@ -68,18 +73,20 @@ def make_rk_mlp(cfg, D, fastmath):
                             v += h * tab[2 + st, j] * ks[j, r, d]
                         xin[d] = v
                     features(hs, r, xin, ts, n_freq)
-                cu.syncthreads()
+                cuda.syncthreads()
                 for l in range(L - 1):
                     n_in = lay[l, N_IN]
                     n_out = lay[l, N_OUT]
-                    tile_matmul(hs, n_in, n_out, theta, lay[l, W_OFF], False, ws, acc, tid)
+                    tile_matmul(h1, n_in, n_out, theta, lay[l, W_OFF], False, w1, acc, tid)
                     for i in range(TM):
                         r = rg + i * NRG
                         for j in range(TN):
-                            col = cg + j * NCG
+                            col = col_of(cg, j, NCG, TN)
                             if col < n_out:
                                 hs[r, col] = act(acc[i, j] + theta[lay[l, B_OFF] + col], kind)
-                    cu.syncthreads()
+                            else:
+                                hs[r, col] = 0.0    # whole k-tiles read zeros
+                    cuda.syncthreads()
                 lo = L - 1
                 narrow_linear(hs, lay[lo, N_IN], theta, lay[lo, W_OFF], lay[lo, B_OFF], red,
                               ks[st], tid)
@@ -93,7 +100,7 @@ def make_rk_mlp(cfg, D, fastmath):
                     if n_rec > 0 and (n + 1) % every == 0 and (n + 1) // every < n_rec \
                             and row0 + r < N:
                         traj[(n + 1) // every, row0 + r, d] = xs[r, d]
-            cu.syncthreads()
+            cuda.syncthreads()
         for r in range(tid, PB, NT):
             if row0 + r < N:
                 for d in range(D):

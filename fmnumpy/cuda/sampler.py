@@ -6,7 +6,7 @@ import numpy as np
 
 from ..errors import FmnumpyError
 from ..solvers import tableau
-from .device import cuda, fastmath, threads_per_block
+from .device import cuda_module, fastmath, threads_per_block
 from .layout import layer_table
 from .sample_kernels import SMAX, make_rk_mlp
 from .tiles import mlp_config
@@ -30,7 +30,7 @@ class CudaSampler:
     integrate particles that are already on the device (no host copies)."""
 
     def __init__(self, theta, spec):
-        cu = cuda()
+        cu = cuda_module()
         self.spec = spec
         self.cfg = mlp_config(int(max(spec.sizes)), threads_per_block())
         self.kernel = make_rk_mlp(self.cfg, spec.dim, fastmath())
@@ -41,7 +41,7 @@ class CudaSampler:
 
     def tab(self, method):
         if method not in self._tabs:
-            self._tabs[method] = cuda().to_device(tableau_array(method))
+            self._tabs[method] = cuda_module().to_device(tableau_array(method))
         return self._tabs[method]
 
     def integrate(self, x, method="rk4", steps=100, t0=0.0, t1=1.0, traj=None, every=1):
@@ -71,7 +71,7 @@ def cuda_sample(theta, spec, x0, method="rk4", steps=100, t0=0.0, t1=1.0, record
     x = np.ascontiguousarray(x0, dtype=np.float32)
     if x.ndim != 2 or x.shape[1] != spec.dim:
         raise FmnumpyError(f"x0 must have shape (N, {spec.dim}), got {x.shape}")
-    cu = cuda()
+    cu = cuda_module()
     sampler = CudaSampler(theta, spec)
     x_d = cu.to_device(x)
     traj_d = None

@@ -9,7 +9,7 @@ The block MLP (``block_mlp.py``) evaluates the network on PB rows (particles or
 batch rows) per block.  Its NT threads form an (NRG x NCG) grid of row groups
 and column groups; thread (rg, cg) owns the TM x TN register tile of rows
 rg + i NRG (i < TM) and columns cg + j NCG (j < TN), strided so that a warp's
-shared-memory reads hit consecutive banks.  A layer's whole output (PB x HP)
+shared-memory reads hit different banks.  All tile constants are powers of 2; BK at least 4.  A layer's whole output (PB x HP)
 is covered by the block's registers, so the result can overwrite its input in
 the one shared activation buffer.
 """
@@ -22,6 +22,7 @@ TILES = {
     "mlp_tm": 8,          # rows per thread (upper bound; lowered for small batches)
     "mlp_tn": 8,          # columns per thread
     "mlp_bk": 8,          # rows of W staged in shared memory per k-tile
+    "mlp_bk_small": 32,   # the same when TM = 1 (small batches: fewer, larger k-tiles)
     "min_blocks": 128,    # training: lower TM until the batch spans this many blocks
     # weight-gradient GEMM dW = H^T dZ, split over the batch
     "wg_bm": 128, "wg_bn": 128,   # output tile (rows of W x columns of W)
@@ -49,27 +50,33 @@ def mlp_config(width, threads, rows=None, tiles=None):
     they span ``min_blocks`` blocks.  Shrinks BK, then TM, to fit shared memory.
     """
     t = TILES if tiles is None else tiles
-    TN = int(t["mlp_tn"])
-    HP = _round_up(int(width), TN)             # padded width: NCG column groups of TN
+    TN, TM, BK = int(t["mlp_tn"]), int(t["mlp_tm"]), int(t["mlp_bk"])
+    HP = _round_up(int(width), max(TN, 4))     # padded width: NCG column groups of TN
     NCG = HP // TN
     NRG = max(1, int(threads) // NCG)
-    TM, BK = int(t["mlp_tm"]), int(t["mlp_bk"])
     if rows is not None:
         while TM > 1 and -(-int(rows) // (NRG * TM)) < int(t["min_blocks"]):
             TM //= 2
-    HS = HP + 1                                # +1: rows of the buffer start in different banks
+    if TM == 1:
+        BK = int(t["mlp_bk_small"])
+
+    def row_length(BK):
+        # whole k-tiles may read up to round_up(HP, BK) columns (kept zero);
+        # +4: rows start in different banks and stay 16-byte aligned
+        return _round_up(HP, BK) + 4
 
     def nbytes(TM, BK):
-        return 4 * (NRG * TM * HS + BK * HS)
+        return 4 * (NRG * TM * row_length(BK) + BK * (HP + 4))
 
     while nbytes(TM, BK) > SHARED_LIMIT:
-        if BK > 1:
+        if BK > 4:
             BK //= 2
         elif TM > 1:
             TM //= 2
         else:
             raise FmnumpyError(f"layer width {width} is too wide for the CUDA kernels "
                                "(shared memory); use --device cpu")
+    HS = row_length(BK)
     return MlpConfig(PB=NRG * TM, TM=TM, TN=TN, BK=BK, NRG=NRG, NCG=NCG, NT=NRG * NCG,
                      HP=HP, HS=HS)
 

@@ -25,10 +25,12 @@ import functools
 import math
 
 from .block_mlp import make_block_mlp
-from .device import cuda, device_functions
+from numba import cuda
+
+from .device import device_functions, simulator_compat
+from .layout import B_OFF, DZ_OFF, H_OFF, N_IN, N_OUT, T_START, W_OFF, Z_OFF
 
 THETA, GRAD, M, V, EMA = range(5)
-N_IN, N_OUT, W_OFF, B_OFF, H_OFF, Z_OFF, DZ_OFF, T_START = range(8)
 
 # where x0, x1, t come from (forward_backward's data_mode)
 DATA_ARRAYS = 0      # xin[c] = [x0 | x1 | t] (B, 2D + 1): given batches (tests, validation)
@@ -39,7 +41,6 @@ DATA_2SPIRALS = 2    # everything drawn on the device (D = 2)
 @functools.lru_cache(maxsize=None)
 def make_forward_backward(cfg, D, fastmath):
     """The fused forward + loss + backward-data kernel for block layout ``cfg``."""
-    cu = cuda()
     from numba import float32, float64
     from numba.cuda.random import xoroshiro128p_normal_float32, xoroshiro128p_uniform_float32
     dev = device_functions(fastmath)
@@ -47,25 +48,28 @@ def make_forward_backward(cfg, D, fastmath):
     cfm_element, spiral_point = dev.cfm_element, dev.spiral_point
     mlp = make_block_mlp(cfg, D, fastmath)
     tile_matmul, narrow_linear, features = mlp.tile_matmul, mlp.narrow_linear, mlp.features
-    PB, TM, TN, BK, NRG, NCG, NT, HS = cfg.PB, cfg.TM, cfg.TN, cfg.BK, cfg.NRG, cfg.NCG, \
-        cfg.NT, cfg.HS
-    RED = mlp.RED
+    col_of = mlp.col_of
+    PB, TM, TN, BK, NRG, NCG, NT, HP, HS = cfg.PB, cfg.TM, cfg.TN, cfg.BK, cfg.NRG, cfg.NCG, \
+        cfg.NT, cfg.HP, cfg.HS
+    RED, HSIZE, WSIZE = mlp.RED, mlp.HSIZE, mlp.WSIZE
+    DK = (D + BK - 1) // BK * BK
 
-    @cu.jit(fastmath=fastmath)
+    @cuda.jit(fastmath=fastmath)
     def forward_backward(state, lay, work, rng, xin, stats, c, B, n_freq, sigma_min,
                          data_mode, kind):
-        hs = cu.shared.array((PB, HS), float32)      # activations / gradients of the rows
-        ws = cu.shared.array((BK, HS), float32)      # staged k-tile of W or W^T
-        us = cu.shared.array((PB, D), float32)       # target velocity ut
-        vs = cu.shared.array((PB, D), float32)       # prediction v
-        red = cu.shared.array(RED, float32)
-        red64 = cu.shared.array(NT, float64)
-        acc = cu.local.array((TM, TN), float32)
-        xt = cu.local.array(D, float32)
-        tid = cu.threadIdx.x
+        h1 = cuda.shared.array(HSIZE, float32, alignment=16)    # activations / gradients
+        w1 = cuda.shared.array(WSIZE, float32, alignment=16)    # staged k-tile of W or W^T
+        hs = h1.reshape((PB, HS))                                # the same, as (PB, HS)
+        us = cuda.shared.array((PB, D), float32)       # target velocity ut
+        vs = cuda.shared.array((PB, D), float32)       # prediction v
+        red = cuda.shared.array(RED, float32)
+        red64 = cuda.shared.array(NT, float64)
+        acc = cuda.local.array((TM, TN), float32)
+        xt = cuda.local.array(D, float32)
+        tid = cuda.threadIdx.x
         rg = tid // NCG
         cg = tid % NCG
-        row0 = cu.blockIdx.x * PB
+        row0 = cuda.blockIdx.x * PB
         theta = state[THETA]
         L = lay.shape[0]
         F = lay[0, N_IN]
@@ -73,7 +77,7 @@ def make_forward_backward(cfg, D, fastmath):
         # -- the batch rows: (x0, x1, t) -> xt, ut -> input features X = H_0 ----------
         for r in range(tid, PB, NT):
             i = row0 + r
-            for f in range(F):
+            for f in range(HS):
                 hs[r, f] = 0.0
             for d in range(D):
                 us[r, d] = 0.0
@@ -110,18 +114,18 @@ def make_forward_backward(cfg, D, fastmath):
                 features(hs, r, xt, t, n_freq)
                 for f in range(F):
                     work[lay[0, H_OFF] + i * F + f] = hs[r, f]
-        cu.syncthreads()
+        cuda.syncthreads()
 
         # -- forward through the hidden layers: z = h W + b, a = sigma(z) ------------
         for l in range(L - 1):
             n_in = lay[l, N_IN]
             n_out = lay[l, N_OUT]
-            tile_matmul(hs, n_in, n_out, theta, lay[l, W_OFF], False, ws, acc, tid)
+            tile_matmul(h1, n_in, n_out, theta, lay[l, W_OFF], False, w1, acc, tid)
             for i in range(TM):
                 r = rg + i * NRG
                 row = row0 + r
                 for j in range(TN):
-                    col = cg + j * NCG
+                    col = col_of(cg, j, NCG, TN)
                     if col < n_out:
                         z = acc[i, j] + theta[lay[l, B_OFF] + col]
                         a = act(z, kind)
@@ -129,50 +133,52 @@ def make_forward_backward(cfg, D, fastmath):
                         if row < B:
                             work[lay[l, Z_OFF] + row * n_out + col] = z
                             work[lay[l + 1, H_OFF] + row * n_out + col] = a
-            cu.syncthreads()
+                    else:
+                        hs[r, col] = 0.0        # zero up to HP: whole k-tiles read zeros
+            cuda.syncthreads()
 
         # -- last layer, loss L = sum (v - ut)^2 / (B D), dv = dL/dv -----------------
         lo = L - 1
         narrow_linear(hs, lay[lo, N_IN], theta, lay[lo, W_OFF], lay[lo, B_OFF], red, vs, tid)
         cdv = 2.0 / (B * D)
         lsum = 0.0
-        for p in range(tid, PB * D, NT):
-            r = p // D
-            d = p % D
+        for p in range(tid, PB * DK, NT):         # dv, then zeros up to a whole k-tile
+            r = p // DK
+            d = p % DK
             row = row0 + r
             dv = float32(0.0)
-            if row < B:
+            if row < B and d < D:
                 sq, g = cfm_element(vs[r, d], us[r, d], cdv)
                 lsum += sq
                 dv = g
                 work[lay[lo, DZ_OFF] + row * D + d] = dv
             hs[r, d] = dv
         red64[tid] = lsum
-        cu.syncthreads()
+        cuda.syncthreads()
         if tid == 0:
             tot = 0.0
             for q in range(NT):
                 tot += red64[q]
-            cu.atomic.add(stats, (c, 0), tot / (B * D))
+            cuda.atomic.add(stats, (c, 0), tot / (B * D))
 
         # -- backward: dh = dz W^T, dz_prev = dh sigma'(z_prev), down to layer 1 ------
         for l in range(L - 1, 0, -1):
             n_in = lay[l, N_IN]
             n_out = lay[l, N_OUT]
-            tile_matmul(hs, n_out, n_in, theta, lay[l, W_OFF], True, ws, acc, tid)
+            tile_matmul(h1, n_out, n_in, theta, lay[l, W_OFF], True, w1, acc, tid)
             for i in range(TM):
                 r = rg + i * NRG
                 row = row0 + r
                 for j in range(TN):
-                    col = cg + j * NCG
+                    col = col_of(cg, j, NCG, TN)
+                    dz = float32(0.0)
                     if col < n_in:
-                        dz = float32(0.0)
                         if row < B:
                             zp = work[lay[l - 1, Z_OFF] + row * n_in + col]
                             dz = acc[i, j] * dact(zp, kind)
                             work[lay[l - 1, DZ_OFF] + row * n_in + col] = dz
-                        hs[r, col] = dz
-            cu.syncthreads()
+                    hs[r, col] = dz
+            cuda.syncthreads()
 
     return forward_backward
 
@@ -180,24 +186,72 @@ def make_forward_backward(cfg, D, fastmath):
 @functools.lru_cache(maxsize=None)
 def make_weight_grad(wg, fastmath):
     """Split-K GEMM dW_l = H_l^T dZ_l (and db_l = column sums of dZ_l) for all
-    layers in one launch: grid (tiles of all layers, batch splits)."""
-    cu = cuda()
-    from numba import float32
-    BM, BN, TM, TN, BK, NRG, NCG, NT = wg.BM, wg.BN, wg.TM, wg.TN, wg.BK, wg.NRG, wg.NCG, wg.NT
+    layers in one launch: grid (tiles of all layers, batch splits).
 
-    @cu.jit(fastmath=fastmath)
+    Thread (rg, cg) owns rows owned_columns(rg, i, NRG, TM) of the (BM, BN) tile
+    and columns owned_columns(cg, j, NCG, TN): quads of adjacent ones, so the
+    register tiles load from shared memory 16 bytes at a time."""
+    import numpy as np
+    from numba import float32, uint64
+    from .block_mlp import owned_columns
+    simulator_compat()
+    BM, BN, TM, TN, BK, NRG, NCG, NT = wg.BM, wg.BN, wg.TM, wg.TN, wg.BK, wg.NRG, wg.NCG, wg.NT
+    col_of = cuda.jit(device=True)(owned_columns)
+    UROW = tuple(np.uint64(owned_columns(0, i, NRG, TM)) for i in range(TM))
+    UCOL = tuple(np.uint64(owned_columns(0, j, NCG, TN)) for j in range(TN))
+    UR = np.uint64(4 if TM % 4 == 0 else 1)
+    UC = np.uint64(4 if TN % 4 == 0 else 1)
+    UBM, UBN = np.uint64(BM), np.uint64(BN)
+    HSZ, DSZ = BK * BM, BK * BN
+    NLH, NLD = -(-HSZ // NT), -(-DSZ // NT)       # tile elements per thread
+
+    @cuda.jit(device=True, fastmath=fastmath)
+    def mac(h1, d1, ka, kb, a, g, acc):
+        """acc += outer(a, g) for one batch row: a[i] = h1[ka + UROW[i]], g[j] = d1[kb + UCOL[j]]."""
+        for i in range(TM):
+            a[i] = h1[ka + UROW[i]]
+        for j in range(TN):
+            g[j] = d1[kb + UCOL[j]]
+        for i in range(TM):
+            for j in range(TN):
+                acc[i, j] += a[i] * g[j]
+
+    @cuda.jit(device=True, fastmath=fastmath)
+    def fetch(hbuf, dbuf, work, h_off, dz_off, n_in, n_out, a0, j0, i0, i_hi, tid):
+        """Registers <- batch rows i0..i0+BK of H (columns a0..a0+BM) and of dZ
+        (columns j0..j0+BN), zero outside; element e = tid + q NT of each tile."""
+        for q in range(NLH):
+            e = tid + q * NT
+            i = i0 + e // BM
+            col = a0 + e % BM
+            val = float32(0.0)
+            if e < HSZ and i < i_hi and col < n_in:
+                val = work[h_off + i * n_in + col]
+            hbuf[q] = val
+        for q in range(NLD):
+            e = tid + q * NT
+            i = i0 + e // BN
+            col = j0 + e % BN
+            val = float32(0.0)
+            if e < DSZ and i < i_hi and col < n_out:
+                val = work[dz_off + i * n_out + col]
+            dbuf[q] = val
+
+    @cuda.jit(fastmath=fastmath)
     def weight_grad(lay, work, part, B, rows_per_split):
-        hsh = cu.shared.array((BK, BM), float32)     # H rows i, columns a0..a0+BM
-        dsh = cu.shared.array((BK, BN), float32)     # dZ rows i, columns j0..j0+BN
-        acc = cu.local.array((TM, TN), float32)
-        a = cu.local.array(TM, float32)
-        g = cu.local.array(TN, float32)
-        tid = cu.threadIdx.x
+        h1 = cuda.shared.array(HSZ, float32, alignment=16)   # H (BK, BM): rows i, columns a0..
+        d1 = cuda.shared.array(DSZ, float32, alignment=16)   # dZ (BK, BN): rows i, columns j0..
+        acc = cuda.local.array((TM, TN), float32)
+        a = cuda.local.array(TM, float32)
+        g = cuda.local.array(TN, float32)
+        hbuf = cuda.local.array(NLH, float32)
+        dbuf = cuda.local.array(NLD, float32)
+        tid = cuda.threadIdx.x
         rg = tid // NCG
         cg = tid % NCG
         L = lay.shape[0]
-        tile = cu.blockIdx.x
-        s = cu.blockIdx.y
+        tile = cuda.blockIdx.x
+        s = cuda.blockIdx.y
         l = 0
         while l + 1 < L and lay[l + 1, T_START] <= tile:
             l += 1
@@ -214,41 +268,34 @@ def make_weight_grad(wg, fastmath):
         bsum = float32(0.0)                           # db partial of column j0 + tid
         i_lo = s * rows_per_split
         i_hi = min(B, i_lo + rows_per_split)
-        for i0 in range(i_lo, i_hi, BK):
-            for e in range(tid, BK * BM, NT):
-                kk = e // BM
-                col = e % BM
-                i = i0 + kk
-                val = float32(0.0)
-                if i < i_hi and a0 + col < n_in:
-                    val = work[h_off + i * n_in + a0 + col]
-                hsh[kk, col] = val
-            for e in range(tid, BK * BN, NT):
-                kk = e // BN
-                col = e % BN
-                i = i0 + kk
-                val = float32(0.0)
-                if i < i_hi and j0 + col < n_out:
-                    val = work[dz_off + i * n_out + j0 + col]
-                dsh[kk, col] = val
-            cu.syncthreads()
+        n_it = (i_hi - i_lo + BK - 1) // BK
+        fetch(hbuf, dbuf, work, h_off, dz_off, n_in, n_out, a0, j0, i_lo, i_hi, tid)
+        for it in range(n_it):
+            for q in range(NLH):                 # stage the k-tile fetched last time
+                if tid + q * NT < HSZ:
+                    h1[tid + q * NT] = hbuf[q]
+            for q in range(NLD):
+                if tid + q * NT < DSZ:
+                    d1[tid + q * NT] = dbuf[q]
+            cuda.syncthreads()
+            if it + 1 < n_it:                    # loads in flight during the products
+                fetch(hbuf, dbuf, work, h_off, dz_off, n_in, n_out, a0, j0,
+                      i_lo + (it + 1) * BK, i_hi, tid)
+            ka = uint64(rg) * UR
+            kb = uint64(cg) * UC
             for kk in range(BK):
-                for i in range(TM):
-                    a[i] = hsh[kk, rg + i * NRG]
-                for j in range(TN):
-                    g[j] = dsh[kk, cg + j * NCG]
-                for i in range(TM):
-                    for j in range(TN):
-                        acc[i, j] += a[i] * g[j]
+                mac(h1, d1, ka, kb, a, g, acc)
+                ka += UBM
+                kb += UBN
             if a0 == 0 and tid < BN:
                 for kk in range(BK):
-                    bsum += dsh[kk, tid]
-            cu.syncthreads()
+                    bsum += d1[kk * BN + tid]
+            cuda.syncthreads()
         w_off = lay[l, W_OFF]
         for i in range(TM):
-            row = a0 + rg + i * NRG
+            row = a0 + col_of(rg, i, NRG, TM)
             for j in range(TN):
-                col = j0 + cg + j * NCG
+                col = j0 + col_of(cg, j, NCG, TN)
                 if row < n_in and col < n_out:
                     part[s, w_off + row * n_out + col] = acc[i, j]
         if a0 == 0 and tid < BN and j0 + tid < n_out:
@@ -260,28 +307,27 @@ def make_weight_grad(wg, fastmath):
 @functools.lru_cache(maxsize=None)
 def make_reduce_grad(NT, fastmath):
     """dtheta = sum_s part[s] and stats[c, 1] += ||dtheta||^2 (float64)."""
-    cu = cuda()
     from numba import float64
 
-    @cu.jit(fastmath=fastmath)
+    @cuda.jit(fastmath=fastmath)
     def reduce_grad(part, state, stats, c):
-        red64 = cu.shared.array(NT, float64)
-        tid = cu.threadIdx.x
+        red64 = cuda.shared.array(NT, float64)
+        tid = cuda.threadIdx.x
         S, P = part.shape
         sq = 0.0
-        for p in range(cu.grid(1), P, cu.gridsize(1)):
+        for p in range(cuda.grid(1), P, cuda.gridsize(1)):
             g = part[0, p]
             for s in range(1, S):
                 g += part[s, p]
             state[GRAD, p] = g
             sq += float64(g) * float64(g)
         red64[tid] = sq
-        cu.syncthreads()
+        cuda.syncthreads()
         if tid == 0:
             tot = 0.0
             for q in range(NT):
                 tot += red64[q]
-            cu.atomic.add(stats, (c, 1), tot)
+            cuda.atomic.add(stats, (c, 1), tot)
 
     return reduce_grad
 
@@ -294,16 +340,15 @@ def make_adam_ema(fastmath):
     ``bad[0]`` to its 1-based step number; once set, no later step changes
     anything, so the state stays at the last good weights (like step.train_step).
     """
-    cu = cuda()
     from numba import float32
     dev = device_functions(fastmath)
     adam_element, ema_element = dev.adam_element, dev.ema_element
 
-    @cu.jit(fastmath=fastmath)
+    @cuda.jit(fastmath=fastmath)
     def adam_ema(state, stats, sched, c, k, bad, b1, b2, eps, wd, decoupled, clip):
         loss = stats[c, 0]
         gnorm = math.sqrt(stats[c, 1])
-        first = cu.grid(1) == 0
+        first = cuda.grid(1) == 0
         if bad[0] == 0:
             if not (math.isfinite(loss) and math.isfinite(gnorm)):
                 if first:
@@ -317,7 +362,7 @@ def make_adam_ema(fastmath):
                 bc2 = sched[c, 2]
                 decay = sched[c, 3]
                 P = state.shape[1]
-                for p in range(cu.grid(1), P, cu.gridsize(1)):
+                for p in range(cuda.grid(1), P, cuda.gridsize(1)):
                     g = state[GRAD, p]
                     if scale != 1.0:
                         g = float32(g * scale)

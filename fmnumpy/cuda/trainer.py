@@ -18,7 +18,7 @@ import numpy as np
 from .. import config
 from ..errors import FmnumpyError
 from ..optim import ema_decay_at, learning_rate
-from .device import cuda, fastmath, grid_stride_blocks, threads_per_block
+from .device import cuda_module, fastmath, grid_stride_blocks, threads_per_block
 from .layout import layer_table
 from .tiles import TILES, mlp_config, wg_config
 from .train_kernels import (DATA_2SPIRALS, DATA_ARRAYS, DATA_STREAM, EMA, GRAD, M, THETA, V,
@@ -39,7 +39,7 @@ class CudaTrainer:
     """
 
     def __init__(self, spec, opt, batch, sigma_min=0.0, data=None, seed=0, start_step=0):
-        cu = cuda()
+        cu = cuda_module()
         self.spec, self.opt = spec, opt
         self.B = int(batch)
         if self.B < 1:
@@ -81,6 +81,7 @@ class CudaTrainer:
         self.xin = cu.to_device(np.zeros((1, 1, 2 * self.D + 1), dtype=np.float32))
         self.chunk_id = None
         self.mode_now = DATA_ARRAYS
+        self.launched = (0, 0)
         if data is not None:
             from .. import datasets
             if isinstance(data, str) and data == "2spirals" and self.D == 2:
@@ -165,8 +166,16 @@ class CudaTrainer:
         if self.mode == DATA_STREAM:
             self._upload_chunk(step // self.C)
         self._begin(pos, n, step + 1, total)
+        self.launched = (pos, 0)
         for c in range(pos, pos + n):
             self._step(c, step + 1 + c - pos)
+            self.launched = (pos, c + 1 - pos)
+        return self._finish(pos, n)
+
+    def finish_interrupted(self):
+        """After an interrupted :meth:`run`: (losses, bad) of the steps whose
+        launches all went out (the optimizer writes only in the last launch)."""
+        pos, n = self.launched
         return self._finish(pos, n)
 
     def span(self, step, remaining):
@@ -179,7 +188,7 @@ class CudaTrainer:
         C, B, D = self.C, self.B, self.D
         rng = np.random.default_rng([self.seed, TRAIN_STREAM, chunk])
         x1 = np.ascontiguousarray(self.draw(C * B, rng), dtype=np.float32).reshape(C, B, D)
-        self.xin = cuda().to_device(x1)
+        self.xin = cuda_module().to_device(x1)
         self.chunk_id = chunk
 
     def run_arrays(self, x0, x1, t, step=0, total=None):
@@ -199,9 +208,10 @@ class CudaTrainer:
         n, B, D = x0.shape
         xin = np.empty((n, B, 2 * D + 1), dtype=np.float32)
         xin[:, :, :D], xin[:, :, D:2 * D], xin[:, :, 2 * D] = x0, x1, t
-        self.xin = cuda().to_device(xin)
+        self.xin = cuda_module().to_device(xin)
         self.chunk_id = None
         self.mode_now = DATA_ARRAYS
+        self.launched = (0, 0)
 
     def loss_and_grad(self, x0, x1, t):
         """The twin of ``step.loss_and_grad`` on one batch x0, x1 (B, D), t (B,):

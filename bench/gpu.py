@@ -1,0 +1,437 @@
+"""GPU benchmark (shared/WORKLOADS.md): fmnumpy's CUDA kernels against plain PyTorch.
+
+    python bench/gpu.py            on a GPU (bench/run_gpu.sh runs the CUDA tests first)
+    python bench/gpu.py --smoke    anywhere: tiny sizes, CUDA simulator, torch on the CPU
+
+First validates (same weights and batch: loss, gradient, one Adam step, samples,
+fmnumpy vs PyTorch), then times, alternating fmnumpy and PyTorch run by run:
+training steps/s of model B at batch 256 and 65,536 (50 warm-up steps, then
+timed runs of 200 steps, median) and sampling time of models A and B for 1M
+particles (Euler 100 steps; RK4 25 steps), median of timed solves after one
+warm-up.  Compilation is timed separately; host/device copies are outside the
+timed regions.  PyTorch: eager float32, TF32 off.  Every workload is wrapped so
+that one failure still reports the rest.  Writes gpu.json and gpu.md to $OUT
+if set, else bench/results/.
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import traceback
+
+SMOKE = "--smoke" in sys.argv
+if SMOKE and os.environ.get("FMNUMPY_CUDA_REAL") != "1":
+    os.environ["NUMBA_ENABLE_CUDASIM"] = "1"     # before numba is first imported
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from fmnumpy import config  # noqa: E402
+from fmnumpy.mlp import MLPSpec, init_params  # noqa: E402
+from fmnumpy.optim import AdamConfig  # noqa: E402
+
+MODELS = {"A": ((64, 64, 64), "selu"), "B": ((256, 256, 256), "silu")}
+LR, BETAS, EPS = 1e-3, (0.9, 0.999), 1e-8
+FULL = dict(train=(("B", 256), ("B", 65536)), warmup=50, runs=7, steps=200,
+            sample=(("A", "euler", 100), ("B", "euler", 100), ("A", "rk4", 25),
+                    ("B", "rk4", 25)),
+            particles=1_000_000, sample_runs=3, val_batch=1000, val_particles=4096,
+            val_steps=100, budget_s=25.0)
+QUICK = dict(train=(("B", 12), ("B", 40)), warmup=2, runs=2, steps=3,
+             sample=(("A", "euler", 3), ("B", "rk4", 2)), particles=40, sample_runs=2,
+             val_batch=12, val_particles=16, val_steps=3, budget_s=60.0)
+SMOKE_MODELS = {"A": ((6,), "selu"), "B": ((9, 17), "silu")}
+
+
+def shrink_tiles():
+    """Smoke runs: the tiny tiles of tests/test_cuda.py (the simulator is slow)."""
+    from fmnumpy.cuda import tiles
+    config.CUDA_THREADS_PER_BLOCK = 8
+    tiles.TILES.update(mlp_tm=2, mlp_tn=4, mlp_bk=4, mlp_bk_small=8, min_blocks=3, wg_bm=8,
+                       wg_bn=8, wg_tm=4, wg_tn=2, wg_bk=4, wg_target_blocks=24, max_grid=4)
+
+
+# ---- the PyTorch reference ------------------------------------------------------------
+
+def torch_model(torch, spec, theta, device):
+    """nn.Sequential of nn.Linear + activation with fmnumpy's weights (W is (n_in, n_out)
+    in fmnumpy, nn.Linear.weight is (n_out, n_in))."""
+    nn = torch.nn
+    act = {"silu": nn.SiLU, "selu": nn.SELU, "relu": nn.ReLU, "tanh": nn.Tanh}[spec.activation]
+    sizes = [int(s) for s in spec.sizes]
+    layers, p = [], 0
+    for l in range(len(sizes) - 1):
+        n_in, n_out = sizes[l], sizes[l + 1]
+        lin = nn.Linear(n_in, n_out)
+        with torch.no_grad():
+            lin.weight.copy_(torch.from_numpy(theta[p:p + n_in * n_out].reshape(n_in, n_out).T
+                                              .copy()))
+            lin.bias.copy_(torch.from_numpy(theta[p + n_in * n_out:p + n_in * n_out + n_out]))
+        p += n_in * n_out + n_out
+        layers.append(lin)
+        if l < len(sizes) - 2:
+            layers.append(act())
+    return nn.Sequential(*layers).to(device=device, dtype=torch.float32)
+
+
+def torch_flat_grad(torch, model):
+    """Gradients in fmnumpy's flat layout: W^T of weight.grad, then bias.grad, per layer."""
+    out = []
+    for m in model:
+        if isinstance(m, torch.nn.Linear):
+            out += [m.weight.grad.T.reshape(-1), m.bias.grad.reshape(-1)]
+    return torch.cat(out).detach().cpu().numpy()
+
+
+def torch_flat_params(torch, model):
+    out = []
+    for m in model:
+        if isinstance(m, torch.nn.Linear):
+            out += [m.weight.T.reshape(-1), m.bias.reshape(-1)]
+    return torch.cat(out).detach().cpu().numpy()
+
+
+def torch_loss(torch, model, x0, x1, t):
+    xt = (1 - t[:, None]) * x0 + t[:, None] * x1
+    ut = x1 - x0
+    v = model(torch.cat([xt, t[:, None]], dim=1))
+    return ((v - ut) ** 2).mean()
+
+
+def torch_spirals(torch, n, device):
+    """2spirals (WORKLOADS.md) drawn with torch ops on the device."""
+    u = torch.rand(n, device=device)
+    s = torch.sqrt(u) * 3 * np.pi
+    arm = torch.stack([-torch.cos(s) * s + torch.rand(n, device=device) * 0.5,
+                       torch.sin(s) * s + torch.rand(n, device=device) * 0.5], dim=1)
+    sign = torch.where(torch.rand(n, device=device) < 0.5, 1.0, -1.0)[:, None]
+    return sign * arm / 3 + 0.1 * torch.randn(n, 2, device=device)
+
+
+def torch_euler(torch, model, x, steps):
+    h = 1.0 / steps
+    t = torch.empty(x.shape[0], 1, device=x.device)
+    with torch.no_grad():
+        for n in range(steps):
+            t.fill_(n * h)
+            x = x + h * model(torch.cat([x, t], dim=1))
+    return x
+
+
+def torch_rk4(torch, model, x, steps):
+    h = 1.0 / steps
+    t = torch.empty(x.shape[0], 1, device=x.device)
+    with torch.no_grad():
+        for n in range(steps):
+            def f(y, c):
+                t.fill_(n * h + c * h)
+                return model(torch.cat([y, t], dim=1))
+            k1 = f(x, 0.0)
+            k2 = f(x + 0.5 * h * k1, 0.5)
+            k3 = f(x + 0.5 * h * k2, 0.5)
+            k4 = f(x + h * k3, 1.0)
+            x = x + h * (k1 + 2 * k2 + 2 * k3 + k4) / 6
+    return x
+
+
+# ---- helpers ---------------------------------------------------------------------------
+
+def sync(torch_dev):
+    from fmnumpy.cuda.device import synchronize
+    synchronize()
+    if torch_dev is not None:
+        torch_dev()
+
+
+def timed(fn, sync_all):
+    sync_all()
+    t0 = time.perf_counter()
+    fn()
+    sync_all()
+    return time.perf_counter() - t0
+
+
+def spec_of(name):
+    hidden, act = (SMOKE_MODELS if SMOKE else MODELS)[name]
+    return MLPSpec(2, hidden, act)
+
+
+def adam():
+    return AdamConfig(lr=LR, betas=BETAS, eps=EPS, weight_decay=0.0, decoupled=False, clip=0.0,
+                      ema_decay=0.999, warmup=0, schedule="constant")
+
+
+def kernel_info(trainer=None, sampler=None):
+    """Registers, local and shared memory per kernel (real GPU only)."""
+    out = {}
+    ks = {}
+    if trainer is not None:
+        ks.update(forward_backward=trainer.k_fb, weight_grad=trainer.k_wg,
+                  reduce_grad=trainer.k_red, adam_ema=trainer.k_adam)
+    if sampler is not None:
+        ks["rk_mlp"] = sampler.kernel
+    for name, k in ks.items():
+        try:
+            out[name] = dict(regs=k.get_regs_per_thread(), local=k.get_local_mem_per_thread(),
+                             shared=k.get_shared_mem_per_block())
+        except Exception as e:   # simulator, or an API difference
+            out[name] = str(e)[:80]
+    return out
+
+
+# ---- validation ------------------------------------------------------------------------
+
+def validate(torch, dev, cfg, res):
+    from fmnumpy.cuda.sampler import CudaSampler, cuda_sample
+    from fmnumpy.cuda.trainer import CudaTrainer
+    spec = spec_of("B")
+    theta = init_params(spec.sizes, np.random.default_rng(0))
+    B = cfg["val_batch"]
+    rng = np.random.default_rng(1)
+    x0 = rng.standard_normal((B, 2)).astype(np.float32)
+    x1 = (rng.standard_normal((B, 2)) * 2).astype(np.float32)
+    t = rng.random(B).astype(np.float32)
+
+    tr = CudaTrainer(spec, adam(), B)
+    tr.set_state(theta, 0 * theta, 0 * theta, theta)
+    loss, grad = tr.loss_and_grad(x0, x1, t)
+    model = torch_model(torch, spec, theta, dev)
+    tt = [torch.from_numpy(a).to(dev) for a in (x0, x1, t)]
+    tl = torch_loss(torch, model, *tt)
+    tl.backward()
+    tg = torch_flat_grad(torch, model)
+    res["validation"]["loss"] = dict(fmnumpy=loss, torch=float(tl),
+                                     rel_diff=abs(loss - float(tl)) / abs(float(tl)))
+    res["validation"]["grad_max_rel_diff"] = float(np.abs(grad - tg).max() / np.abs(tg).max())
+
+    # one Adam step
+    opt = torch.optim.Adam(model.parameters(), lr=LR, betas=BETAS, eps=EPS)
+    opt.step()
+    tr.run_arrays(x0[None], x1[None], t[None])
+    got = tr.get_state()["theta"]
+    tp = torch_flat_params(torch, model)
+    res["validation"]["adam_step_max_abs_diff"] = float(np.abs(got - tp).max())
+    res["validation"]["kernels_train"] = kernel_info(trainer=tr)
+
+    # samples
+    N, steps = cfg["val_particles"], cfg["val_steps"]
+    xs = np.random.default_rng(2).standard_normal((N, 2)).astype(np.float32)
+    ours = cuda_sample(theta, spec, xs, "euler", steps)
+    ref = torch_euler(torch, torch_model(torch, spec, theta, dev),
+                      torch.from_numpy(xs).to(dev), steps).cpu().numpy()
+    res["validation"]["euler_max_abs_diff"] = float(np.abs(ours - ref).max())
+    ours = cuda_sample(theta, spec, xs, "rk4", max(1, steps // 4))
+    ref = torch_rk4(torch, torch_model(torch, spec, theta, dev),
+                    torch.from_numpy(xs).to(dev), max(1, steps // 4)).cpu().numpy()
+    res["validation"]["rk4_max_abs_diff"] = float(np.abs(ours - ref).max())
+    res["validation"]["kernels_sample"] = kernel_info(sampler=CudaSampler(theta, spec))
+    v = res["validation"]
+    v["ok"] = bool(v["loss"]["rel_diff"] < 1e-4 and v["grad_max_rel_diff"] < 1e-3
+                   and v["adam_step_max_abs_diff"] < 1e-5 and v["euler_max_abs_diff"] < 1e-3
+                   and v["rk4_max_abs_diff"] < 1e-3)
+
+
+# ---- timing ----------------------------------------------------------------------------
+
+def bench_train(torch, dev, cfg, name, B, sync_all):
+    from fmnumpy.cuda.trainer import CudaTrainer
+    spec = spec_of(name)
+    theta = init_params(spec.sizes, np.random.default_rng(0))
+    out = dict(model=name, batch=B, params=spec.n_params)
+
+    tr = CudaTrainer(spec, adam(), B, data="2spirals", seed=0)
+    tr.set_state(theta, 0 * theta, 0 * theta, theta)
+    state = {"step": 0}
+    total = 10 ** 9
+
+    def ours(n):
+        left = n
+        while left:
+            k = tr.span(state["step"], left)
+            losses, bad = tr.run(state["step"], k, total)
+            if bad:
+                raise RuntimeError(f"non-finite loss at step {bad}")
+            state["step"] += k
+            left -= k
+        return losses
+
+    out["compile_s"] = timed(lambda: ours(1), sync_all)
+    model = torch_model(torch, spec, theta, dev)
+    opt = torch.optim.Adam(model.parameters(), lr=LR, betas=BETAS, eps=EPS)
+
+    def ref(n):
+        for _ in range(n):
+            x0 = torch.randn(B, 2, device=dev)
+            t = torch.rand(B, device=dev)
+            x1 = torch_spirals(torch, B, dev)
+            opt.zero_grad(set_to_none=True)
+            torch_loss(torch, model, x0, x1, t).backward()
+            opt.step()
+
+    timed(lambda: ours(cfg["warmup"]), sync_all)
+    timed(lambda: ref(cfg["warmup"]), sync_all)
+    t_ours, t_ref = [], []
+    t0 = time.perf_counter()
+    for r in range(cfg["runs"]):
+        t_ours.append(timed(lambda: ours(cfg["steps"]), sync_all))
+        t_ref.append(timed(lambda: ref(cfg["steps"]), sync_all))
+        if time.perf_counter() - t0 > cfg["budget_s"] and r >= 1:
+            break
+    flops = 6 * spec.n_params * B
+    for who, ts in (("fmnumpy", t_ours), ("torch", t_ref)):
+        sps = cfg["steps"] / statistics.median(ts)
+        out[who] = dict(steps_per_s=sps, tflops=flops * sps / 1e12, runs=len(ts))
+    out["last_loss"] = float(ours(1)[-1])
+    out["kernels"] = kernel_info(trainer=tr)
+    return out
+
+
+def bench_sample(torch, dev, cfg, name, method, steps, sync_all):
+    from fmnumpy.cuda.device import cuda_module
+    from fmnumpy.cuda.sampler import CudaSampler
+    spec = spec_of(name)
+    theta = init_params(spec.sizes, np.random.default_rng(0))
+    N = cfg["particles"]
+    x0 = np.random.default_rng(1).standard_normal((N, 2)).astype(np.float32)
+    cu = cuda_module()
+    out = dict(model=name, method=method, steps=steps, particles=N, params=spec.n_params)
+    t0 = time.perf_counter()
+    smp = CudaSampler(theta, spec)
+    x_d = cu.to_device(x0)
+    smp.integrate(x_d, method, steps)
+    sync_all()
+    out["compile_s"] = time.perf_counter() - t0
+    model = torch_model(torch, spec, theta, dev)
+    x_t = torch.from_numpy(x0).to(dev)
+    step_fn = torch_euler if method == "euler" else torch_rk4
+    step_fn(torch, model, x_t, steps)
+    t_ours, t_ref = [], []
+    for r in range(cfg["sample_runs"]):
+        x_d = cu.to_device(x0)
+        t_ours.append(timed(lambda: smp.integrate(x_d, method, steps), sync_all))
+        t_ref.append(timed(lambda: step_fn(torch, model, x_t, steps), sync_all))
+    evals = steps * (1 if method == "euler" else 4)
+    flops = 2 * spec.n_params * N * evals
+    for who, ts in (("fmnumpy", t_ours), ("torch", t_ref)):
+        s = statistics.median(ts)
+        out[who] = dict(seconds=s, tflops=flops / s / 1e12, runs=len(ts))
+    return out
+
+
+# ---- report ----------------------------------------------------------------------------
+
+def versions(torch):
+    import numba
+    v = dict(python=platform.python_version(), numpy=np.__version__, numba=numba.__version__,
+             torch=getattr(torch, "__version__", None))
+    try:
+        from importlib import metadata
+        v["numba_cuda"] = metadata.version("numba-cuda")
+    except Exception:
+        v["numba_cuda"] = None
+    return v
+
+
+def markdown(res):
+    lines = [f"# fmnumpy CUDA benchmark ({res['gpu']})", "",
+             f"versions: {res['versions']}", "",
+             f"validation ok: {res['validation'].get('ok')}  "
+             + ", ".join(f"{k}={v}" for k, v in res["validation"].items()
+                         if not k.startswith("kernels") and k != "ok"), "",
+             "| workload | fmnumpy | torch | fmnumpy TFLOP/s | torch TFLOP/s | compile s |",
+             "|---|---|---|---|---|---|"]
+    for r in res["train"]:
+        if "error" in r:
+            lines.append(f"| train {r['model']} B={r['batch']} | error: {r['error'][:60]} | | | | |")
+            continue
+        lines.append(f"| train {r['model']} B={r['batch']} (steps/s) | "
+                     f"{r['fmnumpy']['steps_per_s']:,.0f} | {r['torch']['steps_per_s']:,.0f} | "
+                     f"{r['fmnumpy']['tflops']:.2f} | {r['torch']['tflops']:.2f} | "
+                     f"{r['compile_s']:.1f} |")
+    for r in res["sample"]:
+        if "error" in r:
+            lines.append(f"| sample {r['model']} {r['method']} | error: {r['error'][:60]} | | | | |")
+            continue
+        lines.append(f"| sample {r['model']} {r['method']} {r['steps']} N={r['particles']:,} (s) | "
+                     f"{r['fmnumpy']['seconds']:.4f} | {r['torch']['seconds']:.4f} | "
+                     f"{r['fmnumpy']['tflops']:.2f} | {r['torch']['tflops']:.2f} | "
+                     f"{r['compile_s']:.1f} |")
+    if res["errors"]:
+        lines += ["", "errors:"] + [f"- {e[:300]}" for e in res["errors"]]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes (CUDA simulator, CPU torch)")
+    ap.add_argument("--only", default="", help="comma list of: validate,train,sample")
+    a = ap.parse_args(argv)
+    cfg = QUICK if a.smoke else FULL
+    only = set(a.only.split(",")) if a.only else {"validate", "train", "sample"}
+    if a.smoke:
+        shrink_tiles()
+    import torch
+    from fmnumpy.cuda import require_gpu
+    require_gpu()
+    real = torch.cuda.is_available() and not a.smoke
+    dev = "cuda" if real else "cpu"
+    if real:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        gpu = torch.cuda.get_device_name(0)
+    else:
+        gpu = "CUDA simulator (smoke run)"
+    torch_sync = torch.cuda.synchronize if real else None
+
+    def sync_all():
+        sync(torch_sync)
+
+    res = dict(gpu=gpu, smoke=a.smoke, versions=versions(torch), validation={}, train=[],
+               sample=[], errors=[], config=dict(threads=config.CUDA_THREADS_PER_BLOCK,
+                                                 fastmath=config.CUDA_FASTMATH))
+    from fmnumpy.cuda.tiles import TILES
+    res["config"]["tiles"] = dict(TILES)
+    t_all = time.perf_counter()
+    if "validate" in only:
+        try:
+            validate(torch, dev, cfg, res)
+        except Exception:
+            res["errors"].append("validate: " + traceback.format_exc())
+        print("validation", {k: v for k, v in res["validation"].items()
+                             if not k.startswith("kernels")}, flush=True)
+    if "train" in only:
+        for name, B in cfg["train"]:
+            try:
+                r = bench_train(torch, dev, cfg, name, B, sync_all)
+            except Exception as e:
+                r = dict(model=name, batch=B, error=repr(e))
+                res["errors"].append(f"train {name} {B}: " + traceback.format_exc())
+            res["train"].append(r)
+            print("train", r, flush=True)
+    if "sample" in only:
+        for name, method, steps in cfg["sample"]:
+            try:
+                r = bench_sample(torch, dev, cfg, name, method, steps, sync_all)
+            except Exception as e:
+                r = dict(model=name, method=method, steps=steps, error=repr(e))
+                res["errors"].append(f"sample {name} {method}: " + traceback.format_exc())
+            res["sample"].append(r)
+            print("sample", r, flush=True)
+    res["total_s"] = time.perf_counter() - t_all
+    out_dir = os.environ.get("OUT") or os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                    "results")
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "gpu.json"), "w") as f:
+        json.dump(res, f, indent=1, default=str)
+    md = markdown(res)
+    with open(os.path.join(out_dir, "gpu.md"), "w") as f:
+        f.write(md)
+    print(md)
+    return 0 if not res["errors"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Tests for fmnumpy.assignment: the hand-written Jonker-Volgenant solver.
+
+The reference is our own: brute force over all permutations for N <= 7, and
+for larger N the dual certificate (u_i + v_j <= C_ij everywhere, equality on
+the assignment), which proves optimality by LP duality without any other
+solver.  SciPy's linear_sum_assignment is a second opinion when installed.
+"""
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from fmnumpy.assignment import lapjv, linear_assignment
+from fmnumpy.errors import FmnumpyError
+
+SETTINGS = settings(max_examples=60, deadline=None, derandomize=True)
+
+
+def brute_force_cost(C):
+    N = C.shape[0]
+    rows = np.arange(N)
+    return min(C[rows, list(p)].sum() for p in itertools.permutations(range(N)))
+
+
+def assert_permutation(cols, N):
+    assert cols.dtype == np.int64 and cols.shape == (N,)
+    assert np.array_equal(np.sort(cols), np.arange(N))
+
+
+def assert_certificate(C, cols, u, v):
+    """cols is optimal: feasible duals, tight on the assignment."""
+    N = C.shape[0]
+    scale = max(1.0, float(np.abs(C).max()))
+    assert_permutation(cols, N)
+    assert (C - u[:, None] - v[None, :]).min() >= -1e-9 * scale
+    np.testing.assert_allclose(C[np.arange(N), cols], u + v[cols], rtol=0, atol=1e-9 * scale)
+
+
+def matrices(rng, N):
+    """Random, integer and degenerate cost matrices of size N."""
+    pts_a, pts_b = rng.standard_normal((N, 2)), rng.standard_normal((N, 2)) * 2 + 1
+    yield "uniform", rng.random((N, N))
+    yield "integer", rng.integers(0, 10, (N, N)).astype(np.float64)
+    yield "binary", rng.integers(0, 2, (N, N)).astype(np.float64)
+    yield "zeros", np.zeros((N, N))
+    yield "constant", np.full((N, N), 3.5)
+    yield "rank one", np.outer(rng.random(N), rng.random(N))
+    yield "repeated rows", np.tile(rng.random(N), (N, 1))
+    yield "negative", -rng.random((N, N)) * 1e3
+    yield "sq distances", ((pts_a[:, None] - pts_b[None]) ** 2).sum(-1)
+
+
+# ---- against brute force ----------------------------------------------------------------
+
+@SETTINGS
+@given(N=st.integers(1, 7), seed=st.integers(0, 2**31 - 1), integer=st.booleans())
+def test_matches_brute_force(N, seed, integer):
+    rng = np.random.default_rng(seed)
+    C = rng.integers(0, 4, (N, N)).astype(np.float64) if integer else rng.standard_normal((N, N))
+    cols = linear_assignment(C)
+    assert_permutation(cols, N)
+    assert C[np.arange(N), cols].sum() == pytest.approx(brute_force_cost(C), abs=1e-12)
+
+
+@pytest.mark.parametrize("N", [1, 2, 5, 7])
+def test_degenerate_small_matrices_match_brute_force(N):
+    for name, C in matrices(np.random.default_rng(N), N):
+        cols = linear_assignment(C)
+        assert C[np.arange(N), cols].sum() == pytest.approx(brute_force_cost(C), abs=1e-9), name
+
+
+# ---- the dual certificate on larger problems --------------------------------------------
+
+@pytest.mark.parametrize("N", [8, 33, 100, 257])
+def test_dual_certificate(N):
+    for name, C in matrices(np.random.default_rng(100 + N), N):
+        cols, u, v = lapjv(C)
+        assert_certificate(C, cols, u, v)
+        assert np.array_equal(cols, linear_assignment(C)), name
+
+
+def test_scale_and_shift_invariance():
+    """Adding a constant to a row or a column, or scaling by a positive number,
+    does not change the set of optimal assignments."""
+    rng = np.random.default_rng(3)
+    C = rng.random((40, 40))
+    best = C[np.arange(40), linear_assignment(C)].sum()
+    D = 7.0 * C + rng.random(40)[:, None] + rng.random(40)[None, :]
+    assert C[np.arange(40), linear_assignment(D)].sum() == pytest.approx(best, abs=1e-12)
+
+
+def test_identity_is_optimal_for_a_diagonal_minimum():
+    C = np.ones((6, 6)) - np.eye(6)
+    assert np.array_equal(linear_assignment(C), np.arange(6))
+
+
+def test_empty_and_float32_input():
+    assert linear_assignment(np.zeros((0, 0))).shape == (0,)
+    C = np.random.default_rng(0).random((12, 12)).astype(np.float32)
+    cols, u, v = lapjv(C)
+    assert_certificate(C.astype(np.float64), cols, u, v)
+
+
+@pytest.mark.parametrize("C", [np.zeros((3, 4)), np.zeros(3), np.array([[0.0, np.inf], [1, 2]]),
+                               np.array([[np.nan, 0.0], [1, 2]])])
+def test_bad_input_raises(C):
+    with pytest.raises(FmnumpyError):
+        linear_assignment(C)
+
+
+# ---- second opinion ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("N", [3, 16, 64, 150])
+def test_matches_scipy_optimal_cost(N):
+    optimize = pytest.importorskip("scipy.optimize")
+    for name, C in matrices(np.random.default_rng(N), N):
+        r, c = optimize.linear_sum_assignment(C)
+        ours = C[np.arange(N), linear_assignment(C)].sum()
+        assert ours == pytest.approx(C[r, c].sum(), rel=1e-12, abs=1e-9), name

@@ -1,0 +1,302 @@
+"""The ``fmnumpy`` command: every user mistake is one line on stderr, a non-zero exit
+code and no traceback; the happy paths train, sample and animate a tiny model."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fmnumpy import DATASETS
+from fmnumpy.cli import main
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--hidden", "8,8", "--batch-size", "16", "--no-plots", "--no-progress", "--warmup", "5"]
+
+
+def run(argv):
+    """main(argv) -> exit code, also when argparse exits."""
+    try:
+        return main([str(a) for a in argv])
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 1
+
+
+def assert_one_line_error(capsys, code, *words):
+    out, err = capsys.readouterr()
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code not in (0, None), err
+    assert "Traceback" not in err and "Traceback" not in out
+    assert len(lines) == 1, f"expected one line on stderr, got:\n{err}"
+    for w in words:
+        assert w in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny checkpoint written by `fmnumpy train`."""
+    out = tmp_path_factory.mktemp("trained")
+    code = run(["train", "--steps", 30, "--out", out, "--seed", 5, *TINY])
+    assert code == 0
+    return out
+
+
+# ---- train: bad input --------------------------------------------------------------------
+
+def test_unknown_dataset_lists_the_valid_names(capsys, tmp_path):
+    code = run(["train", "--dataset", "nope", "--out", tmp_path, *TINY])
+    line = assert_one_line_error(capsys, code, "nope")
+    for name in DATASETS:
+        assert name in line
+
+
+def test_unknown_activation_lists_the_valid_names(capsys, tmp_path):
+    code = run(["train", "--activation", "gelu", "--out", tmp_path, "--steps", 5,
+                "--no-progress", "--no-plots"])
+    assert_one_line_error(capsys, code, "gelu", "relu", "selu", "silu", "tanh")
+
+
+def write(path, text):
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("name,content,words", [
+    ("missing.csv", None, ["no such file"]),
+    ("empty.csv", "", ["empty"]),
+    ("blank.csv", "\n\n  \n", ["empty"]),
+    ("header_only.csv", "x,y\n", ["empty"]),
+    ("ragged.csv", "1,2\n3,4\n5\n6,7\n", ["line 3", "1 values"]),
+    ("text.csv", "1,2\n3,4\n5,abc\n", ["line 3", "'abc'"]),
+    ("nan.csv", "1,2\n3,4\n5,nan\n6,7\nnan,1\n", ["line 3", "NaN"]),
+    ("inf.csv", "1,2\n3,inf\n", ["line 2"]),
+    ("one_row.csv", "1,2\n", ["at least 2"]),
+    ("data.txt", "1,2\n3,4\n", [".npy/.csv"]),
+])
+def test_bad_csv_data(capsys, tmp_path, name, content, words):
+    path = tmp_path / name
+    if content is not None:
+        write(path, content)
+    code = run(["train", "--data", path, "--out", tmp_path / "out", "--steps", 5, *TINY])
+    assert_one_line_error(capsys, code, str(path), *words)
+
+
+@pytest.mark.parametrize("case,words", [
+    ("one_d", ["2-D", "(5,)"]),
+    ("three_d", ["2-D"]),
+    ("nan_row", ["row 4", "NaN"]),
+    ("strings", ["real numbers"]),
+    ("object", ["npy"]),
+    ("not_npy", ["npy"]),
+    ("empty_file", ["empty"]),
+])
+def test_bad_npy_data(capsys, tmp_path, case, words):
+    path = tmp_path / f"{case}.npy"
+    if case == "one_d":
+        np.save(path, np.arange(5.0))
+    elif case == "three_d":
+        np.save(path, np.zeros((4, 2, 2)))
+    elif case == "nan_row":
+        x = np.ones((6, 2))
+        x[3, 1] = np.nan
+        x[5, 0] = np.inf
+        np.save(path, x)
+    elif case == "strings":
+        np.save(path, np.array([["a", "b"], ["c", "d"]]))
+    elif case == "object":
+        np.save(path, np.array([[1, None], [2, 3]], dtype=object), allow_pickle=True)
+    elif case == "not_npy":
+        path.write_text("1,2\n3,4\n")
+    elif case == "empty_file":
+        path.write_bytes(b"")
+    code = run(["train", "--data", path, "--out", tmp_path / "out", "--steps", 5, *TINY])
+    assert_one_line_error(capsys, code, *words)
+
+
+@pytest.mark.parametrize("flags,words", [
+    (["--steps", 0], ["steps", "positive"]),
+    (["--steps", -3], ["steps", "positive"]),
+    (["--batch-size", -1], ["batch size", "positive"]),
+    (["--batch-size", 0], ["batch size", "positive"]),
+    (["--lr", 0], ["learning rate", "positive"]),
+    (["--lr", -1], ["learning rate", "positive"]),
+    (["--lr", "nan"], ["learning rate"]),
+    (["--lr", "inf"], ["learning rate"]),
+    (["--time-freqs", -1], ["time_freqs"]),
+    (["--sigma-min", 1.5], ["sigma_min"]),
+    (["--threads", 1000], ["thread"]),
+    (["--threads", -1], ["thread"]),
+], ids=lambda v: " ".join(map(str, v)) if str(v[0]).startswith("--") else "")
+def test_bad_numbers(capsys, tmp_path, flags, words):
+    argv = ["train", "--out", tmp_path, "--steps", 5, *TINY, *flags]
+    code = run(argv)
+    assert_one_line_error(capsys, code, *words)
+
+
+def test_resume_without_checkpoint(capsys, tmp_path):
+    code = run(["train", "--resume", "--out", tmp_path, "--steps", 5, *TINY])
+    assert_one_line_error(capsys, code, "checkpoint.npz", "does not exist")
+
+
+def test_out_is_an_existing_file(capsys, tmp_path):
+    out = write(tmp_path / "taken", "x")
+    code = run(["train", "--out", out, "--steps", 5, *TINY])
+    assert_one_line_error(capsys, code, str(out))
+
+
+# ---- sample / animate: bad input ----------------------------------------------------------
+
+def bad_checkpoint(tmp_path, trained, kind):
+    path = tmp_path / f"{kind}.npz"
+    if kind == "truncated":
+        data = (trained / "checkpoint.npz").read_bytes()
+        path.write_bytes(data[:len(data) // 2])
+    elif kind == "text":
+        path.write_text("not a checkpoint\n")
+    elif kind == "other_npz":
+        np.savez(path, a=np.arange(3))
+    elif kind == "npy":
+        path = tmp_path / "array.npy"
+        np.save(path, np.arange(3.0))
+    elif kind == "missing":
+        pass
+    return path
+
+
+@pytest.mark.parametrize("command", ["sample", "animate"])
+@pytest.mark.parametrize("kind", ["truncated", "text", "other_npz", "npy", "missing"])
+def test_sample_with_unusable_checkpoint(capsys, tmp_path, trained, command, kind):
+    path = bad_checkpoint(tmp_path, trained, kind)
+    out = tmp_path / ("x.npy" if command == "sample" else "x.gif")
+    code = run([command, "--checkpoint", path, "--out", out, "-n", 10, "--steps", 4])
+    assert_one_line_error(capsys, code, str(path))
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["sample", "--out", "{tmp}/x.txt"], [".npy"]),
+    (["sample", "--out", "{tmp}/x.npy", "-n", 0], ["number of samples"]),
+    (["sample", "--out", "{tmp}/x.npy", "--steps", 0], ["steps"]),
+    (["animate", "--out", "{tmp}/x.png"], [".gif"]),
+    (["animate", "--out", "{tmp}/x.gif", "--frames", 0], ["frames"]),
+])
+def test_sample_and_animate_bad_arguments(capsys, tmp_path, trained, argv, words):
+    argv = [a.format(tmp=tmp_path) if isinstance(a, str) else a for a in argv]
+    code = run([*argv, "--checkpoint", trained / "checkpoint.npz"])
+    assert_one_line_error(capsys, code, *words)
+
+
+def test_unknown_method_is_refused_by_argparse(capsys, trained, tmp_path):
+    code = run(["sample", "--checkpoint", trained / "checkpoint.npz", "--out",
+                tmp_path / "x.npy", "--method", "dopri5"])
+    out, err = capsys.readouterr()
+    assert code == 2 and "invalid choice" in err and "rk4" in err
+    assert "Traceback" not in err
+
+
+# ---- happy paths ----------------------------------------------------------------------------
+
+def test_train_writes_checkpoint_samples_and_metrics(trained, capsys):
+    files = set(os.listdir(trained))
+    assert {"checkpoint.npz", "samples.npy", "metrics.json"} <= files
+    assert not [f for f in files if f.startswith(".ckpt-")]
+    x = np.load(trained / "samples.npy")
+    assert x.shape == (2000, 2) and np.isfinite(x).all()
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert metrics["steps"] == 30 and metrics["w2"] > 0 and np.isfinite(metrics["final_loss"])
+
+
+@pytest.mark.parametrize("flags", [["--batch-size", 16], []])
+def test_train_resume_continues_to_more_steps(trained, tmp_path, capsys, flags):
+    """--resume takes the checkpoint's settings; the batch size need not be repeated
+    (as --steps need not: it defaults to the checkpoint's total)."""
+    out = tmp_path / "resumed"
+    out.mkdir()
+    (out / "checkpoint.npz").write_bytes((trained / "checkpoint.npz").read_bytes())
+    code = run(["train", "--resume", "--steps", 40, "--out", out, "--no-plots",
+                "--no-progress", *flags])
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    assert "resuming" in err and "Traceback" not in err
+    from fmnumpy import FlowMatcher
+    assert FlowMatcher.load(out / "checkpoint.npz").step_ == 40
+
+
+def test_sample_happy_path(trained, tmp_path, capsys):
+    out = tmp_path / "deep" / "x.npy"
+    code = run(["sample", "--checkpoint", trained / "checkpoint.npz", "--out", out,
+                "-n", 37, "--steps", 8, "--method", "heun", "--seed", 3])
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    x = np.load(out)
+    assert x.shape == (37, 2) and np.isfinite(x).all()
+    assert "37 samples" in err
+    out2 = tmp_path / "y.npy"
+    run(["sample", "--checkpoint", trained / "checkpoint.npz", "--out", out2,
+         "-n", 37, "--steps", 8, "--method", "heun", "--seed", 3])
+    np.testing.assert_array_equal(np.load(out2), x)            # seeded
+
+
+def test_animate_happy_path(trained, tmp_path, capsys):
+    out = tmp_path / "flow.gif"
+    code = run(["animate", "--checkpoint", trained / "checkpoint.npz", "--out", out,
+                "-n", 50, "--steps", 10, "--frames", 5, "--fps", 10])
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    assert out.read_bytes()[:6] in (b"GIF87a", b"GIF89a")
+    assert "6 frames" in err
+
+
+# ---- help -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("command,flags", [
+    ("train", ["--dataset", "--data", "--steps", "--batch-size", "--lr", "--hidden",
+               "--activation", "--out", "--resume", "--no-plots", "--seed"]),
+    ("sample", ["--checkpoint", "--out", "--method", "--steps", "--seed", "-n"]),
+    ("animate", ["--checkpoint", "--out", "--frames", "--fps", "--method"]),
+])
+def test_help_of_each_subcommand(capsys, command, flags):
+    assert run([command, "--help"]) == 0
+    out, _ = capsys.readouterr()
+    for f in flags:
+        assert f in out, f
+    if command == "train":
+        assert "2spirals" in out
+
+
+def test_no_command_prints_help_and_fails(capsys):
+    assert run([]) != 0
+    out, _ = capsys.readouterr()
+    assert "train" in out and "sample" in out
+
+
+def test_version(capsys):
+    assert run(["--version"]) == 0
+    assert "fmnumpy" in capsys.readouterr().out
+
+
+# ---- as a process ------------------------------------------------------------------------------
+
+def python_m(*argv):
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-m", "fmnumpy", *map(str, argv)], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_python_m_unknown_dataset_has_no_traceback(tmp_path):
+    p = python_m("train", "--dataset", "nope", "--out", tmp_path, "--no-progress")
+    assert p.returncode == 2
+    assert "Traceback" not in p.stderr
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "unknown dataset" in lines[0], p.stderr
+
+
+def test_python_m_truncated_checkpoint_has_no_traceback(tmp_path, trained):
+    path = bad_checkpoint(tmp_path, trained, "truncated")
+    p = python_m("sample", "--checkpoint", path, "--out", tmp_path / "x.npy")
+    assert p.returncode == 2
+    assert "Traceback" not in p.stderr
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and str(path) in lines[0], p.stderr

@@ -1,0 +1,335 @@
+"""The CUDA twins against their CPU references (STYLE.md rules 7 and 8).
+
+Dimension letters: B batch, D data dimension, P parameters, N particles.
+
+Where the kernels run:
+  * ``FMNUMPY_CUDA_REAL=1``: on the real GPU, in this process;
+  * ``NUMBA_ENABLE_CUDASIM=1``: in numba's CUDA simulator, in this process;
+  * otherwise (CI, no GPU): ``test_kernels_in_simulator`` runs this same file in a
+    child process with ``NUMBA_ENABLE_CUDASIM=1``.  The simulator must be switched
+    on before numba is first imported, and the rest of the suite imports numba.
+
+The tile sizes and threads per block are shrunk (``tiny``) so that problems of a
+few rows span several blocks, several k-tiles and partial tiles (widths 5, 9, 17
+are multiples of nothing).  The simulator is slow: keep the sizes tiny.
+"""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fmnumpy import config
+from fmnumpy.errors import FmnumpyError
+from fmnumpy.mlp import MLPSpec, Workspace, init_params, time_features, velocity
+from fmnumpy.optim import AdamConfig, adam_update, clip_grad_norm, ema_decay_at, ema_update
+from fmnumpy.solvers import TABLEAUS
+from fmnumpy.step import loss_and_grad
+
+REAL = os.environ.get("FMNUMPY_CUDA_REAL") == "1"
+SIM = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+kernels = pytest.mark.skipif(not (REAL or SIM),
+                             reason="runs in the simulator child (test_kernels_in_simulator)")
+TOL = dict(rtol=2e-5, atol=2e-6)
+
+
+# ---- without a GPU ---------------------------------------------------------------------
+
+@pytest.mark.skipif(REAL or SIM, reason="this process already runs the kernels")
+def test_kernels_in_simulator():
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    env.pop("FMNUMPY_CUDA_REAL", None)
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                        "-W", "ignore", os.path.abspath(__file__)],
+                       env=env, capture_output=True, text=True, timeout=900,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    print(r.stdout[-3000:])
+    assert r.returncode == 0, r.stdout[-10000:] + r.stderr[-3000:]
+
+
+def test_import_needs_no_gpu():
+    """Importing fmnumpy.cuda imports neither numba.cuda nor numba-cuda."""
+    code = ("import sys, fmnumpy; before = set(sys.modules); import fmnumpy.cuda; "
+            "print(any(m == 'numba.cuda' or m.startswith('numba_cuda') "
+            "for m in set(sys.modules) - before))")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+def test_require_gpu_is_one_clear_line(monkeypatch):
+    import fmnumpy.cuda as fc
+    monkeypatch.setattr(fc, "gpu_available", lambda: False)
+    with pytest.raises(FmnumpyError) as e:
+        fc.require_gpu()
+    assert "\n" not in str(e.value) and "--device cpu" in str(e.value)
+
+
+# ---- the per-element formulas (plain Python, no GPU) -----------------------------------
+
+def test_elements_match_the_cpu_array_code():
+    from fmnumpy.cuda import elements
+    from fmnumpy.loss import cfm_loss_backward, cfm_loss_forward
+    from fmnumpy.paths import straight_path
+    rng = np.random.default_rng(0)
+    x0, x1, v = (rng.standard_normal((4, 3)) for _ in range(3))
+    t = rng.random(4)
+    xt, ut, dv = np.empty((4, 3)), np.empty((4, 3)), np.empty((4, 3))
+    straight_path(x0, x1, t, 0.1, xt, ut)
+    cfm_loss_backward(v, ut, dv)
+    sq = 0.0
+    for i in range(4):
+        for d in range(3):
+            e_xt, e_ut = elements.path_element(x0[i, d], x1[i, d], t[i], 0.1)
+            assert np.isclose(e_xt, xt[i, d]) and np.isclose(e_ut, ut[i, d])
+            s, g = elements.cfm_element(v[i, d], ut[i, d], 2.0 / 12)
+            sq += s
+            assert np.isclose(g, dv[i, d])
+    assert np.isclose(sq / 12, cfm_loss_forward(v, ut))
+    X = np.empty((4, 2 + 1 + 6))
+    time_features(x0[:, :2].copy(), t, 3, X)
+    for k in range(3):
+        sk, ck = elements.time_feature(t[0], k)
+        assert np.isclose(sk, X[0, 3 + 2 * k]) and np.isclose(ck, X[0, 4 + 2 * k])
+
+
+def test_spiral_point_is_the_2spirals_formula():
+    """Replays the draws of datasets.two_spirals for n = 2 (one point per arm)."""
+    from fmnumpy import datasets
+    from fmnumpy.cuda.elements import spiral_point
+    for seed in range(5):
+        ref = datasets.two_spirals(2, np.random.default_rng(seed))
+        rng = np.random.default_rng(seed)
+        u_s, u_x, u_y = rng.random(), rng.random(), rng.random()
+        n = rng.standard_normal((2, 2))
+        got = np.array([spiral_point(u_s, u_x, u_y, 0.25, n[0, 0], n[0, 1]),
+                        spiral_point(u_s, u_x, u_y, 0.75, n[1, 0], n[1, 1])])
+        assert np.allclose(np.sort(got, axis=0), np.sort(ref, axis=0))
+
+
+# ---- kernels ---------------------------------------------------------------------------
+
+@pytest.fixture
+def tiny(monkeypatch):
+    """Tiny launch settings: a handful of threads, tiles of 2-8."""
+    from fmnumpy.cuda import tiles
+    monkeypatch.setattr(config, "CUDA_THREADS_PER_BLOCK", 8)
+    for k, v in dict(mlp_tm=2, mlp_tn=4, mlp_bk=4, mlp_bk_small=8, min_blocks=3, wg_bm=8,
+                     wg_bn=8, wg_tm=4, wg_tn=2, wg_bk=4, wg_target_blocks=24,
+                     max_grid=4).items():
+        monkeypatch.setitem(tiles.TILES, k, v)
+
+
+SPECS = {   # widths that are multiples of no tile; time features on and off
+    "silu": MLPSpec(2, (9, 17), "silu", n_freq=1),
+    "selu": MLPSpec(2, (5,), "selu", n_freq=0),
+}
+
+
+def batch(B, D, seed):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((B, D)).astype(np.float32),
+            (rng.standard_normal((B, D)) * 2).astype(np.float32),
+            rng.random(B).astype(np.float32))
+
+
+def cpu_loss_and_grad(spec, theta, x0, x1, t, sigma_min):
+    B, D = x0.shape
+    ws = Workspace(spec.sizes, B)
+    xt, ut, dv = (np.zeros((B, D), np.float32) for _ in range(3))
+    dtheta = np.zeros_like(theta)
+    loss = loss_and_grad(theta, dtheta, spec.sizes, spec.kind, spec.n_freq, x0, x1, t,
+                         sigma_min, xt, ut, dv, *ws.buffers())
+    return loss, dtheta
+
+
+@kernels
+@pytest.mark.parametrize("name", list(SPECS))
+def test_loss_and_grad(tiny, name):
+    """Fused forward/backward + weight-gradient GEMM + reduction vs step.loss_and_grad."""
+    from fmnumpy.cuda.trainer import CudaTrainer
+    spec = SPECS[name]
+    B = 11
+    theta = init_params(spec.sizes, np.random.default_rng(1))
+    x0, x1, t = batch(B, spec.dim, 2)
+    tr = CudaTrainer(spec, AdamConfig(), B)
+    assert tr.S > 1 and -(-B // tr.cfg.PB) > 1          # several splits and row blocks
+    tr.set_state(theta, 0 * theta, 0 * theta, theta)
+    loss, dtheta = tr.loss_and_grad(x0, x1, t)
+    ref_loss, ref = cpu_loss_and_grad(spec, theta, x0, x1, t, 0.0)
+    print("max |dtheta - ref|", np.abs(dtheta - ref).max())
+    assert np.isclose(loss, ref_loss, rtol=1e-5)
+    np.testing.assert_allclose(dtheta, ref, rtol=1e-4, atol=1e-6)
+
+
+@kernels
+def test_train_steps(tiny):
+    """Three AdamW steps with clipping active, sigma_min > 0, and the EMA, against
+    the CPU step assembled from its parts."""
+    from fmnumpy.cuda.trainer import CudaTrainer
+    spec = SPECS["silu"]
+    B, n, sigma_min = 6, 3, 0.1
+    opt = AdamConfig(lr=1e-2, weight_decay=0.1, decoupled=True, clip=0.5, ema_decay=0.9,
+                     warmup=2, schedule="cosine", lr_min=1e-4)
+    theta = init_params(spec.sizes, np.random.default_rng(3))
+    data = [batch(B, spec.dim, 10 + k) for k in range(n)]
+    tr = CudaTrainer(spec, opt, B, sigma_min=sigma_min)
+    tr.set_state(theta, 0 * theta, 0 * theta, theta.copy())
+    losses, bad = tr.run_arrays(np.stack([d[0] for d in data]), np.stack([d[1] for d in data]),
+                                np.stack([d[2] for d in data]), step=0, total=10)
+    got = tr.get_state()
+
+    from fmnumpy.optim import learning_rate
+    th, m, v, ema = theta.copy(), 0 * theta, 0 * theta, theta.copy()
+    b1, b2 = opt.betas
+    ref_losses = []
+    for k in range(1, n + 1):
+        x0, x1, t = data[k - 1]
+        loss, g = cpu_loss_and_grad(spec, th, x0, x1, t, sigma_min)
+        ref_losses.append(loss)
+        clip_grad_norm(g, opt.clip)
+        adam_update(th, g, m, v, k, learning_rate(k, opt.lr, 10, opt.warmup, opt.schedule,
+                                                  opt.lr_min),
+                    b1, b2, opt.eps, opt.weight_decay, opt.decoupled)
+        ema_update(ema, th, ema_decay_at(k, opt.ema_decay))
+    assert bad == 0
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
+    for name, ref in (("theta", th), ("m", m), ("v", v), ("ema", ema)):
+        np.testing.assert_allclose(got[name], ref, rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+@kernels
+def test_nonfinite_loss_keeps_the_last_good_weights(tiny):
+    from fmnumpy.cuda.trainer import CudaTrainer
+    spec = SPECS["selu"]
+    B = 5
+    theta = init_params(spec.sizes, np.random.default_rng(4))
+    data = [batch(B, spec.dim, 20 + k) for k in range(3)]
+    data[1][1][0, 0] = np.nan                      # step 2 sees a NaN data point
+    tr = CudaTrainer(spec, AdamConfig(), B)
+    tr.set_state(theta, 0 * theta, 0 * theta, theta)
+    losses, bad = tr.run_arrays(*(np.stack([d[i] for d in data]) for i in range(3)))
+    assert bad == 2 and np.isfinite(losses[0]) and not np.isfinite(losses[1])
+    after1 = CudaTrainer(spec, AdamConfig(), B)
+    after1.set_state(theta, 0 * theta, 0 * theta, theta)
+    after1.run_arrays(*(np.stack([d[i] for d in data[:1]]) for i in range(3)))
+    np.testing.assert_array_equal(tr.get_state()["theta"], after1.get_state()["theta"])
+
+
+@kernels
+@pytest.mark.parametrize("data", ["2spirals", "8gaussians"])
+def test_device_data_streams(tiny, data, monkeypatch):
+    """x0, t (and 2spirals' x1) drawn on the device, or x1 streamed per chunk:
+    finite losses, the same for the same seed, a chunk boundary crossed."""
+    from fmnumpy.cuda.trainer import CudaTrainer
+    spec = SPECS["selu"]
+    theta = init_params(spec.sizes, np.random.default_rng(5))
+    monkeypatch.setattr(config, "DATA_CHUNK_STEPS", 2)      # chunks of two steps
+    runs = []
+    for _ in range(2):
+        tr = CudaTrainer(spec, AdamConfig(), 4, data=data, seed=7)
+        tr.set_state(theta, 0 * theta, 0 * theta, theta)
+        losses, step = [], 0
+        while step < 3:
+            n = tr.span(step, 3 - step)
+            ls, bad = tr.run(step, n, 3)
+            assert bad == 0
+            losses += list(ls)
+            step += n
+        runs.append(losses)
+    assert np.all(np.isfinite(runs[0])) and runs[0] == runs[1]
+
+
+def reference_integrate(theta, spec, x0, method, steps, record=0):
+    """A plain loop over the Butcher tableau (solvers.py's equations) with mlp.velocity."""
+    tab = TABLEAUS[method]
+    x = x0.astype(np.float32).copy()
+    N, D = x.shape
+    ws = Workspace(spec.sizes, N)
+    h = 1.0 / steps
+    traj = [x.copy()]
+    every = steps // record if record else 0
+    for n in range(steps):
+        t = n * h
+        K = []
+        for i in range(tab.stages):
+            xs = (x + h * sum(tab.A[i, j] * K[j] for j in range(i))).astype(np.float32)
+            ts = np.full(N, t + tab.c[i] * h, dtype=np.float32)
+            K.append(velocity(theta, spec.sizes, spec.kind, spec.n_freq, xs, ts,
+                              ws.X, ws.A, ws.Z).copy())
+        x = (x + h * sum(tab.b[i] * K[i] for i in range(tab.stages))).astype(np.float32)
+        if record and (n + 1) % every == 0:
+            traj.append(x.copy())
+    return (x, np.stack(traj)) if record else x
+
+
+@kernels
+@pytest.mark.parametrize("method", list(TABLEAUS))
+def test_sampler(tiny, method):
+    from fmnumpy.cuda.sampler import cuda_sample
+    spec = SPECS["silu"]
+    theta = init_params(spec.sizes, np.random.default_rng(6))
+    x0 = np.random.default_rng(7).standard_normal((7, 2)).astype(np.float32)
+    got = cuda_sample(theta, spec, x0, method, 2)
+    np.testing.assert_allclose(got, reference_integrate(theta, spec, x0, method, 2), **TOL)
+
+
+@kernels
+def test_sampler_trajectory(tiny):
+    from fmnumpy.cuda.sampler import cuda_sample
+    spec = SPECS["selu"]
+    theta = init_params(spec.sizes, np.random.default_rng(8))
+    x0 = np.random.default_rng(9).standard_normal((9, 2)).astype(np.float32)
+    got, traj = cuda_sample(theta, spec, x0, "heun", 4, record=2)
+    ref, ref_traj = reference_integrate(theta, spec, x0, "heun", 4, record=2)
+    assert traj.shape == (3, 9, 2)
+    np.testing.assert_allclose(got, ref, **TOL)
+    np.testing.assert_allclose(traj, ref_traj, **TOL)
+
+
+@kernels
+@pytest.mark.skipif(not REAL, reason="default tile sizes: real GPU only (slow in the simulator)")
+@pytest.mark.parametrize("hidden,activation", [((64, 64, 64), "selu"), ((256, 256, 256), "silu")])
+def test_default_tiles_on_the_gpu(hidden, activation):
+    """The production configuration: models A and B, a batch that is no multiple of
+    any tile, gradient and samples against the CPU."""
+    from fmnumpy.cuda.sampler import cuda_sample
+    from fmnumpy.cuda.trainer import CudaTrainer
+    spec = MLPSpec(2, hidden, activation)
+    theta = init_params(spec.sizes, np.random.default_rng(10))
+    B = 1000
+    x0, x1, t = batch(B, 2, 11)
+    tr = CudaTrainer(spec, AdamConfig(), B)
+    tr.set_state(theta, 0 * theta, 0 * theta, theta)
+    loss, g = tr.loss_and_grad(x0, x1, t)
+    ref_loss, ref = cpu_loss_and_grad(spec, theta, x0, x1, t, 0.0)
+    assert np.isclose(loss, ref_loss, rtol=1e-4)
+    np.testing.assert_allclose(g, ref, rtol=1e-3, atol=1e-5 * np.abs(ref).max())
+    xs = np.random.default_rng(12).standard_normal((3001, 2)).astype(np.float32)
+    np.testing.assert_allclose(cuda_sample(theta, spec, xs, "rk4", 5),
+                               reference_integrate(theta, spec, xs, "rk4", 5),
+                               rtol=1e-4, atol=1e-4)
+
+
+@kernels
+def test_run_cuda_trains_a_flowmatcher(tiny, tmp_path, monkeypatch):
+    """The training-loop twin: schedule across chunks, callbacks see the current
+    weights, checkpoints are written, the CPU can sample the result."""
+    from fmnumpy import FlowMatcher
+    from fmnumpy.cuda import run_cuda
+    monkeypatch.setattr(config, "DATA_CHUNK_STEPS", 2)
+    fm = FlowMatcher(hidden=(5,), activation="tanh", warmup=1, seed=3)
+    fm._init_state(2)
+    theta0 = fm.theta_.copy()
+    seen = []
+    ckpt = str(tmp_path / "c.npz")
+    run_cuda(fm, "moons", 4, 5, progress=False, checkpoint=ckpt, checkpoint_every=2,
+             callback=lambda m, k: seen.append((k, m.theta_.copy())), callback_every=3)
+    assert fm.step_ == 5 and len(fm.losses_) == 5 and np.all(np.isfinite(fm.losses_))
+    assert [k for k, _ in seen] == [3] and not np.array_equal(seen[0][1], theta0)
+    assert not np.array_equal(seen[0][1], fm.theta_)
+    assert FlowMatcher.load(ckpt).step_ == 5
+    assert np.all(np.isfinite(fm.velocity(np.zeros((3, 2)), 0.5)))

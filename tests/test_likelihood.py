@@ -1,0 +1,216 @@
+"""Tests for fmnumpy.likelihood: the forward-mode Jacobian and divergence against
+central finite differences and a plain NumPy forward (float64, hypothesis
+shapes), the closed-form Gaussian flow in both directions and for every
+tableau, forward/backward consistency on the network, and the density of a
+small network integrating to 1.  B batch, D data dimension."""
+import math
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings, strategies as st
+
+from fmnumpy import likelihood as lk
+from fmnumpy.activations import ACTIVATIONS, SELU_ALPHA, SELU_SCALE
+from fmnumpy.errors import FmnumpyError
+from fmnumpy.mlp import MLPSpec, Workspace, init_params, time_features, velocity, views
+from fmnumpy.solvers import TABLEAUS
+
+SETTINGS = settings(max_examples=60, deadline=None, derandomize=True)
+
+
+# ---- a plain NumPy reference network -------------------------------------------------
+
+def np_act(z, name):
+    if name == "silu":
+        return z / (1.0 + np.exp(-z))
+    if name == "relu":
+        return np.maximum(z, 0.0)
+    if name == "selu":
+        return SELU_SCALE * np.where(z > 0, z, SELU_ALPHA * np.expm1(np.minimum(z, 0.0)))
+    return np.tanh(z)
+
+
+def np_forward(theta, spec, x, t):
+    """v (B, D) and the hidden pre-activations, by the book, in float64."""
+    feats = [x, t[:, None]]
+    for k in range(spec.n_freq):
+        w = math.pi * 2.0 ** k
+        feats += [np.sin(w * t)[:, None], np.cos(w * t)[:, None]]
+    h = np.concatenate(feats, axis=1)
+    layers = views(theta, spec.sizes)
+    zs = []
+    for l, (W, b) in enumerate(layers):
+        z = h @ W + b
+        if l < len(layers) - 1:
+            zs.append(z)
+            h = np_act(z, spec.activation)
+        else:
+            h = z
+    return h, zs
+
+
+@st.composite
+def networks(draw):
+    D = draw(st.integers(1, 3))
+    hidden = tuple(draw(st.lists(st.integers(1, 8), min_size=1, max_size=3)))
+    activation = draw(st.sampled_from(sorted(ACTIVATIONS)))
+    n_freq = draw(st.integers(0, 2))
+    B = draw(st.integers(1, 4))
+    seed = draw(st.integers(0, 2 ** 32 - 1))
+    scale = draw(st.sampled_from([0.5, 1.0, 2.0]))
+    spec = MLPSpec(D, hidden, activation, n_freq)
+    rng = np.random.default_rng(seed)
+    theta = scale * init_params(spec.sizes, rng, np.float64)
+    x = 1.5 * rng.standard_normal((B, D))
+    t = rng.uniform(0.0, 1.0, B)
+    return spec, theta, x, t
+
+
+# ---- the forward-mode pass -----------------------------------------------------------
+
+@SETTINGS
+@given(networks())
+def test_jacobian_and_divergence_match_finite_differences(net):
+    spec, theta, x, t = net
+    B, D = x.shape
+    v_ref, zs = np_forward(theta, spec, x, t)
+    h = 1e-6
+    # central differences are wrong within h of a kink of relu/selu: skip those draws
+    assume(min(np.abs(z).min() for z in zs) > 1e3 * h)
+    v, J, div = lk.mlp_jacobian(theta, spec, x, t)
+    J_fd = np.empty((B, D, D))
+    for d in range(D):
+        e = np.zeros(D)
+        e[d] = h
+        J_fd[:, :, d] = (np_forward(theta, spec, x + e, t)[0]
+                         - np_forward(theta, spec, x - e, t)[0]) / (2 * h)
+    scale = 1.0 + np.abs(J_fd).max()
+    assert np.abs(v - v_ref).max() < 1e-12 * (1.0 + np.abs(v_ref).max())
+    assert np.abs(J - J_fd).max() < 1e-6 * scale, np.abs(J - J_fd).max()
+    assert np.abs(div - np.trace(J_fd, axis1=1, axis2=2)).max() < 1e-6 * D * scale
+
+
+@SETTINGS
+@given(networks(), st.integers(1, 3))
+def test_forward_jvp_matches_mlp_forward_and_jacobian(net, M):
+    spec, theta, x, t = net
+    B, D = x.shape
+    ws = Workspace(spec.sizes, B, np.float64)
+    v_mlp = velocity(theta, spec.sizes, spec.kind, spec.n_freq, x, t, ws.X, ws.A,
+                     ws.Z).copy()
+    _, J, _ = lk.mlp_jacobian(theta, spec, x, t)
+    # arbitrary tangents U (M, B, D): JU[m, i] = J_i U[m, i]
+    U = np.random.default_rng(B * 7 + M).standard_normal((M, B, D))
+    params = lk.mlp_div_params(theta, spec, B)
+    theta64, sizes, kind, n_freq, X, A = params[:6]
+    width = int(sizes[1:].max())
+    time_features(x, t, n_freq, X)
+    v, JU = lk.mlp_forward_jvp(theta64, sizes, kind, X, A, U, np.zeros(M * B * width),
+                               np.zeros(M * B * width))
+    assert np.abs(v - v_mlp).max() <= 1e-13 * (1 + np.abs(v_mlp).max())
+    assert np.abs(JU - np.einsum("ikd,mid->mik", J, U)).max() < 1e-12 * (1 + np.abs(J).max())
+
+
+# ---- the closed-form Gaussian flow ---------------------------------------------------
+
+MU = np.array([1.0, -0.5])
+
+
+@pytest.mark.parametrize("s", [0.5, 2.0])
+@pytest.mark.parametrize("method,opts", [("rk4", dict(steps=100)),
+                                         ("dopri5", dict(rtol=1e-7, atol=1e-7))])
+def test_gaussian_flow_both_directions(method, opts, s):
+    x0 = np.random.default_rng(5).standard_normal((16, 2))
+    # forward: sample and its log-density in one solve
+    x1, l1, st = lk.integrate_logp(lk.gaussian_field, (MU, s), x0, lk.gaussian_logpdf(x0),
+                                   0.0, 1.0, method, **opts)
+    assert np.abs(x1 - (MU + s * x0)).max() < 1e-5
+    assert np.abs(l1 - lk.gaussian_logpdf(x1, MU, s)).max() < 1e-4
+    # backward: score given points
+    x = MU + s * np.random.default_rng(6).standard_normal((16, 2)) * 1.5
+    xz, lz, st_b = lk.integrate_logp(lk.gaussian_field, (MU, s), x, np.zeros(16), 1.0, 0.0,
+                                     method, **opts)
+    assert np.abs(xz - (x - MU) / s).max() < 1e-5
+    assert np.abs(lk.gaussian_logpdf(xz) - lz - lk.gaussian_logpdf(x, MU, s)).max() < 1e-4
+    print(f"{method} s={s}: NFE forward {st.nfe}, backward {st_b.nfe}")
+
+
+@pytest.mark.parametrize("method", sorted(TABLEAUS))
+def test_every_tableau_converges_at_its_order(method):
+    """log p error of the backward solve shrinks like h^order."""
+    tab = TABLEAUS[method]
+    x = MU + 0.5 * np.random.default_rng(7).standard_normal((8, 2))
+    exact = lk.gaussian_logpdf(x, MU, 0.5)
+
+    def err(steps):
+        xz, lz, _ = lk.integrate_logp(lk.gaussian_field, (MU, 0.5), x, np.zeros(8), 1.0,
+                                      0.0, method, steps=steps)
+        return np.abs(lk.gaussian_logpdf(xz) - lz - exact).max()
+
+    n = {1: 200, 2: 40, 4: 40}[tab.order]
+    rate = math.log2(err(n) / err(2 * n))
+    assert abs(rate - tab.order) < 0.15, (method, rate)
+
+
+# ---- the network ---------------------------------------------------------------------
+
+def small_flow(seed=0, scale=1.0, activation="silu"):
+    spec = MLPSpec(2, (16, 16), activation, n_freq=1)
+    theta = scale * init_params(spec.sizes, np.random.default_rng(seed))
+    return spec, theta.astype(np.float32)
+
+
+def test_sample_then_score_agree_on_the_network():
+    spec, theta = small_flow(1)
+    x0 = np.random.default_rng(2).standard_normal((40, 2))
+    x1, lp = lk.sample_with_logprob(theta, spec, x0, "rk4", steps=100)
+    assert np.abs(lp - lk.gaussian_logpdf(x0)).max() > 1e-2     # the flow does something
+    lp_back = lk.log_prob(theta, spec, x1, "rk4", steps=100)
+    assert np.abs(lp_back - lp).max() < 1e-7
+    # dopri5 in both directions, against the rk4 answer; stats are reported
+    x1d, lpd, st = lk.sample_with_logprob(theta, spec, x0, "dopri5", rtol=1e-6, atol=1e-6,
+                                          return_stats=True)
+    lpb, stb = lk.log_prob(theta, spec, x1, "dopri5", rtol=1e-6, atol=1e-6,
+                           return_stats=True)
+    assert np.abs(x1d - x1).max() < 1e-5 and np.abs(lpd - lp).max() < 1e-5
+    assert np.abs(lpb - lp).max() < 1e-5
+    assert st.nfe == 2 + 6 * (st.accepted + st.rejected) and stb.nfe > 0
+    # float64 weights, and chunks of 7 particles, give the same numbers
+    assert np.abs(lk.log_prob(theta.astype(np.float64), spec, x1, chunk=7)
+                  - lp_back).max() < 1e-12
+
+
+def test_density_of_small_network_integrates_to_one():
+    # tanh with doubled init weights: bends the prior (total variation ~0.2) while
+    # keeping the mass well inside the box (density ~1e-9 on its edge)
+    spec, theta = small_flow(3, scale=2.0, activation="tanh")
+    gx, gy, logp = lk.density_grid(theta, spec, lim=7.0, n_grid=100, steps=20)
+    assert logp.shape == (100, 100) and gx.shape == gy.shape == (100,)
+    dA = (gx[1] - gx[0]) * (gy[1] - gy[0])
+    p = np.exp(logp)
+    mass = p.sum() * dA
+    print(f"mass on the grid: {mass:.10f}")
+    assert abs(mass - 1.0) < 0.01, mass
+    grid = np.stack(np.meshgrid(gx, gy), axis=-1).reshape(-1, 2)
+    tv = 0.5 * np.abs(p.ravel() - np.exp(lk.gaussian_logpdf(grid))).sum() * dA
+    assert tv > 0.1, tv                                  # not the prior
+    # rows are y: logp[i, j] = log p(gx[j], gy[i])
+    assert np.allclose(logp[10, 60], lk.log_prob(theta, spec, [[gx[60], gy[10]]], steps=20))
+
+
+def test_user_errors():
+    spec, theta = small_flow()
+    x = np.zeros((3, 2))
+    with pytest.raises(FmnumpyError, match="method"):
+        lk.log_prob(theta, spec, x, method="rk45")
+    with pytest.raises(FmnumpyError, match="shape"):
+        lk.log_prob(theta, spec, np.zeros((3, 3)))
+    with pytest.raises(FmnumpyError, match="NaN"):
+        lk.sample_with_logprob(theta, spec, np.full((2, 2), np.nan))
+    with pytest.raises(FmnumpyError, match="steps"):
+        lk.log_prob(theta, spec, x, steps=0)
+    with pytest.raises(FmnumpyError, match="lim"):
+        lk.density_grid(theta, spec, lim=((1, 0), (0, 1)), n_grid=4)
+    spec3 = MLPSpec(3, (4,))
+    with pytest.raises(FmnumpyError, match="2-D"):
+        lk.density_grid(init_params(spec3.sizes, np.random.default_rng(0)), spec3)
