@@ -99,9 +99,14 @@ class FlowMatcher:
             raise FmnumpyError("this FlowMatcher is not trained yet; call fit() or load()")
 
     def _set_threads(self):
-        if self.threads:
-            import numba
-            numba.set_num_threads(int(self.threads))
+        if self.threads is None:
+            return
+        import numba
+        top = numba.config.NUMBA_NUM_THREADS
+        if not (isinstance(self.threads, (int, np.integer)) and 1 <= self.threads <= top):
+            raise FmnumpyError(f"threads must be an integer from 1 to {top} (the cores "
+                               f"Numba can use), got {self.threads!r}")
+        numba.set_num_threads(int(self.threads))
 
     # -- training ---------------------------------------------------------------------
     def fit(self, data=DEFAULTS["dataset"], steps=DEFAULTS["steps"],

@@ -50,6 +50,10 @@ def load_checkpoint(path):
         raise FmnumpyError(f"checkpoint {path} does not exist; pass the .npz file "
                            "written by `fmnumpy train` (e.g. results/checkpoint.npz)")
     try:
+        with open(path, "rb") as f:
+            if f.read(4) != b"PK\x03\x04":
+                raise FmnumpyError(f"{path} is not an fmnumpy checkpoint (not an .npz "
+                                   "archive); pass a file written by `fmnumpy train`")
         with np.load(path, allow_pickle=False) as z:
             files = set(z.files)
             if "meta" not in files:

@@ -62,8 +62,9 @@ def build_parser():
     t.add_argument("--steps", type=int, default=None,
                    help=f"training steps in total (default {DEFAULTS['steps']}, or the "
                    "checkpoint's total with --resume)")
-    t.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"],
-                   help="batch size (default %(default)s)")
+    t.add_argument("--batch-size", type=int, default=None,
+                   help=f"batch size (default {DEFAULTS['batch_size']}, or the checkpoint's "
+                   "with --resume)")
     t.add_argument("--lr", type=float, default=DEFAULTS["lr"],
                    help="peak learning rate (default %(default)s)")
     t.add_argument("--hidden", type=_hidden, default=DEFAULTS["hidden"],
@@ -147,6 +148,9 @@ def cmd_train(a):
                          schedule=a.schedule, sigma_min=a.sigma_min, seed=a.seed)
     if a.steps is None:
         a.steps = (fm.total_steps_ if a.resume and fm.total_steps_ else DEFAULTS["steps"])
+    if a.batch_size is None:
+        a.batch_size = (fm.batch_size_ if a.resume and fm.batch_size_ else
+                        DEFAULTS["batch_size"])
     fm.threads = a.threads
     draw = make_sampler(data)
     ref = draw(2000, np.random.default_rng([a.seed, 7]))           # (2000, D) for pictures

@@ -55,7 +55,7 @@ def sq_dists_into(a, b, C):
     """C_ij = ||a_i - b_j||^2 (N, M) float64 for a (N, D), b (M, D).
 
     Written as the sum of squared differences (not ||a||^2 + ||b||^2 - 2 a.b),
-    so C_ii is exactly 0 when a_i == b_i and no entry is negative.
+    so C_ij is exactly 0 when a_i == b_j and no entry is negative.
     """
     bT = _transpose(b)
     for i in range(a.shape[0]):
@@ -75,10 +75,8 @@ def _check_pair(a, b):
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
         raise FmnumpyError(f"point sets must be (N, D) and (M, D) with the same D, got "
                            f"{a.shape} and {b.shape}")
-    if a.dtype not in (np.float32, np.float64):
-        a = a.astype(np.float64)
-    if b.dtype != a.dtype:
-        b = b.astype(a.dtype)
+    if not (a.dtype == b.dtype and a.dtype in (np.float32, np.float64)):
+        a, b = a.astype(np.float64), b.astype(np.float64)     # the sums are float64 anyway
     return np.ascontiguousarray(a), np.ascontiguousarray(b)
 
 
@@ -152,17 +150,17 @@ def median_distance(a, b):
 def mmd_rbf(a, b, bandwidths=None, unbiased=False):
     """Squared maximum mean discrepancy MMD^2 between point sets a (N, D) and
     b (M, D) with the kernel k(x, y) = 1/K sum_k exp(-||x - y||^2 / (2 h_k^2))
-    (Gretton et al. 2012, eq. 3 biased / eq. 4 unbiased).
+    (Gretton et al. 2012, "A kernel two-sample test").
 
     bandwidths: the h_k; a number or a sequence.  Default: the median
     heuristic h = ``median_distance(a, b)`` times ``BANDWIDTH_SCALES``
     (0.5, 1, 2), which keeps the test sensitive at several length scales.
 
     Biased (default, a V-statistic): mean k(a, a') + mean k(b, b') - 2 mean
-    k(a, b) over all pairs including i = j; it is >= 0 and exactly 0 when the
-    two sets are equal (up to rounding, ~1e-15).  Unbiased (``unbiased=True``, a U-statistic): the
-    same without the i = j terms (needs N, M >= 2); its expectation is the
-    population MMD^2, and it can be slightly negative.
+    k(a, b) over all pairs including i = j; it is >= 0 and 0 when the two
+    sets are equal (up to rounding, ~1e-15).  Unbiased (``unbiased=True``, a
+    U-statistic): the same without the i = j terms (needs N, M >= 2); its
+    expectation is the population MMD^2, and it can be slightly negative.
     """
     a, b = _check_pair(a, b)
     _check_nonempty(a, b)
@@ -188,15 +186,14 @@ def mmd_rbf(a, b, bandwidths=None, unbiased=False):
 
 
 def energy_distance(a, b):
-    """Squared energy distance (Szekely & Rizzo 2013, eq. 2.1) between the
-    empirical distributions of a (N, D) and b (M, D):
+    """Squared energy distance (Szekely & Rizzo 2013, "Energy statistics")
+    between the empirical distributions of a (N, D) and b (M, D):
 
         E = 2 mean ||a_i - b_j|| - mean ||a_i - a_i'|| - mean ||b_j - b_j'||,
 
     means over all pairs including i = i' (a V-statistic), so E >= 0 and
     E = 0 when the two empirical distributions are equal (up to rounding,
-    ~1e-15).  In 1-D this is
-    ``scipy.stats.energy_distance(a, b) ** 2``.
+    ~1e-15).  In 1-D this is ``scipy.stats.energy_distance(a, b) ** 2``.
     """
     a, b = _check_pair(a, b)
     _check_nonempty(a, b)
@@ -212,7 +209,7 @@ def energy_distance(a, b):
 
 def straightness(velocity, x0, steps=100, method="euler"):
     """Straightness S of the flow of ``velocity`` from the points x0 (N, D)
-    (Liu et al. 2023, "Flow straight and fast", eq. 3):
+    (Liu et al. 2023, "Flow straight and fast"):
 
         S = E_x0 int_0^1 ||(x1 - x0) - v(x_t, t)||^2 dt,
 

@@ -53,7 +53,8 @@ def grad_norm(dtheta):
     """||g||_2 accumulated in float64."""
     s = 0.0
     for i in range(dtheta.shape[0]):
-        s += float(dtheta[i]) * float(dtheta[i])
+        gi = np.float64(dtheta[i])
+        s += gi * gi
     return math.sqrt(s)
 
 

@@ -81,20 +81,28 @@ def rk_combine(x, K, b, h):
 
 
 @njit(cache=True)
-def rk_record(traj, x, n, every):
-    """After step n (0-based) store x in row (n + 1) / every of traj when due."""
-    r = (n + 1) // every
-    if (n + 1) % every == 0 and r < traj.shape[0]:
-        traj[r] = x
+def rk_record(traj, x, n, rec):
+    """After step n (0-based) store x in every row r of traj with rec[r] == n + 1
+    (rec (R,) ascending step counts; rec[0] = 0 is the initial state)."""
+    for r in range(1, rec.shape[0]):
+        if rec[r] == n + 1:
+            traj[r] = x
+
+
+def record_steps(steps, record):
+    """Step counts of R + 1 evenly spread trajectory rows: round(r steps / R),
+    r = 0..R (R = min(record, steps)), so the last row is the final state."""
+    R = min(int(record), int(steps))
+    return np.round(np.arange(R + 1) * (steps / R)).astype(np.int64)
 
 
 @njit(cache=False)   # takes a compiled function argument: Numba cannot cache it
-def rk_integrate(field, params, x, t0, t1, steps, c, A, b, K, xs, ts, traj, every):
+def rk_integrate(field, params, x, t0, t1, steps, c, A, b, K, xs, ts, traj, rec):
     """Integrate x (B, D) in place from t0 to t1 with ``steps`` equal steps of the
     tableau (c (S,), A (S, S), b (S,)) for any compiled ``field(params, x, t, out)``.
 
     K (S, B, D) stage buffer, xs (B, D) stage input, ts (B,) stage time.  If traj
-    has rows, traj[0] = x(t0) and traj[r] = x after r*every steps.
+    has rows, traj[0] = x(t0) and traj[r] = x after rec[r] steps.
     """
     h = (t1 - t0) / steps
     if traj.shape[0] > 0:
@@ -105,7 +113,7 @@ def rk_integrate(field, params, x, t0, t1, steps, c, A, b, K, xs, ts, traj, ever
             ts[:] = t0 + n * h + c[i] * h
             field(params, xs, ts, K[i])
         rk_combine(x, K, b, h)
-        rk_record(traj, x, n, every)
+        rk_record(traj, x, n, rec)
 
 
 @njit(cache=True)
@@ -117,7 +125,7 @@ def mlp_field(params, x, t, out):
 
 
 @njit(cache=True)
-def rk_integrate_mlp(params, x, t0, t1, steps, c, A, b, K, xs, ts, traj, every):
+def rk_integrate_mlp(params, x, t0, t1, steps, c, A, b, K, xs, ts, traj, rec):
     """:func:`rk_integrate` with the network as the field, line for line the same
     loop; a separate function only because Numba cannot cache code that takes a
     compiled function as an argument (the tests check the two agree)."""
@@ -130,11 +138,11 @@ def rk_integrate_mlp(params, x, t0, t1, steps, c, A, b, K, xs, ts, traj, every):
             ts[:] = t0 + n * h + c[i] * h
             mlp_field(params, xs, ts, K[i])
         rk_combine(x, K, b, h)
-        rk_record(traj, x, n, every)
+        rk_record(traj, x, n, rec)
 
 
 @njit(cache=True, parallel=True)
-def _integrate_chunks(theta, sizes, kind, n_freq, x, t0, t1, steps, c, A, b, traj, every,
+def _integrate_chunks(theta, sizes, kind, n_freq, x, t0, t1, steps, c, A, b, traj, rec,
                       chunk):
     """Split the particles into chunks of ``chunk`` and integrate them in parallel;
     each chunk owns its own buffers (no sharing between threads)."""
@@ -157,7 +165,7 @@ def _integrate_chunks(theta, sizes, kind, n_freq, x, t0, t1, steps, c, A, b, tra
         xc = x[lo:hi].copy()
         tr = np.empty((traj.shape[0], B, D), dtype=x.dtype)
         rk_integrate_mlp((theta, sizes, kind, n_freq, X, Abuf, Zbuf), xc, t0, t1,
-                         steps, c, A, b, K, xs, ts, tr, every)
+                         steps, c, A, b, K, xs, ts, tr, rec)
         x[lo:hi] = xc
         for r in range(traj.shape[0]):
             traj[r, lo:hi] = tr[r]
@@ -167,9 +175,9 @@ def integrate_mlp(theta, spec, x0, method="rk4", steps=100, t0=0.0, t1=1.0, reco
                   chunk=2048):
     """Solve dx/dt = v_theta(x, t) from x(t0) = x0 (N, D) to t1.
 
-    Returns x(t1) (N, D) and, if ``record`` = R > 0, the trajectory (R', N, D)
-    holding the state every ``steps // R`` steps and, always as its last row,
-    the final state (R' = R + 1 when R divides ``steps``).
+    Returns x(t1) (N, D) and, if ``record`` = R > 0, the trajectory (R + 1, N, D)
+    at the step counts :func:`record_steps` (R is capped at ``steps``); its first
+    row is x0 and its last the final state.
     """
     tab = tableau(method)
     steps = int(steps)
@@ -179,13 +187,10 @@ def integrate_mlp(theta, spec, x0, method="rk4", steps=100, t0=0.0, t1=1.0, reco
     if x.ndim != 2 or x.shape[1] != spec.dim:
         raise FmnumpyError(f"x0 must have shape (N, {spec.dim}), got {x.shape}")
     if record:
-        # rows at steps 0, every, 2 every, ...; the final state is always the last row
-        record = min(int(record), steps)
-        every = steps // record
-        n_rows = steps // every + 1 + (1 if steps % every else 0)
-        traj = np.empty((n_rows, x.shape[0], x.shape[1]), dtype=x.dtype)
+        rec = record_steps(steps, record)
     else:
-        every, traj = 1, np.empty((0, x.shape[0], x.shape[1]), dtype=x.dtype)
+        rec = np.zeros(0, dtype=np.int64)
+    traj = np.empty((rec.shape[0], x.shape[0], x.shape[1]), dtype=x.dtype)
     from .train import single_threaded_blas
     import numba
     # at least one chunk per thread; each chunk runs the whole solve for its particles
@@ -193,9 +198,7 @@ def integrate_mlp(theta, spec, x0, method="rk4", steps=100, t0=0.0, t1=1.0, reco
     blas = single_threaded_blas()
     try:
         _integrate_chunks(theta, spec.sizes, spec.kind, spec.n_freq, x, t0, t1, steps,
-                          tab.c, tab.A, tab.b, traj, every, chunk)
+                          tab.c, tab.A, tab.b, traj, rec, chunk)
     finally:
         blas.restore_original_limits()
-    if record and steps % every:
-        traj[-1] = x
     return (x, traj) if record else x

@@ -126,7 +126,8 @@ def adam_ema_update(theta, dtheta, m, v, ema, k, lr, b1, b2, eps, wd, decoupled,
 def _grad_norm(dtheta):
     s = 0.0
     for i in prange(dtheta.shape[0]):
-        s += float(dtheta[i]) * float(dtheta[i])
+        gi = np.float64(dtheta[i])
+        s += gi * gi
     return np.sqrt(s)
 
 

@@ -77,7 +77,8 @@ def test_exact_ot_chunk_matches_batch_by_batch():
     rng = np.random.default_rng(10)
     x0 = rng.standard_normal((5, 40, 2)).astype(np.float32)
     x1 = (rng.standard_normal((5, 40, 2)) + 2).astype(np.float32)
-    y0, y1 = cp.exact_ot_chunk(x0, x1)
+    y0, y1 = cp.exact_ot.chunk(x0, x1, None)
+    assert cp.exact_ot.chunk is cp.exact_ot_chunk
     assert y1 is x1 and y0.dtype == np.float32
     for c in range(5):
         assert np.array_equal(y0[c], cp.exact_ot(x0[c], x1[c])[0])
@@ -137,10 +138,12 @@ def test_sinkhorn_coupling_draws_pairs_from_the_plan():
     assert (counts * C).sum() / n == pytest.approx((P * C).sum(), abs=5 * sd / np.sqrt(n))
 
 
-def test_sinkhorn_rejects_bad_reg():
+def test_sinkhorn_rejects_bad_options():
     x0, x1 = batch(4)
-    with pytest.raises(FmnumpyError):
+    with pytest.raises(FmnumpyError, match="regularisation"):
         cp.sinkhorn(x0, x1, np.random.default_rng(0), reg=0.0)
+    with pytest.raises(FmnumpyError, match="iteration"):
+        cp.sinkhorn(x0, x1, np.random.default_rng(0), n_iter=0)
 
 
 # ---- registry and the training hook -----------------------------------------------------

@@ -123,9 +123,11 @@ def tiny(monkeypatch):
         monkeypatch.setitem(tiles.TILES, k, v)
 
 
-SPECS = {   # widths that are multiples of no tile; time features on and off
+SPECS = {   # widths that are multiples of no tile; time features on and off; and
+    # widths equal to the padded width (whole tiles: the fast staging path)
     "silu": MLPSpec(2, (9, 17), "silu", n_freq=1),
     "selu": MLPSpec(2, (5,), "selu", n_freq=0),
+    "full": MLPSpec(2, (8, 8), "tanh", n_freq=0),
 }
 
 
@@ -267,10 +269,10 @@ def reference_integrate(theta, spec, x0, method, steps, record=0):
 
 
 @kernels
-@pytest.mark.parametrize("method", list(TABLEAUS))
-def test_sampler(tiny, method):
+@pytest.mark.parametrize("method,name", [(m, "silu") for m in TABLEAUS] + [("euler", "full")])
+def test_sampler(tiny, method, name):
     from fmnumpy.cuda.sampler import cuda_sample
-    spec = SPECS["silu"]
+    spec = SPECS[name]
     theta = init_params(spec.sizes, np.random.default_rng(6))
     x0 = np.random.default_rng(7).standard_normal((7, 2)).astype(np.float32)
     got = cuda_sample(theta, spec, x0, method, 2)

@@ -70,7 +70,7 @@ def make_block_mlp(cfg, D, fastmath):
     UWS = np.uint64(WS)                  # flat distance between rows of ws
     UCOL = tuple(np.uint64(owned_columns(0, j, NCG, TN)) for j in range(TN))
     UC = np.uint64(4 if TN % 4 == 0 else 1)    # column step between column groups
-    U1, U2, U3, U4 = (np.uint64(q) for q in (1, 2, 3, 4))
+    U0, U1, U2, U3, U4 = (np.uint64(q) for q in (0, 1, 2, 3, 4))
     UWS2, UWS3, UWS4 = (np.uint64(q * WS) for q in (2, 3, 4))
 
     @cuda.jit(device=True, fastmath=fastmath)
@@ -84,11 +84,37 @@ def make_block_mlp(cfg, D, fastmath):
             for j in range(TN):
                 acc[i, j] += a[i] * w[j]
 
+    # Staging W: thread tid holds elements e = tid + q NT (q < NLOAD) of the (BK, HP)
+    # k-tile of M.  When NT and HP divide each other (and the tile divides evenly)
+    # the shared position of element q is sbase(tid) + a compile-time constant, and
+    # a whole tile inside W (n_c == HP) is read with one base address per thread:
+    # W's rows k0.. are contiguous (not transposed), or each thread walks down a
+    # column strip of W (transposed).
+    FAST = (BK * HP) % NT == 0 and (HP % NT == 0 or NT % HP == 0) and NT % BK == 0
+    if HP % NT == 0:
+        SOFF_N = tuple(np.uint64((q * NT) // HP * WS + (q * NT) % HP) for q in range(NLOAD))
+    else:
+        SOFF_N = tuple(np.uint64((q * NT) // HP * WS) for q in range(NLOAD))
+    SOFF_T = tuple(np.uint64(q * (NT // BK)) for q in range(NLOAD)) if FAST else (U0,)
+    GOFF_N = tuple(np.uint64(q * NT) for q in range(NLOAD))
+
     @cuda.jit(device=True, fastmath=fastmath)
     def fetch(buf, theta, w_off, n_k, n_c, k0, transposed, tid):
         """Load rows k0..k0+BK of M (W, or W^T when transposed) into this thread's
         registers ``buf``: element e = tid + q NT of the (BK, HP) tile, zero outside M.
         All NLOAD loads are independent, so they are in flight together."""
+        if FAST and n_c == HP and k0 + BK <= n_k:
+            if transposed:              # W[c, k0 + kk]: kk = tid % BK, c = tid // BK + q NT/BK
+                g = uint64(w_off + (tid // BK) * n_k + k0 + tid % BK)
+                gs = uint64((NT // BK) * n_k)
+                for q in range(NLOAD):
+                    buf[q] = theta[g]
+                    g += gs
+            else:                       # rows k0.. of W are contiguous: element e at e
+                g = uint64(w_off + k0 * n_c + tid)
+                for q in range(NLOAD):
+                    buf[q] = theta[g + GOFF_N[q]]
+            return
         for q in range(NLOAD):
             e = tid + q * NT
             if transposed:
@@ -109,6 +135,16 @@ def make_block_mlp(cfg, D, fastmath):
     @cuda.jit(device=True, fastmath=fastmath)
     def stage(buf, w1, transposed, tid):
         """ws <- the tile held in ``buf`` (see :func:`fetch`)."""
+        if FAST:
+            if transposed:
+                sb = uint64((tid % BK) * WS + tid // BK)
+                for q in range(NLOAD):
+                    w1[sb + SOFF_T[q]] = buf[q]
+            else:
+                sb = uint64((tid // HP) * WS + tid % HP)
+                for q in range(NLOAD):
+                    w1[sb + SOFF_N[q]] = buf[q]
+            return
         for q in range(NLOAD):
             e = tid + q * NT
             if e < BK * HP:
@@ -118,15 +154,17 @@ def make_block_mlp(cfg, D, fastmath):
                     w1[(e // HP) * WS + e % HP] = buf[q]
 
     @cuda.jit(device=True, fastmath=fastmath)
-    def tile_matmul(h1, n_k, n_c, theta, w_off, transposed, w1, acc, tid):
-        """acc[i, j] = sum_k hs[rows_i, k] M[k, cols_j] for k < n_k, with M = W
-        (n_k, n_c) when not transposed, else M = W^T for W (n_c, n_k); W is
+    def tile_matmul(h1, n_k, n_c, theta, w_off, transposed, w1, tid):
+        """hs[rows_i, cols_j] <- sum_k hs[rows_i, k] M[k, cols_j] for k < n_k, with
+        M = W (n_k, n_c) when not transposed, else M = W^T for W (n_c, n_k); W is
         theta[w_off:] row-major.  h1, w1: the shared buffers hs (PB, HS) and ws
-        (BK, WS), flat.  hs[:, n_k:HP] must be zero.  The next k-tile of M is
-        loaded into registers while the current one is multiplied.  Ends with a
-        barrier: hs may then be overwritten."""
+        (BK, WS), flat.  hs[:, n_k:HP] must be zero on entry; on return every
+        column < HP holds the product (the caller's epilogue reads back its own
+        elements, so it needs no barrier).  The next k-tile of M is loaded into
+        registers while the current one is multiplied."""
         rg = tid // NCG
         cg = tid % NCG
+        acc = cuda.local.array((TM, TN), float32)
         a = cuda.local.array(TM, float32)
         w = cuda.local.array(TN, float32)
         buf = cuda.local.array(NLOAD, float32)
@@ -151,6 +189,12 @@ def make_block_mlp(cfg, D, fastmath):
                 ka += U4
                 kb += UWS4
             cuda.syncthreads()
+        # the block's registers hold the whole product: overwrite hs with it
+        ka = uint64(rg * HS)
+        kb = uint64(cg) * UC
+        for i in range(TM):
+            for j in range(TN):
+                h1[ka + uint64(i) * URS + kb + UCOL[j]] = acc[i, j]
 
     @cuda.jit(device=True, fastmath=fastmath)
     def narrow_linear(hs, n_in, theta, w_off, b_off, red, out, tid):

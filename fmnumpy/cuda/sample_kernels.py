@@ -44,7 +44,6 @@ def make_rk_mlp(cfg, D, fastmath):
         red = cuda.shared.array(RED, float32)
         xs = cuda.shared.array((PB, D), float32)          # particle states
         ks = cuda.shared.array((SMAX, PB, D), float32)    # stage velocities
-        acc = cuda.local.array((TM, TN), float32)
         xin = cuda.local.array(D, float32)
         tid = cuda.threadIdx.x
         rg = tid // NCG
@@ -77,13 +76,13 @@ def make_rk_mlp(cfg, D, fastmath):
                 for l in range(L - 1):
                     n_in = lay[l, N_IN]
                     n_out = lay[l, N_OUT]
-                    tile_matmul(h1, n_in, n_out, theta, lay[l, W_OFF], False, w1, acc, tid)
+                    tile_matmul(h1, n_in, n_out, theta, lay[l, W_OFF], False, w1, tid)
                     for i in range(TM):
                         r = rg + i * NRG
                         for j in range(TN):
                             col = col_of(cg, j, NCG, TN)
                             if col < n_out:
-                                hs[r, col] = act(acc[i, j] + theta[lay[l, B_OFF] + col], kind)
+                                hs[r, col] = act(hs[r, col] + theta[lay[l, B_OFF] + col], kind)
                             else:
                                 hs[r, col] = 0.0    # whole k-tiles read zeros
                     cuda.syncthreads()

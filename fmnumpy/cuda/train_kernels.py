@@ -64,7 +64,6 @@ def make_forward_backward(cfg, D, fastmath):
         vs = cuda.shared.array((PB, D), float32)       # prediction v
         red = cuda.shared.array(RED, float32)
         red64 = cuda.shared.array(NT, float64)
-        acc = cuda.local.array((TM, TN), float32)
         xt = cuda.local.array(D, float32)
         tid = cuda.threadIdx.x
         rg = tid // NCG
@@ -120,14 +119,14 @@ def make_forward_backward(cfg, D, fastmath):
         for l in range(L - 1):
             n_in = lay[l, N_IN]
             n_out = lay[l, N_OUT]
-            tile_matmul(h1, n_in, n_out, theta, lay[l, W_OFF], False, w1, acc, tid)
+            tile_matmul(h1, n_in, n_out, theta, lay[l, W_OFF], False, w1, tid)
             for i in range(TM):
                 r = rg + i * NRG
                 row = row0 + r
                 for j in range(TN):
                     col = col_of(cg, j, NCG, TN)
                     if col < n_out:
-                        z = acc[i, j] + theta[lay[l, B_OFF] + col]
+                        z = hs[r, col] + theta[lay[l, B_OFF] + col]
                         a = act(z, kind)
                         hs[r, col] = a
                         if row < B:
@@ -165,7 +164,7 @@ def make_forward_backward(cfg, D, fastmath):
         for l in range(L - 1, 0, -1):
             n_in = lay[l, N_IN]
             n_out = lay[l, N_OUT]
-            tile_matmul(h1, n_out, n_in, theta, lay[l, W_OFF], True, w1, acc, tid)
+            tile_matmul(h1, n_out, n_in, theta, lay[l, W_OFF], True, w1, tid)
             for i in range(TM):
                 r = rg + i * NRG
                 row = row0 + r
@@ -175,7 +174,7 @@ def make_forward_backward(cfg, D, fastmath):
                     if col < n_in:
                         if row < B:
                             zp = work[lay[l - 1, Z_OFF] + row * n_in + col]
-                            dz = acc[i, j] * dact(zp, kind)
+                            dz = hs[r, col] * dact(zp, kind)
                             work[lay[l - 1, DZ_OFF] + row * n_in + col] = dz
                     hs[r, col] = dz
             cuda.syncthreads()
