@@ -14,6 +14,7 @@ import numpy as np
 
 from . import datasets
 from .checkpoint import load_checkpoint, save_checkpoint
+from .couplings import get_coupling
 from .config import DTYPE
 from .errors import FmnumpyError
 from .mlp import MLPSpec, init_params
@@ -29,6 +30,7 @@ DEFAULTS = dict(
     activation="silu", time_freqs=0, lr=2e-3, weight_decay=0.0, optimizer="adamw",
     clip=1.0, ema_decay=0.999, warmup=500, schedule="cosine", lr_min=1e-5,
     sigma_min=0.0, seed=0, method="rk4", sample_steps=100, n_samples=2000,
+    coupling="independent",
 )
 
 
@@ -58,7 +60,8 @@ class FlowMatcher:
                  clip=DEFAULTS["clip"], ema_decay=DEFAULTS["ema_decay"],
                  warmup=DEFAULTS["warmup"], schedule=DEFAULTS["schedule"],
                  lr_min=DEFAULTS["lr_min"], sigma_min=DEFAULTS["sigma_min"],
-                 seed=DEFAULTS["seed"], threads=None):
+                 coupling=DEFAULTS["coupling"], coupling_options=None,
+                 seed=DEFAULTS["seed"], threads=None, device="cpu"):
         if optimizer not in ("adam", "adamw"):
             raise FmnumpyError(f"unknown optimizer {optimizer!r}; choose one of: adam, adamw")
         self.hidden = tuple(int(h) for h in hidden)
@@ -72,6 +75,12 @@ class FlowMatcher:
         self.sigma_min = float(sigma_min)
         if not 0.0 <= self.sigma_min < 1.0:
             raise FmnumpyError(f"sigma_min must be in [0, 1), got {sigma_min}")
+        self.coupling = str(coupling)
+        self.coupling_options = dict(coupling_options or {})
+        get_coupling(self.coupling, **self.coupling_options)       # validate early
+        if device not in ("cpu", "cuda"):
+            raise FmnumpyError(f"unknown device {device!r}; choose one of: cpu, cuda")
+        self.device = device
         self.seed = int(seed)
         self.threads = threads
         MLPSpec(2, self.hidden, activation, self.time_freqs)   # validate early
@@ -147,7 +156,10 @@ class FlowMatcher:
         return self
 
     def _coupling(self):
-        return None
+        """The minibatch coupling of (x0, x1), or None for independent pairs."""
+        if self.coupling == "independent":
+            return None
+        return get_coupling(self.coupling, **self.coupling_options)
 
     # -- sampling ---------------------------------------------------------------------
     def velocity(self, x, t, ema=True):
@@ -188,7 +200,7 @@ class FlowMatcher:
                     extra=self._extra_meta())
 
     def _extra_meta(self):
-        return {}
+        return {"coupling": self.coupling, "coupling_options": self.coupling_options}
 
     def save(self, path):
         """Write the whole training state to ``path`` (.npz), atomically."""
@@ -232,7 +244,8 @@ class FlowMatcher:
         return fm
 
     def _load_extra(self, extra):
-        pass
+        self.coupling = extra.get("coupling", "independent")
+        self.coupling_options = dict(extra.get("coupling_options", {}))
 
     def __repr__(self):
         state = f", step={self.step_}" if self.spec_ is not None else ""

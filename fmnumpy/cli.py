@@ -85,6 +85,11 @@ def build_parser():
     t.add_argument("--schedule", default=DEFAULTS["schedule"], choices=("constant", "cosine"))
     t.add_argument("--sigma-min", type=float, default=DEFAULTS["sigma_min"],
                    help="Lipman's sigma_min of the path (default %(default)s)")
+    t.add_argument("--coupling", default=DEFAULTS["coupling"],
+                   help="pairing of noise and data in a batch: independent, ot (exact "
+                   "minibatch optimal transport) or sinkhorn (default %(default)s)")
+    t.add_argument("--sinkhorn-reg", type=float, default=None,
+                   help="entropic regularisation of --coupling sinkhorn (default 0.05)")
     t.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="random seed "
                    "(default %(default)s)")
     t.add_argument("--out", default="results", help="output folder (default %(default)s)")
@@ -145,7 +150,10 @@ def cmd_train(a):
         fm = FlowMatcher(hidden=a.hidden, activation=a.activation, time_freqs=a.time_freqs,
                          lr=a.lr, optimizer=a.optimizer, weight_decay=a.weight_decay,
                          clip=a.clip, ema_decay=a.ema_decay, warmup=a.warmup,
-                         schedule=a.schedule, sigma_min=a.sigma_min, seed=a.seed)
+                         schedule=a.schedule, sigma_min=a.sigma_min, seed=a.seed,
+                         coupling=a.coupling,
+                         coupling_options=({"reg": a.sinkhorn_reg}
+                                           if a.sinkhorn_reg is not None else None))
     if a.steps is None:
         a.steps = (fm.total_steps_ if a.resume and fm.total_steps_ else DEFAULTS["steps"])
     if a.batch_size is None:

@@ -254,6 +254,7 @@ def sinkhorn(x0, x1, rng, reg=0.05, n_iter=200, tol=1e-4):
 
 COUPLINGS = {
     "independent": independent,
+    "ot": exact_ot,             # the short name: exact minibatch OT
     "exact_ot": exact_ot,
     "sinkhorn": sinkhorn,
 }

@@ -42,8 +42,12 @@ class BatchStream:
         self.x0 = rng.standard_normal((C, B, D)).astype(self.dtype)
         self.t = rng.random((C, B)).astype(self.dtype)
         if self.coupling is not None:
-            for c in range(C):
-                self.x0[c], self.x1[c] = self.coupling(self.x0[c], self.x1[c], rng)
+            whole = getattr(self.coupling, "chunk", None)     # all C batches in one call
+            if whole is not None:
+                self.x0, self.x1 = whole(self.x0, self.x1, rng)
+            else:
+                for c in range(C):
+                    self.x0[c], self.x1[c] = self.coupling(self.x0[c], self.x1[c], rng)
         self.chunk = k
 
     def batch_at(self, step):

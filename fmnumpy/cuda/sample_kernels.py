@@ -23,8 +23,9 @@ SMAX = 4      # stages of the largest tableau (rk4)
 
 
 @functools.lru_cache(maxsize=None)
-def make_rk_mlp(cfg, D, fastmath):
-    """The fused sampler kernel for block layout ``cfg`` and data dimension D."""
+def make_rk_mlp(cfg, D, fastmath, max_registers=0):
+    """The fused sampler kernel for block layout ``cfg`` and data dimension D
+    (``max_registers`` > 0 caps the registers per thread)."""
     from numba import float32
     act = device_functions(fastmath).act
     mlp = make_block_mlp(cfg, D, fastmath)
@@ -34,7 +35,7 @@ def make_rk_mlp(cfg, D, fastmath):
         cfg.NT, cfg.HS
     RED, HSIZE, WSIZE = mlp.RED, mlp.HSIZE, mlp.WSIZE
 
-    @cuda.jit(fastmath=fastmath)
+    @cuda.jit(fastmath=fastmath, **({"max_registers": max_registers} if max_registers else {}))
     def rk_mlp(theta, lay, tab, x, traj, t0, h, steps, every, n_rec, n_freq, kind):
         """Integrate x (N, D) in place from t0 with ``steps`` steps of size h; if
         n_rec > 0, traj[0] = x(t0) and traj[r] = x after r * every steps."""

@@ -29,6 +29,7 @@ TILES = {
     "wg_tm": 8, "wg_tn": 8,       # register tile per thread
     "wg_bk": 8,                   # batch rows staged per k-tile
     "wg_target_blocks": 264,      # split the batch until the grid has about this many blocks
+    "max_registers": 0,           # cap for the fused MLP kernels (0: the compiler's choice)
     # generic
     "max_grid": 1024,             # grid-stride kernels (reduction, Adam) use at most this many blocks
 }

@@ -39,8 +39,9 @@ DATA_2SPIRALS = 2    # everything drawn on the device (D = 2)
 
 
 @functools.lru_cache(maxsize=None)
-def make_forward_backward(cfg, D, fastmath):
-    """The fused forward + loss + backward-data kernel for block layout ``cfg``."""
+def make_forward_backward(cfg, D, fastmath, max_registers=0):
+    """The fused forward + loss + backward-data kernel for block layout ``cfg``
+    (``max_registers`` > 0 caps the registers per thread)."""
     from numba import float32, float64
     from numba.cuda.random import xoroshiro128p_normal_float32, xoroshiro128p_uniform_float32
     dev = device_functions(fastmath)
@@ -54,7 +55,7 @@ def make_forward_backward(cfg, D, fastmath):
     RED, HSIZE, WSIZE = mlp.RED, mlp.HSIZE, mlp.WSIZE
     DK = (D + BK - 1) // BK * BK
 
-    @cuda.jit(fastmath=fastmath)
+    @cuda.jit(fastmath=fastmath, **({"max_registers": max_registers} if max_registers else {}))
     def forward_backward(state, lay, work, rng, xin, stats, c, B, n_freq, sigma_min,
                          data_mode, kind):
         h1 = cuda.shared.array(HSIZE, float32, alignment=16)    # activations / gradients

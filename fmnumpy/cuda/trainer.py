@@ -62,7 +62,7 @@ class CudaTrainer:
         self.rows_per_split = -(-rows // self.wg.BK) * self.wg.BK
         self.S = -(-self.B // self.rows_per_split)
 
-        self.k_fb = make_forward_backward(self.cfg, self.D, fm)
+        self.k_fb = make_forward_backward(self.cfg, self.D, fm, int(TILES["max_registers"]))
         self.k_wg = make_weight_grad(self.wg, fm)
         self.k_red = make_reduce_grad(self.NT, fm)
         self.k_adam = make_adam_ema(fm)
@@ -109,26 +109,33 @@ class CudaTrainer:
                     v=host[V].copy(), ema=host[EMA].copy())
 
     # -- launches -------------------------------------------------------------------
+    def launchers(self, c, k):
+        """The four launches of 1-based step k at chunk position c, as zero-argument
+        callables in order (forward_backward, weight_grad, reduce_grad, adam_ema)."""
+        spec, opt = self.spec, self.opt
+        b1, b2 = opt.betas
+        nb = -(-self.B // self.cfg.PB)
+        g = grid_stride_blocks(self.P, self.NT)
+        return (
+            lambda: self.k_fb[nb, self.cfg.NT](
+                self.state, self.lay, self.work, self.rng, self.xin, self.stats, c, self.B,
+                spec.n_freq, self.sigma_min, self.mode_now, spec.kind),
+            lambda: self.k_wg[(self.n_tiles, self.S), self.wg.NT](
+                self.lay, self.work, self.part, self.B, self.rows_per_split),
+            lambda: self.k_red[g, self.NT](self.part, self.state, self.stats, c),
+            lambda: self.k_adam[g, self.NT](
+                self.state, self.stats, self.sched, c, k, self.bad, b1, b2, opt.eps,
+                opt.weight_decay, 1 if opt.decoupled else 0, opt.clip))
+
     def _gradient(self, c):
         """Launches of loss and dtheta for chunk position c (stats[c] must be zero)."""
-        spec = self.spec
-        nb = -(-self.B // self.cfg.PB)
-        self.k_fb[nb, self.cfg.NT](self.state, self.lay, self.work, self.rng, self.xin,
-                                   self.stats, c, self.B, spec.n_freq, self.sigma_min,
-                                   self.mode_now, spec.kind)
-        self.k_wg[(self.n_tiles, self.S), self.wg.NT](self.lay, self.work, self.part, self.B,
-                                                      self.rows_per_split)
-        self.k_red[grid_stride_blocks(self.P, self.NT), self.NT](self.part, self.state,
-                                                                 self.stats, c)
+        for launch in self.launchers(c, 0)[:3]:
+            launch()
 
     def _step(self, c, k):
         """All launches of 1-based step k at chunk position c."""
-        opt = self.opt
-        b1, b2 = opt.betas
-        self._gradient(c)
-        self.k_adam[grid_stride_blocks(self.P, self.NT), self.NT](
-            self.state, self.stats, self.sched, c, k, self.bad, b1, b2, opt.eps,
-            opt.weight_decay, 1 if opt.decoupled else 0, opt.clip)
+        for launch in self.launchers(c, k):
+            launch()
 
     def _schedule(self, k_first, n, total):
         opt = self.opt
