@@ -50,8 +50,9 @@ def shrink_tiles():
     """Smoke runs: the tiny tiles of tests/test_cuda.py (the simulator is slow)."""
     from fmnumpy.cuda import tiles
     config.CUDA_THREADS_PER_BLOCK = 8
-    tiles.TILES.update(mlp_tm=2, mlp_tn=4, mlp_bk=4, mlp_bk_small=8, min_blocks=3, wg_bm=8,
-                       wg_bn=8, wg_tm=4, wg_tn=2, wg_bk=4, wg_target_blocks=24, max_grid=4)
+    tiles.TILES.update(mlp_tm=2, mlp_tn=4, mlp_bk=4, mlp_bk_small=8, mlp_stage_regs=4,
+                       min_blocks=3, mlp_threads_narrow=8, max_registers=0, wg_bm=8, wg_bn=8,
+                       wg_tm=4, wg_tn=2, wg_bk=4, wg_target_blocks=24, max_grid=4)
 
 
 # ---- the PyTorch reference ------------------------------------------------------------
@@ -173,10 +174,14 @@ def kernel_info(trainer=None, sampler=None):
                   reduce_grad=trainer.k_red, adam_ema=trainer.k_adam)
     if sampler is not None:
         ks["rk_mlp"] = sampler.kernel
+    def one(v):          # {signature: value} for a kernel compiled once
+        return next(iter(v.values())) if isinstance(v, dict) and len(v) == 1 else str(v)
+
     for name, k in ks.items():
         try:
-            out[name] = dict(regs=k.get_regs_per_thread(), local=k.get_local_mem_per_thread(),
-                             shared=k.get_shared_mem_per_block())
+            out[name] = dict(regs=one(k.get_regs_per_thread()),
+                             local=one(k.get_local_mem_per_thread()),
+                             shared=one(k.get_shared_mem_per_block()))
         except Exception as e:   # simulator, or an API difference
             out[name] = str(e)[:80]
     return out
@@ -203,8 +208,8 @@ def validate(torch, dev, cfg, res):
     tl = torch_loss(torch, model, *tt)
     tl.backward()
     tg = torch_flat_grad(torch, model)
-    res["validation"]["loss"] = dict(fmnumpy=loss, torch=float(tl),
-                                     rel_diff=abs(loss - float(tl)) / abs(float(tl)))
+    tl = float(tl.detach())
+    res["validation"]["loss"] = dict(fmnumpy=loss, torch=tl, rel_diff=abs(loss - tl) / abs(tl))
     res["validation"]["grad_max_rel_diff"] = float(np.abs(grad - tg).max() / np.abs(tg).max())
 
     # one Adam step
@@ -321,6 +326,89 @@ def bench_sample(torch, dev, cfg, name, method, steps, sync_all):
     return out
 
 
+# ---- sweep: tile variants and per-kernel times (for tuning TILES) ----------------------
+
+SWEEP = (("default", {}, None), ("maxreg168", {"max_registers": 168}, None),
+         ("maxreg128", {"max_registers": 128}, None), ("tm4", {"mlp_tm": 4}, None),
+         ("nt256", {}, 256), ("tn4", {"mlp_tn": 4}, None), ("bk16_tm4", {"mlp_tm": 4, "mlp_bk": 16}, None))
+WG_SWEEP = (("wg128x128_8x8", {}), ("wg64x64_4x4", dict(wg_bm=64, wg_bn=64, wg_tm=4, wg_tn=4)),
+            ("wg128x64_8x4", dict(wg_bm=128, wg_bn=64, wg_tm=8, wg_tn=4)))
+
+
+def with_tiles(tiles, threads, fn):
+    from fmnumpy.cuda import tiles as T
+    saved, saved_t = dict(T.TILES), config.CUDA_THREADS_PER_BLOCK
+    T.TILES.update(tiles)
+    if threads:
+        config.CUDA_THREADS_PER_BLOCK = threads
+    try:
+        return fn()
+    finally:
+        T.TILES.clear()
+        T.TILES.update(saved)
+        config.CUDA_THREADS_PER_BLOCK = saved_t
+
+
+def sweep(cfg, sync_all, res, dump):
+    from fmnumpy.cuda.device import cuda_module
+    from fmnumpy.cuda.sampler import CudaSampler
+    from fmnumpy.cuda.trainer import CudaTrainer
+    cu = cuda_module()
+    N = cfg["particles"]
+    x0 = np.random.default_rng(1).standard_normal((N, 2)).astype(np.float32)
+    steps = 100 if not SMOKE else 2
+    res["sweep"] = []
+    for name, tiles, threads in (SWEEP[:2] if SMOKE else SWEEP):
+        for model in ("A", "B"):
+            def run():
+                spec = spec_of(model)
+                theta = init_params(spec.sizes, np.random.default_rng(0))
+                smp = CudaSampler(theta, spec)
+                x_d = cu.to_device(x0)
+                t_c = timed(lambda: smp.integrate(x_d, "euler", steps), sync_all)
+                ts = [timed(lambda: smp.integrate(x_d, "euler", steps), sync_all)
+                      for _ in range(2)]
+                return dict(variant=name, model=model, cfg=smp.cfg._asdict(),
+                            seconds=min(ts), first_s=t_c,
+                            tflops=2 * spec.n_params * N * steps / min(ts) / 1e12,
+                            kernel=kernel_info(sampler=smp).get("rk_mlp"))
+            try:
+                r = with_tiles(tiles, threads, run)
+            except Exception as e:
+                r = dict(variant=name, model=model, error=repr(e)[:300])
+            res["sweep"].append(r)
+            print("sweep", r, flush=True)
+            dump()
+    B = cfg["train"][-1][1]
+    train_variants = (("default", {}), ("maxreg168", {"max_registers": 168})) + WG_SWEEP[1:]
+    for name, tiles in (train_variants[::3] if SMOKE else train_variants):
+        def run():
+            spec = spec_of("B")
+            theta = init_params(spec.sizes, np.random.default_rng(0))
+            tr = CudaTrainer(spec, adam(), B, data="2spirals")
+            tr.set_state(theta, 0 * theta, 0 * theta, theta)
+            tr.run(0, 2, 100)
+            tr._begin(0, 1, 3, 100)
+            tr.mode_now = tr.mode
+            parts = tr.launchers(0, 3)
+            times = {}
+            for pname, launch in zip(("forward_backward", "weight_grad", "reduce_grad",
+                                      "adam_ema"), parts):
+                n = 20 if not SMOKE else 1
+                times[pname] = timed(lambda: [launch() for _ in range(n)], sync_all) / n
+            st = timed(lambda: tr.run(0, 40 if not SMOKE else 2, 100), sync_all)
+            return dict(variant=name, batch=B, kernel_ms={k: v * 1e3 for k, v in times.items()},
+                        steps_per_s=(40 if not SMOKE else 2) / st, cfg=tr.cfg._asdict(),
+                        wg=tr.wg._asdict(), splits=tr.S, kernels=kernel_info(trainer=tr))
+        try:
+            r = with_tiles(tiles, None, run)
+        except Exception as e:
+            r = dict(variant=name, error=repr(e)[:300])
+        res["sweep"].append(r)
+        print("sweep", r, flush=True)
+        dump()
+
+
 # ---- report ----------------------------------------------------------------------------
 
 def versions(torch):
@@ -359,6 +447,20 @@ def markdown(res):
                      f"{r['fmnumpy']['seconds']:.4f} | {r['torch']['seconds']:.4f} | "
                      f"{r['fmnumpy']['tflops']:.2f} | {r['torch']['tflops']:.2f} | "
                      f"{r['compile_s']:.1f} |")
+    if res.get("sweep"):
+        lines += ["", "## sweep (tile variants)", "", "| variant | workload | result | regs/local |",
+                  "|---|---|---|---|"]
+        for r in res["sweep"]:
+            if "error" in r:
+                lines.append(f"| {r['variant']} | | error {r['error'][:80]} | |")
+            elif "model" in r:
+                k = r.get("kernel") or {}
+                lines.append(f"| {r['variant']} | sample {r['model']} euler | {r['seconds']:.4f} s "
+                             f"({r['tflops']:.1f} TFLOP/s) | {k.get('regs') if isinstance(k, dict) else k}"
+                             f"/{k.get('local') if isinstance(k, dict) else ''} |")
+            else:
+                lines.append(f"| {r['variant']} | train B={r['batch']} | {r['steps_per_s']:.0f} "
+                             f"steps/s, ms {r['kernel_ms']} | |")
     if res["errors"]:
         lines += ["", "errors:"] + [f"- {e[:300]}" for e in res["errors"]]
     return "\n".join(lines) + "\n"
@@ -367,10 +469,14 @@ def markdown(res):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--smoke", action="store_true", help="tiny sizes (CUDA simulator, CPU torch)")
-    ap.add_argument("--only", default="", help="comma list of: validate,train,sample")
+    ap.add_argument("--only", default="", help="comma list of: validate,train,sample,sweep "
+                    "(default: all but sweep)")
     a = ap.parse_args(argv)
     cfg = QUICK if a.smoke else FULL
     only = set(a.only.split(",")) if a.only else {"validate", "train", "sample"}
+    out_dir = os.environ.get("OUT") or os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                    "results")
+    os.makedirs(out_dir, exist_ok=True)
     if a.smoke:
         shrink_tiles()
     import torch
@@ -395,13 +501,18 @@ def main(argv=None):
     from fmnumpy.cuda.tiles import TILES
     res["config"]["tiles"] = dict(TILES)
     t_all = time.perf_counter()
+
+    def dump():           # after every workload: a later failure or time-out loses nothing
+        with open(os.path.join(out_dir, "gpu.json"), "w") as f:
+            json.dump(res, f, indent=1, default=str)
+
     if "validate" in only:
         try:
             validate(torch, dev, cfg, res)
         except Exception:
             res["errors"].append("validate: " + traceback.format_exc())
-        print("validation", {k: v for k, v in res["validation"].items()
-                             if not k.startswith("kernels")}, flush=True)
+        print("validation", res["validation"], flush=True)
+        dump()
     if "train" in only:
         for name, B in cfg["train"]:
             try:
@@ -411,6 +522,7 @@ def main(argv=None):
                 res["errors"].append(f"train {name} {B}: " + traceback.format_exc())
             res["train"].append(r)
             print("train", r, flush=True)
+            dump()
     if "sample" in only:
         for name, method, steps in cfg["sample"]:
             try:
@@ -420,12 +532,14 @@ def main(argv=None):
                 res["errors"].append(f"sample {name} {method}: " + traceback.format_exc())
             res["sample"].append(r)
             print("sample", r, flush=True)
+            dump()
+    if "sweep" in only:
+        try:
+            sweep(cfg, sync_all, res, dump)
+        except Exception:
+            res["errors"].append("sweep: " + traceback.format_exc())
     res["total_s"] = time.perf_counter() - t_all
-    out_dir = os.environ.get("OUT") or os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                                    "results")
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "gpu.json"), "w") as f:
-        json.dump(res, f, indent=1, default=str)
+    dump()
     md = markdown(res)
     with open(os.path.join(out_dir, "gpu.md"), "w") as f:
         f.write(md)

@@ -149,13 +149,14 @@ def test_sinkhorn_rejects_bad_options():
 # ---- registry and the training hook -----------------------------------------------------
 
 def test_registry():
-    assert set(cp.COUPLINGS) == {"independent", "exact_ot", "sinkhorn"}
+    assert set(cp.COUPLINGS) == {"independent", "ot", "exact_ot", "sinkhorn"}
+    assert cp.get_coupling("ot") is cp.exact_ot
     x0, x1 = batch(5)
     assert cp.get_coupling("independent")(x0, x1, None) == (x0, x1)
     sb = cp.get_coupling("sinkhorn", reg=2 * 0.5**2)
     assert sb.keywords == {"reg": 0.5}
     with pytest.raises(FmnumpyError, match="exact_ot, sinkhorn"):
-        cp.get_coupling("ot")
+        cp.get_coupling("optimal")
     with pytest.raises(FmnumpyError, match="reg"):
         cp.get_coupling("exact_ot", reg=1.0)
 

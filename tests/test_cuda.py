@@ -112,14 +112,18 @@ def test_spiral_point_is_the_2spirals_formula():
 
 # ---- kernels ---------------------------------------------------------------------------
 
-@pytest.fixture
-def tiny(monkeypatch):
-    """Tiny launch settings: a handful of threads, tiles of 2-8."""
+TINY = dict(mlp_tm=2, mlp_tn=4, mlp_bk=4, mlp_bk_small=8, mlp_stage_regs=16, min_blocks=3,
+            mlp_threads_narrow=8, max_registers=0, wg_bm=8, wg_bn=8, wg_tm=4, wg_tn=2, wg_bk=4,
+            wg_target_blocks=24, max_grid=4)
+
+
+@pytest.fixture(params=[16, 2], ids=["prefetch", "chunked"])
+def tiny(monkeypatch, request):
+    """Tiny launch settings: a handful of threads, tiles of 2-8; W staged through 16
+    registers (whole k-tiles, the next one prefetched) or 2 (k-tiles in chunks)."""
     from fmnumpy.cuda import tiles
     monkeypatch.setattr(config, "CUDA_THREADS_PER_BLOCK", 8)
-    for k, v in dict(mlp_tm=2, mlp_tn=4, mlp_bk=4, mlp_bk_small=8, min_blocks=3, wg_bm=8,
-                     wg_bn=8, wg_tm=4, wg_tn=2, wg_bk=4, wg_target_blocks=24,
-                     max_grid=4).items():
+    for k, v in dict(TINY, mlp_stage_regs=request.param).items():
         monkeypatch.setitem(tiles.TILES, k, v)
 
 

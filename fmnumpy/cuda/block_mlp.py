@@ -45,9 +45,10 @@ def owned_columns(cg, j, NCG, TN):
 
 
 @functools.lru_cache(maxsize=None)
-def make_block_mlp(cfg, D, fastmath):
+def make_block_mlp(cfg, D, fastmath, stage_regs=16):
     """Device functions for block layout ``cfg`` (``tiles.MlpConfig``) and output
-    width D.  Returns a namespace with ``tile_matmul``, ``narrow_linear``,
+    width D; ``stage_regs`` bounds the registers a thread stages W through.
+    Returns a namespace with ``tile_matmul``, ``narrow_linear``,
     ``features``, ``shared_buffers`` and the compile-time constants."""
     import numpy as np
     from numba import float32, uint64
@@ -62,6 +63,9 @@ def make_block_mlp(cfg, D, fastmath):
     RED = max(NT, NP * NS)               # shared scratch for the narrow layer's partial sums
     col_of = cuda.jit(device=True)(owned_columns)
     NLOAD = -(-BK * HP // NT)            # elements of a W k-tile per thread
+    U0, U1, U2, U3, U4 = (np.uint64(q) for q in (0, 1, 2, 3, 4))
+    QCH = min(NLOAD, stage_regs)         # ... staged QCH at a time (registers, not memory)
+    NCH = -(-NLOAD // QCH)               # chunks per k-tile; 1: prefetch the next k-tile
 
     # Hot-loop indexing: flat views and unsigned offsets, so that every load is a
     # register base plus a compile-time constant (signed indices would add
@@ -70,7 +74,6 @@ def make_block_mlp(cfg, D, fastmath):
     UWS = np.uint64(WS)                  # flat distance between rows of ws
     UCOL = tuple(np.uint64(owned_columns(0, j, NCG, TN)) for j in range(TN))
     UC = np.uint64(4 if TN % 4 == 0 else 1)    # column step between column groups
-    U0, U1, U2, U3, U4 = (np.uint64(q) for q in (0, 1, 2, 3, 4))
     UWS2, UWS3, UWS4 = (np.uint64(q * WS) for q in (2, 3, 4))
 
     @cuda.jit(device=True, fastmath=fastmath)
@@ -84,39 +87,43 @@ def make_block_mlp(cfg, D, fastmath):
             for j in range(TN):
                 acc[i, j] += a[i] * w[j]
 
-    # Staging W: thread tid holds elements e = tid + q NT (q < NLOAD) of the (BK, HP)
-    # k-tile of M.  When NT and HP divide each other (and the tile divides evenly)
-    # the shared position of element q is sbase(tid) + a compile-time constant, and
-    # a whole tile inside W (n_c == HP) is read with one base address per thread:
-    # W's rows k0.. are contiguous (not transposed), or each thread walks down a
-    # column strip of W (transposed).
-    FAST = (BK * HP) % NT == 0 and (HP % NT == 0 or NT % HP == 0) and NT % BK == 0
+    # Staging W: thread tid holds elements e = tid + (qc QCH + q) NT (q < QCH) of the
+    # (BK, HP) k-tile of M in chunk qc.  When NT and HP divide each other (and the
+    # tile and chunks divide evenly) the shared position is sbase(tid) + qc * a
+    # constant + a constant per q, and a whole tile inside W (n_c == HP) is read
+    # from one base address per thread: W's rows k0.. are contiguous (not
+    # transposed), or each thread walks down a column strip of W (transposed).
+    FAST = ((BK * HP) % NT == 0 and NT % BK == 0 and NLOAD % QCH == 0
+            and (NT % HP == 0 or (HP % NT == 0 and (QCH * NT) % HP == 0)))
     if HP % NT == 0:
-        SOFF_N = tuple(np.uint64((q * NT) // HP * WS + (q * NT) % HP) for q in range(NLOAD))
+        SOFF_N = tuple(np.uint64((q * NT) // HP * WS + (q * NT) % HP) for q in range(QCH))
     else:
-        SOFF_N = tuple(np.uint64((q * NT) // HP * WS) for q in range(NLOAD))
-    SOFF_T = tuple(np.uint64(q * (NT // BK)) for q in range(NLOAD)) if FAST else (U0,)
-    GOFF_N = tuple(np.uint64(q * NT) for q in range(NLOAD))
+        SOFF_N = tuple(np.uint64((q * NT) // HP * WS) for q in range(QCH))
+    SOFF_T = tuple(np.uint64(q * (NT // BK)) if FAST else 0 for q in range(QCH))
+    GOFF_N = tuple(np.uint64(q * NT) for q in range(QCH))
+    UQN = np.uint64(QCH * NT)                            # global step per chunk (rows of W)
+    USN = np.uint64((QCH * NT) // HP * WS)               # shared step per chunk
+    UST = np.uint64(QCH * (NT // BK)) if FAST else U0    # shared step per chunk, W^T
 
     @cuda.jit(device=True, fastmath=fastmath)
-    def fetch(buf, theta, w_off, n_k, n_c, k0, transposed, tid):
-        """Load rows k0..k0+BK of M (W, or W^T when transposed) into this thread's
-        registers ``buf``: element e = tid + q NT of the (BK, HP) tile, zero outside M.
-        All NLOAD loads are independent, so they are in flight together."""
+    def fetch(buf, theta, w_off, n_k, n_c, k0, transposed, tid, qc):
+        """Load chunk qc of rows k0..k0+BK of M (W, or W^T when transposed) into this
+        thread's registers ``buf``, zero outside M.  The QCH loads are independent,
+        so they are in flight together."""
         if FAST and n_c == HP and k0 + BK <= n_k:
             if transposed:              # W[c, k0 + kk]: kk = tid % BK, c = tid // BK + q NT/BK
-                g = uint64(w_off + (tid // BK) * n_k + k0 + tid % BK)
                 gs = uint64((NT // BK) * n_k)
-                for q in range(NLOAD):
+                g = uint64(w_off + (tid // BK) * n_k + k0 + tid % BK) + uint64(qc * QCH) * gs
+                for q in range(QCH):
                     buf[q] = theta[g]
                     g += gs
             else:                       # rows k0.. of W are contiguous: element e at e
-                g = uint64(w_off + k0 * n_c + tid)
-                for q in range(NLOAD):
+                g = uint64(w_off + k0 * n_c + tid) + uint64(qc) * UQN
+                for q in range(QCH):
                     buf[q] = theta[g + GOFF_N[q]]
             return
-        for q in range(NLOAD):
-            e = tid + q * NT
+        for q in range(QCH):
+            e = tid + (qc * QCH + q) * NT
             if transposed:
                 kk = e % BK              # consecutive threads walk along a row of W
                 c = e // BK
@@ -133,20 +140,20 @@ def make_block_mlp(cfg, D, fastmath):
             buf[q] = val
 
     @cuda.jit(device=True, fastmath=fastmath)
-    def stage(buf, w1, transposed, tid):
-        """ws <- the tile held in ``buf`` (see :func:`fetch`)."""
+    def stage(buf, w1, transposed, tid, qc):
+        """ws <- chunk qc of the tile, held in ``buf`` (see :func:`fetch`)."""
         if FAST:
             if transposed:
-                sb = uint64((tid % BK) * WS + tid // BK)
-                for q in range(NLOAD):
+                sb = uint64((tid % BK) * WS + tid // BK) + uint64(qc) * UST
+                for q in range(QCH):
                     w1[sb + SOFF_T[q]] = buf[q]
             else:
-                sb = uint64((tid // HP) * WS + tid % HP)
-                for q in range(NLOAD):
+                sb = uint64((tid // HP) * WS + tid % HP) + uint64(qc) * USN
+                for q in range(QCH):
                     w1[sb + SOFF_N[q]] = buf[q]
             return
-        for q in range(NLOAD):
-            e = tid + q * NT
+        for q in range(QCH):
+            e = tid + (qc * QCH + q) * NT
             if e < BK * HP:
                 if transposed:
                     w1[(e % BK) * WS + e // BK] = buf[q]
@@ -167,18 +174,24 @@ def make_block_mlp(cfg, D, fastmath):
         acc = cuda.local.array((TM, TN), float32)
         a = cuda.local.array(TM, float32)
         w = cuda.local.array(TN, float32)
-        buf = cuda.local.array(NLOAD, float32)
+        buf = cuda.local.array(QCH, float32)
         for i in range(TM):
             for j in range(TN):
                 acc[i, j] = 0.0
         n_kt = (n_k + BK - 1) // BK
-        fetch(buf, theta, w_off, n_k, n_c, 0, transposed, tid)
+        if NCH == 1:
+            fetch(buf, theta, w_off, n_k, n_c, 0, transposed, tid, 0)
         for kt in range(n_kt):
             k0 = kt * BK                 # (a product: the compiler sees k0 % BK == 0)
-            stage(buf, w1, transposed, tid)
+            if NCH == 1:                 # the tile fetched during the last products
+                stage(buf, w1, transposed, tid, 0)
+            else:                        # large tiles: QCH registers at a time
+                for qc in range(NCH):
+                    fetch(buf, theta, w_off, n_k, n_c, k0, transposed, tid, qc)
+                    stage(buf, w1, transposed, tid, qc)
             cuda.syncthreads()
-            if kt + 1 < n_kt:
-                fetch(buf, theta, w_off, n_k, n_c, k0 + BK, transposed, tid)
+            if NCH == 1 and kt + 1 < n_kt:
+                fetch(buf, theta, w_off, n_k, n_c, k0 + BK, transposed, tid, 0)
             ka = uint64(rg * HS + k0)    # hs[rg, k0]
             kb = uint64(cg) * UC         # ws[0, cols_0]
             for kq in range(BK // 4):    # four k per pass: the loads of a row can pair up

@@ -16,26 +16,28 @@ import functools
 from .block_mlp import make_block_mlp
 from numba import cuda
 
-from .device import device_functions
+from .device import device_functions, simulator
 from .layout import B_OFF, N_IN, N_OUT, W_OFF
 
 SMAX = 4      # stages of the largest tableau (rk4)
 
 
 @functools.lru_cache(maxsize=None)
-def make_rk_mlp(cfg, D, fastmath, max_registers=0):
+def make_rk_mlp(cfg, D, fastmath, max_registers=0, stage_regs=16):
     """The fused sampler kernel for block layout ``cfg`` and data dimension D
     (``max_registers`` > 0 caps the registers per thread)."""
     from numba import float32
     act = device_functions(fastmath).act
-    mlp = make_block_mlp(cfg, D, fastmath)
+    mlp = make_block_mlp(cfg, D, fastmath, stage_regs)
     tile_matmul, narrow_linear, features = mlp.tile_matmul, mlp.narrow_linear, mlp.features
     col_of = mlp.col_of
     PB, TM, TN, BK, NRG, NCG, NT, HS = cfg.PB, cfg.TM, cfg.TN, cfg.BK, cfg.NRG, cfg.NCG, \
         cfg.NT, cfg.HS
     RED, HSIZE, WSIZE = mlp.RED, mlp.HSIZE, mlp.WSIZE
 
-    @cuda.jit(fastmath=fastmath, **({"max_registers": max_registers} if max_registers else {}))
+    cap = {"max_registers": max_registers} if max_registers and not simulator() else {}
+
+    @cuda.jit(fastmath=fastmath, **cap)
     def rk_mlp(theta, lay, tab, x, traj, t0, h, steps, every, n_rec, n_freq, kind):
         """Integrate x (N, D) in place from t0 with ``steps`` steps of size h; if
         n_rec > 0, traj[0] = x(t0) and traj[r] = x after r * every steps."""

@@ -33,7 +33,8 @@ class CudaSampler:
         cu = cuda_module()
         self.spec = spec
         self.cfg = mlp_config(int(max(spec.sizes)), threads_per_block())
-        self.kernel = make_rk_mlp(self.cfg, spec.dim, fastmath(), int(TILES["max_registers"]))
+        self.kernel = make_rk_mlp(self.cfg, spec.dim, fastmath(), int(TILES["max_registers"]),
+                                  int(TILES["mlp_stage_regs"]))
         self.theta = cu.to_device(np.ascontiguousarray(theta, dtype=np.float32))
         self.lay = cu.to_device(layer_table(spec.sizes)[0])
         self._tabs = {}

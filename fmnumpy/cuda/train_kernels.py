@@ -27,7 +27,7 @@ import math
 from .block_mlp import make_block_mlp
 from numba import cuda
 
-from .device import device_functions, simulator_compat
+from .device import device_functions, simulator, simulator_compat
 from .layout import B_OFF, DZ_OFF, H_OFF, N_IN, N_OUT, T_START, W_OFF, Z_OFF
 
 THETA, GRAD, M, V, EMA = range(5)
@@ -39,7 +39,7 @@ DATA_2SPIRALS = 2    # everything drawn on the device (D = 2)
 
 
 @functools.lru_cache(maxsize=None)
-def make_forward_backward(cfg, D, fastmath, max_registers=0):
+def make_forward_backward(cfg, D, fastmath, max_registers=0, stage_regs=16):
     """The fused forward + loss + backward-data kernel for block layout ``cfg``
     (``max_registers`` > 0 caps the registers per thread)."""
     from numba import float32, float64
@@ -47,7 +47,7 @@ def make_forward_backward(cfg, D, fastmath, max_registers=0):
     dev = device_functions(fastmath)
     act, dact, path_element = dev.act, dev.dact, dev.path_element
     cfm_element, spiral_point = dev.cfm_element, dev.spiral_point
-    mlp = make_block_mlp(cfg, D, fastmath)
+    mlp = make_block_mlp(cfg, D, fastmath, stage_regs)
     tile_matmul, narrow_linear, features = mlp.tile_matmul, mlp.narrow_linear, mlp.features
     col_of = mlp.col_of
     PB, TM, TN, BK, NRG, NCG, NT, HP, HS = cfg.PB, cfg.TM, cfg.TN, cfg.BK, cfg.NRG, cfg.NCG, \
@@ -55,7 +55,9 @@ def make_forward_backward(cfg, D, fastmath, max_registers=0):
     RED, HSIZE, WSIZE = mlp.RED, mlp.HSIZE, mlp.WSIZE
     DK = (D + BK - 1) // BK * BK
 
-    @cuda.jit(fastmath=fastmath, **({"max_registers": max_registers} if max_registers else {}))
+    cap = {"max_registers": max_registers} if max_registers and not simulator() else {}
+
+    @cuda.jit(fastmath=fastmath, **cap)
     def forward_backward(state, lay, work, rng, xin, stats, c, B, n_freq, sigma_min,
                          data_mode, kind):
         h1 = cuda.shared.array(HSIZE, float32, alignment=16)    # activations / gradients

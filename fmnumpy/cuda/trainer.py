@@ -62,7 +62,8 @@ class CudaTrainer:
         self.rows_per_split = -(-rows // self.wg.BK) * self.wg.BK
         self.S = -(-self.B // self.rows_per_split)
 
-        self.k_fb = make_forward_backward(self.cfg, self.D, fm, int(TILES["max_registers"]))
+        self.k_fb = make_forward_backward(self.cfg, self.D, fm, int(TILES["max_registers"]),
+                                          int(TILES["mlp_stage_regs"]))
         self.k_wg = make_weight_grad(self.wg, fm)
         self.k_red = make_reduce_grad(self.NT, fm)
         self.k_adam = make_adam_ema(fm)
