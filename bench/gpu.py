@@ -330,7 +330,8 @@ def bench_sample(torch, dev, cfg, name, method, steps, sync_all):
 
 SWEEP = (("default", {}, None), ("maxreg168", {"max_registers": 168}, None),
          ("maxreg128", {"max_registers": 128}, None), ("tm4", {"mlp_tm": 4}, None),
-         ("nt256", {}, 256), ("tn4", {"mlp_tn": 4}, None), ("bk16_tm4", {"mlp_tm": 4, "mlp_bk": 16}, None))
+         ("nt256", {}, 256), ("tn4", {"mlp_tn": 4}, None),
+         ("bk16_tm4", {"mlp_tm": 4, "mlp_bk": 16}, None))
 WG_SWEEP = (("wg128x128_8x8", {}), ("wg64x64_4x4", dict(wg_bm=64, wg_bn=64, wg_tm=4, wg_tn=4)),
             ("wg128x64_8x4", dict(wg_bm=128, wg_bn=64, wg_tm=8, wg_tn=4)))
 
@@ -433,7 +434,8 @@ def markdown(res):
              "|---|---|---|---|---|---|"]
     for r in res["train"]:
         if "error" in r:
-            lines.append(f"| train {r['model']} B={r['batch']} | error: {r['error'][:60]} | | | | |")
+            lines.append(f"| train {r['model']} B={r['batch']} | error: {r['error'][:60]} "
+                         "| | | | |")
             continue
         lines.append(f"| train {r['model']} B={r['batch']} (steps/s) | "
                      f"{r['fmnumpy']['steps_per_s']:,.0f} | {r['torch']['steps_per_s']:,.0f} | "
@@ -441,23 +443,25 @@ def markdown(res):
                      f"{r['compile_s']:.1f} |")
     for r in res["sample"]:
         if "error" in r:
-            lines.append(f"| sample {r['model']} {r['method']} | error: {r['error'][:60]} | | | | |")
+            lines.append(f"| sample {r['model']} {r['method']} | error: {r['error'][:60]} "
+                         "| | | | |")
             continue
         lines.append(f"| sample {r['model']} {r['method']} {r['steps']} N={r['particles']:,} (s) | "
                      f"{r['fmnumpy']['seconds']:.4f} | {r['torch']['seconds']:.4f} | "
                      f"{r['fmnumpy']['tflops']:.2f} | {r['torch']['tflops']:.2f} | "
                      f"{r['compile_s']:.1f} |")
     if res.get("sweep"):
-        lines += ["", "## sweep (tile variants)", "", "| variant | workload | result | regs/local |",
+        lines += ["", "## sweep (tile variants)", "",
+                  "| variant | workload | result | regs/local |",
                   "|---|---|---|---|"]
         for r in res["sweep"]:
             if "error" in r:
                 lines.append(f"| {r['variant']} | | error {r['error'][:80]} | |")
             elif "model" in r:
-                k = r.get("kernel") or {}
+                k = r.get("kernel")
+                k = k if isinstance(k, dict) else {}
                 lines.append(f"| {r['variant']} | sample {r['model']} euler | {r['seconds']:.4f} s "
-                             f"({r['tflops']:.1f} TFLOP/s) | {k.get('regs') if isinstance(k, dict) else k}"
-                             f"/{k.get('local') if isinstance(k, dict) else ''} |")
+                             f"({r['tflops']:.1f} TFLOP/s) | {k.get('regs')}/{k.get('local')} |")
             else:
                 lines.append(f"| {r['variant']} | train B={r['batch']} | {r['steps_per_s']:.0f} "
                              f"steps/s, ms {r['kernel_ms']} | |")

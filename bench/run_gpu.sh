@@ -17,11 +17,11 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv 2>&1 | tee "$OUT/gpu_info.txt"
 echo "== CUDA tests on the hardware"
-FMNUMPY_CUDA_REAL=1 timeout 420 python3 -m pytest -q -x -p no:cacheprovider --durations=8 \
+FMNUMPY_CUDA_REAL=1 timeout 240 python3 -m pytest -q -x -p no:cacheprovider --durations=8 \
     tests/test_cuda.py 2>&1 | tee "$OUT/tests.log"
 tests=${PIPESTATUS[0]}
 echo "== benchmark"
-timeout 480 python3 bench/gpu.py "$@" 2>&1 | tee "$OUT/bench.log"
+timeout 300 python3 bench/gpu.py "$@" 2>&1 | tee "$OUT/bench.log"
 bench=${PIPESTATUS[0]}
 echo "tests exit $tests, bench exit $bench"
 exit $(( tests != 0 || bench != 0 ))

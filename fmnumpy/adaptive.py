@@ -26,7 +26,7 @@ import numpy as np
 from numba import njit
 
 from .errors import FmnumpyError
-from .solvers import Tableau, mlp_field
+from .solvers import Tableau, mlp_field, rk_stage_input
 
 # Controller constants (Hairer, Norsett & Wanner, Solving ODEs I, sec. II.4).
 SAFETY = 0.9          # aim a little below the tolerance so the next step is accepted
@@ -153,7 +153,8 @@ def initial_step(field, params, x, t0, t1, f0, rtol, atol, norm, order_low, x1, 
 def adaptive_integrate(field, params, x, t0, t1, rtol, atol, h0, max_steps, norm,
                        c, A, b, e, order_low, K, xs, xn, ts):
     """Integrate x (B, D) in place from t0 to t1 (either direction) with an
-    embedded FSAL pair (c, A, b, e = b - b_low; 7 stages for DOPRI5).
+    embedded FSAL pair (c, A, b, e = b - b_low; 7 stages for DOPRI5): the last
+    row of A must equal b and c[-1] must be 1.
 
     h0 > 0 fixes |h| of the first step, h0 <= 0 chooses it (one extra
     evaluation).  K (S, B, D) stage buffer, xs and xn (B, D), ts (B,) scratch.
@@ -185,23 +186,14 @@ def adaptive_integrate(field, params, x, t0, t1, rtol, atol, h0, max_steps, norm
         last = direction * (t + 1.01 * h - t1) >= 0.0
         if last:
             h = t1 - t
-        # stages 2..S-1, then the 5th-order solution and its FSAL evaluation
+        # stages 2..S-1; the input of stage S is the 5th-order solution itself
+        # (row S of A is b, c_S = 1: FSAL), so its evaluation is f(x_{n+1}, t + h)
         for i in range(1, S - 1):
-            for p in range(B):
-                for d in range(D):
-                    acc = x[p, d]
-                    for j in range(i):
-                        acc += h * A[i, j] * K[j, p, d]
-                    xs[p, d] = acc
+            rk_stage_input(x, K, A, i, h, xs)
             ts[:] = t + c[i] * h
             field(params, xs, ts, K[i])
-        for p in range(B):
-            for d in range(D):
-                acc = 0.0
-                for i in range(S - 1):
-                    acc += b[i] * K[i, p, d]
-                xn[p, d] = x[p, d] + h * acc
-        ts[:] = t + h
+        rk_stage_input(x, K, A, S - 1, h, xn)             # xn = x + h sum_i b_i k_i
+        ts[:] = t + c[S - 1] * h
         field(params, xn, ts, K[S - 1])
         nfe += S - 1
         # err = h sum_i e_i k_i, written into xs (no longer needed this step)
@@ -259,6 +251,7 @@ def dopri5(field, params, x0, t0=0.0, t1=1.0, rtol=1e-5, atol=1e-5, h0=0.0,
     if B == 0 or t0 == t1:
         return x, SolveStats(0, 0, 0)
     tab = DOPRI5
+    assert tab.fsal                                    # adaptive_integrate relies on it
     K = np.zeros((tab.stages, B, D), dtype=x.dtype)
     xs = np.zeros_like(x)
     xn = np.zeros_like(x)

@@ -148,6 +148,12 @@ class FlowMatcher:
             self._init_state(dim)
         self.batch_size_, self.total_steps_, self.data_ = batch_size, steps, name
         self._set_threads()
+        if self.device == "cuda":
+            from .cuda import run_cuda
+            run_cuda(self, data, batch_size, steps, until=until, progress=progress,
+                     callback=callback, callback_every=callback_every, checkpoint=checkpoint,
+                     checkpoint_every=checkpoint_every, log=log)
+            return self
         stream = _train.BatchStream(draw, dim, batch_size, self.seed, self.theta_.dtype,
                                     coupling=self._coupling())
         _train.run(self, stream, steps, until=until, progress=progress, callback=callback,
@@ -185,6 +191,10 @@ class FlowMatcher:
             x0 = np.random.default_rng(seed).standard_normal((n, self.spec_.dim))
         self._set_threads()
         theta = self.ema_ if ema else self.theta_
+        if self.device == "cuda":
+            from .cuda import cuda_sample
+            return cuda_sample(theta, self.spec_, np.asarray(x0, dtype=DTYPE), method, steps,
+                               record=record)
         return integrate_mlp(theta, self.spec_, np.asarray(x0, dtype=DTYPE), method, steps,
                              record=record)
 

@@ -40,6 +40,17 @@ def _add_sampling_args(p, n_default):
     p.add_argument("--seed", type=int, default=1, help="seed of the prior draw "
                    "(default %(default)s)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+
+
+def _load_for_sampling(a):
+    fm = FlowMatcher.load(a.checkpoint)
+    fm.threads = a.threads
+    if a.device == "cuda":
+        from .cuda import require_gpu
+        require_gpu()
+    fm.device = a.device
+    return fm
 
 
 def build_parser():
@@ -154,6 +165,7 @@ def cmd_train(a):
                          coupling=a.coupling,
                          coupling_options=({"reg": a.sinkhorn_reg}
                                            if a.sinkhorn_reg is not None else None))
+    fm.device = a.device
     if a.steps is None:
         a.steps = (fm.total_steps_ if a.resume and fm.total_steps_ else DEFAULTS["steps"])
     if a.batch_size is None:
@@ -200,8 +212,7 @@ def cmd_train(a):
 
 
 def cmd_sample(a):
-    fm = FlowMatcher.load(a.checkpoint)
-    fm.threads = a.threads
+    fm = _load_for_sampling(a)
     if not a.out.endswith(".npy"):
         raise FmnumpyError(f"--out must name a .npy file, got {a.out!r}")
     x = fm.sample(a.n, method=a.method, steps=a.steps, seed=a.seed)
@@ -216,8 +227,7 @@ def cmd_sample(a):
 
 def cmd_animate(a):
     from . import plots
-    fm = FlowMatcher.load(a.checkpoint)
-    fm.threads = a.threads
+    fm = _load_for_sampling(a)
     if not a.out.endswith(".gif"):
         raise FmnumpyError(f"--out must name a .gif file, got {a.out!r}")
     if a.frames < 1:

@@ -34,11 +34,6 @@ from .mlp import _slice2d, time_features
 from .solvers import METHODS, rk_integrate, tableau
 
 LOGP_METHODS = METHODS + ("dopri5",)
-
-# solvers.rk_integrate, compiled without the on-disk cache: a function that
-# takes a compiled function argument cannot be cached (the cache index grows
-# by one entry per process and can fail to pickle a vanished dispatcher type).
-_rk_integrate = njit(cache=False)(rk_integrate.py_func)
 LOG_2PI = math.log(2.0 * math.pi)
 CHUNK = 4096          # particles per solve; bounds the (M B, H) tangent buffers
 
@@ -276,8 +271,9 @@ def integrate_logp(field, params, x, l, t0=0.0, t1=1.0, method="rk4", steps=100,
             raise FmnumpyError(f"steps must be a positive integer, got {steps}")
         tab = tableau(method)
         K = np.zeros((tab.stages, B, D + 1))
-        _rk_integrate(aug, aparams, s, float(t0), float(t1), steps, tab.c, tab.A, tab.b,
-                      K, np.zeros((B, D + 1)), np.zeros(B), np.empty((0, B, D + 1)), 1)
+        no_traj, no_rec = np.empty((0, B, D + 1)), np.zeros(0, dtype=np.int64)
+        rk_integrate(aug, aparams, s, float(t0), float(t1), steps, tab.c, tab.A, tab.b,
+                     K, np.zeros((B, D + 1)), np.zeros(B), no_traj, no_rec)
         stats = SolveStats(steps * tab.stages, steps, 0)
     return s[:, :D].copy(), s[:, D].copy(), stats
 

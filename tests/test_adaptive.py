@@ -14,9 +14,6 @@ from fmnumpy.likelihood import augmented, gaussian_field, gaussian_logpdf, sampl
 from fmnumpy.mlp import MLPSpec, init_params
 from fmnumpy.solvers import TABLEAUS, rk_integrate
 
-# the fixed-step loop built without the on-disk cache (it takes a function argument)
-rk_loop = njit(rk_integrate.py_func)
-
 
 # ---- the tableau, in exact arithmetic ------------------------------------------------
 
@@ -130,9 +127,9 @@ def test_fewer_evaluations_than_rk4_at_equal_error():
 
     def rk4_err(n):
         x = X0.copy()
-        rk_loop(linear_field, (M_SPIRAL,), x, 0.0, 2.0, n, tab.c, tab.A, tab.b,
+        rk_integrate(linear_field, (M_SPIRAL,), x, 0.0, 2.0, n, tab.c, tab.A, tab.b,
                      np.zeros((4, B, D)), np.zeros((B, D)), np.zeros(B),
-                     np.empty((0, B, D)), 1)
+                     np.empty((0, B, D)), np.zeros(0, dtype=np.int64))
         return np.abs(x - exact).max()
 
     for tol in (1e-6, 1e-9):

@@ -9,20 +9,24 @@ of its PB rows in ONE shared buffer ``hs`` (PB, HS).  A hidden layer
 
     z = h W + b   (PB, n_out),   a = sigma(z)
 
-is a block-wide matrix product: W is streamed through shared memory in k-tiles
-``ws`` (BK, WS), each thread accumulates its TM x TN register tile, and since the
-block's registers hold the whole output, it overwrites ``hs`` in place after a
-barrier.  The backward of the same layer, dh = dz W^T, is the same product with
-W^T staged instead of W (``transposed``).  The last layer (n_out = D, narrow)
-would leave most register tiles empty, so it has its own product
-(:func:`narrow_linear`): each output is split over the threads along k and
-summed in shared memory.
+is a block-wide matrix product (:func:`tile_matmul`): W is streamed through
+shared memory in k-tiles ``ws`` (BK, WS), each thread accumulates its TM x TN
+register tile, and since the block's registers hold the whole output, it
+overwrites ``hs`` after the last barrier; the caller's epilogue (bias,
+activation) then reads back its own elements.  The backward of the same layer,
+dh = dz W^T, is the same product with W^T staged instead of W (``transposed``).
+The last layer (n_out = D, narrow) would leave most register tiles empty, so it
+has its own product (:func:`narrow_linear`): each output is split over the
+threads along k and summed in shared memory.
 
-Which elements a thread owns (``rows``/``cols`` below) is chosen for the
-shared-memory banks: rows rg + i NRG (the warp's row groups hit different
-banks), columns in quads of 4 adjacent ones (one 16-byte load), quad q at
-q * 4 NCG.  The k-loop runs whole tiles of BK: columns of ``hs`` from a
-layer's width up to HP are kept at zero, as are the rows of ``ws`` past W.
+Which elements a thread owns is chosen for the shared-memory banks: rows
+rg + i NRG (the warp's row groups hit different banks), columns in quads of 4
+adjacent ones (one 16-byte load), quad q at q * 4 NCG (:func:`owned_columns`).
+The k-loop runs whole tiles of BK: the columns of ``hs`` past a layer's width
+are kept at zero, as are the rows of ``ws`` past W.  W goes global memory ->
+registers -> ``ws``, at most ``stage_regs`` values per thread at a time (more
+would be spilled to memory and serialise the loads); when a whole k-tile fits,
+the next one is loaded while the current one is multiplied.
 
 The functions are built by :func:`make_block_mlp` for one configuration:
 numba needs the tile sizes as compile-time constants (shared and local array
@@ -48,8 +52,8 @@ def owned_columns(cg, j, NCG, TN):
 def make_block_mlp(cfg, D, fastmath, stage_regs=16):
     """Device functions for block layout ``cfg`` (``tiles.MlpConfig``) and output
     width D; ``stage_regs`` bounds the registers a thread stages W through.
-    Returns a namespace with ``tile_matmul``, ``narrow_linear``,
-    ``features``, ``shared_buffers`` and the compile-time constants."""
+    Returns a namespace with ``tile_matmul``, ``narrow_linear``, ``features``,
+    ``col_of`` and the sizes of the shared buffers (HSIZE, WSIZE, RED)."""
     import numpy as np
     from numba import float32, uint64
     simulator_compat()

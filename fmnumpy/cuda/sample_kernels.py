@@ -31,8 +31,7 @@ def make_rk_mlp(cfg, D, fastmath, max_registers=0, stage_regs=16):
     mlp = make_block_mlp(cfg, D, fastmath, stage_regs)
     tile_matmul, narrow_linear, features = mlp.tile_matmul, mlp.narrow_linear, mlp.features
     col_of = mlp.col_of
-    PB, TM, TN, BK, NRG, NCG, NT, HS = cfg.PB, cfg.TM, cfg.TN, cfg.BK, cfg.NRG, cfg.NCG, \
-        cfg.NT, cfg.HS
+    PB, TM, TN, NRG, NCG, NT, HS = cfg.PB, cfg.TM, cfg.TN, cfg.NRG, cfg.NCG, cfg.NT, cfg.HS
     RED, HSIZE, WSIZE = mlp.RED, mlp.HSIZE, mlp.WSIZE
 
     cap = {"max_registers": max_registers} if max_registers and not simulator() else {}

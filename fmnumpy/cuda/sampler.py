@@ -9,7 +9,7 @@ from ..solvers import tableau
 from .device import cuda_module, fastmath, threads_per_block
 from .layout import layer_table
 from .sample_kernels import SMAX, make_rk_mlp
-from .tiles import TILES, mlp_config
+from .tiles import TILES, mlp_config, register_cap
 
 
 def tableau_array(method):
@@ -33,7 +33,7 @@ class CudaSampler:
         cu = cuda_module()
         self.spec = spec
         self.cfg = mlp_config(int(max(spec.sizes)), threads_per_block())
-        self.kernel = make_rk_mlp(self.cfg, spec.dim, fastmath(), int(TILES["max_registers"]),
+        self.kernel = make_rk_mlp(self.cfg, spec.dim, fastmath(), register_cap(self.cfg.NT),
                                   int(TILES["mlp_stage_regs"]))
         self.theta = cu.to_device(np.ascontiguousarray(theta, dtype=np.float32))
         self.lay = cu.to_device(layer_table(spec.sizes)[0])

@@ -9,7 +9,8 @@ The block MLP (``block_mlp.py``) evaluates the network on PB rows (particles or
 batch rows) per block.  Its NT threads form an (NRG x NCG) grid of row groups
 and column groups; thread (rg, cg) owns the TM x TN register tile of rows
 rg + i NRG (i < TM) and columns cg + j NCG (j < TN), strided so that a warp's
-shared-memory reads hit different banks.  All tile constants are powers of 2; BK at least 4.  A layer's whole output (PB x HP)
+shared-memory reads hit different banks.  All tile constants are powers of 2;
+BK at least 4.  A layer's whole output (PB x HP)
 is covered by the block's registers, so the result can overwrite its input in
 the one shared activation buffer.
 """
@@ -30,11 +31,12 @@ TILES = {
     "wg_tm": 8, "wg_tn": 8,       # register tile per thread
     "wg_bk": 8,                   # batch rows staged per k-tile
     "wg_target_blocks": 264,      # split the batch until the grid has about this many blocks
-    "max_registers": 168,         # cap for the fused MLP kernels (0: the compiler's choice);
-                                  # 168 ran 14% faster than 255 on an H200 (3 blocks per SM)
+    "max_registers": 168,         # cap for the fused MLP kernels (0: the compiler's choice),
+                                  # lowered to 32768 / threads (two blocks per SM); on an
+                                  # H200, 168 at 128 threads ran model B 14% faster than 255
     "mlp_threads_narrow": 256,    # sampler threads when HP <= 64 (model A: 0.133 s vs 0.176 s)
     # generic
-    "max_grid": 1024,             # grid-stride kernels (reduction, Adam) use at most this many blocks
+    "max_grid": 1024,             # blocks of the grid-stride kernels (reduction, Adam), at most
 }
 
 SHARED_LIMIT = 48 * 1024 - 2048   # static shared memory per block, less room for small arrays
@@ -85,6 +87,14 @@ def mlp_config(width, threads, rows=None, tiles=None):
     HS = row_length(BK)
     return MlpConfig(PB=NRG * TM, TM=TM, TN=TN, BK=BK, NRG=NRG, NCG=NCG, NT=NRG * NCG,
                      HP=HP, HS=HS)
+
+
+def register_cap(threads, tiles=None):
+    """max_registers for a fused MLP kernel of ``threads`` threads per block: the
+    TILES cap, at most 32768 / threads so two blocks fit an SM (0: no cap)."""
+    t = TILES if tiles is None else tiles
+    cap = int(t["max_registers"])
+    return min(cap, 32768 // int(threads)) if cap else 0
 
 
 WgConfig = namedtuple("WgConfig", "BM BN TM TN BK NRG NCG NT")

@@ -50,8 +50,8 @@ def make_forward_backward(cfg, D, fastmath, max_registers=0, stage_regs=16):
     mlp = make_block_mlp(cfg, D, fastmath, stage_regs)
     tile_matmul, narrow_linear, features = mlp.tile_matmul, mlp.narrow_linear, mlp.features
     col_of = mlp.col_of
-    PB, TM, TN, BK, NRG, NCG, NT, HP, HS = cfg.PB, cfg.TM, cfg.TN, cfg.BK, cfg.NRG, cfg.NCG, \
-        cfg.NT, cfg.HP, cfg.HS
+    PB, TM, TN, BK, NRG, NCG, NT, HS = cfg.PB, cfg.TM, cfg.TN, cfg.BK, cfg.NRG, cfg.NCG, \
+        cfg.NT, cfg.HS
     RED, HSIZE, WSIZE = mlp.RED, mlp.HSIZE, mlp.WSIZE
     DK = (D + BK - 1) // BK * BK
 
@@ -209,7 +209,8 @@ def make_weight_grad(wg, fastmath):
 
     @cuda.jit(device=True, fastmath=fastmath)
     def mac(h1, d1, ka, kb, a, g, acc):
-        """acc += outer(a, g) for one batch row: a[i] = h1[ka + UROW[i]], g[j] = d1[kb + UCOL[j]]."""
+        """acc += outer(a, g) for one batch row: a[i] = h1[ka + UROW[i]],
+        g[j] = d1[kb + UCOL[j]]."""
         for i in range(TM):
             a[i] = h1[ka + UROW[i]]
         for j in range(TN):

@@ -20,7 +20,7 @@ from ..errors import FmnumpyError
 from ..optim import ema_decay_at, learning_rate
 from .device import cuda_module, fastmath, grid_stride_blocks, threads_per_block
 from .layout import layer_table
-from .tiles import TILES, mlp_config, wg_config
+from .tiles import TILES, mlp_config, register_cap, wg_config
 from .train_kernels import (DATA_2SPIRALS, DATA_ARRAYS, DATA_STREAM, EMA, GRAD, M, THETA, V,
                             make_adam_ema, make_forward_backward, make_reduce_grad,
                             make_weight_grad)
@@ -62,7 +62,7 @@ class CudaTrainer:
         self.rows_per_split = -(-rows // self.wg.BK) * self.wg.BK
         self.S = -(-self.B // self.rows_per_split)
 
-        self.k_fb = make_forward_backward(self.cfg, self.D, fm, int(TILES["max_registers"]),
+        self.k_fb = make_forward_backward(self.cfg, self.D, fm, register_cap(self.cfg.NT),
                                           int(TILES["mlp_stage_regs"]))
         self.k_wg = make_weight_grad(self.wg, fm)
         self.k_red = make_reduce_grad(self.NT, fm)
@@ -170,11 +170,11 @@ class CudaTrainer:
         pos = step % self.C
         if pos + n > self.C:
             raise ValueError("a run must stay within one chunk of steps")
+        self.launched = (pos, 0)
         self.mode_now = self.mode
         if self.mode == DATA_STREAM:
             self._upload_chunk(step // self.C)
         self._begin(pos, n, step + 1, total)
-        self.launched = (pos, 0)
         for c in range(pos, pos + n):
             self._step(c, step + 1 + c - pos)
             self.launched = (pos, c + 1 - pos)
