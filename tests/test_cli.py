@@ -300,3 +300,25 @@ def test_python_m_truncated_checkpoint_has_no_traceback(tmp_path, trained):
     assert "Traceback" not in p.stderr
     lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and str(path) in lines[0], p.stderr
+
+
+def test_evaluate_prints_and_writes_metrics(trained, tmp_path, capsys):
+    out = tmp_path / "m.json"
+    code = run(["evaluate", "--checkpoint", trained / "checkpoint.npz", "-n", 60,
+                "--steps", 5, "--json", out])
+    printed, err = capsys.readouterr()
+    assert code == 0, err
+    for key in ("w2", "mmd", "energy", "nfe", "straightness"):
+        assert key in printed
+    m = json.loads(out.read_text())
+    assert m["nfe"] == 5 * 4 and m["data"] == "2spirals"       # rk4: 4 evaluations a step
+    assert m["w2"] > 0 and m["straightness"] >= 0
+
+
+def test_evaluate_on_array_checkpoint_needs_data(tmp_path, capsys):
+    from fmnumpy import FlowMatcher
+    fm = FlowMatcher(hidden=(4,), seed=0).fit(np.random.default_rng(0).normal(size=(50, 2)),
+                                               steps=3, batch_size=8)
+    fm.save(tmp_path / "a.npz")
+    code = run(["evaluate", "--checkpoint", tmp_path / "a.npz", "-n", 20, "--steps", 2])
+    assert_one_line_error(capsys, code, "--data")
