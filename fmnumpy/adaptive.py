@@ -19,6 +19,7 @@ and the next step is h * min(FAC_MAX, max(FAC_MIN, SAFETY ||.||^(-1/5))).
 The field is a compiled function ``field(params, x, t, out)`` as in
 :func:`fmnumpy.solvers.rk_integrate`; t is a (B,) array holding one time.
 """
+import math
 from collections import namedtuple
 from fractions import Fraction as Fr
 
@@ -218,7 +219,7 @@ def adaptive_integrate(field, params, x, t0, t1, rtol, atol, h0, max_steps, norm
             last_rejected = False
         else:
             n_rej += 1
-            if err != err:                               # NaN or overflow: shrink hard
+            if not math.isfinite(err):                   # NaN or overflow: shrink hard
                 fac = FAC_MIN
             else:
                 fac = max(FAC_MIN, SAFETY * err ** (-expo))

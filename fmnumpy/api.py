@@ -15,6 +15,8 @@ import numpy as np
 from . import datasets
 from .checkpoint import load_checkpoint, save_checkpoint
 from .couplings import get_coupling
+from . import likelihood as _lik
+from .adaptive import dopri5_mlp
 from .config import DTYPE
 from .errors import FmnumpyError
 from .mlp import MLPSpec, init_params
@@ -180,23 +182,55 @@ class FlowMatcher:
                         ws.X, ws.A, ws.Z).copy()
 
     def sample(self, n=DEFAULTS["n_samples"], method=DEFAULTS["method"],
-               steps=DEFAULTS["sample_steps"], seed=1, record=0, ema=True, x0=None):
+               steps=DEFAULTS["sample_steps"], seed=1, record=0, ema=True, x0=None,
+               return_logprob=False, rtol=1e-5, atol=1e-5):
         """Draw ``n`` samples: x0 ~ N(0, I) from ``default_rng(seed)`` (or the given
-        x0), integrated from t = 0 to 1.  Returns (n, D), or with ``record`` = R
-        also the trajectory (R + 1, n, D)."""
+        x0), integrated from t = 0 to 1 with ``method`` (euler, midpoint, heun,
+        rk4 with ``steps`` steps, or adaptive dopri5 with ``rtol``/``atol``).
+
+        Returns (n, D); with ``record`` = R also the trajectory (R + 1, n, D); with
+        ``return_logprob`` also log p(x1) (n,) float64 from the same solve
+        (docs/likelihood.md).  ``last_solve_`` holds the NFE of adaptive solves."""
         self._check_fitted()
-        tableau(method)
+        method = _lik.check_method(method)
         if x0 is None:
             n = _positive_int("number of samples", n)
             x0 = np.random.default_rng(seed).standard_normal((n, self.spec_.dim))
+        x0 = np.asarray(x0, dtype=DTYPE)
+        if x0.ndim != 2 or x0.shape[1] != self.spec_.dim:
+            raise FmnumpyError(f"x0 must have shape (n, {self.spec_.dim}), got {x0.shape}")
         self._set_threads()
         theta = self.ema_ if ema else self.theta_
+        if record and (return_logprob or method == "dopri5"):
+            raise FmnumpyError("record needs a fixed-step method and no return_logprob")
+        if return_logprob:
+            x1, logp, self.last_solve_ = _lik.sample_with_logprob(
+                theta, self.spec_, x0, method, steps, rtol, atol, return_stats=True)
+            return x1.astype(DTYPE), logp
+        if method == "dopri5":
+            x1, self.last_solve_ = dopri5_mlp(theta, self.spec_, x0, rtol, atol)
+            return x1.astype(DTYPE)
         if self.device == "cuda":
             from .cuda import cuda_sample
-            return cuda_sample(theta, self.spec_, np.asarray(x0, dtype=DTYPE), method, steps,
-                               record=record)
-        return integrate_mlp(theta, self.spec_, np.asarray(x0, dtype=DTYPE), method, steps,
-                             record=record)
+            return cuda_sample(theta, self.spec_, x0, method, steps, record=record)
+        return integrate_mlp(theta, self.spec_, x0, method, steps, record=record)
+
+    def log_prob(self, x, method="rk4", steps=100, rtol=1e-5, atol=1e-5, ema=True):
+        """log p_1(x) (N,) float64 of given points x (N, D), by the instantaneous
+        change of variables integrated from t = 1 back to t = 0 (docs/likelihood.md)."""
+        self._check_fitted()
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != self.spec_.dim:
+            raise FmnumpyError(f"x must have shape (N, {self.spec_.dim}), got {x.shape}")
+        logp, self.last_solve_ = _lik.log_prob(self.ema_ if ema else self.theta_, self.spec_,
+                                               x, method, steps, rtol, atol, return_stats=True)
+        return logp
+
+    def density_grid(self, lim=4.0, n_grid=200, method="rk4", steps=100, ema=True):
+        """(gx, gy, log p (n_grid, n_grid)) on a square grid of cell centres (D = 2)."""
+        self._check_fitted()
+        return _lik.density_grid(self.ema_ if ema else self.theta_, self.spec_, lim, n_grid,
+                                 method, steps)
 
     # -- persistence ------------------------------------------------------------------
     def _meta(self):

@@ -29,12 +29,16 @@ def _hidden(text):
     return widths
 
 
-def _add_sampling_args(p, n_default):
+def _add_sampling_args(p, n_default, adaptive=False):
     p.add_argument("--checkpoint", required=True, help="checkpoint .npz written by train")
     p.add_argument("-n", "--n", type=int, default=n_default, help="number of particles "
                    "(default %(default)s)")
-    p.add_argument("--method", default=DEFAULTS["method"], choices=METHODS,
+    p.add_argument("--method", default=DEFAULTS["method"],
+                   choices=METHODS + (("dopri5",) if adaptive else ()),
                    help="ODE solver (default %(default)s)")
+    if adaptive:
+        p.add_argument("--rtol", type=float, default=1e-5, help="dopri5 relative tolerance")
+        p.add_argument("--atol", type=float, default=1e-5, help="dopri5 absolute tolerance")
     p.add_argument("--steps", type=int, default=DEFAULTS["sample_steps"],
                    help="solver steps from t=0 to t=1 (default %(default)s)")
     p.add_argument("--seed", type=int, default=1, help="seed of the prior draw "
@@ -116,7 +120,9 @@ def build_parser():
     t.add_argument("--no-plots", action="store_true", help="skip the pictures")
 
     s = sub.add_parser("sample", help="draw samples from a checkpoint into a .npy file")
-    _add_sampling_args(s, DEFAULTS["n_samples"])
+    _add_sampling_args(s, DEFAULTS["n_samples"], adaptive=True)
+    s.add_argument("--log-prob", default=None, help="also write log p of each sample "
+                   "(same solve, exact divergence) to this .npy file")
     s.add_argument("--out", required=True, help="output .npy file")
     s.add_argument("--plot", default=None, help="also write a scatter PNG here")
 
@@ -225,9 +231,19 @@ def cmd_sample(a):
     fm = _load_for_sampling(a)
     if not a.out.endswith(".npy"):
         raise FmnumpyError(f"--out must name a .npy file, got {a.out!r}")
-    x = fm.sample(a.n, method=a.method, steps=a.steps, seed=a.seed)
+    if a.log_prob:
+        x, logp = fm.sample(a.n, method=a.method, steps=a.steps, seed=a.seed,
+                            return_logprob=True, rtol=a.rtol, atol=a.atol)
+    else:
+        x = fm.sample(a.n, method=a.method, steps=a.steps, seed=a.seed, rtol=a.rtol,
+                      atol=a.atol)
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     np.save(a.out, x)
+    if a.log_prob:
+        np.save(a.log_prob, logp)
+        _say(f"mean log p of the samples {logp.mean():.4f}; written to {a.log_prob}")
+    if a.method == "dopri5":
+        _say(f"dopri5: {fm.last_solve_.nfe} function evaluations")
     if a.plot:
         from . import plots
         plots.scatter(a.plot, x, title=f"{a.n} samples, {a.method} {a.steps} steps")

@@ -164,7 +164,7 @@ def mlp_div_field(params, x, t, out_v, out_div):
 def mlp_jacobian(theta, spec, x, t):
     """v (B, D), the Jacobian J (B, D, D) with J[i, k, d] = dv_k/dx_d, and
     div v (B,) at particles x (B, D) and time t (scalar or (B,)), in float64."""
-    x = np.ascontiguousarray(x, dtype=np.float64)
+    x = _check_points(x, spec, "x")
     B = x.shape[0]
     params = mlp_div_params(theta, spec, B)
     theta64, sizes, kind, n_freq, X, A, U, T1, T2 = params

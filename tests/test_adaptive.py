@@ -10,10 +10,14 @@ from numba import njit
 
 from fmnumpy.adaptive import DOPRI5, SolveStats, dopri5, dopri5_mlp
 from fmnumpy.errors import FmnumpyError
-from fmnumpy.likelihood import augmented, gaussian_field, gaussian_logpdf, sample_with_logprob
+from fmnumpy.likelihood import (
+    augmented,
+    gaussian_field,
+    gaussian_logpdf,
+    sample_with_logprob,
+)
 from fmnumpy.mlp import MLPSpec, init_params
 from fmnumpy.solvers import TABLEAUS, rk_integrate
-
 
 # ---- the tableau, in exact arithmetic ------------------------------------------------
 
@@ -154,7 +158,7 @@ def test_meets_tolerance_on_gaussian_flow():
     state = np.concatenate([x0, gaussian_logpdf(x0)[:, None]], axis=1)
     aparams = ((mu, s), np.zeros((8, 2)), np.zeros((8, 2)), np.zeros(8))
     for tol in (1e-5, 1e-8):
-        out, st = dopri5(augmented(gaussian_field), aparams, state, 0.0, 1.0, tol, tol)
+        out, _ = dopri5(augmented(gaussian_field), aparams, state, 0.0, 1.0, tol, tol)
         x1 = out[:, :2]
         assert np.abs(x1 - (mu + s * x0)).max() < 10 * tol
         ref = gaussian_logpdf(x1, mu, s)

@@ -7,7 +7,8 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings, strategies as st
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from fmnumpy import likelihood as lk
 from fmnumpy.activations import ACTIVATIONS, SELU_ALPHA, SELU_SCALE
@@ -117,8 +118,8 @@ MU = np.array([1.0, -0.5])
 
 
 @pytest.mark.parametrize("s", [0.5, 2.0])
-@pytest.mark.parametrize("method,opts", [("rk4", dict(steps=100)),
-                                         ("dopri5", dict(rtol=1e-7, atol=1e-7))])
+@pytest.mark.parametrize("method,opts", [("rk4", {"steps": 100}),
+                                         ("dopri5", {"rtol": 1e-7, "atol": 1e-7})])
 def test_gaussian_flow_both_directions(method, opts, s):
     x0 = np.random.default_rng(5).standard_normal((16, 2))
     # forward: sample and its log-density in one solve
