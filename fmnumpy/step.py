@@ -11,12 +11,13 @@ Dimension letters: B batch, D data dimension, P parameters, C chunks.
                                               optim.ema_element)
 
 Each part is its own function (and tested on its own).  :func:`train_step`
-splits the batch into C chunks, one per thread: each chunk runs
-:func:`loss_and_grad` on its rows into its own gradient buffer, and the
-chunk gradients are summed with weights B_c / B, which is exactly the gradient
-of the mean loss over the whole batch (docs/gradients.md#chunks).  Inside a
-step Numba owns the threads, so BLAS must run single-threaded
-(``train.run`` arranges it).
+can split the batch into C chunks (``StepBuffers(n_chunks=C)``, bounding the
+workspace of very large batches): each chunk runs :func:`loss_and_grad` on its
+rows into its own gradient buffer, and the chunk gradients are summed with
+weights B_c / B, which is exactly the gradient of the mean loss over the whole
+batch (docs/gradients.md#chunks).  The compiled code is serial; the threads are
+BLAS's, inside the matrix products (running Numba threads that each call
+SciPy's OpenBLAS was measured 15x slower: its calls serialise).
 """
 import numpy as np
 from numba import njit, prange
@@ -68,7 +69,7 @@ class StepBuffers:
                 self.dthetas, self.losses)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def chunked_loss_and_grad(theta, dtheta, sizes, kind, n_freq, x0, x1, t, sigma_min,
                           xt, ut, dv, X, A, Z, G1, G2, S, dthetas, losses):
     """:func:`loss_and_grad` over C chunks of the batch in parallel; returns L and
@@ -84,7 +85,7 @@ def chunked_loss_and_grad(theta, dtheta, sizes, kind, n_freq, x0, x1, t, sigma_m
     w = np.zeros(C)                  # chunk weights B_c / B
     for c in range(C):
         w[c] = max(0, min(B, c * Bc + Bc) - c * Bc) / B
-    for c in prange(C):
+    for c in prange(C):          # a plain loop unless compiled with parallel=True
         lo = c * Bc
         n = min(B, lo + Bc) - lo
         losses[c] = 0.0
@@ -101,7 +102,7 @@ def chunked_loss_and_grad(theta, dtheta, sizes, kind, n_freq, x0, x1, t, sigma_m
             g[:] = 0.0
     if C > 1:
         P = theta.shape[0]
-        for i in prange(P):
+        for i in range(P):
             acc = w[0] * dtheta[i]
             for c in range(1, C):
                 acc += w[c] * dthetas[c, i]
@@ -109,23 +110,23 @@ def chunked_loss_and_grad(theta, dtheta, sizes, kind, n_freq, x0, x1, t, sigma_m
     return losses.sum()
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def adam_ema_update(theta, dtheta, m, v, ema, k, lr, b1, b2, eps, wd, decoupled, ema_decay,
                     scale):
     """Adam/AdamW step k on g = scale * dtheta, then the EMA, in one pass over P."""
     bc1 = 1.0 - b1 ** k
     bc2 = 1.0 - b2 ** k
-    for i in prange(theta.shape[0]):
+    for i in range(theta.shape[0]):
         p, m[i], v[i] = adam_element_cpu(theta[i], scale * dtheta[i], m[i], v[i], lr, b1, b2,
                                          eps, wd, decoupled, bc1, bc2)
         theta[i] = p
         ema[i] = ema_element_cpu(ema[i], p, ema_decay)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def _grad_norm(dtheta):
     s = 0.0
-    for i in prange(dtheta.shape[0]):
+    for i in range(dtheta.shape[0]):
         gi = np.float64(dtheta[i])
         s += gi * gi
     return np.sqrt(s)

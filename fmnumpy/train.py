@@ -9,7 +9,6 @@ except the step counter.
 """
 import time
 
-import numba
 import numpy as np
 
 from .config import DATA_CHUNK_STEPS
@@ -69,7 +68,7 @@ def run(model, stream, steps, until=None, progress=True, callback=None, callback
     """
     spec, opt = model.spec_, model.opt
     B = stream.batch
-    buf = StepBuffers(spec.sizes, B, numba.get_num_threads(), model.theta_.dtype)
+    buf = StepBuffers(spec.sizes, B, 1, model.theta_.dtype)
     until = steps if until is None else min(int(until), steps)
     b1, b2 = opt.betas
     bar = None
@@ -79,7 +78,6 @@ def run(model, stream, steps, until=None, progress=True, callback=None, callback
                    smoothing=0.1, mininterval=0.5)
     t_start, s_start = time.perf_counter(), model.step_
     pending = 0
-    blas = single_threaded_blas()          # Numba owns the threads inside a step
     try:
         while model.step_ < until:
             k = model.step_ + 1                      # 1-based Adam step
@@ -117,7 +115,6 @@ def run(model, stream, steps, until=None, progress=True, callback=None, callback
                 log(msg)
         raise
     finally:
-        blas.restore_original_limits()
         if bar is not None:
             bar.close()
     if checkpoint:
