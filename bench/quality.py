@@ -40,6 +40,7 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=DEFAULTS["warmup"])
     ap.add_argument("--schedule", default=DEFAULTS["schedule"])
     ap.add_argument("--ema-decay", type=float, default=DEFAULTS["ema_decay"])
+    ap.add_argument("--time-freqs", type=int, default=DEFAULTS["time_freqs"])
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--floor-pairs", type=int, default=10)
     ap.add_argument("--out", default=None, help="write a JSON record here")
@@ -51,7 +52,8 @@ def main(argv=None):
         w2s, secs = [], []
         for seed in a.seeds:
             fm = FlowMatcher(hidden=hidden, activation=a.activation, lr=a.lr, warmup=a.warmup,
-                             schedule=a.schedule, ema_decay=a.ema_decay, seed=seed)
+                             schedule=a.schedule, ema_decay=a.ema_decay,
+                             time_freqs=a.time_freqs, seed=seed)
             t = time.perf_counter()
             fm.fit(name, steps=a.steps, batch_size=a.batch_size)
             secs.append(time.perf_counter() - t)

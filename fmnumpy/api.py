@@ -28,7 +28,7 @@ INIT_STREAM = 0
 
 # One table of defaults for the API and the CLI.
 DEFAULTS = dict(
-    dataset="2spirals", steps=10000, batch_size=256, hidden=(256, 256, 256),
+    dataset="2spirals", steps=20000, batch_size=256, hidden=(256, 256, 256),
     activation="silu", time_freqs=0, lr=2e-3, weight_decay=0.0, optimizer="adamw",
     clip=1.0, ema_decay=0.999, warmup=500, schedule="cosine", lr_min=1e-5,
     sigma_min=0.0, seed=0, method="rk4", sample_steps=100, n_samples=2000,
