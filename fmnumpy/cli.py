@@ -141,6 +141,8 @@ def build_parser():
                       "(default: the one the checkpoint was trained on)")
     esrc.add_argument("--data", default=None, help="compare with rows of this .npy/.csv file")
     e.add_argument("--json", default=None, help="also write the metrics to this JSON file")
+    from .reflow import add_reflow_parser
+    add_reflow_parser(sub)
     return ap
 
 
@@ -270,7 +272,10 @@ def cmd_evaluate(a):
     from .solvers import tableau
     fm = _load_for_sampling(a)
     data = a.data or a.dataset or fm.data_
-    if data in (None, "array"):
+    if data == "reflow":
+        from .reflow import ReflowedMatcher, source_data
+        data = source_data(ReflowedMatcher.load(a.checkpoint))
+    if data in (None, "array", "reflow"):
         raise FmnumpyError("this checkpoint was trained on an in-memory array; pass "
                            "--data FILE or --dataset NAME to compare with")
     n = a.n
@@ -291,8 +296,13 @@ def cmd_evaluate(a):
     return 0
 
 
+def cmd_reflow(a):
+    from .reflow import cmd_reflow as run_reflow
+    return run_reflow(a)
+
+
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "animate": cmd_animate,
-            "evaluate": cmd_evaluate}
+            "evaluate": cmd_evaluate, "reflow": cmd_reflow}
 
 
 def main(argv=None):

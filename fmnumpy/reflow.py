@@ -1,4 +1,4 @@
-"""Reflow (Liu et al. 2023, "Flow straight and fast", Sec. 2.2; ``docs/reflow.md``).
+"""Reflow (Liu et al. 2023, "Flow straight and fast"; ``docs/reflow.md``).
 
 A trained flow Z = FlowMatcher maps noise x0 to data.  Integrating it from
 fixed noise X0 gives pairs (X0, X1 = Z(X0)); training a new flow on the
@@ -22,8 +22,7 @@ import sys
 import numpy as np
 
 from . import train as _train
-from .api import DEFAULTS, FlowMatcher
-from .checkpoint import load_checkpoint
+from .api import DEFAULTS, FlowMatcher, _positive_int
 from .config import DATA_CHUNK_STEPS, DTYPE
 from .errors import FmnumpyError
 from .optim import AdamConfig
@@ -36,23 +35,12 @@ EVAL_DATA_STREAM = 9          # fresh data (as `fmnumpy evaluate`)
 INITS = ("model", "random")
 
 
-def _positive_int(name, value):
-    try:
-        ok = int(value) == value and int(value) > 0
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise FmnumpyError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 # ---- pairs ---------------------------------------------------------------------------
 
 def make_pairs(fm, n, method=REF_METHOD, steps=REF_STEPS, seed=0):
     """(X0, X1), both (n, D) ``DTYPE``: X0 ~ N(0, I) from ``default_rng(seed)``
     and X1 = the flow of ``fm`` from X0 at t = 1 (``fm.sample(x0=X0)``, EMA
-    weights), i.e. one draw of the coupling (X0, Z_1(X0)) of Liu et al. (2023),
-    Algorithm 1."""
+    weights): the coupling (X0, Z_1(X0)) that reflow trains on."""
     fm._check_fitted()
     n = _positive_int("the number of pairs", n)
     x0 = np.random.default_rng(seed).standard_normal((n, fm.spec_.dim)).astype(DTYPE)
@@ -128,9 +116,10 @@ def reflow(fm, n_pairs=PAIRS, steps=None, batch_size=None, seed=0, method=REF_ME
     straight path from X0[i] to X1[i] with fresh t.
 
     n_pairs: pairs drawn by ``make_pairs(fm, n_pairs, method, pair_steps, seed)``
-    (or pass ``pairs=(X0, X1)``).  steps, batch_size: default ``fm``'s
+    (or pass ``pairs=(X0, X1)``; then pair_method and pair_steps are recorded as
+    None).  steps, batch_size: default ``fm``'s
     (``DEFAULTS`` if unknown).  seed: of the pairs, the init and the batches.
-    init: "model" starts from ``fm``'s EMA weights (as Liu et al. do), "random"
+    init: "model" starts from ``fm``'s EMA weights (fine-tuning), "random"
     from a fresh initialisation.  fit_kwargs go to ``train.run`` (progress,
     callback, callback_every, checkpoint, checkpoint_every, until).
     Returns a ``ReflowedMatcher`` with ``data_ = "reflow"``.
@@ -142,7 +131,8 @@ def reflow(fm, n_pairs=PAIRS, steps=None, batch_size=None, seed=0, method=REF_ME
                           (fm.total_steps_ or DEFAULTS["steps"]))
     batch_size = _positive_int("batch size", batch_size if batch_size is not None else
                                (fm.batch_size_ or DEFAULTS["batch_size"]))
-    if pairs is None:
+    made = pairs is None
+    if made:
         if log:
             log(f"drawing {n_pairs} pairs with {method} {pair_steps} steps")
         pairs = make_pairs(fm, n_pairs, method=method, steps=pair_steps, seed=seed)
@@ -166,8 +156,8 @@ def reflow(fm, n_pairs=PAIRS, steps=None, batch_size=None, seed=0, method=REF_ME
     new.batch_size_, new.total_steps_, new.data_ = batch_size, steps, "reflow"
     prev = getattr(fm, "reflow_", None) if fm.data_ == "reflow" else None
     new.reflow_ = dict(data=source_data(fm), generation=(prev or {}).get("generation", 1) + 1,
-                       pairs=int(X0.shape[0]), pair_method=method, pair_steps=int(pair_steps),
-                       init=init)
+                       pairs=int(stream.X0.shape[0]), pair_method=method if made else None,
+                       pair_steps=int(pair_steps) if made else None, init=init)
     new._set_threads()
     fit_kwargs.setdefault("progress", False)        # as FlowMatcher.fit
     _train.run(new, stream, steps, **fit_kwargs)
@@ -290,6 +280,7 @@ def cmd_reflow(a):
     if data is not None:
         from .datasets import make_sampler
         draw = make_sampler(data)
+    _say(f"comparing before and after on {a.eval_n} points")
     result = compare(fm, new, draw, n=a.eval_n, seed=a.seed)
     result.update(checkpoint=str(a.checkpoint), data=data, pairs=a.pairs,
                   steps=new.step_, batch_size=new.batch_size_, init=a.init,

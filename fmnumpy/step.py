@@ -25,7 +25,7 @@ from numba import njit, prange
 from .config import DTYPE
 from .loss import cfm_loss_backward, cfm_loss_forward
 from .mlp import _slice2d, mlp_backward, param_count, velocity, zero_grad
-from .optim import adam_element_cpu, ema_element_cpu
+from .optim import adam_element_cpu, ema_element_cpu, grad_norm
 from .paths import straight_path
 
 
@@ -124,15 +124,6 @@ def adam_ema_update(theta, dtheta, m, v, ema, k, lr, b1, b2, eps, wd, decoupled,
 
 
 @njit(cache=True)
-def _grad_norm(dtheta):
-    s = 0.0
-    for i in range(dtheta.shape[0]):
-        gi = np.float64(dtheta[i])
-        s += gi * gi
-    return np.sqrt(s)
-
-
-@njit(cache=True)
 def train_step(theta, dtheta, m, v, ema, sizes, kind, n_freq, x0, x1, t, sigma_min,
                k, lr, b1, b2, eps, wd, decoupled, clip, ema_decay,
                xt, ut, dv, X, A, Z, G1, G2, S, dthetas, losses):
@@ -146,7 +137,7 @@ def train_step(theta, dtheta, m, v, ema, sizes, kind, n_freq, x0, x1, t, sigma_m
                                  xt, ut, dv, X, A, Z, G1, G2, S, dthetas, losses)
     if not np.isfinite(loss):
         return loss, np.nan
-    gnorm = _grad_norm(dtheta)
+    gnorm = grad_norm(dtheta)
     if not np.isfinite(gnorm):
         return np.inf, gnorm
     scale = 1.0

@@ -190,9 +190,9 @@ def test_sample_and_animate_bad_arguments(capsys, tmp_path, trained, argv, words
 
 def test_unknown_method_is_refused_by_argparse(capsys, trained, tmp_path):
     code = run(["sample", "--checkpoint", trained / "checkpoint.npz", "--out",
-                tmp_path / "x.npy", "--method", "dopri5"])
+                tmp_path / "x.npy", "--method", "dopri8"])
     out, err = capsys.readouterr()
-    assert code == 2 and "invalid choice" in err and "rk4" in err
+    assert code == 2 and "invalid choice" in err and "rk4" in err and "dopri5" in err
     assert "Traceback" not in err
 
 
@@ -322,3 +322,13 @@ def test_evaluate_on_array_checkpoint_needs_data(tmp_path, capsys):
     fm.save(tmp_path / "a.npz")
     code = run(["evaluate", "--checkpoint", tmp_path / "a.npz", "-n", 20, "--steps", 2])
     assert_one_line_error(capsys, code, "--data")
+
+
+def test_sample_dopri5_with_log_prob(trained, tmp_path, capsys):
+    out, lp = tmp_path / "x.npy", tmp_path / "lp.npy"
+    code = run(["sample", "--checkpoint", trained / "checkpoint.npz", "--out", out,
+                "-n", 25, "--method", "dopri5", "--log-prob", lp])
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    assert np.load(out).shape == (25, 2) and np.load(lp).shape == (25,)
+    assert np.isfinite(np.load(lp)).all() and "function evaluations" in err

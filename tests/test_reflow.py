@@ -11,8 +11,7 @@ import numba
 import numpy as np
 import pytest
 
-from fmnumpy import FlowMatcher, FmnumpyError
-from fmnumpy import cli
+from fmnumpy import FlowMatcher, FmnumpyError, cli
 from fmnumpy.config import DATA_CHUNK_STEPS
 from fmnumpy.datasets import make_sampler
 from fmnumpy.reflow import (PairStream, ReflowedMatcher, add_reflow_parser, cmd_reflow,
@@ -156,6 +155,7 @@ def test_reflow_initialisation_and_determinism(base):
     X = make_pairs(base, 300, steps=10, seed=0)
     start = reflow(base, pairs=X, steps=50, batch_size=32, until=0)
     np.testing.assert_array_equal(start.theta_, base.ema_)            # init="model"
+    assert start.reflow_["pairs"] == 300 and start.reflow_["pair_method"] is None
     fresh = reflow(base, pairs=X, steps=50, batch_size=32, seed=5, init="random", until=0)
     ref = tiny(seed=5)
     ref._init_state(2)
