@@ -332,3 +332,14 @@ def test_sample_dopri5_with_log_prob(trained, tmp_path, capsys):
     assert code == 0, err
     assert np.load(out).shape == (25, 2) and np.load(lp).shape == (25,)
     assert np.isfinite(np.load(lp)).all() and "function evaluations" in err
+
+
+def test_density_writes_a_heatmap_that_integrates_to_about_one(trained, tmp_path, capsys):
+    out = tmp_path / "p.png"
+    code = run(["density", "--checkpoint", trained / "checkpoint.npz", "--out", out,
+                "--grid", 24, "--steps", 4, "--lim", 6])
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    mass = float(err.split("integrates to ")[1].split()[0])
+    assert 0.9 < mass < 1.1                       # a coarse grid over almost all the mass
