@@ -41,6 +41,7 @@ def main(argv=None):
     ap.add_argument("--schedule", default=DEFAULTS["schedule"])
     ap.add_argument("--ema-decay", type=float, default=DEFAULTS["ema_decay"])
     ap.add_argument("--time-freqs", type=int, default=DEFAULTS["time_freqs"])
+    ap.add_argument("--coupling", default=DEFAULTS["coupling"])
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--floor-pairs", type=int, default=10)
     ap.add_argument("--out", default=None, help="write a JSON record here")
@@ -53,7 +54,7 @@ def main(argv=None):
         for seed in a.seeds:
             fm = FlowMatcher(hidden=hidden, activation=a.activation, lr=a.lr, warmup=a.warmup,
                              schedule=a.schedule, ema_decay=a.ema_decay,
-                             time_freqs=a.time_freqs, seed=seed)
+                             time_freqs=a.time_freqs, coupling=a.coupling, seed=seed)
             t = time.perf_counter()
             fm.fit(name, steps=a.steps, batch_size=a.batch_size)
             secs.append(time.perf_counter() - t)
@@ -61,7 +62,7 @@ def main(argv=None):
             fresh = datasets.sample(name, a.n, np.random.default_rng([20_000, seed]))
             w2s.append(w2(x, fresh))
             print(f"{name} seed {seed}: W2 {w2s[-1]:.4f}  train {secs[-1]:.1f} s", flush=True)
-        rec = dict(dataset=name, seeds=a.seeds, steps=a.steps, batch_size=a.batch_size,
+        rec = dict(dataset=name, coupling=a.coupling, seeds=a.seeds, steps=a.steps, batch_size=a.batch_size,
                    hidden=hidden, activation=a.activation, lr=a.lr, w2=w2s,
                    w2_mean=float(np.mean(w2s)), floor=floor, floor_sd=floor_sd,
                    ratio=float(np.mean(w2s)) / floor, train_seconds=secs,
