@@ -42,6 +42,7 @@ def main(argv=None):
     ap.add_argument("--ema-decay", type=float, default=DEFAULTS["ema_decay"])
     ap.add_argument("--time-freqs", type=int, default=DEFAULTS["time_freqs"])
     ap.add_argument("--coupling", default=DEFAULTS["coupling"])
+    ap.add_argument("--clip", type=float, default=DEFAULTS["clip"])
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--floor-pairs", type=int, default=10)
     ap.add_argument("--out", default=None, help="write a JSON record here")
@@ -54,7 +55,8 @@ def main(argv=None):
         for seed in a.seeds:
             fm = FlowMatcher(hidden=hidden, activation=a.activation, lr=a.lr, warmup=a.warmup,
                              schedule=a.schedule, ema_decay=a.ema_decay,
-                             time_freqs=a.time_freqs, coupling=a.coupling, seed=seed)
+                             time_freqs=a.time_freqs, coupling=a.coupling, clip=a.clip,
+                             seed=seed)
             t = time.perf_counter()
             fm.fit(name, steps=a.steps, batch_size=a.batch_size)
             secs.append(time.perf_counter() - t)
