@@ -7,8 +7,8 @@ Dimension letters: B batch, D data dimension, P parameters, C chunks.
     L      = mean (v - ut)^2                  loss.cfm_loss_forward
     dv     = dL/dv                            loss.cfm_loss_backward
     dtheta = backprop(dv)                     mlp.mlp_backward
-    theta  = Adam(theta, dtheta); ema         step.adam_ema_update (optim.adam_element,
-                                              optim.ema_element)
+    theta  = Adam(theta, dtheta); ema         optim.clip_grad_norm, optim.adam_update,
+                                              optim.ema_update
 
 Each part is its own function (and tested on its own).  :func:`train_step`
 can split the batch into C chunks (``StepBuffers(n_chunks=C)``, bounding the
@@ -25,7 +25,7 @@ from numba import njit, prange
 from .config import DTYPE
 from .loss import cfm_loss_backward, cfm_loss_forward
 from .mlp import _slice2d, mlp_backward, param_count, velocity, zero_grad
-from .optim import adam_element_cpu, ema_element_cpu, grad_norm
+from .optim import adam_update, clip_grad_norm, ema_update
 from .paths import straight_path
 
 
@@ -72,7 +72,8 @@ class StepBuffers:
 @njit(cache=True)
 def chunked_loss_and_grad(theta, dtheta, sizes, kind, n_freq, x0, x1, t, sigma_min,
                           xt, ut, dv, X, A, Z, G1, G2, S, dthetas, losses):
-    """:func:`loss_and_grad` over C chunks of the batch in parallel; returns L and
+    """:func:`loss_and_grad` over C chunks of the batch, one after another (in
+    parallel only if compiled with parallel=True); returns L and
     writes dtheta = sum_c (B_c / B) dL_c/dtheta."""
     B, D = x0.shape
     F = sizes[0]
@@ -111,19 +112,6 @@ def chunked_loss_and_grad(theta, dtheta, sizes, kind, n_freq, x0, x1, t, sigma_m
 
 
 @njit(cache=True)
-def adam_ema_update(theta, dtheta, m, v, ema, k, lr, b1, b2, eps, wd, decoupled, ema_decay,
-                    scale):
-    """Adam/AdamW step k on g = scale * dtheta, then the EMA, in one pass over P."""
-    bc1 = 1.0 - b1 ** k
-    bc2 = 1.0 - b2 ** k
-    for i in range(theta.shape[0]):
-        p, m[i], v[i] = adam_element_cpu(theta[i], scale * dtheta[i], m[i], v[i], lr, b1, b2,
-                                         eps, wd, decoupled, bc1, bc2)
-        theta[i] = p
-        ema[i] = ema_element_cpu(ema[i], p, ema_decay)
-
-
-@njit(cache=True)
 def train_step(theta, dtheta, m, v, ema, sizes, kind, n_freq, x0, x1, t, sigma_min,
                k, lr, b1, b2, eps, wd, decoupled, clip, ema_decay,
                xt, ut, dv, X, A, Z, G1, G2, S, dthetas, losses):
@@ -137,12 +125,9 @@ def train_step(theta, dtheta, m, v, ema, sizes, kind, n_freq, x0, x1, t, sigma_m
                                  xt, ut, dv, X, A, Z, G1, G2, S, dthetas, losses)
     if not np.isfinite(loss):
         return loss, np.nan
-    gnorm = grad_norm(dtheta)
+    gnorm = clip_grad_norm(dtheta, clip)      # dtheta is scratch: clipping it is harmless
     if not np.isfinite(gnorm):
         return np.inf, gnorm
-    scale = 1.0
-    if clip > 0.0 and gnorm > clip:
-        scale = clip / (gnorm + 1e-6)
-    adam_ema_update(theta, dtheta, m, v, ema, k, lr, b1, b2, eps, wd, decoupled, ema_decay,
-                    scale)
+    adam_update(theta, dtheta, m, v, k, lr, b1, b2, eps, wd, decoupled)
+    ema_update(ema, theta, ema_decay)
     return loss, gnorm

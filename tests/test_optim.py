@@ -215,26 +215,3 @@ def test_adam_config_round_trip():
                          clip=2.0, warmup=7, schedule="cosine", lr_min=1e-6)
     d = optim.AdamConfig.from_dict(c.to_dict())
     assert d.to_dict() == c.to_dict()
-
-
-# ---- the fused optimizer pass the training step uses ---------------------------------
-
-@pytest.mark.parametrize("variant", sorted(VARIANTS))
-@pytest.mark.parametrize("scale", [1.0, 0.25])
-def test_fused_adam_ema_update_equals_adam_then_ema(variant, scale):
-    """step.adam_ema_update(scale) = Adam on scale * g, then the EMA of the new theta."""
-    from fmnumpy import step
-    kw = VARIANTS[variant]
-    theta, m, v, ema = P0.copy(), np.zeros(5), np.zeros(5), P0.copy()
-    t2, m2, v2, e2 = P0.copy(), np.zeros(5), np.zeros(5), P0.copy()
-    for k in range(1, 4):
-        g = GRADS[k - 1].copy()
-        step.adam_ema_update(theta, g, m, v, ema, k, LR, B1, B2, EPS, kw["wd"],
-                             kw["decoupled"], 0.9, scale)
-        optim.adam_update(t2, scale * g, m2, v2, k, LR, B1, B2, EPS, kw["wd"], kw["decoupled"])
-        optim.ema_update(e2, t2, 0.9)
-        for a, b in ((theta, t2), (m, m2), (v, v2), (ema, e2)):
-            np.testing.assert_allclose(a, b, rtol=1e-14, atol=1e-16)
-    if scale == 1.0:
-        want = kingma_ba(P0, GRADS, LR, B1, B2, EPS, **kw)[-1][0]
-        np.testing.assert_allclose(theta, want, rtol=1e-12)
