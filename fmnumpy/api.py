@@ -18,7 +18,7 @@ from .couplings import get_coupling
 from . import likelihood as _lik
 from .adaptive import dopri5_mlp
 from .config import DTYPE
-from .errors import FmnumpyError
+from .errors import FmnumpyError, positive_int
 from .mlp import MLPSpec, init_params
 from .optim import AdamConfig
 from .solvers import integrate_mlp, tableau
@@ -34,16 +34,6 @@ DEFAULTS = dict(
     sigma_min=0.0, seed=0, method="rk4", sample_steps=100, n_samples=2000,
     coupling="independent",
 )
-
-
-def _positive_int(name, value):
-    try:
-        ok = int(value) == value and int(value) > 0
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise FmnumpyError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 class FlowMatcher:
@@ -131,8 +121,8 @@ class FlowMatcher:
         (the same batch size is required, so the data stream continues exactly);
         ``until`` stops early at that step (the schedule still spans ``steps``).
         """
-        steps = _positive_int("steps", steps)
-        batch_size = _positive_int("batch size", batch_size)
+        steps = positive_int("steps", steps)
+        batch_size = positive_int("batch size", batch_size)
         draw = datasets.make_sampler(data)
         dim = datasets.data_dim(data)
         name = data if isinstance(data, str) else "array"
@@ -194,7 +184,7 @@ class FlowMatcher:
         self._check_fitted()
         method = _lik.check_method(method)
         if x0 is None:
-            n = _positive_int("number of samples", n)
+            n = positive_int("number of samples", n)
             x0 = np.random.default_rng(seed).standard_normal((n, self.spec_.dim))
         x0 = np.asarray(x0, dtype=DTYPE)
         if x0.ndim != 2 or x0.shape[1] != self.spec_.dim:
@@ -274,8 +264,7 @@ class FlowMatcher:
                 if a.shape != (P,):
                     raise FmnumpyError(f"{path}: array {name} has shape {a.shape}, "
                                        f"expected ({P},); the file is damaged")
-                setattr(fm, name + "_" if name != "v" else "v_", a.astype(DTYPE))
-            fm.m_, fm.theta_, fm.ema_ = fm.m_, fm.theta_, fm.ema_
+                setattr(fm, name + "_", a.astype(DTYPE))
             fm.step_ = int(meta["step"])
             fm.total_steps_ = meta["total_steps"]
             fm.batch_size_ = meta["batch_size"]

@@ -8,3 +8,14 @@ and exits with a non-zero code instead of showing a traceback.
 
 class FmnumpyError(ValueError):
     """Bad input or an unusable file: the message is meant for the user."""
+
+
+def positive_int(name, value):
+    """``value`` as an int if it is a positive integer, else FmnumpyError naming ``name``."""
+    try:
+        ok = int(value) == value and int(value) > 0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise FmnumpyError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)

@@ -18,7 +18,7 @@ import math
 import numpy as np
 from numba import njit
 
-from .errors import FmnumpyError
+from .errors import FmnumpyError, positive_int
 
 MEDIAN_SUBSAMPLE = 1000     # points used by the median-distance heuristic
 BANDWIDTH_SCALES = (0.5, 1.0, 2.0)   # default RBF bandwidths, times the median distance
@@ -234,13 +234,7 @@ def straightness(velocity, x0, steps=100, method="euler"):
     x0 = np.asarray(x0, dtype=np.float64)
     if x0.ndim != 2 or x0.shape[0] == 0:
         raise FmnumpyError(f"x0 must be a non-empty (N, D) array, got shape {x0.shape}")
-    try:
-        ok = int(steps) == steps and int(steps) > 0
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise FmnumpyError(f"steps must be a positive integer, got {steps!r}")
-    steps = int(steps)
+    steps = positive_int("steps", steps)
     if method not in ("euler", "rk4"):
         raise FmnumpyError(f"unknown straightness method {method!r}; choose one of: euler, rk4")
 

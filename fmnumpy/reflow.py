@@ -22,9 +22,9 @@ import sys
 import numpy as np
 
 from . import train as _train
-from .api import DEFAULTS, FlowMatcher, _positive_int
+from .api import DEFAULTS, FlowMatcher
 from .config import DATA_CHUNK_STEPS, DTYPE
-from .errors import FmnumpyError
+from .errors import FmnumpyError, positive_int
 from .optim import AdamConfig
 
 PAIRS = 20000                 # default number of pairs of the command
@@ -42,7 +42,7 @@ def make_pairs(fm, n, method=REF_METHOD, steps=REF_STEPS, seed=0):
     and X1 = the flow of ``fm`` from X0 at t = 1 (``fm.sample(x0=X0)``, EMA
     weights): the coupling (X0, Z_1(X0)) that reflow trains on."""
     fm._check_fitted()
-    n = _positive_int("the number of pairs", n)
+    n = positive_int("the number of pairs", n)
     x0 = np.random.default_rng(seed).standard_normal((n, fm.spec_.dim)).astype(DTYPE)
     x1 = fm.sample(x0=x0, method=method, steps=steps)
     return x0, np.ascontiguousarray(x1, dtype=DTYPE)
@@ -62,7 +62,7 @@ class PairStream(_train.BatchStream):
         if X0.ndim != 2 or X0.shape != X1.shape or X0.shape[0] == 0:
             raise FmnumpyError(f"pairs must be two non-empty (N, D) arrays of the same "
                                f"shape, got {X0.shape} and {X1.shape}")
-        super().__init__(None, X0.shape[1], _positive_int("batch size", batch), seed, dtype)
+        super().__init__(None, X0.shape[1], positive_int("batch size", batch), seed, dtype)
         self.X0 = np.ascontiguousarray(X0, dtype=dtype)       # (N, D)
         self.X1 = np.ascontiguousarray(X1, dtype=dtype)       # (N, D)
 
@@ -127,9 +127,9 @@ def reflow(fm, n_pairs=PAIRS, steps=None, batch_size=None, seed=0, method=REF_ME
     fm._check_fitted()
     if init not in INITS:
         raise FmnumpyError(f"unknown init {init!r}; choose one of: {', '.join(INITS)}")
-    steps = _positive_int("steps", steps if steps is not None else
+    steps = positive_int("steps", steps if steps is not None else
                           (fm.total_steps_ or DEFAULTS["steps"]))
-    batch_size = _positive_int("batch size", batch_size if batch_size is not None else
+    batch_size = positive_int("batch size", batch_size if batch_size is not None else
                                (fm.batch_size_ or DEFAULTS["batch_size"]))
     made = pairs is None
     if made:
@@ -191,7 +191,7 @@ def compare(fm_before, fm_after, data_draw, n=2000, seed=0):
     it is the W2 between each model's Euler samples and its own rk4-100 samples
     from the same x0 (0 for a perfectly straight flow).
     """
-    n = _positive_int("the number of evaluation points", n)
+    n = positive_int("the number of evaluation points", n)
     if n < 2:
         raise FmnumpyError(f"the number of evaluation points must be at least 2, got {n}")
     dim = fm_before.spec_.dim
@@ -260,10 +260,10 @@ def _say(msg):
 
 def cmd_reflow(a):
     """``fmnumpy reflow``: load, pair, train, compare, write, print the table."""
-    _positive_int("--pairs", a.pairs)
+    positive_int("--pairs", a.pairs)
     for flag, value in (("--steps", a.steps), ("--batch-size", a.batch_size)):
         if value is not None:
-            _positive_int(flag, value)
+            positive_int(flag, value)
     if a.eval_n < 2:
         raise FmnumpyError(f"--eval-n must be at least 2, got {a.eval_n}")
     if os.path.exists(a.out) and not os.path.isdir(a.out):

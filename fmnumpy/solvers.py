@@ -14,6 +14,7 @@ The velocity field is passed to the compiled loop as a compiled function
 """
 from fractions import Fraction as Fr
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -171,6 +172,13 @@ def _integrate_chunks(theta, sizes, kind, n_freq, x, t0, t1, steps, c, A, b, tra
             traj[r, lo:hi] = tr[r]
 
 
+def single_threaded_blas():
+    """Limit BLAS to one thread until ``.restore_original_limits()``: the sampler's
+    particle chunks run on Numba's threads (see DEVELOPERS.md, Threads)."""
+    from threadpoolctl import threadpool_limits
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def integrate_mlp(theta, spec, x0, method="rk4", steps=100, t0=0.0, t1=1.0, record=0,
                   chunk=2048):
     """Solve dx/dt = v_theta(x, t) from x(t0) = x0 (N, D) to t1.
@@ -191,8 +199,6 @@ def integrate_mlp(theta, spec, x0, method="rk4", steps=100, t0=0.0, t1=1.0, reco
     else:
         rec = np.zeros(0, dtype=np.int64)
     traj = np.empty((rec.shape[0], x.shape[0], x.shape[1]), dtype=x.dtype)
-    from .train import single_threaded_blas
-    import numba
     # at least one chunk per thread; each chunk runs the whole solve for its particles
     chunk = max(1, min(int(chunk), -(-x.shape[0] // numba.get_num_threads())))
     blas = single_threaded_blas()

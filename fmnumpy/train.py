@@ -19,13 +19,6 @@ from .step import StepBuffers, train_step
 TRAIN_STREAM = 1      # purpose tag of the training-data generator
 
 
-def single_threaded_blas():
-    """Limit BLAS to one thread until ``.restore_original_limits()``: compiled
-    code runs its own threads (see DEVELOPERS.md, Threads)."""
-    from threadpoolctl import threadpool_limits
-    return threadpool_limits(limits=1, user_api="blas")
-
-
 class BatchStream:
     """(x0, x1, t) for step k: x0 (B, D) ~ N(0, I), x1 (B, D) ~ data, t (B,) ~ U(0, 1)."""
 
