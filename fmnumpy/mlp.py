@@ -151,7 +151,7 @@ def linear_backward(dz, h, W, dh, dW, db, S):
         np.dot(dz, W.T, dh)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")   # no zero-division check: the loop vectorises
 def activation_forward(z, kind, a):
     """a = sigma(z) elementwise, z and a (B, H)."""
     B, H = z.shape
@@ -160,7 +160,7 @@ def activation_forward(z, kind, a):
             a[i, j] = act_cpu(z[i, j], kind)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")   # no zero-division check: the loop vectorises
 def activation_backward(da, z, kind, dz):
     """dz = da * sigma'(z) elementwise (may be computed in place, dz is da)."""
     B, H = z.shape
@@ -182,7 +182,7 @@ def _slice2d(buf, start, rows, cols):
     return buf[start:start + rows * cols].reshape((rows, cols))
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")   # no zero-division check: the loop vectorises
 def hidden_forward(h, W, b, kind, a, s):
     """a = sigma(h W + b), and s = sigma'(h W + b) when s has rows.
     h (B, n_in), W (n_in, n_out), b (n_out,) -> a, s (B, n_out)."""

@@ -24,8 +24,10 @@ NAME = {code: name for name, code in ACTIVATIONS.items()}
 
 # ---- an independent NumPy reference of the forward pass -------------------------------
 
-SELU_ALPHA = 1.6732632423543772
-SELU_SCALE = 1.0507009873554805
+# Klambauer et al.'s constants rounded to float32, as fmnumpy (and torch.nn.SELU on
+# float32 tensors) applies them.
+SELU_ALPHA = float(np.float32(1.6732632423543772))
+SELU_SCALE = float(np.float32(1.0507009873554805))
 
 
 def act_ref(z, kind):
