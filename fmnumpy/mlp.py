@@ -183,10 +183,9 @@ def _slice2d(buf, start, rows, cols):
 
 
 @njit(cache=True, error_model="numpy")   # no zero-division check: the loop vectorises
-def hidden_forward(h, W, b, kind, a, s):
-    """a = sigma(h W + b), and s = sigma'(h W + b) when s has rows.
-    h (B, n_in), W (n_in, n_out), b (n_out,) -> a, s (B, n_out)."""
-    np.dot(h, W, a)
+def bias_activation(a, b, kind, s):
+    """In place: a = sigma(a + b), and s = sigma'(a + b) when s has rows.
+    a, s (B, H), b (H,)."""
     B, n_out = a.shape
     if s.shape[0] > 0:
         for i in range(B):
@@ -198,6 +197,14 @@ def hidden_forward(h, W, b, kind, a, s):
         for i in range(B):
             for j in range(n_out):
                 a[i, j] = act_cpu(a[i, j] + b[j], kind)
+
+
+@njit(cache=True)
+def hidden_forward(h, W, b, kind, a, s):
+    """a = sigma(h W + b), and s = sigma'(h W + b) when s has rows.
+    h (B, n_in), W (n_in, n_out), b (n_out,) -> a, s (B, n_out)."""
+    np.dot(h, W, a)
+    bias_activation(a, b, kind, s)
 
 
 @njit(cache=True)
