@@ -149,6 +149,7 @@ class Validate:
         import torch
         from fmnumpy import FlowMatcher
         from fmnumpy.mlp import Workspace
+        from fmnumpy.paths import STRAIGHT
         from fmnumpy.step import loss_and_grad
         from . import torch_ref as R
         spec, theta = _spec_theta(self.model, self.seed)
@@ -156,8 +157,9 @@ class Validate:
         # one loss and gradient: fmnumpy, PyTorch float32, PyTorch float64 (context)
         ws, dtheta = Workspace(spec.sizes, batch), np.zeros_like(theta)
         xt, ut, dv = (np.zeros_like(x0) for _ in range(3))             # (B, D)
-        loss = float(loss_and_grad(theta, dtheta, spec.sizes, spec.kind, spec.n_freq, x0, x1,
-                                   t, 0.0, xt, ut, dv, *ws.buffers()))
+        no_eps = np.zeros((0, x0.shape[1]), x0.dtype)                  # the straight path
+        loss = float(loss_and_grad(theta, dtheta, spec.sizes, spec.kind, spec.n_freq, STRAIGHT,
+                                   0.0, x0, x1, t, no_eps, xt, ut, dv, *ws.buffers()))
         ref = R.build_model(spec.sizes, spec.activation, theta)
         loss32, g32 = R.loss_and_grad(ref, x0, x1, t)
         ref64 = R.build_model(spec.sizes, spec.activation, theta.astype(np.float64),

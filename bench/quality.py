@@ -4,6 +4,7 @@ points, against the data floor (W2 between two independent 2,000-point draws,
 averaged over ``--floor-pairs`` pairs).
 
     python bench/quality.py --dataset 2spirals --seeds 0 1 2 [--steps 20000 ...]
+    python bench/quality.py --path sb --sb-sigma 0.5 --coupling ot ...   # another path
 """
 import argparse
 import json
@@ -43,6 +44,9 @@ def main(argv=None):
     ap.add_argument("--time-freqs", type=int, default=DEFAULTS["time_freqs"])
     ap.add_argument("--coupling", default=DEFAULTS["coupling"])
     ap.add_argument("--clip", type=float, default=DEFAULTS["clip"])
+    ap.add_argument("--path", default=DEFAULTS["path"], help="straight, cosine or sb")
+    ap.add_argument("--sb-sigma", type=float, default=DEFAULTS["sb_sigma"],
+                    help="noise of --path sb")
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--floor-pairs", type=int, default=10)
     ap.add_argument("--out", default=None, help="write a JSON record here")
@@ -56,7 +60,7 @@ def main(argv=None):
             fm = FlowMatcher(hidden=hidden, activation=a.activation, lr=a.lr, warmup=a.warmup,
                              schedule=a.schedule, ema_decay=a.ema_decay,
                              time_freqs=a.time_freqs, coupling=a.coupling, clip=a.clip,
-                             seed=seed)
+                             path=a.path, sb_sigma=a.sb_sigma, seed=seed)
             t = time.perf_counter()
             fm.fit(name, steps=a.steps, batch_size=a.batch_size)
             secs.append(time.perf_counter() - t)
@@ -64,7 +68,9 @@ def main(argv=None):
             fresh = datasets.sample(name, a.n, np.random.default_rng([20_000, seed]))
             w2s.append(w2(x, fresh))
             print(f"{name} seed {seed}: W2 {w2s[-1]:.4f}  train {secs[-1]:.1f} s", flush=True)
-        rec = dict(dataset=name, coupling=a.coupling, seeds=a.seeds, steps=a.steps, batch_size=a.batch_size,
+        rec = dict(dataset=name, coupling=a.coupling, path=a.path,
+                   sb_sigma=a.sb_sigma if a.path == "sb" else None,
+                   seeds=a.seeds, steps=a.steps, batch_size=a.batch_size,
                    hidden=hidden, activation=a.activation, lr=a.lr, w2=w2s,
                    w2_mean=float(np.mean(w2s)), floor=floor, floor_sd=floor_sd,
                    ratio=float(np.mean(w2s)) / floor, train_seconds=secs,

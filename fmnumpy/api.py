@@ -7,8 +7,6 @@
 
 The defaults here are the command line's defaults (``DEFAULTS``).
 """
-import math
-import os
 
 import numpy as np
 
@@ -21,7 +19,8 @@ from .config import DTYPE
 from .errors import FmnumpyError, positive_int
 from .mlp import MLPSpec, init_params
 from .optim import AdamConfig
-from .solvers import integrate_mlp, tableau
+from .paths import SB, SB_SIGMA, STRAIGHT, check_sb_sigma, path_code
+from .solvers import integrate_mlp
 from . import train as _train
 
 INIT_STREAM = 0
@@ -32,13 +31,16 @@ DEFAULTS = dict(
     activation="silu", time_freqs=0, lr=2e-3, weight_decay=0.0, optimizer="adamw",
     clip=1.0, ema_decay=0.999, warmup=500, schedule="cosine", lr_min=1e-5,
     sigma_min=0.0, seed=0, method="rk4", sample_steps=100, n_samples=2000,
-    coupling="independent",
+    coupling="independent", path="straight", sb_sigma=SB_SIGMA,
 )
 
 
 class FlowMatcher:
     """A flow-matching model: MLP velocity field v(x, t), trained with the
-    conditional flow-matching loss on the straight path xt = (1 - t) x0 + t x1.
+    conditional flow-matching loss on a probability path: ``path="straight"``
+    (xt = (1 - t) x0 + t x1, widened by ``sigma_min``), ``"cosine"`` (variance
+    preserving) or ``"sb"`` (Schrodinger bridge with noise ``sb_sigma``);
+    see docs/couplings.md#paths.
 
     Fitted attributes end with an underscore: ``theta_`` (P,) parameters,
     ``ema_`` their moving average (used for sampling), ``m_``/``v_`` Adam moments,
@@ -53,6 +55,7 @@ class FlowMatcher:
                  warmup=DEFAULTS["warmup"], schedule=DEFAULTS["schedule"],
                  lr_min=DEFAULTS["lr_min"], sigma_min=DEFAULTS["sigma_min"],
                  coupling=DEFAULTS["coupling"], coupling_options=None,
+                 path=DEFAULTS["path"], sb_sigma=DEFAULTS["sb_sigma"],
                  seed=DEFAULTS["seed"], threads=None, device="cpu"):
         if optimizer not in ("adam", "adamw"):
             raise FmnumpyError(f"unknown optimizer {optimizer!r}; choose one of: adam, adamw")
@@ -67,12 +70,19 @@ class FlowMatcher:
         self.sigma_min = float(sigma_min)
         if not 0.0 <= self.sigma_min < 1.0:
             raise FmnumpyError(f"sigma_min must be in [0, 1), got {sigma_min}")
+        path_code(path)                                            # validate early
+        self.path = str(path).lower()
+        if self.path != "straight" and self.sigma_min != 0.0:
+            raise FmnumpyError(f"sigma_min is a parameter of the straight path only; the "
+                               f"{self.path} path takes sigma_min=0 (got {sigma_min})")
+        self.sb_sigma = check_sb_sigma(sb_sigma)
         self.coupling = str(coupling)
         self.coupling_options = dict(coupling_options or {})
         get_coupling(self.coupling, **self.coupling_options)       # validate early
         if device not in ("cpu", "cuda"):
             raise FmnumpyError(f"unknown device {device!r}; choose one of: cpu, cuda")
         self.device = device
+        self.check_device()
         self.seed = int(seed)
         self.threads = threads
         MLPSpec(2, self.hidden, activation, self.time_freqs)   # validate early
@@ -94,6 +104,18 @@ class FlowMatcher:
         self.total_steps_ = None
         self.batch_size_ = None
         self.data_ = None
+
+    def path_args(self):
+        """(code, sigma) of the training path for ``paths.fill_path``: sigma is
+        sigma_min on the straight path, sb_sigma on the bridge, unused by cosine."""
+        code = path_code(self.path)
+        return code, {STRAIGHT: self.sigma_min, SB: self.sb_sigma}.get(code, 0.0)
+
+    def check_device(self):
+        """Refuse settings the GPU trainer does not have (it trains the straight path)."""
+        if self.device == "cuda" and self.path != "straight":
+            raise FmnumpyError(f"the {self.path} path is not supported on the GPU yet; "
+                               "use --device cpu or --path straight")
 
     def _check_fitted(self):
         if self.spec_ is None:
@@ -123,6 +145,7 @@ class FlowMatcher:
         """
         steps = positive_int("steps", steps)
         batch_size = positive_int("batch size", batch_size)
+        self.check_device()
         draw = datasets.make_sampler(data)
         dim = datasets.data_dim(data)
         name = data if isinstance(data, str) else "array"
@@ -226,6 +249,7 @@ class FlowMatcher:
     def _meta(self):
         return dict(spec=self.spec_.to_dict(), opt=self.opt.to_dict(),
                     optimizer=self.optimizer, sigma_min=self.sigma_min, seed=self.seed,
+                    path=self.path, sb_sigma=self.sb_sigma,
                     step=self.step_, total_steps=self.total_steps_,
                     batch_size=self.batch_size_, data=self.data_,
                     train_seconds=self.train_seconds_,
@@ -255,7 +279,10 @@ class FlowMatcher:
                      optimizer=meta["optimizer"], weight_decay=opt["weight_decay"],
                      clip=opt["clip"], ema_decay=opt["ema_decay"], warmup=opt["warmup"],
                      schedule=opt["schedule"], lr_min=opt["lr_min"],
-                     sigma_min=meta["sigma_min"], seed=meta["seed"])
+                     sigma_min=meta["sigma_min"], seed=meta["seed"],
+                     # checkpoints from before the path option trained the straight path
+                     path=meta.get("path", "straight"),
+                     sb_sigma=meta.get("sb_sigma", DEFAULTS["sb_sigma"]))
             fm._load_extra(meta.get("extra", {}))
             fm._init_state(int(spec["dim"]))
             P = fm.spec_.n_params

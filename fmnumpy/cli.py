@@ -60,8 +60,8 @@ def _load_for_sampling(a):
 def build_parser():
     ap = argparse.ArgumentParser(
         prog=PROG, description="Flow matching from scratch: train a velocity field v(x, t) "
-        "on the straight path xt = (1-t) x0 + t x1 from noise x0 ~ N(0, I) to data x1, "
-        "then sample by integrating dx/dt = v(x, t) from t=0 to t=1.")
+        "on a path from noise x0 ~ N(0, I) to data x1 (by default the straight path "
+        "xt = (1-t) x0 + t x1), then sample by integrating dx/dt = v(x, t) from t=0 to t=1.")
     ap.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -99,7 +99,12 @@ def build_parser():
                    help="linear learning-rate warm-up steps (default %(default)s)")
     t.add_argument("--schedule", default=DEFAULTS["schedule"], choices=("constant", "cosine"))
     t.add_argument("--sigma-min", type=float, default=DEFAULTS["sigma_min"],
-                   help="Lipman's sigma_min of the path (default %(default)s)")
+                   help="Lipman's sigma_min of the straight path (default %(default)s)")
+    t.add_argument("--path", default=None,
+                   help="probability path: straight, cosine (variance preserving) or sb "
+                   f"(Schrodinger bridge) (default {DEFAULTS['path']})")
+    t.add_argument("--sb-sigma", type=float, default=None,
+                   help=f"noise of --path sb (default {DEFAULTS['sb_sigma']})")
     t.add_argument("--coupling", default=DEFAULTS["coupling"],
                    help="pairing of noise and data in a batch: independent, ot (exact "
                    "minibatch optimal transport) or sinkhorn (default %(default)s)")
@@ -175,27 +180,40 @@ def _say(msg):
 # ----------------------------------------------------------------------------------------
 def cmd_train(a):
     from . import plots
-    from .datasets import make_sampler, sample as draw_named
+    from .datasets import make_sampler
     data = a.data if a.data is not None else (a.dataset or DEFAULTS["dataset"])
     os.makedirs(a.out, exist_ok=True)
     ckpt = os.path.join(a.out, "checkpoint.npz")
-    if a.device == "cuda":
-        from .cuda import require_gpu
-        require_gpu()
     if a.resume:
         fm = FlowMatcher.load(ckpt)
         if fm.data_ not in (None, "array") and a.data is None and a.dataset is None:
             data = fm.data_
+        if a.path is not None and a.path.lower() != fm.path:
+            raise FmnumpyError(f"{ckpt} was trained on the {fm.path} path; --resume continues "
+                               f"it, so drop --path {a.path} (or train anew in another --out)")
+        if a.sb_sigma is not None and a.sb_sigma != fm.sb_sigma:
+            raise FmnumpyError(f"{ckpt} was trained with sb_sigma {fm.sb_sigma}; --resume "
+                               f"continues it, so drop --sb-sigma {a.sb_sigma}")
         _say(f"resuming from {ckpt} at step {fm.step_}")
     else:
+        path = a.path if a.path is not None else DEFAULTS["path"]
+        if a.sb_sigma is not None and path != "sb":
+            raise FmnumpyError(f"--sb-sigma is the noise of --path sb; drop it or add "
+                               f"--path sb (got --path {path})")
         fm = FlowMatcher(hidden=a.hidden, activation=a.activation, time_freqs=a.time_freqs,
                          lr=a.lr, optimizer=a.optimizer, weight_decay=a.weight_decay,
                          clip=a.clip, ema_decay=a.ema_decay, warmup=a.warmup,
                          schedule=a.schedule, sigma_min=a.sigma_min, seed=a.seed,
                          coupling=a.coupling,
                          coupling_options=({"reg": a.sinkhorn_reg}
-                                           if a.sinkhorn_reg is not None else None))
+                                           if a.sinkhorn_reg is not None else None),
+                         path=path, sb_sigma=(a.sb_sigma if a.sb_sigma is not None
+                                              else DEFAULTS["sb_sigma"]))
     fm.device = a.device
+    if a.device == "cuda":
+        fm.check_device()           # before looking for a GPU: the settings are wrong anyway
+        from .cuda import require_gpu
+        require_gpu()
     if a.steps is None:
         a.steps = (fm.total_steps_ if a.resume and fm.total_steps_ else DEFAULTS["steps"])
     if a.batch_size is None:

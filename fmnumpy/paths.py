@@ -14,8 +14,42 @@ width sigma_min is
 
 which for sigma_min = 0 is the straight line xt = (1 - t) x0 + t x1 with
 ut = x1 - x0.  See ``docs/flow_matching.md``.
+
+The other paths a model can be trained on, the variance-preserving cosine path
+and the Schrodinger bridge, are written in ``schedules.py``
+(``docs/couplings.md#paths``).  Compiled code selects a path by an integer
+code (``PATHS``), as it selects an activation, through :func:`fill_path`.
 """
+import math
+
 from numba import njit
+
+from .errors import FmnumpyError
+from .schedules import cosine_path, sb_path
+
+STRAIGHT, COSINE, SB = 0, 1, 2
+PATHS = {"straight": STRAIGHT, "cosine": COSINE, "sb": SB}
+SB_SIGMA = 1.0        # default bridge noise, TorchCFM's SchrodingerBridgeConditionalFlowMatcher
+
+
+def path_code(name):
+    """Integer code of a path name; a clear error lists the valid names."""
+    key = str(name).lower()
+    if key not in PATHS:
+        raise FmnumpyError(f"unknown path {name!r}; choose one of: " + ", ".join(PATHS))
+    return PATHS[key]
+
+
+def check_sb_sigma(sigma):
+    """``sigma`` as a float if it is a usable bridge noise (finite, > 0), else FmnumpyError."""
+    try:
+        value = float(sigma)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (math.isfinite(value) and value > 0.0):
+        raise FmnumpyError(f"sb_sigma (the Schrodinger-bridge noise) must be a positive "
+                           f"finite number, got {sigma!r}")
+    return value
 
 
 @njit(cache=True)
@@ -32,3 +66,22 @@ def straight_path(x0, x1, t, sigma_min, xt, ut):
         for d in range(D):
             xt[i, d] = (1.0 - s * ti) * x0[i, d] + ti * x1[i, d]
             ut[i, d] = x1[i, d] - s * x0[i, d]
+
+
+@njit(cache=True)
+def fill_path(path, x0, x1, t, sigma, eps, xt, ut):
+    """Fill xt and ut = d xt / dt (B, D) on the path with code ``path``.
+
+    x0, x1 (B, D), t (B,).  ``sigma`` is the path's one parameter: sigma_min
+    of the straight path, the bridge noise of ``sb``; the cosine path has none
+    and ignores it.  eps (B, D) ~ N(0, I) is the bridge's noise, read by
+    ``sb`` only (the other paths take an empty (0, D) array).
+    """
+    if path == COSINE:
+        cosine_path(x0, x1, t, sigma, xt, ut)
+    elif path == SB:
+        if eps.shape[0] != x0.shape[0] or eps.shape[1] != x0.shape[1]:
+            raise ValueError("the sb path needs noise eps of the batch's shape (B, D)")
+        sb_path(x0, x1, t, sigma, eps, xt, ut)
+    else:
+        straight_path(x0, x1, t, sigma, xt, ut)

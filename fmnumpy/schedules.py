@@ -1,7 +1,9 @@
-"""Probability paths beyond the straight line (``docs/couplings.md``, "Other
-paths").  Same convention as ``paths.py``: x0 ~ N(0, I) at t = 0, data x1 at
-t = 1, and each function fills xt (B, D) and its time derivative ut = d xt / dt
-(B, D), the regression target of the conditional flow-matching loss.
+"""Probability paths beyond the straight line (``docs/couplings.md#paths``).
+Same convention as ``paths.py``: x0 ~ N(0, I) at t = 0, data x1 at t = 1, and
+each function fills xt (B, D) and its time derivative ut = d xt / dt (B, D),
+the regression target of the conditional flow-matching loss.  Training selects
+them by name (``FlowMatcher(path="cosine" | "sb")``, ``fmnumpy train --path``)
+through ``paths.fill_path``.
 
 Dimension letters: B batch, D data dimension.
 

@@ -2,7 +2,7 @@
 
 Dimension letters: B batch, D data dimension, P parameters, C chunks.
 
-    xt, ut = path(x0, x1, t)                  paths.straight_path
+    xt, ut = path(x0, x1, t[, eps])           paths.fill_path
     v      = MLP(concat(xt, features(t)))     mlp.velocity
     L      = mean (v - ut)^2                  loss.cfm_loss_forward
     dv     = dL/dv                            loss.cfm_loss_backward
@@ -26,17 +26,18 @@ from .config import DTYPE
 from .loss import cfm_loss_backward, cfm_loss_forward
 from .mlp import _slice2d, mlp_backward, param_count, velocity, zero_grad
 from .optim import adam_update, clip_grad_norm, ema_update
-from .paths import straight_path
+from .paths import fill_path
 
 
 @njit(cache=True)
-def loss_and_grad(theta, dtheta, sizes, kind, n_freq, x0, x1, t, sigma_min,
+def loss_and_grad(theta, dtheta, sizes, kind, n_freq, path, sigma, x0, x1, t, eps,
                   xt, ut, dv, X, A, Z, G1, G2, S):
-    """L(theta) on the batch (x0, x1, t) and dtheta = dL/dtheta (overwritten).
+    """L(theta) on the batch (x0, x1, t, eps) and dtheta = dL/dtheta (overwritten).
 
-    x0, x1 (B, D), t (B,); xt, ut, dv (B, D) and X, A, Z, G1, G2, S are
-    buffers (see mlp.Workspace)."""
-    straight_path(x0, x1, t, sigma_min, xt, ut)
+    path, sigma: the path's code and parameter (``paths.fill_path``); x0, x1
+    (B, D), t (B,), eps (B, D) the bridge noise of the sb path, else (0, D);
+    xt, ut, dv (B, D) and X, A, Z, G1, G2, S are buffers (see mlp.Workspace)."""
+    fill_path(path, x0, x1, t, sigma, eps, xt, ut)
     v = velocity(theta, sizes, kind, n_freq, xt, t, X, A, Z)
     loss = cfm_loss_forward(v, ut)
     cfm_loss_backward(v, ut, dv)
@@ -70,7 +71,7 @@ class StepBuffers:
 
 
 @njit(cache=True)
-def chunked_loss_and_grad(theta, dtheta, sizes, kind, n_freq, x0, x1, t, sigma_min,
+def chunked_loss_and_grad(theta, dtheta, sizes, kind, n_freq, path, sigma, x0, x1, t, eps,
                           xt, ut, dv, X, A, Z, G1, G2, S, dthetas, losses):
     """:func:`loss_and_grad` over C chunks of the batch, one after another (in
     parallel only if compiled with parallel=True); returns L and
@@ -93,8 +94,9 @@ def chunked_loss_and_grad(theta, dtheta, sizes, kind, n_freq, x0, x1, t, sigma_m
         # chunk 0 writes straight into dtheta, the others into their own rows
         g = dtheta if c == 0 else dthetas[c]
         if n > 0:
-            lc = loss_and_grad(theta, g, sizes, kind, n_freq,
-                               x0[lo:lo + n], x1[lo:lo + n], t[lo:lo + n], sigma_min,
+            lc = loss_and_grad(theta, g, sizes, kind, n_freq, path, sigma,
+                               x0[lo:lo + n], x1[lo:lo + n], t[lo:lo + n],
+                               eps[lo:lo + n],       # (0, D) stays empty: no noise
                                _slice2d(xt[c], 0, n, D), _slice2d(ut[c], 0, n, D),
                                _slice2d(dv[c], 0, n, D), _slice2d(X[c], 0, n, F),
                                A[c][:n * hsum], Z[c][:n * hid], G1[c], G2[c], S[c])
@@ -112,8 +114,8 @@ def chunked_loss_and_grad(theta, dtheta, sizes, kind, n_freq, x0, x1, t, sigma_m
 
 
 @njit(cache=True)
-def train_step(theta, dtheta, m, v, ema, sizes, kind, n_freq, x0, x1, t, sigma_min,
-               k, lr, b1, b2, eps, wd, decoupled, clip, ema_decay,
+def train_step(theta, dtheta, m, v, ema, sizes, kind, n_freq, path, sigma, x0, x1, t, eps,
+               k, lr, b1, b2, adam_eps, wd, decoupled, clip, ema_decay,
                xt, ut, dv, X, A, Z, G1, G2, S, dthetas, losses):
     """Loss, gradient, clipping, Adam step k and EMA update; returns (loss, ||g||).
 
@@ -121,13 +123,13 @@ def train_step(theta, dtheta, m, v, ema, sizes, kind, n_freq, x0, x1, t, sigma_m
     loss or gradient leaves theta, the moments and the EMA untouched, so the
     caller can stop with the last good weights.
     """
-    loss = chunked_loss_and_grad(theta, dtheta, sizes, kind, n_freq, x0, x1, t, sigma_min,
-                                 xt, ut, dv, X, A, Z, G1, G2, S, dthetas, losses)
+    loss = chunked_loss_and_grad(theta, dtheta, sizes, kind, n_freq, path, sigma,
+                                 x0, x1, t, eps, xt, ut, dv, X, A, Z, G1, G2, S, dthetas, losses)
     if not np.isfinite(loss):
         return loss, np.nan
     gnorm = clip_grad_norm(dtheta, clip)      # dtheta is scratch: clipping it is harmless
     if not np.isfinite(gnorm):
         return np.inf, gnorm
-    adam_update(theta, dtheta, m, v, k, lr, b1, b2, eps, wd, decoupled)
+    adam_update(theta, dtheta, m, v, k, lr, b1, b2, adam_eps, wd, decoupled)
     ema_update(ema, theta, ema_decay)
     return loss, gnorm

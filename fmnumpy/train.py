@@ -5,7 +5,9 @@ Random draws are counter-based: the batches of steps [k C, (k+1) C) (C =
 ``config.DATA_CHUNK_STEPS``) are drawn from ``default_rng([seed, 1, k])``, so the
 data of any step is a function of (seed, step) alone.  That is what makes
 ``--resume`` continue bit for bit: nothing about the RNG has to be carried
-except the step counter.
+except the step counter.  The noise eps of the Schrodinger-bridge path has its
+own purpose tag, ``default_rng([seed, 2, k])`` (``PathNoise``), so it follows
+the same rule and leaves the (x0, x1, t) of a run unchanged.
 """
 import time
 
@@ -14,9 +16,11 @@ import numpy as np
 from .config import DATA_CHUNK_STEPS
 from .errors import FmnumpyError
 from .optim import ema_decay_at, learning_rate
+from .paths import SB
 from .step import StepBuffers, train_step
 
 TRAIN_STREAM = 1      # purpose tag of the training-data generator
+PATH_NOISE_STREAM = 2     # purpose tag of the sb path's noise eps
 
 
 class BatchStream:
@@ -50,6 +54,26 @@ class BatchStream:
         return self.x0[r], self.x1[r], self.t[r]
 
 
+class PathNoise:
+    """eps (B, D) ~ N(0, I) of step k for the Schrodinger-bridge path, drawn
+    like ``BatchStream`` in chunks of C steps from ``default_rng([seed, 2,
+    k // C])``; for the other paths an empty (0, D) array, and no draws."""
+
+    def __init__(self, active, dim, batch, seed, dtype):
+        self.active, self.dim, self.batch, self.seed = active, dim, batch, seed
+        self.chunk = -1
+        self.eps = np.zeros((DATA_CHUNK_STEPS, batch if active else 0, dim), dtype=dtype)
+
+    def noise_at(self, step):
+        """The noise of 0-based step ``step``: (B, D), or (0, D) when inactive."""
+        k, r = divmod(step, DATA_CHUNK_STEPS)
+        if self.active and k != self.chunk:
+            rng = np.random.default_rng([self.seed, PATH_NOISE_STREAM, k])
+            self.eps[...] = rng.standard_normal(self.eps.shape)
+            self.chunk = k
+        return self.eps[r]
+
+
 def run(model, stream, steps, until=None, progress=True, callback=None, callback_every=0,
         checkpoint=None, checkpoint_every=0, log=None):
     """Train ``model`` (a FlowMatcher) from ``model.step_`` up to ``until`` (default
@@ -62,6 +86,8 @@ def run(model, stream, steps, until=None, progress=True, callback=None, callback
     spec, opt = model.spec_, model.opt
     B = stream.batch
     buf = StepBuffers(spec.sizes, B, 1, model.theta_.dtype)
+    path, sigma = model.path_args()
+    noise = PathNoise(path == SB, stream.dim, B, model.seed, model.theta_.dtype)
     until = steps if until is None else min(int(until), steps)
     b1, b2 = opt.betas
     bar = None
@@ -75,10 +101,11 @@ def run(model, stream, steps, until=None, progress=True, callback=None, callback
         while model.step_ < until:
             k = model.step_ + 1                      # 1-based Adam step
             x0, x1, t = stream.batch_at(model.step_)
+            eps = noise.noise_at(model.step_)
             lr = learning_rate(k, opt.lr, steps, opt.warmup, opt.schedule, opt.lr_min)
             loss, gnorm = train_step(
                 model.theta_, model.dtheta_, model.m_, model.v_, model.ema_,
-                spec.sizes, spec.kind, spec.n_freq, x0, x1, t, model.sigma_min,
+                spec.sizes, spec.kind, spec.n_freq, path, sigma, x0, x1, t, eps,
                 k, lr, b1, b2, opt.eps, opt.weight_decay, opt.decoupled, opt.clip,
                 ema_decay_at(k, opt.ema_decay),
                 *buf.args())

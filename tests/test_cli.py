@@ -135,6 +135,44 @@ def test_bad_numbers(capsys, tmp_path, flags, words):
     assert_one_line_error(capsys, code, *words)
 
 
+@pytest.mark.parametrize("flags,words", [
+    (["--path", "vp"], ["'vp'", "straight", "cosine", "sb"]),
+    (["--path", "sb", "--sb-sigma", 0], ["sb_sigma", "positive"]),
+    (["--path", "sb", "--sb-sigma", "nan"], ["sb_sigma", "positive"]),
+    (["--path", "sb", "--sb-sigma", "inf"], ["sb_sigma", "positive"]),
+    (["--path", "sb", "--sb-sigma", -1], ["sb_sigma", "positive"]),
+    (["--sb-sigma", 0.5], ["--sb-sigma", "--path sb"]),
+    (["--path", "cosine", "--sigma-min", 0.1], ["sigma_min", "straight"]),
+    (["--path", "sb", "--device", "cuda"], ["sb path", "GPU", "--device cpu"]),
+], ids=lambda v: " ".join(map(str, v)) if str(v[0]).startswith("--") else "")
+def test_bad_path_settings(capsys, tmp_path, flags, words):
+    code = run(["train", "--out", tmp_path, "--steps", 5, *TINY, *flags])
+    assert_one_line_error(capsys, code, *words)
+
+
+def test_train_on_the_bridge_then_resume_and_evaluate(tmp_path, capsys):
+    from fmnumpy import FlowMatcher
+    out = tmp_path / "sb"
+    code = run(["train", "--path", "sb", "--sb-sigma", 0.5, "--steps", 20, "--out", out,
+                *TINY])
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    ckpt = out / "checkpoint.npz"
+    fm = FlowMatcher.load(ckpt)
+    assert (fm.path, fm.sb_sigma, fm.step_) == ("sb", 0.5, 20)
+    code = run(["train", "--resume", "--path", "cosine", "--steps", 30, "--out", out, *TINY])
+    assert_one_line_error(capsys, code, "sb path", "--resume")
+    code = run(["train", "--resume", "--steps", 30, "--out", out, *TINY])
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    fm = FlowMatcher.load(ckpt)
+    assert (fm.path, fm.sb_sigma, fm.step_) == ("sb", 0.5, 30)
+    code = run(["evaluate", "--checkpoint", ckpt, "-n", 40, "--steps", 4])
+    printed, err = capsys.readouterr()
+    assert code == 0, err
+    assert "w2" in printed
+
+
 def test_resume_without_checkpoint(capsys, tmp_path):
     code = run(["train", "--resume", "--out", tmp_path, "--steps", 5, *TINY])
     assert_one_line_error(capsys, code, "checkpoint.npz", "does not exist")

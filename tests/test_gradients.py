@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, assume, given, settings, strategies as st
 from fmnumpy import loss as lossmod
 from fmnumpy import mlp, step
 from fmnumpy.activations import ACTIVATIONS, RELU, SELU
+from fmnumpy.paths import STRAIGHT
 
 EPS = 1e-6           # central-difference step
 SETTINGS = settings(max_examples=25, deadline=None, derandomize=True,
@@ -108,14 +109,22 @@ def make_problem(seed, hidden, D, B, n_freq, dtype=np.float64):
     return sizes, cast(theta), cast(x0), cast(x1), cast(t)
 
 
-def compiled_loss_and_grad(theta, sizes, kind, n_freq, x0, x1, t, sigma_min, dtheta=None):
-    """step.loss_and_grad with buffers (B, D) xt, ut, dv and an mlp.Workspace."""
+def no_noise(x0):
+    """The empty (0, D) noise the straight and cosine paths take."""
+    return np.zeros((0, x0.shape[1]), dtype=x0.dtype)
+
+
+def compiled_loss_and_grad(theta, sizes, kind, n_freq, x0, x1, t, sigma, dtheta=None,
+                           path=STRAIGHT, eps=None):
+    """step.loss_and_grad with buffers (B, D) xt, ut, dv and an mlp.Workspace; sigma is
+    the path's parameter (sigma_min of the straight path)."""
     B, D = x0.shape
     ws = mlp.Workspace(sizes, B, dtype=theta.dtype)
     xt, ut, dv = (np.zeros((B, D), dtype=theta.dtype) for _ in range(3))
     if dtheta is None:
         dtheta = np.zeros_like(theta)
-    L = step.loss_and_grad(theta, dtheta, sizes, kind, n_freq, x0, x1, t, sigma_min,
+    eps = no_noise(x0) if eps is None else eps
+    L = step.loss_and_grad(theta, dtheta, sizes, kind, n_freq, path, sigma, x0, x1, t, eps,
                            xt, ut, dv, ws.X, ws.A, ws.Z, ws.G1, ws.G2, ws.S)
     return L, dtheta
 
@@ -187,8 +196,8 @@ def test_chunked_loss_and_grad_equals_whole_batch(seed, hidden, D, B, n_freq, ki
     L, g = compiled_loss_and_grad(theta, sizes, kind, n_freq, x0, x1, t, 0.01)
     buf = step.StepBuffers(sizes, B, n_chunks, dtype=np.float64)
     dtheta = np.full_like(theta, np.nan)
-    Lc = step.chunked_loss_and_grad(theta, dtheta, sizes, kind, n_freq, x0, x1, t, 0.01,
-                                    *buf.args())
+    Lc = step.chunked_loss_and_grad(theta, dtheta, sizes, kind, n_freq, STRAIGHT, 0.01,
+                                    x0, x1, t, no_noise(x0), *buf.args())
     assert Lc == pytest.approx(L, rel=1e-12, abs=1e-15)
     assert_grad_close(f"chunked ({n_chunks}) vs whole batch", dtheta, g, rtol=1e-12)
 
