@@ -20,7 +20,7 @@ BLAS's, inside the matrix products (running Numba threads that each call
 SciPy's OpenBLAS was measured 15x slower: its calls serialise).
 """
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .config import DTYPE
 from .loss import cfm_loss_backward, cfm_loss_forward
@@ -47,8 +47,9 @@ def loss_and_grad(theta, dtheta, sizes, kind, n_freq, path, sigma, x0, x1, t, ep
 
 
 class StepBuffers:
-    """Per-chunk buffers of :func:`train_step`, one row per chunk (C, ...), so
-    threads never share a buffer; ``dthetas`` (C, P) holds chunk gradients."""
+    """Per-chunk buffers of :func:`train_step`, one row per chunk (C, ...);
+    ``dthetas`` (C - 1, P) holds the gradients of chunks 1..C-1 (chunk 0 writes
+    into dtheta itself, so one chunk, the default, needs no extra buffer)."""
 
     def __init__(self, sizes, batch, n_chunks=1, dtype=DTYPE):
         sizes = np.asarray(sizes, dtype=np.int64)
@@ -62,7 +63,7 @@ class StepBuffers:
         self.X, self.A, self.Z = z(Bc * F), z(Bc * hsum), z(Bc * hid)
         self.G1, self.G2 = z(Bc * int(sizes.max())), z(Bc * int(sizes.max()))
         self.S = z(int((sizes[:-1] * sizes[1:]).max()))
-        self.dthetas = z(param_count(sizes))        # row 0 unused: chunk 0 uses dtheta
+        self.dthetas = np.zeros((C - 1, param_count(sizes)), dtype=dtype)
         self.losses = np.zeros(C, dtype=np.float64)
 
     def args(self):
@@ -73,12 +74,11 @@ class StepBuffers:
 @njit(cache=True)
 def chunked_loss_and_grad(theta, dtheta, sizes, kind, n_freq, path, sigma, x0, x1, t, eps,
                           xt, ut, dv, X, A, Z, G1, G2, S, dthetas, losses):
-    """:func:`loss_and_grad` over C chunks of the batch, one after another (in
-    parallel only if compiled with parallel=True); returns L and
-    writes dtheta = sum_c (B_c / B) dL_c/dtheta."""
+    """:func:`loss_and_grad` over C chunks of the batch, one after another;
+    returns L and writes dtheta = sum_c (B_c / B) dL_c/dtheta."""
     B, D = x0.shape
     F = sizes[0]
-    C = dthetas.shape[0]
+    C = losses.shape[0]
     Bc = (B + C - 1) // C
     hsum = 0
     for l in range(1, sizes.shape[0]):
@@ -87,12 +87,12 @@ def chunked_loss_and_grad(theta, dtheta, sizes, kind, n_freq, path, sigma, x0, x
     w = np.zeros(C)                  # chunk weights B_c / B
     for c in range(C):
         w[c] = max(0, min(B, c * Bc + Bc) - c * Bc) / B
-    for c in prange(C):          # a plain loop unless compiled with parallel=True
+    for c in range(C):
         lo = c * Bc
         n = min(B, lo + Bc) - lo
         losses[c] = 0.0
-        # chunk 0 writes straight into dtheta, the others into their own rows
-        g = dtheta if c == 0 else dthetas[c]
+        # chunk 0 writes straight into dtheta, chunk c >= 1 into row c - 1
+        g = dtheta if c == 0 else dthetas[c - 1]
         if n > 0:
             lc = loss_and_grad(theta, g, sizes, kind, n_freq, path, sigma,
                                x0[lo:lo + n], x1[lo:lo + n], t[lo:lo + n],
@@ -108,7 +108,7 @@ def chunked_loss_and_grad(theta, dtheta, sizes, kind, n_freq, path, sigma, x0, x
         for i in range(P):
             acc = w[0] * dtheta[i]
             for c in range(1, C):
-                acc += w[c] * dthetas[c, i]
+                acc += w[c] * dthetas[c - 1, i]
             dtheta[i] = acc
     return losses.sum()
 
