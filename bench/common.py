@@ -64,12 +64,12 @@ def sample_flops(params):
 
 
 def fm_options(model, seed, threads):
-    """FlowMatcher keyword arguments that realise the workload's optimizer: plain Adam,
-    constant lr, no clipping, no warm-up, no weight decay."""
+    """FlowMatcher keyword arguments that realise the workload: plain Adam, constant lr,
+    no clipping, no warm-up, no weight decay, t ~ U(0, 1)."""
     m = MODELS[model]
     return dict(hidden=m["hidden"], activation=m["activation"], lr=LR, optimizer="adam",
-                weight_decay=0.0, clip=0.0, warmup=0, schedule="constant", seed=seed,
-                threads=threads)
+                weight_decay=0.0, clip=0.0, warmup=0, schedule="constant", time_power=1.0,
+                seed=seed, threads=threads)
 
 
 # ---- threads, memory, machine ---------------------------------------------------------

@@ -105,6 +105,9 @@ def build_parser():
                    f"(Schrodinger bridge) (default {DEFAULTS['path']})")
     t.add_argument("--sb-sigma", type=float, default=None,
                    help=f"noise of --path sb (default {DEFAULTS['sb_sigma']})")
+    t.add_argument("--time-power", type=float, default=None,
+                   help="draw training times t = 1 - (1 - u)^K, u uniform: 1 is uniform, "
+                   f"K > 1 trains more near the data (default {DEFAULTS['time_power']})")
     t.add_argument("--coupling", default=DEFAULTS["coupling"],
                    help="pairing of noise and data in a batch: independent, ot (exact "
                    "minibatch optimal transport) or sinkhorn (default %(default)s)")
@@ -194,6 +197,9 @@ def cmd_train(a):
         if a.sb_sigma is not None and a.sb_sigma != fm.sb_sigma:
             raise FmnumpyError(f"{ckpt} was trained with sb_sigma {fm.sb_sigma}; --resume "
                                f"continues it, so drop --sb-sigma {a.sb_sigma}")
+        if a.time_power is not None and a.time_power != fm.time_power:
+            raise FmnumpyError(f"{ckpt} was trained with time_power {fm.time_power}; "
+                               f"--resume continues it, so drop --time-power {a.time_power}")
         _say(f"resuming from {ckpt} at step {fm.step_}")
     else:
         path = a.path if a.path is not None else DEFAULTS["path"]
@@ -208,7 +214,9 @@ def cmd_train(a):
                          coupling_options=({"reg": a.sinkhorn_reg}
                                            if a.sinkhorn_reg is not None else None),
                          path=path, sb_sigma=(a.sb_sigma if a.sb_sigma is not None
-                                              else DEFAULTS["sb_sigma"]))
+                                              else DEFAULTS["sb_sigma"]),
+                         time_power=(a.time_power if a.time_power is not None
+                                     else DEFAULTS["time_power"]))
     fm.device = a.device
     if a.device == "cuda":
         fm.check_device()           # before looking for a GPU: the settings are wrong anyway

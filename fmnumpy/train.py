@@ -16,7 +16,7 @@ import numpy as np
 from .config import DATA_CHUNK_STEPS
 from .errors import FmnumpyError
 from .optim import ema_decay_at, learning_rate
-from .paths import SB
+from .paths import SB, time_from_uniform
 from .step import StepBuffers, train_step
 
 TRAIN_STREAM = 1      # purpose tag of the training-data generator
@@ -24,11 +24,13 @@ PATH_NOISE_STREAM = 2     # purpose tag of the sb path's noise eps
 
 
 class BatchStream:
-    """(x0, x1, t) for step k: x0 (B, D) ~ N(0, I), x1 (B, D) ~ data, t (B,) ~ U(0, 1)."""
+    """(x0, x1, t) for step k: x0 (B, D) ~ N(0, I), x1 (B, D) ~ data, t (B,) =
+    paths.time_from_uniform(u, time_power) of u ~ U(0, 1) (time_power 1: t = u)."""
 
-    def __init__(self, draw, dim, batch, seed, dtype, coupling=None):
+    def __init__(self, draw, dim, batch, seed, dtype, coupling=None, time_power=1.0):
         self.draw, self.dim, self.batch, self.seed = draw, dim, batch, seed
         self.dtype, self.coupling = dtype, coupling
+        self.time_power = float(time_power)
         self.chunk = -1
 
     def _fill(self, k):
@@ -36,7 +38,9 @@ class BatchStream:
         rng = np.random.default_rng([self.seed, TRAIN_STREAM, k])
         self.x1 = np.ascontiguousarray(self.draw(C * B, rng), dtype=self.dtype).reshape(C, B, D)
         self.x0 = rng.standard_normal((C, B, D)).astype(self.dtype)
-        self.t = rng.random((C, B)).astype(self.dtype)
+        u = rng.random((C, B))
+        t = u if self.time_power == 1.0 else time_from_uniform(u, self.time_power)
+        self.t = t.astype(self.dtype)
         if self.coupling is not None:
             whole = getattr(self.coupling, "chunk", None)     # all C batches in one call
             if whole is not None:
