@@ -24,6 +24,7 @@ from fmnumpy import config
 from fmnumpy.errors import FmnumpyError
 from fmnumpy.mlp import MLPSpec, Workspace, init_params, time_features, velocity
 from fmnumpy.optim import AdamConfig, adam_update, clip_grad_norm, ema_decay_at, ema_update
+from fmnumpy.paths import STRAIGHT
 from fmnumpy.solvers import TABLEAUS
 from fmnumpy.step import loss_and_grad
 
@@ -114,7 +115,8 @@ def test_spiral_point_is_the_2spirals_formula():
 
 TINY = dict(mlp_tm=2, mlp_tn=4, mlp_bk=4, mlp_bk_small=8, mlp_stage_regs=16, min_blocks=3,
             mlp_threads_narrow=8, max_registers=0, wg_bm=8, wg_bn=8, wg_tm=4, wg_tn=2, wg_bk=4,
-            wg_target_blocks=24, max_grid=4)
+            wg_target_blocks=24, max_grid=4, mlp_resident=0, mlp_dynamic_shared=0,
+            mlp_threads_wide=0, fb_threads=0)
 
 
 @pytest.fixture(params=[16, 2], ids=["prefetch", "chunked"])
@@ -123,6 +125,8 @@ def tiny(monkeypatch, request):
     registers (whole k-tiles, the next one prefetched) or 2 (k-tiles in chunks)."""
     from fmnumpy.cuda import tiles
     monkeypatch.setattr(config, "CUDA_THREADS_PER_BLOCK", 8)
+    # exact math at the tight tolerances here; fastmath: test_default_tiles_on_the_gpu
+    monkeypatch.setattr(config, "CUDA_FASTMATH_SAMPLER", False)
     for k, v in dict(TINY, mlp_stage_regs=request.param).items():
         monkeypatch.setitem(tiles.TILES, k, v)
 
@@ -147,8 +151,9 @@ def cpu_loss_and_grad(spec, theta, x0, x1, t, sigma_min):
     ws = Workspace(spec.sizes, B)
     xt, ut, dv = (np.zeros((B, D), np.float32) for _ in range(3))
     dtheta = np.zeros_like(theta)
-    loss = loss_and_grad(theta, dtheta, spec.sizes, spec.kind, spec.n_freq, x0, x1, t,
-                         sigma_min, xt, ut, dv, *ws.buffers())
+    no_noise = np.zeros((0, D), np.float32)              # the straight path draws none
+    loss = loss_and_grad(theta, dtheta, spec.sizes, spec.kind, spec.n_freq, STRAIGHT,
+                         sigma_min, x0, x1, t, no_noise, xt, ut, dv, *ws.buffers())
     return loss, dtheta
 
 
@@ -167,6 +172,28 @@ def test_loss_and_grad(tiny, name):
     loss, dtheta = tr.loss_and_grad(x0, x1, t)
     ref_loss, ref = cpu_loss_and_grad(spec, theta, x0, x1, t, 0.0)
     print("max |dtheta - ref|", np.abs(dtheta - ref).max())
+    assert np.isclose(loss, ref_loss, rtol=1e-5)
+    np.testing.assert_allclose(dtheta, ref, rtol=1e-4, atol=1e-6)
+
+
+@kernels
+@pytest.mark.parametrize("name", ["silu", "full"])
+def test_loss_and_grad_dynamic_shared(tiny, monkeypatch, name):
+    """forward_backward with [hs | ws] in dynamic shared memory."""
+    from fmnumpy.cuda import tiles
+    from fmnumpy.cuda.trainer import CudaTrainer
+    monkeypatch.setitem(tiles.TILES, "mlp_dynamic_shared", 8192)
+    small_static_limit(monkeypatch)
+    spec = SPECS[name]
+    B = 11
+    theta = init_params(spec.sizes, np.random.default_rng(1))
+    x0, x1, t = batch(B, spec.dim, 2)
+    tr = CudaTrainer(spec, AdamConfig(), B)
+    assert tr.cfg.DYN > 0 and -(-B // tr.cfg.PB) > 1
+    tr.set_state(theta, 0 * theta, 0 * theta, theta)
+    loss, dtheta = tr.loss_and_grad(x0, x1, t)
+    assert not tr.fallbacks
+    ref_loss, ref = cpu_loss_and_grad(spec, theta, x0, x1, t, 0.0)
     assert np.isclose(loss, ref_loss, rtol=1e-5)
     np.testing.assert_allclose(dtheta, ref, rtol=1e-4, atol=1e-6)
 
@@ -229,14 +256,15 @@ def test_nonfinite_loss_keeps_the_last_good_weights(tiny):
 @pytest.mark.parametrize("data", ["2spirals", "8gaussians"])
 def test_device_data_streams(tiny, data, monkeypatch):
     """x0, t (and 2spirals' x1) drawn on the device, or x1 streamed per chunk:
-    finite losses, the same for the same seed, a chunk boundary crossed."""
+    finite losses, the same for the same seed, a chunk boundary crossed; the time
+    power changes them."""
     from fmnumpy.cuda.trainer import CudaTrainer
     spec = SPECS["selu"]
     theta = init_params(spec.sizes, np.random.default_rng(5))
     monkeypatch.setattr(config, "DATA_CHUNK_STEPS", 2)      # chunks of two steps
     runs = []
-    for _ in range(2):
-        tr = CudaTrainer(spec, AdamConfig(), 4, data=data, seed=7)
+    for power in (2.0, 2.0, 1.0):          # paths.time_from_uniform of the device's uniforms
+        tr = CudaTrainer(spec, AdamConfig(), 4, data=data, seed=7, time_power=power)
         tr.set_state(theta, 0 * theta, 0 * theta, theta)
         losses, step = [], 0
         while step < 3:
@@ -247,6 +275,7 @@ def test_device_data_streams(tiny, data, monkeypatch):
             step += n
         runs.append(losses)
     assert np.all(np.isfinite(runs[0])) and runs[0] == runs[1]
+    assert runs[2] != runs[0]              # the time draw reaches the step
 
 
 def reference_integrate(theta, spec, x0, method, steps, record=0):
@@ -281,6 +310,45 @@ def test_sampler(tiny, method, name):
     x0 = np.random.default_rng(7).standard_normal((7, 2)).astype(np.float32)
     got = cuda_sample(theta, spec, x0, method, 2)
     np.testing.assert_allclose(got, reference_integrate(theta, spec, x0, method, 2), **TOL)
+
+
+# block layouts beyond the streamed one in static shared memory (tiles.mlp_config)
+LAYOUTS = {"resident": dict(mlp_resident=1),
+           "dynamic": dict(mlp_dynamic_shared=8192),
+           "resident_dynamic": dict(mlp_resident=1, mlp_dynamic_shared=8192, mlp_tm=4)}
+
+
+def small_static_limit(monkeypatch):
+    """Static shared memory of 256 bytes: tiny layouts need dynamic shared memory."""
+    from fmnumpy.cuda import tiles
+    monkeypatch.setattr(tiles, "SHARED_LIMIT", 256)
+
+
+@kernels
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("method,name", [("rk4", "silu"), ("euler", "full")])
+def test_sampler_layouts(tiny, monkeypatch, layout, method, name):
+    """Resident weights (one load for all steps) and dynamic shared memory
+    ([hs | ws] in one buffer) give the samples of the reference."""
+    from numba import cuda
+    from fmnumpy.cuda import tiles
+    from fmnumpy.cuda.sampler import CudaSampler
+    for k, v in LAYOUTS[layout].items():
+        monkeypatch.setitem(tiles.TILES, k, v)
+    if "dynamic" in layout:
+        small_static_limit(monkeypatch)
+    spec = SPECS[name]
+    theta = init_params(spec.sizes, np.random.default_rng(6))
+    x0 = np.random.default_rng(7).standard_normal((21, 2)).astype(np.float32)
+    smp = CudaSampler(theta, spec)
+    cfg = smp.cfg
+    assert cfg.RES == ("resident" in layout) and (cfg.DYN > 0) == ("dynamic" in layout)
+    assert -(-21 // cfg.PB) > 1                 # several blocks
+    x_d = cuda.to_device(x0)
+    smp.integrate(x_d, method, 2)
+    assert not smp.fallbacks and smp.cfg == cfg
+    np.testing.assert_allclose(x_d.copy_to_host(),
+                               reference_integrate(theta, spec, x0, method, 2), **TOL)
 
 
 @kernels

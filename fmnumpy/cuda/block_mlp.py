@@ -28,6 +28,13 @@ registers -> ``ws``, at most ``stage_regs`` values per thread at a time (more
 would be spilled to memory and serialise the loads); when a whole k-tile fits,
 the next one is loaded while the current one is multiplied.
 
+Resident weights (sampler, ``cfg.RES``): when every hidden layer's W fits in
+shared memory, ``ws`` holds them all (:func:`load_resident`, once per kernel) and
+:func:`resident_matmul` runs the same k-loop with no staging and one barrier.
+Dynamic shared memory (``cfg.DYN`` bytes, may exceed 48 KB): hs is the dynamic
+buffer; ws stays a static array (a W load with a static base is merged into
+16-byte loads; from the dynamic buffer the compiler did not merge them).
+
 The functions are built by :func:`make_block_mlp` for one configuration:
 numba needs the tile sizes as compile-time constants (shared and local array
 shapes, unrolled register loops).
@@ -37,6 +44,7 @@ import functools
 from numba import cuda
 
 from .device import device_functions, simulator_compat
+from .layout import N_IN, N_OUT, W_OFF
 
 
 def owned_columns(cg, j, NCG, TN):
@@ -61,7 +69,9 @@ def make_block_mlp(cfg, D, fastmath, stage_regs=16):
     time_feature = dev.time_feature
     PB, TM, TN, BK = cfg.PB, cfg.TM, cfg.TN, cfg.BK
     NRG, NCG, NT, HP, HS = cfg.NRG, cfg.NCG, cfg.NT, cfg.HP, cfg.HS
-    WS = HP + 4                          # ws row length: transposed staging hits all banks
+    WS = cfg.WS                          # ws row length (HP + 4: transposed staging hits
+                                         # all banks; HP when W is resident)
+    HSIZE, WSIZE = PB * HS, cfg.WROWS * WS    # flat sizes of the shared buffers hs, ws
     NP = PB * D                          # outputs of the narrow last layer
     NS = max(1, NT // NP)                # threads summing one of them (k split)
     RED = max(NT, NP * NS)               # shared scratch for the narrow layer's partial sums
@@ -214,7 +224,56 @@ def make_block_mlp(cfg, D, fastmath, stage_regs=16):
                 h1[ka + uint64(i) * URS + kb + UCOL[j]] = acc[i, j]
 
     @cuda.jit(device=True, fastmath=fastmath)
-    def narrow_linear(hs, n_in, theta, w_off, b_off, red, out, tid):
+    def load_resident(theta, lay, w1, tid):
+        """ws <- W_l of every hidden layer l < L - 1 (``lay``: layout.layer_table),
+        one after another, each padded with zero rows to whole k-tiles and zero
+        columns to HP; the caller's next barrier publishes them."""
+        row0 = 0
+        for l in range(lay.shape[0] - 1):
+            n_in = lay[l, N_IN]
+            n_out = lay[l, N_OUT]
+            w_off = lay[l, W_OFF]
+            n_r = (n_in + BK - 1) // BK * BK
+            for e in range(tid, n_r * HP, NT):
+                k = e // HP
+                c = e % HP
+                val = float32(0.0)
+                if k < n_in and c < n_out:
+                    val = theta[w_off + k * n_out + c]
+                w1[(row0 + k) * WS + c] = val
+            row0 += n_r
+
+    @cuda.jit(device=True, fastmath=fastmath)
+    def resident_matmul(h1, n_k, w1, w_row, tid):
+        """hs[rows_i, cols_j] <- sum_k hs[rows_i, k] W[k, cols_j] for k < n_k, with W
+        resident in ws from row ``w_row`` (:func:`load_resident`): the product of
+        :func:`tile_matmul` without staging, one barrier before hs is overwritten."""
+        rg = tid // NCG
+        cg = tid % NCG
+        acc = cuda.local.array((TM, TN), float32)
+        a = cuda.local.array(TM, float32)
+        w = cuda.local.array(TN, float32)
+        for i in range(TM):
+            for j in range(TN):
+                acc[i, j] = 0.0
+        kb0 = uint64(cg) * UC + uint64(w_row) * UWS    # ws[w_row, cols_0]
+        for kq in range((n_k + BK - 1) // BK * (BK // 4)):  # 4 k at a time, whole k-tiles
+            k0 = kq * 4                  # addresses from k0, not carried from the last
+            ka = uint64(rg * HS + k0)    # pass: the compiler sees their alignment and
+            kb = kb0 + uint64(k0) * UWS  # merges the loads of ws (16-byte)
+            mac(h1, w1, ka, kb, a, w, acc)
+            mac(h1, w1, ka + U1, kb + UWS, a, w, acc)
+            mac(h1, w1, ka + U2, kb + UWS2, a, w, acc)
+            mac(h1, w1, ka + U3, kb + UWS3, a, w, acc)
+        cuda.syncthreads()               # every thread has read hs
+        ka = uint64(rg * HS)
+        kb = uint64(cg) * UC
+        for i in range(TM):
+            for j in range(TN):
+                h1[ka + uint64(i) * URS + kb + UCOL[j]] = acc[i, j]
+
+    @cuda.jit(device=True, fastmath=fastmath)
+    def narrow_linear(h1, n_in, theta, w_off, b_off, red, out, tid):
         """out[r, d] = sum_k hs[r, k] W[k, d] + b[d] for the last layer, W (n_in, D)
         = theta[w_off:], b = theta[b_off:].  Each of the PB D outputs is summed by
         NS threads over interleaved k, then combined in ``red``.  Ends with a barrier."""
@@ -225,7 +284,7 @@ def make_block_mlp(cfg, D, fastmath, stage_regs=16):
             d = p % D
             part = float32(0.0)
             for k in range(s, n_in, NS):
-                part += hs[r, k] * theta[w_off + k * D + d]
+                part += h1[r * HS + k] * theta[w_off + k * D + d]
             red[q] = part
         cuda.syncthreads()
         for p in range(tid, NP, NT):
@@ -238,19 +297,19 @@ def make_block_mlp(cfg, D, fastmath, stage_regs=16):
         cuda.syncthreads()
 
     @cuda.jit(device=True, fastmath=fastmath)
-    def features(hs, r, x, t, n_freq):
+    def features(h1, r, x, t, n_freq):
         """hs[r, :F] = [x (D,), t, sin(pi 2^k t), cos(pi 2^k t) for k < n_freq]
         (``mlp.time_features``), then zeros up to the next whole k-tile; x is (D,)."""
         for d in range(D):
-            hs[r, d] = x[d]
-        hs[r, D] = t
+            h1[r * HS + d] = x[d]
+        h1[r * HS + D] = t
         for k in range(n_freq):
             sk, ck = time_feature(t, k)
-            hs[r, D + 1 + 2 * k] = sk
-            hs[r, D + 2 + 2 * k] = ck
+            h1[r * HS + D + 1 + 2 * k] = sk
+            h1[r * HS + D + 2 + 2 * k] = ck
         F = D + 1 + 2 * n_freq
         for f in range(F, (F + BK - 1) // BK * BK):
-            hs[r, f] = 0.0
+            h1[r * HS + f] = 0.0
 
     class Namespace:
         pass
@@ -258,6 +317,9 @@ def make_block_mlp(cfg, D, fastmath, stage_regs=16):
     ns = Namespace()
     ns.tile_matmul, ns.narrow_linear, ns.features, ns.col_of = \
         tile_matmul, narrow_linear, features, col_of
+    ns.load_resident, ns.resident_matmul = load_resident, resident_matmul
     ns.RED, ns.WS, ns.cfg, ns.D = RED, WS, cfg, D
-    ns.HSIZE, ns.WSIZE = PB * HS, BK * WS     # flat sizes of the shared buffers hs, ws
+    ns.HSIZE, ns.WSIZE = HSIZE, WSIZE
+    # static arrays hs (length 1 when hs is the dynamic buffer instead) and ws
+    ns.HSTATIC, ns.WSTATIC = (1 if cfg.DYN else HSIZE), WSIZE
     return ns

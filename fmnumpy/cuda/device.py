@@ -15,6 +15,7 @@ import functools
 from .. import config
 from ..activations import act, dact
 from ..optim import adam_element, ema_element
+from ..paths import time_from_uniform
 from . import elements
 
 
@@ -28,8 +29,11 @@ def threads_per_block():
     return int(config.CUDA_THREADS_PER_BLOCK)
 
 
-def fastmath():
-    return bool(config.CUDA_FASTMATH)
+def fastmath(kernel=None):
+    """fastmath of ``kernel`` ("sampler", "forward_backward"; None: the other kernels):
+    config.CUDA_FASTMATH_<KERNEL> when set, else config.CUDA_FASTMATH."""
+    own = getattr(config, f"CUDA_FASTMATH_{kernel.upper()}", None) if kernel else None
+    return bool(config.CUDA_FASTMATH if own is None else own)
 
 
 def simulator():
@@ -86,6 +90,7 @@ class DeviceFunctions:
         self.adam_element = dev(adam_element)
         self.ema_element = dev(ema_element)
         self.path_element = dev(elements.path_element)
+        self.time_from_uniform = dev(time_from_uniform)
         self.cfm_element = dev(elements.cfm_element)
         self.time_feature = dev(elements.time_feature)
         self.spiral_point = dev(elements.spiral_point)
@@ -94,6 +99,44 @@ class DeviceFunctions:
 @functools.lru_cache(maxsize=None)
 def device_functions(fm):
     return DeviceFunctions(fm)
+
+
+def allow_dynamic_shared(kernel, args, nbytes):
+    """Let ``kernel`` (a numba-cuda dispatcher) launch with ``nbytes`` of dynamic
+    shared memory: when static and dynamic shared memory together exceed 48 KB a
+    kernel must opt in (CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES), so every
+    kernel with dynamic shared memory does.  Compiles the kernel for the types of
+    ``args`` first (None: only the versions already compiled).  No-op under the
+    simulator or without dynamic shared memory; raises when the driver refuses."""
+    if simulator() or nbytes <= 0:
+        return
+    from numba import typeof
+    from numba.cuda.cudadrv.driver import binding, driver
+    if args is not None:
+        kernel.compile(tuple(typeof(a) for a in args))
+    attr = binding.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
+    for k in kernel.overloads.values():
+        lib = getattr(k, "_codelibrary", None) or getattr(k, "library")
+        f = lib.get_cufunc()
+        try:        # numba-cuda 0.2x+ loads CUkernel handles (the cuLibrary API)
+            driver.cuKernelSetAttribute(attr, int(nbytes), f.handle, f.device.id)
+        except Exception:
+            driver.cuFuncSetAttribute(f.handle, attr, int(nbytes))
+
+
+def launch(kernel, grid, block, nbytes, args, first=False):
+    """kernel[grid, block, 0, nbytes](*args) on the default stream.  On the first
+    launch of a kernel, opt in to ``nbytes`` of dynamic shared memory (again after
+    a refused launch, in case the launch compiled another version)."""
+    if first:
+        allow_dynamic_shared(kernel, args, nbytes)
+    try:
+        kernel[grid, block, 0, nbytes](*args)
+    except Exception:
+        if not first or nbytes <= 0 or simulator():
+            raise
+        allow_dynamic_shared(kernel, None, nbytes)
+        kernel[grid, block, 0, nbytes](*args)
 
 
 def grid_stride_blocks(n, threads):

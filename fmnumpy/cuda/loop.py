@@ -32,7 +32,7 @@ def run_cuda(model, data, batch_size, steps, until=None, progress=True, callback
         raise FmnumpyError("couplings are not supported on the GPU yet; use --device cpu")
     until = steps if until is None else min(int(until), steps)
     tr = CudaTrainer(model.spec_, model.opt, batch_size, model.sigma_min, data, model.seed,
-                     start_step=model.step_)
+                     start_step=model.step_, time_power=model.time_power)
     tr.set_state(model.theta_, model.m_, model.v_, model.ema_)
 
     def pull():

@@ -5,7 +5,8 @@ Dimension letters: N particles, D data dimension, S stages (at most SMAX).
 
 Each block owns PB particles: their state x and the stage velocities k_i stay in
 shared memory, and the network is evaluated by the block MLP (``block_mlp.py``),
-whose weights stream through shared memory k-tile by k-tile.  The method is
+whose weights stream through shared memory k-tile by k-tile, or, when they fit
+(``cfg.RES``, model A), are loaded into shared memory once for all time steps.  The method is
 data, the Butcher tableau ``tab`` (S + 2, S): row 0 = c, row 1 = b, rows 2.. = A
 (``solvers.TABLEAUS``).  With step h:
 
@@ -23,26 +24,33 @@ SMAX = 4      # stages of the largest tableau (rk4)
 
 
 @functools.lru_cache(maxsize=None)
-def make_rk_mlp(cfg, D, fastmath, max_registers=0, stage_regs=16):
-    """The fused sampler kernel for block layout ``cfg`` and data dimension D
-    (``max_registers`` > 0 caps the registers per thread)."""
+def make_rk_mlp(cfg, D, fastmath, max_registers=0, stage_regs=16, kind=0):
+    """The fused sampler kernel for block layout ``cfg``, data dimension D and
+    activation code ``kind`` (a compile-time constant: no branch on the activation
+    in the epilogue); ``max_registers`` > 0 caps the registers per thread."""
     from numba import float32
     act = device_functions(fastmath).act
     mlp = make_block_mlp(cfg, D, fastmath, stage_regs)
     tile_matmul, narrow_linear, features = mlp.tile_matmul, mlp.narrow_linear, mlp.features
+    load_resident, resident_matmul = mlp.load_resident, mlp.resident_matmul
     col_of = mlp.col_of
     PB, TM, TN, NRG, NCG, NT, HS = cfg.PB, cfg.TM, cfg.TN, cfg.NRG, cfg.NCG, cfg.NT, cfg.HS
-    RED, HSIZE, WSIZE = mlp.RED, mlp.HSIZE, mlp.WSIZE
+    BK, RES, DYN = cfg.BK, cfg.RES, cfg.DYN > 0
+    KIND = int(kind)
+    RED, HSIZE, HSTATIC, WSTATIC = mlp.RED, mlp.HSIZE, mlp.HSTATIC, mlp.WSTATIC
 
     cap = {"max_registers": max_registers} if max_registers and not simulator() else {}
 
     @cuda.jit(fastmath=fastmath, **cap)
-    def rk_mlp(theta, lay, tab, x, traj, t0, h, steps, every, n_rec, n_freq, kind):
+    def rk_mlp(theta, lay, tab, x, traj, t0, h, steps, every, n_rec, n_freq):
         """Integrate x (N, D) in place from t0 with ``steps`` steps of size h; if
-        n_rec > 0, traj[0] = x(t0) and traj[r] = x after r * every steps."""
-        h1 = cuda.shared.array(HSIZE, float32, alignment=16)    # activations (PB, HS), flat
-        w1 = cuda.shared.array(WSIZE, float32, alignment=16)    # staged k-tile of W, flat
-        hs = h1.reshape((PB, HS))
+        n_rec > 0, traj[0] = x(t0) and traj[r] = x after r * every steps.  Launched
+        with cfg.DYN bytes of dynamic shared memory."""
+        hst = cuda.shared.array(HSTATIC, float32, alignment=16)  # activations (PB, HS), flat
+        wst = cuda.shared.array(WSTATIC, float32, alignment=16)  # k-tile of W, or all W
+        dyn = cuda.shared.array(0, float32, alignment=16)        # hs when DYN
+        h1 = dyn if DYN else hst
+        w1 = wst
         red = cuda.shared.array(RED, float32)
         xs = cuda.shared.array((PB, D), float32)          # particle states
         ks = cuda.shared.array((SMAX, PB, D), float32)    # stage velocities
@@ -56,6 +64,8 @@ def make_rk_mlp(cfg, D, fastmath, max_registers=0, stage_regs=16):
         S = tab.shape[1]
         for e in range(tid, HSIZE, NT):
             h1[e] = 0.0                 # columns past a layer's width stay zero
+        if RES:
+            load_resident(theta, lay, w1, tid)
         for r in range(tid, PB, NT):
             for d in range(D):
                 xs[r, d] = x[row0 + r, d] if row0 + r < N else 0.0
@@ -73,23 +83,29 @@ def make_rk_mlp(cfg, D, fastmath, max_registers=0, stage_regs=16):
                         for j in range(st):
                             v += h * tab[2 + st, j] * ks[j, r, d]
                         xin[d] = v
-                    features(hs, r, xin, ts, n_freq)
+                    features(h1, r, xin, ts, n_freq)
                 cuda.syncthreads()
+                w_row = 0                   # first row of W_l in the resident ws
                 for l in range(L - 1):
                     n_in = lay[l, N_IN]
                     n_out = lay[l, N_OUT]
-                    tile_matmul(h1, n_in, n_out, theta, lay[l, W_OFF], False, w1, tid)
+                    if RES:
+                        resident_matmul(h1, n_in, w1, w_row, tid)
+                        w_row += (n_in + BK - 1) // BK * BK
+                    else:
+                        tile_matmul(h1, n_in, n_out, theta, lay[l, W_OFF], False, w1, tid)
                     for i in range(TM):
                         r = rg + i * NRG
                         for j in range(TN):
                             col = col_of(cg, j, NCG, TN)
+                            e = r * HS + col        # hs[r, col]
                             if col < n_out:
-                                hs[r, col] = act(hs[r, col] + theta[lay[l, B_OFF] + col], kind)
+                                h1[e] = act(h1[e] + theta[lay[l, B_OFF] + col], KIND)
                             else:
-                                hs[r, col] = 0.0    # whole k-tiles read zeros
+                                h1[e] = 0.0         # whole k-tiles read zeros
                     cuda.syncthreads()
                 lo = L - 1
-                narrow_linear(hs, lay[lo, N_IN], theta, lay[lo, W_OFF], lay[lo, B_OFF], red,
+                narrow_linear(h1, lay[lo, N_IN], theta, lay[lo, W_OFF], lay[lo, B_OFF], red,
                               ks[st], tid)
             # x <- x + h sum_i b_i k_i
             for r in range(tid, PB, NT):

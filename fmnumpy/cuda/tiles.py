@@ -34,26 +34,51 @@ TILES = {
     "max_registers": 168,         # cap for the fused MLP kernels (0: the compiler's choice),
                                   # lowered to 32768 / threads (two blocks per SM); on an
                                   # H200, 168 at 128 threads ran model B 14% faster than 255
-    "mlp_threads_narrow": 256,    # sampler threads when HP <= 64 (model A: 0.133 s vs 0.176 s)
+    "mlp_threads_narrow": 128,    # sampler threads when HP <= 64 (model A: resident W,
+                                  # 8 x 8 tiles, PB = 128; streamed W ran best at 256)
+    "mlp_threads_wide": 0,        # sampler threads when HP > 64 (0: CUDA_THREADS_PER_BLOCK)
+    "fb_threads": 0,              # forward_backward threads (0: CUDA_THREADS_PER_BLOCK)
+    "mlp_resident": 1,            # sampler: keep the hidden layers' W in shared memory for
+                                  # all time steps when they fit (no k-tile staging/barriers)
+    "mlp_dynamic_shared": 113 * 1024,  # shared memory a fused MLP block may use when its
+                                  # layout does not fit static arrays (dynamic shared memory,
+                                  # opt-in above 48 KB; 113 KB: two blocks per SM; 0: never)
+    "min_blocks_per_sm": 2,       # max_registers is lowered until this many blocks fit an SM
     # generic
     "max_grid": 1024,             # blocks of the grid-stride kernels (reduction, Adam), at most
 }
 
 SHARED_LIMIT = 48 * 1024 - 2048   # static shared memory per block, less room for small arrays
+DYNAMIC_MAX = 227 * 1024          # shared memory per block an H100/H200 kernel may opt in to
+STATIC_MAX = 48 * 1024            # static shared memory per block
 
-MlpConfig = namedtuple("MlpConfig", "PB TM TN BK NRG NCG NT HP HS")
+# WS: row length of the W buffer ws; WROWS: its rows (BK k-tile rows, or all resident
+# rows); RES: W resident (sampler); DYN: bytes of hs in dynamic shared memory (0: hs
+# is a static array).
+MlpConfig = namedtuple("MlpConfig", "PB TM TN BK NRG NCG NT HP HS WS WROWS RES DYN")
 
 
 def _round_up(n, m):
     return (n + m - 1) // m * m
 
 
-def mlp_config(width, threads, rows=None, tiles=None):
+def small_shared(NT, PB):
+    """Bytes of the small static shared arrays beside hs and ws (partial sums,
+    particle states, stage velocities, targets for D = 2; more D: see the
+    fallback of the callers)."""
+    return 4 * (max(NT, 2 * PB) + 10 * PB) + 8 * NT + 512
+
+
+def mlp_config(width, threads, rows=None, tiles=None, resident=(), dynamic=0):
     """Block layout for an MLP whose widest layer (input features included) has
     ``width`` units, with about ``threads`` threads per block.
 
     ``rows``: the number of rows to process (training batch); TM is lowered until
-    they span ``min_blocks`` blocks.  Shrinks BK, then TM, to fit shared memory.
+    they span ``min_blocks`` blocks.  ``resident``: the n_in of the hidden layers
+    whose W the block keeps in shared memory (sampler), empty: W is streamed in
+    k-tiles.  ``dynamic``: bytes of shared memory allowed (0: SHARED_LIMIT); a
+    layout above SHARED_LIMIT puts hs in dynamic shared memory (DYN > 0), ws and
+    the small arrays stay static (at most STATIC_MAX).  Shrinks BK, then TM, to fit.
     """
     t = TILES if tiles is None else tiles
     TN, TM, BK = int(t["mlp_tn"]), int(t["mlp_tm"]), int(t["mlp_bk"])
@@ -61,6 +86,10 @@ def mlp_config(width, threads, rows=None, tiles=None):
     NCG = HP // TN
     if rows is None and HP <= 64:              # narrow sampler: more threads per block
         threads = max(int(threads), int(t["mlp_threads_narrow"]))
+    elif rows is None and int(t.get("mlp_threads_wide", 0)):
+        threads = int(t["mlp_threads_wide"])
+    elif rows is not None and int(t.get("fb_threads", 0)):
+        threads = int(t["fb_threads"])
     NRG = max(1, int(threads) // NCG)
     if rows is not None:
         while TM > 1 and -(-int(rows) // (NRG * TM)) < int(t["min_blocks"]):
@@ -73,10 +102,23 @@ def mlp_config(width, threads, rows=None, tiles=None):
         # +4: rows start in different banks and stay 16-byte aligned
         return _round_up(HP, BK) + 4
 
-    def nbytes(TM, BK):
-        return 4 * (NRG * TM * row_length(BK) + BK * (HP + 4))
+    WS = HP if resident else HP + 4    # resident W is read by broadcast: no padding
 
-    while nbytes(TM, BK) > SHARED_LIMIT:
+    def w_rows(BK):
+        return sum(_round_up(int(n), BK) for n in resident) if resident else BK
+
+    def nbytes(TM, BK):
+        return 4 * (NRG * TM * row_length(BK) + w_rows(BK) * WS)
+
+    def fits(TM, BK):
+        if nbytes(TM, BK) <= SHARED_LIMIT:
+            return True
+        # hs in dynamic memory; ws and the small arrays static (at most 48 KB)
+        static = 4 * w_rows(BK) * WS + small_shared(NRG * NCG, NRG * TM)
+        return bool(dynamic) and static <= STATIC_MAX and \
+            4 * NRG * TM * row_length(BK) + static <= min(int(dynamic), DYNAMIC_MAX)
+
+    while not fits(TM, BK):
         if BK > 4:
             BK //= 2
         elif TM > 1:
@@ -85,16 +127,19 @@ def mlp_config(width, threads, rows=None, tiles=None):
             raise FmnumpyError(f"layer width {width} is too wide for the CUDA kernels "
                                "(shared memory); use --device cpu")
     HS = row_length(BK)
+    dyn = 4 * NRG * TM * HS if nbytes(TM, BK) > SHARED_LIMIT else 0
     return MlpConfig(PB=NRG * TM, TM=TM, TN=TN, BK=BK, NRG=NRG, NCG=NCG, NT=NRG * NCG,
-                     HP=HP, HS=HS)
+                     HP=HP, HS=HS, WS=WS, WROWS=w_rows(BK), RES=bool(resident), DYN=dyn)
 
 
 def register_cap(threads, tiles=None):
     """max_registers for a fused MLP kernel of ``threads`` threads per block: the
-    TILES cap, at most 32768 / threads so two blocks fit an SM (0: no cap)."""
+    TILES cap, at most 65536 / (threads min_blocks_per_sm) so that many blocks fit
+    an SM (0: no cap)."""
     t = TILES if tiles is None else tiles
     cap = int(t["max_registers"])
-    return min(cap, 32768 // int(threads)) if cap else 0
+    per_sm = max(1, int(t.get("min_blocks_per_sm", 2)))
+    return min(cap, 255, 65536 // (int(threads) * per_sm)) if cap else 0
 
 
 WgConfig = namedtuple("WgConfig", "BM BN TM TN BK NRG NCG NT")

@@ -41,28 +41,33 @@ DATA_2SPIRALS = 2    # everything drawn on the device (D = 2)
 @functools.lru_cache(maxsize=None)
 def make_forward_backward(cfg, D, fastmath, max_registers=0, stage_regs=16):
     """The fused forward + loss + backward-data kernel for block layout ``cfg``
-    (``max_registers`` > 0 caps the registers per thread)."""
+    (``max_registers`` > 0 caps the registers per thread); launched with cfg.DYN
+    bytes of dynamic shared memory."""
     from numba import float32, float64
     from numba.cuda.random import xoroshiro128p_normal_float32, xoroshiro128p_uniform_float32
     dev = device_functions(fastmath)
     act, dact, path_element = dev.act, dev.dact, dev.path_element
+    time_from_uniform = dev.time_from_uniform
     cfm_element, spiral_point = dev.cfm_element, dev.spiral_point
     mlp = make_block_mlp(cfg, D, fastmath, stage_regs)
     tile_matmul, narrow_linear, features = mlp.tile_matmul, mlp.narrow_linear, mlp.features
     col_of = mlp.col_of
     PB, TM, TN, BK, NRG, NCG, NT, HS = cfg.PB, cfg.TM, cfg.TN, cfg.BK, cfg.NRG, cfg.NCG, \
         cfg.NT, cfg.HS
-    RED, HSIZE, WSIZE = mlp.RED, mlp.HSIZE, mlp.WSIZE
+    RED, HSIZE, HSTATIC, WSTATIC = mlp.RED, mlp.HSIZE, mlp.HSTATIC, mlp.WSTATIC
+    DYN = cfg.DYN > 0
     DK = (D + BK - 1) // BK * BK
 
     cap = {"max_registers": max_registers} if max_registers and not simulator() else {}
 
     @cuda.jit(fastmath=fastmath, **cap)
     def forward_backward(state, lay, work, rng, xin, stats, c, B, n_freq, sigma_min,
-                         data_mode, kind):
-        h1 = cuda.shared.array(HSIZE, float32, alignment=16)    # activations / gradients
-        w1 = cuda.shared.array(WSIZE, float32, alignment=16)    # staged k-tile of W or W^T
-        hs = h1.reshape((PB, HS))                                # the same, as (PB, HS)
+                         time_power, data_mode, kind):
+        hst = cuda.shared.array(HSTATIC, float32, alignment=16)  # activations / gradients
+        wst = cuda.shared.array(WSTATIC, float32, alignment=16)  # staged k-tile of W or W^T
+        dyn = cuda.shared.array(0, float32, alignment=16)        # hs when DYN
+        h1 = dyn if DYN else hst
+        w1 = wst
         us = cuda.shared.array((PB, D), float32)       # target velocity ut
         vs = cuda.shared.array((PB, D), float32)       # prediction v
         red = cuda.shared.array(RED, float32)
@@ -80,7 +85,7 @@ def make_forward_backward(cfg, D, fastmath, max_registers=0, stage_regs=16):
         for r in range(tid, PB, NT):
             i = row0 + r
             for f in range(HS):
-                hs[r, f] = 0.0
+                h1[r * HS + f] = 0.0
             for d in range(D):
                 us[r, d] = 0.0
             if i < B:
@@ -89,7 +94,8 @@ def make_forward_backward(cfg, D, fastmath, max_registers=0, stage_regs=16):
                 if data_mode == DATA_ARRAYS:
                     t = xin[c, i, 2 * D]
                 else:
-                    t = xoroshiro128p_uniform_float32(rng, i)
+                    t = float32(time_from_uniform(xoroshiro128p_uniform_float32(rng, i),
+                                                  time_power))
                 if data_mode == DATA_2SPIRALS:
                     u_s = xoroshiro128p_uniform_float32(rng, i)
                     u_x = xoroshiro128p_uniform_float32(rng, i)
@@ -113,9 +119,9 @@ def make_forward_backward(cfg, D, fastmath, max_registers=0, stage_regs=16):
                     xtd, utd = path_element(x0, x1, t, sigma_min)
                     xt[d] = xtd
                     us[r, d] = utd
-                features(hs, r, xt, t, n_freq)
+                features(h1, r, xt, t, n_freq)
                 for f in range(F):
-                    work[lay[0, H_OFF] + i * F + f] = hs[r, f]
+                    work[lay[0, H_OFF] + i * F + f] = h1[r * HS + f]
         cuda.syncthreads()
 
         # -- forward through the hidden layers: z = h W + b, a = sigma(z) ------------
@@ -129,19 +135,19 @@ def make_forward_backward(cfg, D, fastmath, max_registers=0, stage_regs=16):
                 for j in range(TN):
                     col = col_of(cg, j, NCG, TN)
                     if col < n_out:
-                        z = hs[r, col] + theta[lay[l, B_OFF] + col]
+                        z = h1[r * HS + col] + theta[lay[l, B_OFF] + col]
                         a = act(z, kind)
-                        hs[r, col] = a
+                        h1[r * HS + col] = a
                         if row < B:
                             work[lay[l, Z_OFF] + row * n_out + col] = z
                             work[lay[l + 1, H_OFF] + row * n_out + col] = a
                     else:
-                        hs[r, col] = 0.0        # zero up to HP: whole k-tiles read zeros
+                        h1[r * HS + col] = 0.0        # zero up to HP: whole k-tiles read zeros
             cuda.syncthreads()
 
         # -- last layer, loss L = sum (v - ut)^2 / (B D), dv = dL/dv -----------------
         lo = L - 1
-        narrow_linear(hs, lay[lo, N_IN], theta, lay[lo, W_OFF], lay[lo, B_OFF], red, vs, tid)
+        narrow_linear(h1, lay[lo, N_IN], theta, lay[lo, W_OFF], lay[lo, B_OFF], red, vs, tid)
         cdv = 2.0 / (B * D)
         lsum = 0.0
         for p in range(tid, PB * DK, NT):         # dv, then zeros up to a whole k-tile
@@ -154,7 +160,7 @@ def make_forward_backward(cfg, D, fastmath, max_registers=0, stage_regs=16):
                 lsum += sq
                 dv = g
                 work[lay[lo, DZ_OFF] + row * D + d] = dv
-            hs[r, d] = dv
+            h1[r * HS + d] = dv
         red64[tid] = lsum
         cuda.syncthreads()
         if tid == 0:
@@ -177,9 +183,9 @@ def make_forward_backward(cfg, D, fastmath, max_registers=0, stage_regs=16):
                     if col < n_in:
                         if row < B:
                             zp = work[lay[l - 1, Z_OFF] + row * n_in + col]
-                            dz = hs[r, col] * dact(zp, kind)
+                            dz = h1[r * HS + col] * dact(zp, kind)
                             work[lay[l - 1, DZ_OFF] + row * n_in + col] = dz
-                    hs[r, col] = dz
+                    h1[r * HS + col] = dz
             cuda.syncthreads()
 
     return forward_backward

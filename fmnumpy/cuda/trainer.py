@@ -18,7 +18,7 @@ import numpy as np
 from .. import config
 from ..errors import FmnumpyError
 from ..optim import ema_decay_at, learning_rate
-from .device import cuda_module, fastmath, grid_stride_blocks, threads_per_block
+from .device import cuda_module, fastmath, grid_stride_blocks, launch, threads_per_block
 from .layout import layer_table
 from .tiles import TILES, mlp_config, register_cap, wg_config
 from .train_kernels import (DATA_2SPIRALS, DATA_ARRAYS, DATA_STREAM, EMA, GRAD, M, THETA, V,
@@ -38,7 +38,8 @@ class CudaTrainer:
     None (batches given to :meth:`run_arrays` only).
     """
 
-    def __init__(self, spec, opt, batch, sigma_min=0.0, data=None, seed=0, start_step=0):
+    def __init__(self, spec, opt, batch, sigma_min=0.0, data=None, seed=0, start_step=0,
+                 time_power=1.0):
         cu = cuda_module()
         self.spec, self.opt = spec, opt
         self.B = int(batch)
@@ -46,12 +47,26 @@ class CudaTrainer:
             raise FmnumpyError(f"batch size must be a positive integer, got {batch}")
         self.D = spec.dim
         self.sigma_min = float(sigma_min)
+        self.time_power = float(time_power)      # t of device-drawn batches (paths.time_from_uniform)
         self.seed = int(seed)
         self.C = int(config.DATA_CHUNK_STEPS)
         sizes = spec.sizes
         P = spec.n_params
         fm = fastmath()
-        self.cfg = mlp_config(int(max(sizes)), threads_per_block(), rows=self.B)
+        width, threads = int(max(sizes)), threads_per_block()
+        dyn = int(TILES["mlp_dynamic_shared"])
+        # block layouts of forward_backward, best first (see _forward_backward)
+        self._layouts = []
+        for d in (dyn, 0):
+            try:
+                cfg = mlp_config(width, threads, rows=self.B, dynamic=d)
+            except FmnumpyError:
+                if d or self._layouts:
+                    continue
+                raise
+            if cfg not in self._layouts:
+                self._layouts.append(cfg)
+        self.fallbacks = []
         self.wg = wg_config()
         self.NT = threads_per_block()
         lay, n_work, n_tiles = layer_table(sizes, self.B, self.wg)
@@ -62,8 +77,7 @@ class CudaTrainer:
         self.rows_per_split = -(-rows // self.wg.BK) * self.wg.BK
         self.S = -(-self.B // self.rows_per_split)
 
-        self.k_fb = make_forward_backward(self.cfg, self.D, fm, register_cap(self.cfg.NT),
-                                          int(TILES["mlp_stage_regs"]))
+        self._use(self._layouts.pop(0))
         self.k_wg = make_weight_grad(self.wg, fm)
         self.k_red = make_reduce_grad(self.NT, fm)
         self.k_adam = make_adam_ema(fm)
@@ -115,18 +129,38 @@ class CudaTrainer:
         callables in order (forward_backward, weight_grad, reduce_grad, adam_ema)."""
         spec, opt = self.spec, self.opt
         b1, b2 = opt.betas
-        nb = -(-self.B // self.cfg.PB)
         g = grid_stride_blocks(self.P, self.NT)
         return (
-            lambda: self.k_fb[nb, self.cfg.NT](
+            lambda: self._forward_backward(
                 self.state, self.lay, self.work, self.rng, self.xin, self.stats, c, self.B,
-                spec.n_freq, self.sigma_min, self.mode_now, spec.kind),
+                spec.n_freq, self.sigma_min, self.time_power, self.mode_now, spec.kind),
             lambda: self.k_wg[(self.n_tiles, self.S), self.wg.NT](
                 self.lay, self.work, self.part, self.B, self.rows_per_split),
             lambda: self.k_red[g, self.NT](self.part, self.state, self.stats, c),
             lambda: self.k_adam[g, self.NT](
                 self.state, self.stats, self.sched, c, k, self.bad, b1, b2, opt.eps,
                 opt.weight_decay, 1 if opt.decoupled else 0, opt.clip))
+
+    def _use(self, cfg):
+        self.cfg = cfg
+        self.k_fb = make_forward_backward(cfg, self.D, fastmath("forward_backward"),
+                                          register_cap(cfg.NT), int(TILES["mlp_stage_regs"]))
+        self._fb_ready = False
+
+    def _forward_backward(self, *args):
+        """Launch forward_backward; on its first launch, a layout that does not
+        build or launch here (dynamic shared memory refused) falls back to the next."""
+        while True:
+            cfg = self.cfg
+            try:
+                launch(self.k_fb, -(-self.B // cfg.PB), cfg.NT, cfg.DYN, args, not self._fb_ready)
+                self._fb_ready = True
+                return
+            except Exception as e:
+                if self._fb_ready or not self._layouts:
+                    raise
+                self.fallbacks.append((cfg, repr(e)[:200]))
+                self._use(self._layouts.pop(0))
 
     def _gradient(self, c):
         """Launches of loss and dtheta for chunk position c (stats[c] must be zero)."""
