@@ -36,7 +36,9 @@ TILES = {
                                   # H200, 168 at 128 threads ran model B 14% faster than 255
     "mlp_threads_narrow": 128,    # sampler threads when HP <= 64 (model A: resident W,
                                   # 8 x 8 tiles, PB = 128; streamed W ran best at 256)
-    "mlp_threads_wide": 0,        # sampler threads when HP > 64 (0: CUDA_THREADS_PER_BLOCK)
+    "mlp_threads_wide": 256,      # sampler threads when HP > 64 (0: CUDA_THREADS_PER_BLOCK);
+                                  # 256 (PB = 64, dynamic shared memory) sampled model B in
+                                  # 1.059 s against 1.095 s at 128 on an H200 (gpu_sweep.md)
     "fb_threads": 0,              # forward_backward threads (0: CUDA_THREADS_PER_BLOCK)
     "mlp_resident": 1,            # sampler: keep the hidden layers' W in shared memory for
                                   # all time steps when they fit (no k-tile staging/barriers)
