@@ -7,9 +7,9 @@ minibatch-OT coupling (``couplings.exact_ot``).  See ``docs/couplings.md``,
 
 Dimension letters: N rows = columns.
 
-The algorithm is Jonker & Volgenant (1987), "A shortest augmenting path
-algorithm for dense and sparse linear assignment problems", in its dense form
-(LAPJV).  It works on the linear-programming dual
+The algorithm is the dense shortest augmenting path method of Jonker &
+Volgenant (1987), "A shortest augmenting path algorithm for dense and sparse
+linear assignment problems".  It works on the linear-programming dual
 
     max sum_i u_i + sum_j v_j   subject to   u_i + v_j <= C_ij  for all i, j,
 
@@ -17,268 +17,270 @@ keeps the column potentials v (N,) and a partial assignment x (row -> column),
 y (column -> row, -1 if free), and maintains two invariants:
 
   (I1) dual feasibility: with u_i := min_j (C_ij - v_j) every reduced cost
-       C_ij - u_i - v_j is >= 0;
-  (I2) complementary slackness on the assigned pairs: for an assigned row i,
-       C[i, x_i] - v[x_i] = u_i, i.e. the reduced cost of every assigned pair
-       is 0.
+       C_ij - u_i - v_j is >= 0 (true by the definition of u);
+  (I2) complementary slackness on the assigned pairs: an assigned row i
+       reaches its minimum at its own column, C[i, x_i] - v[x_i] = u_i.
 
 A full assignment satisfying (I1) and (I2) is optimal: its cost
 sum_i C[i, x_i] = sum_i u_i + sum_j v_j equals a feasible dual objective,
-which bounds every assignment's cost from below (LP duality).  The phases:
+which bounds every assignment's cost from below (LP duality).  Two phases:
 
-  1. column reduction: v_j = min_i C_ij and each column is offered to its
-     cheapest row; a row that got exactly one column lowers that column's
-     potential by its second-smallest reduced cost (reduction transfer), so
-     the pair stays tight (I2) with room to spare;
-  2. augmenting row reduction (a bounded auction): a free row i takes its
-     cheapest column j1 and lowers v[j1] by the gap v2 - v1 to its
-     second-cheapest reduced cost, so row i is tight at j1 (I2); the row that
-     held j1 becomes free and is tried next;
-  3. augmentation: for each remaining free row, Dijkstra on the reduced
-     costs finds the shortest alternating path to a free column, of length
-     mind; every column settled on the way at distance d_j < mind gets
-     v_j += d_j - mind, which keeps (I1) and makes every edge of the path
-     tight, and the assignment is flipped along the path (one more row
-     assigned, (I2) kept).
+  1. column reduction against a guess u0 (N,) of the row potentials:
+     v_j = min_i (C_ij - u0_i), and column j is offered to a row i attaining
+     it.  For that row C_ik - v_k >= u0_i for every k, with equality at j, so
+     (I2) holds whatever u0 is.  A row offered several columns keeps one; the
+     other columns and rows stay free.  u0 = 0 is the classical start; a guess
+     close to the optimal potentials (``couplings.sliced_potential`` for
+     point clouds) leaves v nearly optimal and phase 2 short;
+  2. augmentation: for each free row, Dijkstra on the reduced costs finds the
+     shortest alternating path to a free column, of length mind; every column
+     settled on the way at distance d_j < mind gets v_j += d_j - mind, which
+     keeps (I1) and makes every edge of the path tight, and the assignment is
+     flipped along the path (one more row assigned, (I2) kept).
 
-Phase 3 is O(N^2) per free row, O(N^3) in all in the worst case; phases 1-2
-cost O(N^2) and usually leave a fraction of the rows free.  In floating point
-the invariants hold up to rounding, so the result is optimal up to a few ulps
-of the total cost.
+Phase 2 is O(N^2) per free row, O(N^3) in all in the worst case; its cost is
+N operations per settled column, so the number of settled columns is what a
+better guess u0 saves.  In floating point the invariants hold up to rounding,
+so the result is optimal up to a few ulps of the total cost.
+
+Speed notes.  The loops over a row are written so that LLVM turns them into
+SIMD code: minima go through ``fmin`` (LLVM's ``minnum``; Numba's ``min``
+is a compare-and-select that LLVM does not vectorise as a reduction), the
+argmin is an integer-min reduction over keys, and the Dijkstra relaxation does
+not record predecessors (the path is rebuilt afterwards, see
+``_shortest_path``).  The only fast-math freedoms taken are "no NaNs" and "no
+signed zeros", which change no arithmetic result (the costs are checked to be
+finite; +inf appears only as a sentinel).  The compiled entry point
+``lapjv_into`` allocates nothing: the caller passes the work buffers.
 """
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from .errors import FmnumpyError
 
-_BIG = np.inf
-# Phase 2 work limits: passes, and row reductions per free row in a pass.
-# Unlimited augmenting row reduction wages long "price wars" on geometric
-# costs (squared distances between point clouds); a short run keeps most of
-# its benefit on random costs.
-ARR_PASSES = 1
-ARR_BUDGET = 2
-# The Dijkstra passes work on blocks of this many columns, and the only
-# fast-math freedoms taken are "no NaNs" and "no signed zeros", which let
-# min-reductions vectorise and change no arithmetic result (the costs are
-# checked to be finite; +inf appears only as a sentinel).
-BLOCK = 16
 _FAST = {"nnan", "nsz"}
 
 
+def _llvm_binary(name, doc):
+    """A float64 function of two float64 arguments compiled to the LLVM
+    intrinsic ``name``."""
+    def typer(typingctx, a, b):
+        sig = types.float64(types.float64, types.float64)
+
+        def codegen(context, builder, signature, args):
+            f64 = ir.DoubleType()
+            fn = cgutils.get_or_insert_function(builder.module,
+                                                ir.FunctionType(f64, [f64, f64]), name)
+            return builder.call(fn, args)
+
+        return sig, codegen
+
+    typer.__doc__ = doc
+    return intrinsic(typer)
+
+
+fmin = _llvm_binary("llvm.minnum.f64", """min(a, b) of two float64 as LLVM's ``minnum``.
+
+    Equal to ``min(a, b)`` for numbers (it may differ only for NaN and for the
+    sign of a zero result).  LLVM recognises ``m = fmin(m, w[k])`` in a loop
+    as a min-reduction and vectorises it, which it does not do for the
+    compare-and-select that Numba emits for ``min``: about 8x faster on rows
+    of 256.""")
+fmax = _llvm_binary("llvm.maxnum.f64", "max(a, b) of two float64, the twin of ``fmin``.")
+
+
+# ---- work buffers -----------------------------------------------------------------------
+
+def work_sizes(N):
+    """Lengths of the float64 and int32 work buffers ``lapjv_into`` needs for N."""
+    return 4 * N + 1, 4 * N + 1
+
+
 @njit(cache=True)
-def _column_reduction(C, x, y, v, free_rows):
-    """Phase 1: column reduction and reduction transfer.  Returns the number
-    of free rows written to ``free_rows``."""
-    N = C.shape[0]
-    for j in range(N):
-        v[j] = _BIG
-        y[j] = -1
+def _views(N, fwork, iwork):
+    """Named views of the work buffers (see ``_shortest_path`` for their roles):
+    dw, vw, d (N,) and hs (N + 1,) float64; key, settled, place (N,) and
+    rows (N + 1,) int32."""
+    dw = fwork[:N]
+    vw = fwork[N:2 * N]
+    d = fwork[2 * N:3 * N]
+    hs = fwork[3 * N:4 * N + 1]
+    key = iwork[:N]
+    settled = iwork[N:2 * N]
+    place = iwork[2 * N:3 * N]
+    rows = iwork[3 * N:4 * N + 1]
+    return dw, vw, d, hs, key, settled, place, rows
+
+
+@njit(cache=True)
+def key_view(N, iwork):
+    """The view ``key`` of the int work buffer (see ``_views``)."""
+    return iwork[:N]
+
+
+# ---- phase 1 ----------------------------------------------------------------------------
+
+@njit(cache=True)
+def start_reduction(v, y):
+    """Phase 1, before the rows: v = +inf, y = 0."""
+    for j in range(v.shape[0]):
+        v[j] = np.inf
+        y[j] = 0
+
+
+@njit(cache=True, fastmath=_FAST)
+def reduce_row(Ci, i, ui, y, v):
+    """Phase 1, row i with cost row Ci (N,) and guess ui: where
+    C_ij - u0_i < v_j, set v_j to it and y_j = i (so y_j ends as the first row
+    attaining the minimum).  Vectorised with masked stores; a caller that
+    computes the costs row by row (``couplings.ot_assignment``) reduces each
+    row while it is still in cache."""
+    for j in range(Ci.shape[0]):
+        c = Ci[j] - ui
+        if c < v[j]:
+            v[j] = c
+            y[j] = i
+
+
+@njit(cache=True)
+def offer_columns(x, y, key):
+    """Phase 1, after the rows: column j goes to its row y_j; a row offered
+    several columns keeps the highest-numbered one and the others become free
+    (y_j = -1).  Fills key (N,): j for a free column, j + N for an assigned
+    one (what the searches' argmin sorts by, so that among equally near
+    columns a free one wins)."""
+    N = x.shape[0]
     for i in range(N):
         x[i] = -1
-        for j in range(N):
-            c = C[i, j]
-            if c < v[j]:
-                v[j] = c
-                y[j] = i
-    # offer each column to its cheapest row; a row offered several keeps the
-    # first (highest-numbered) one and is not "unique"
-    unique = np.ones(N, dtype=np.bool_)
     for j in range(N - 1, -1, -1):
         i = y[j]
         if x[i] < 0:
             x[i] = j
+            key[j] = j + N
         else:
-            unique[i] = False
             y[j] = -1
-    n_free = 0
-    for i in range(N):
-        if x[i] < 0:
-            free_rows[n_free] = i
-            n_free += 1
-        elif unique[i]:
-            # reduction transfer: v[j] -= min over other columns of C_ij - v_j,
-            # so that row i's reduced cost at j equals its minimum (I2)
-            j = x[i]
-            m = _BIG
-            for j2 in range(N):
-                if j2 != j:
-                    c = C[i, j2] - v[j2]
-                    if c < m:
-                        m = c
-            v[j] -= m
-    return n_free
+            key[j] = j
 
 
-@njit(cache=True)
-def _augmenting_row_reduction(C, n_free, free_rows, x, y, v, budget):
-    """Phase 2: one pass of augmenting row reduction over the free rows,
-    at most ``budget`` reductions.  Returns the number of rows still free
-    (written back to ``free_rows``)."""
-    N = C.shape[0]
-    current = 0
-    new_free = 0
-    rr_cnt = 0
-    while current < n_free:
-        rr_cnt += 1
-        i = free_rows[current]
-        current += 1
-        # cheapest (v1 at j1) and second cheapest (v2 at j2) reduced cost of row i
-        j1 = 0
-        v1 = C[i, 0] - v[0]
-        j2 = -1
-        v2 = _BIG
-        for j in range(1, N):
-            c = C[i, j] - v[j]
-            if c < v2:
-                if c >= v1:
-                    v2 = c
-                    j2 = j
-                else:
-                    v2 = v1
-                    v1 = c
-                    j2 = j1
-                    j1 = j
-        i0 = y[j1]
-        v1_new = v[j1] - (v2 - v1)
-        lowers = v1_new < v[j1]
-        if rr_cnt < current * N and rr_cnt < budget:    # bounded work (LAPJV + ARR_BUDGET)
-            if lowers:
-                v[j1] = v1_new        # row i now tight at j1 and j2 (tie)
-            elif i0 >= 0 and j2 >= 0:
-                j1 = j2               # tie: take the other cheapest column
-                i0 = y[j2]
-            if i0 >= 0:
-                if lowers:
-                    current -= 1      # the displaced row is tried again at once
-                    free_rows[current] = i0
-                else:
-                    free_rows[new_free] = i0
-                    new_free += 1
-        elif i0 >= 0:
-            free_rows[new_free] = i0
-            new_free += 1
-        x[i] = j1
-        y[j1] = i
-    return new_free
-
+# ---- phase 2 ----------------------------------------------------------------------------
 
 @njit(cache=True, fastmath=_FAST)
-def _block_minima(dw, bmin):
-    """bmin[b] = min of dw[b*BLOCK : (b+1)*BLOCK]; returns the overall minimum.
-    Fixed-width inner loops let the compiler vectorise the reduction."""
-    nb = bmin.shape[0]
-    mind = np.inf
-    for b in range(nb):
-        m = np.inf
-        for t in range(BLOCK):
-            m = min(m, dw[b * BLOCK + t])
-        bmin[b] = m
-        mind = min(mind, m)
-    return mind
-
-
-@njit(cache=True, fastmath=_FAST)
-def _argmin_column(dw, bmin, mind, y):
-    """A column j with dw[j] == mind, preferring a free one (y[j] < 0) among
-    ties, found through the block minima."""
-    jmin = -1
-    for b in range(bmin.shape[0]):
-        if bmin[b] == mind:
-            for j in range(b * BLOCK, (b + 1) * BLOCK):
-                if dw[j] == mind:
-                    if y[j] < 0:
-                        return j
-                    if jmin < 0:
-                        jmin = j
-    return jmin
-
-
-@njit(cache=True, fastmath=_FAST)
-def _shortest_path(C, start, y, v, d, dw, vw, bmin, pred, settled):
-    """Phase 3 search: Dijkstra from row ``start`` over the reduced costs
-    C_ij - v_j, until the nearest free column is reached.
+def _shortest_path(C, start, x, y, v, key, dw, vw, d, hs, settled, place, rows):
+    """Phase 2 for the free row ``start``: Dijkstra over the reduced costs
+    C_ij - v_j until the nearest free column, then the flip and the
+    potential update.
 
     Columns are the Dijkstra nodes.  Settling column j at distance d_j scans
-    its row i = y_j: with the tree offset h = C_ij - v_j - d_j the relaxed
+    its row i = y_j with the tree offset h = C_ij - v_j - d_j: the relaxed
     distance of column k is C_ik - v_k - h, which is >= d_j by (I2).
-    dw (Np,) holds the tentative distances, +inf for settled columns and for
-    the padding up to Np = a multiple of BLOCK; vw (N,) is v for the open
-    columns and -inf for the settled ones, so a relaxation
-    C_ik - vw_k - h = +inf never reopens a settled column; d (N,) the final
-    distances; pred (N,) the row each column was reached from; settled (N,)
-    the settled columns in order.  Every pass runs over a contiguous row of
-    C without branches the compiler cannot turn into vector selects.
-    Updates v for the settled columns and returns the free column that ends
-    the path.
+    dw (N,) holds the tentative distances, +inf once settled; vw (N,) is v for
+    the open columns and -inf for the settled ones, so that a relaxation
+    C_ik - vw_k - h = +inf never reopens a settled column and the loop has no
+    branch; d (N,) the final distances of the settled columns, in the order
+    ``settled`` (N,), place[j] the position of j in it; rows (N + 1,) and
+    hs (N + 1,) the scanned rows and their offsets, ``start`` first with
+    h = 0 (rows[t + 1] is the row of settled[t]).
+
+    No predecessor is stored during the scans.  The flip walks back from the
+    free column: column j may be reached from any row scanned before j was
+    settled (rows[0..place[j]]) whose relaxation gives exactly j's final
+    distance, since that edge is then tight; the row that did set it is one,
+    and recomputing C_ik - v_k - h repeats the same operations on the same
+    numbers, so the equality is exact.  The walk tries the latest such rows
+    first (a column usually gets its distance from a recent scan), and the
+    positions strictly decrease along it, so it ends at ``start``.
     """
     N = C.shape[0]
+    big = np.int32(2 * N)
+    mind = np.inf
     for j in range(N):
         vw[j] = v[j]
         dw[j] = C[start, j] - v[j]
-        pred[j] = start
-    n_settled = 0
+        mind = fmin(mind, dw[j])
+    rows[0] = start
+    hs[0] = 0.0
+    n = 0                                           # columns settled so far
     while True:
-        mind = _block_minima(dw, bmin)
-        jmin = _argmin_column(dw, bmin, mind, y)
-        if y[jmin] < 0:
-            break
-        d[jmin] = mind
-        dw[jmin] = np.inf
-        vw[jmin] = -np.inf
-        settled[n_settled] = jmin
-        n_settled += 1
-        i = y[jmin]
-        h = C[i, jmin] - v[jmin] - mind
+        # the first column at distance mind, a free one if any is (key order)
+        kmin = big
         for k in range(N):
-            cred = C[i, k] - vw[k] - h
-            if cred < dw[k]:
-                dw[k] = cred
-                pred[k] = i
+            kmin = min(kmin, key[k] if dw[k] == mind else big)
+        if kmin < N:
+            break
+        j = kmin - N
+        d[j] = mind
+        dw[j] = np.inf
+        vw[j] = -np.inf
+        settled[n] = j
+        place[j] = n
+        i = y[j]
+        h = C[i, j] - v[j] - mind
+        n += 1
+        rows[n] = i
+        hs[n] = h
+        mind = np.inf
+        for k in range(N):                          # relax row i, vectorised
+            dk = fmin(dw[k], C[i, k] - vw[k] - h)
+            dw[k] = dk
+            mind = fmin(mind, dk)
+    end = kmin
+    # flip the assignment along the path, from the free column back to start
+    j = end
+    dist = mind
+    r = n
+    while True:
+        while C[rows[r], j] - v[j] - hs[r] != dist:
+            r -= 1
+            if r < 0:                               # cannot happen: see above
+                raise ArithmeticError("assignment: no predecessor reproduces a distance")
+        i = rows[r]
+        y[j] = i
+        k = x[i]
+        x[i] = j
+        if i == start:
+            break
+        j = k
+        dist = d[j]
+        r = place[j]
     # potential update keeping (I1), (I2): the settled columns were reached
     # before the path length mind
-    for k in range(n_settled):
-        j = settled[k]
+    for t in range(n):
+        j = settled[t]
         v[j] += d[j] - mind
-    return jmin
+    key[end] = end + N
 
 
 @njit(cache=True)
-def lapjv_into(C, x, y, v):
+def augment_into(C, x, y, v, fwork, iwork):
+    """Phase 2 after phase 1: augment from every free row until x is a full
+    optimal assignment (an augmentation never frees a row, so one pass over
+    the rows finds them all)."""
+    N = C.shape[0]
+    dw, vw, d, hs, key, settled, place, rows = _views(N, fwork, iwork)
+    for i in range(N):
+        if x[i] < 0:
+            _shortest_path(C, i, x, y, v, key, dw, vw, d, hs, settled, place, rows)
+
+
+@njit(cache=True)
+def lapjv_into(C, u0, x, y, v, fwork, iwork):
     """Fill x (N,) row -> column, y (N,) column -> row and the column
     potentials v (N,) with an optimal assignment of C (N, N) float64 (finite,
-    C-contiguous; not checked here, see ``linear_assignment``).  The compiled
-    entry point for other kernels; x, y, v are the caller's buffers."""
+    C-contiguous; not checked here, see ``linear_assignment``).  u0 (N,) is
+    any finite guess of the optimal row potentials, of the size of the costs
+    (zeros if none); it changes the speed, never the optimal cost (up to the
+    rounding of C_ij - u0_i).  fwork float64 and iwork int32 are work
+    buffers of the lengths ``work_sizes(N)``.  The compiled entry point for
+    other kernels; it allocates nothing."""
     N = C.shape[0]
-    if N == 1:
-        x[0] = 0
-        y[0] = 0
-        v[0] = C[0, 0]
-        return
-    free_rows = np.empty(N, dtype=np.int64)
-    n_free = _column_reduction(C, x, y, v, free_rows)
-    for _ in range(ARR_PASSES):
-        if n_free == 0:
-            break
-        n_free = _augmenting_row_reduction(C, n_free, free_rows, x, y, v, ARR_BUDGET * n_free)
-    nb = (N + BLOCK - 1) // BLOCK
-    dw = np.full(nb * BLOCK, np.inf)
-    bmin = np.empty(nb, dtype=np.float64)
-    d = np.empty(N, dtype=np.float64)
-    vw = np.empty(N, dtype=np.float64)
-    pred = np.empty(N, dtype=np.int64)
-    settled = np.empty(N, dtype=np.int64)
-    for f in range(n_free):
-        start = free_rows[f]
-        j = _shortest_path(C, start, y, v, d, dw, vw, bmin, pred, settled)
-        # flip the assignment along the path back to the start row
-        i = -1
-        while i != start:
-            i = pred[j]
-            y[j] = i
-            k = j
-            j = x[i]
-            x[i] = k
+    start_reduction(v, y)
+    for i in range(N):
+        reduce_row(C[i], i, u0[i], y, v)
+    offer_columns(x, y, key_view(N, iwork))
+    augment_into(C, x, y, v, fwork, iwork)
 
 
 @njit(cache=True)
@@ -287,6 +289,8 @@ def row_potentials(C, x, v, u):
     for i in range(C.shape[0]):
         u[i] = C[i, x[i]] - v[x[i]]
 
+
+# ---- Python entry points ----------------------------------------------------------------
 
 def _as_cost(C):
     C = np.ascontiguousarray(C, dtype=np.float64)
@@ -298,33 +302,46 @@ def _as_cost(C):
     return C
 
 
-def lapjv(C):
-    """Optimal assignment with its dual certificate.
+def _as_guess(u0, N):
+    if u0 is None:
+        return np.zeros(N)
+    u0 = np.ascontiguousarray(u0, dtype=np.float64)
+    if u0.shape != (N,) or not np.isfinite(u0).all():
+        raise FmnumpyError(f"the row-potential guess u0 must be {N} finite numbers, got "
+                           f"shape {u0.shape}")
+    return u0
 
-    C (N, N) finite costs.  Returns (cols, u, v): cols (N,) int64 with row i
-    assigned to column cols[i], and potentials u (N,), v (N,) float64 with
-    u_i + v_j <= C_ij for all i, j and equality at (i, cols[i]).
-    """
-    C = _as_cost(C)
+
+def _solve(C, u0):
     N = C.shape[0]
     x = np.empty(N, dtype=np.int64)
-    y = np.empty(N, dtype=np.int64)
+    y = np.empty(N, dtype=np.int32)
     v = np.empty(N, dtype=np.float64)
-    u = np.empty(N, dtype=np.float64)
     if N:
-        lapjv_into(C, x, y, v)
+        nf, ni = work_sizes(N)
+        lapjv_into(C, u0, x, y, v, np.empty(nf), np.empty(ni, dtype=np.int32))
+    return x, v
+
+
+def lapjv(C, u0=None):
+    """Optimal assignment with its dual certificate.
+
+    C (N, N) finite costs; u0 (N,) an optional guess of the row potentials,
+    of the size of the costs (speed only; see ``lapjv_into``).  Returns
+    (cols, u, v): cols (N,) int64 with row i assigned to column cols[i], and
+    potentials u (N,), v (N,) float64 with u_i + v_j <= C_ij for all i, j and
+    equality at (i, cols[i]).
+    """
+    C = _as_cost(C)
+    x, v = _solve(C, _as_guess(u0, C.shape[0]))
+    u = np.empty(C.shape[0], dtype=np.float64)
+    if C.shape[0]:
         row_potentials(C, x, v, u)
     return x, u, v
 
 
-def linear_assignment(C):
+def linear_assignment(C, u0=None):
     """Columns pi (N,) int64 of an optimal assignment of the rows of C (N, N):
     sum_i C[i, pi[i]] is minimal over all permutations.  See ``lapjv``."""
     C = _as_cost(C)
-    N = C.shape[0]
-    x = np.empty(N, dtype=np.int64)
-    if N:
-        y = np.empty(N, dtype=np.int64)
-        v = np.empty(N, dtype=np.float64)
-        lapjv_into(C, x, y, v)
-    return x
+    return _solve(C, _as_guess(u0, C.shape[0]))[0]

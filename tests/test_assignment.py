@@ -10,8 +10,9 @@ import itertools
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
+from numba import njit
 
-from fmnumpy.assignment import lapjv, linear_assignment
+from fmnumpy.assignment import fmax, fmin, lapjv, lapjv_into, linear_assignment, work_sizes
 from fmnumpy.errors import FmnumpyError
 
 SETTINGS = settings(max_examples=60, deadline=None, derandomize=True)
@@ -95,6 +96,72 @@ def test_identity_is_optimal_for_a_diagonal_minimum():
     assert np.array_equal(linear_assignment(C), np.arange(6))
 
 
+@SETTINGS
+@given(N=st.integers(1, 40), seed=st.integers(0, 2**31 - 1), kind=st.sampled_from(
+    ["normal", "integer", "points"]))
+def test_any_row_guess_gives_an_optimal_assignment(N, seed, kind):
+    """u0 only changes the speed: with any finite guess of the size of the
+    costs the dual certificate holds and the cost is the u0 = 0 optimum."""
+    rng = np.random.default_rng(seed)
+    if kind == "normal":
+        C = rng.standard_normal((N, N))
+    elif kind == "integer":
+        C = rng.integers(0, 3, (N, N)).astype(np.float64)
+    else:
+        a, b = rng.standard_normal((2, N, 2))
+        C = ((a[:, None] - b[None]) ** 2).sum(-1)
+    scale = max(1.0, np.abs(C).max())
+    best = C[np.arange(N), linear_assignment(C)].sum()
+    for u0 in (rng.uniform(-scale, scale, N), np.full(N, 2.5 * scale), C.min(1), C.max(1)):
+        cols, u, v = lapjv(C, u0)
+        assert_certificate(C, cols, u, v)
+        assert C[np.arange(N), cols].sum() == pytest.approx(best, rel=1e-12, abs=1e-12 * scale)
+
+
+def test_bad_row_guess_raises():
+    C = np.zeros((3, 3))
+    for u0 in (np.zeros(2), np.array([0.0, np.nan, 0.0]), np.array([0.0, np.inf, 0.0])):
+        with pytest.raises(FmnumpyError, match="u0"):
+            linear_assignment(C, u0)
+
+
+@njit(cache=True)
+def _solve_into(C, u0, x, y, v, fwork, iwork):
+    lapjv_into(C, u0, x, y, v, fwork, iwork)
+
+
+def test_work_buffers_need_no_initialisation():
+    """lapjv_into reads nothing it did not write: garbage (NaN, huge
+    indices) in the caller's buffers and outputs changes no result."""
+    rng = np.random.default_rng(5)
+    N = 64
+    a, b = rng.standard_normal((2, N, 2))
+    C = ((a[:, None] - b[None]) ** 2).sum(-1)
+    nf, ni = work_sizes(N)
+    results = []
+    for fill_f, fill_i in ((0.0, 0), (np.nan, 2**30), (-np.inf, -7)):
+        x = np.full(N, fill_i, dtype=np.int64)
+        y = np.full(N, fill_i, dtype=np.int32)
+        v = np.full(N, fill_f)
+        _solve_into(C, np.zeros(N), x, y, v, np.full(nf, fill_f), np.full(ni, fill_i, np.int32))
+        assert_permutation(x, N)
+        assert np.array_equal(y[x], np.arange(N))          # y is the inverse of x
+        results.append(x)
+    assert all(np.array_equal(results[0], r) for r in results)
+
+
+@njit(cache=True)
+def _min_max(a, b):
+    return fmin(a, b), fmax(a, b)
+
+
+@SETTINGS
+@given(a=st.floats(allow_nan=False), b=st.floats(allow_nan=False))
+def test_fmin_fmax_are_min_max(a, b):
+    lo, hi = _min_max(a, b)
+    assert lo == min(a, b) and hi == max(a, b)
+
+
 def test_empty_and_float32_input():
     assert linear_assignment(np.zeros((0, 0))).shape == (0,)
     C = np.random.default_rng(0).random((12, 12)).astype(np.float32)
@@ -111,7 +178,7 @@ def test_bad_input_raises(C):
 
 # ---- second opinion ---------------------------------------------------------------------
 
-@pytest.mark.parametrize("N", [3, 16, 64, 150])
+@pytest.mark.parametrize("N", [3, 16, 64, 150, 256])
 def test_matches_scipy_optimal_cost(N):
     optimize = pytest.importorskip("scipy.optimize")
     for name, C in matrices(np.random.default_rng(N), N):

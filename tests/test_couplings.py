@@ -7,7 +7,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from fmnumpy import couplings as cp
+from fmnumpy.datasets import sample
 from fmnumpy.errors import FmnumpyError
+from fmnumpy.metrics import sq_dists
 from fmnumpy.schedules import SB_DENOM_EPS, cosine_path, sb_path
 
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True)
@@ -84,6 +86,137 @@ def test_exact_ot_chunk_matches_batch_by_batch():
         assert np.array_equal(y0[c], cp.exact_ot(x0[c], x1[c])[0])
     with pytest.raises(FmnumpyError, match="one shape"):
         cp.exact_ot_chunk(x0, x1[:, :30])
+
+
+def scipy_optimum(x0, x1):
+    """The optimal cost by scipy.optimize.linear_sum_assignment (second opinion),
+    on the same float64 cost matrix the coupling builds."""
+    optimize = pytest.importorskip("scipy.optimize")
+    C = sq_dists(x1, x0)
+    r, c = optimize.linear_sum_assignment(C)
+    return C[r, c].sum(), c
+
+
+def sorted_rows(a):
+    """The rows of a (B, D) in lexicographic order (a multiset of points)."""
+    return a[np.lexsort(a.T[::-1])]
+
+
+def point_batches(B, seed):
+    """(name, x0, x1) batches of B points: the toy sets against N(0, I), and
+    degenerate ones: equal points, repeats, a line, huge and tiny scales, far
+    apart clouds, 1-D and 5-D."""
+    rng = np.random.default_rng(seed)
+    x0 = rng.standard_normal((B, 2))
+    for name in ("2spirals", "moons", "checkerboard", "8gaussians", "circles"):
+        yield name, x0.astype(np.float32), sample(name, B, rng)
+    yield "all equal", np.ones((B, 2)), np.ones((B, 2))
+    yield "x1 all equal", x0, np.full((B, 2), 0.5)
+    few = rng.standard_normal((B // 8, 2))
+    yield "repeats", np.repeat(x0[: B // 8], 8, 0), np.repeat(few, 8, 0)
+    yield "integer grid", rng.integers(0, 3, (B, 2)) * 1.0, rng.integers(0, 3, (B, 2)) * 1.0
+    yield "on a line", np.outer(rng.random(B), [1.0, 2.0]), np.outer(rng.random(B), [1.0, 2.0])
+    yield "huge", x0 * 1e100, rng.standard_normal((B, 2)) * 1e100
+    yield "tiny", x0 * 1e-100, rng.standard_normal((B, 2)) * 1e-100
+    yield "far apart", x0, rng.standard_normal((B, 2)) + 1e6
+    yield "1-D", rng.standard_normal((B, 1)), rng.standard_normal((B, 1)) * 3
+    yield "5-D", rng.standard_normal((B, 5)), rng.standard_normal((B, 5)) + 1
+
+
+@pytest.mark.parametrize("B", [16, 256])
+def test_exact_ot_matches_scipy_optimum(B):
+    """Optimal up to rounding on every kind of batch (ties, repeats, degenerate
+    and extreme scales included), per batch and chunked."""
+    for name, x0, x1 in point_batches(B, seed=B):
+        y0, y1 = cp.exact_ot(x0, x1)
+        assert np.array_equal(y1, x1), name
+        assert np.array_equal(sorted_rows(y0), sorted_rows(x0)), name   # a permutation
+        best, _ = scipy_optimum(x0, x1)
+        ours = ((y0.astype(np.float64) - x1) ** 2).sum()
+        assert ours == pytest.approx(best, rel=1e-12, abs=1e-300), name
+        z0, _ = cp.exact_ot_chunk(x0[None], x1[None])
+        assert np.array_equal(z0[0], y0), name
+
+
+@pytest.mark.parametrize("dataset", ["2spirals", "moons", "checkerboard", "8gaussians"])
+def test_exact_ot_is_the_unique_optimal_permutation(dataset):
+    """With continuous data the optimal pairing is unique, so any exact solver
+    returns the same permutation: the coupling's semantics do not depend on the
+    algorithm inside."""
+    rng = np.random.default_rng(11)
+    for _ in range(4):
+        x0 = rng.standard_normal((256, 2)).astype(np.float32)
+        x1 = sample(dataset, 256, rng)
+        y0, _ = cp.exact_ot(x0, x1)
+        _, cols = scipy_optimum(x0, x1)
+        assert np.array_equal(y0, x0[cols])
+
+
+def test_sliced_guess_speeds_up_the_generic_solver_without_changing_it():
+    """linear_assignment with the sliced guess returns the optimum of the
+    plain solver (what metrics.w2 would get)."""
+    from fmnumpy.assignment import linear_assignment
+    rng = np.random.default_rng(13)
+    a, b = sample("2spirals", 300, rng), sample("2spirals", 300, rng)
+    C = sq_dists(a, b)
+    plain = C[np.arange(300), linear_assignment(C)].sum()
+    guided = C[np.arange(300), linear_assignment(C, cp.sliced_guess(a, b))].sum()
+    assert guided == pytest.approx(plain, rel=1e-12)
+
+
+def test_exact_ot_rejects_points_without_finite_costs():
+    x0, x1 = batch(8)
+    for bad in (np.nan, np.inf, 1e200):
+        z = x1.copy()
+        z[3, 1] = bad
+        with pytest.raises(FmnumpyError, match="finite"):
+            cp.exact_ot(x0, z)
+        with pytest.raises(FmnumpyError, match="finite"):
+            cp.exact_ot_chunk(x0[None], z[None])
+
+
+@pytest.mark.parametrize("lam, D", [(1.0, 2), (0.3, 2), (2.5, 3), (1.7, 1), (0.8, 6)])
+def test_sliced_potential_is_exact_for_scaled_and_shifted_copies(lam, D):
+    """For x1 = lam x0 + c the Brenier potential is quadratic, each 1-D map is
+    linear and the trapezoid rule exact: u_i = ||a_i||^2 - 2 psi(a_i) with
+    psi(a) = ||a||^2 / (2 lam) - c'.a / lam, up to a constant, where a and c'
+    are taken relative to the mean of x1."""
+    rng = np.random.default_rng(D)
+    B = 200
+    x0 = rng.standard_normal((B, D))
+    c = rng.standard_normal(D)
+    x1 = lam * x0 + c
+    u = np.empty(B)
+    nf, ni = cp.ot_work_sizes(B, D)
+    fbuf, ibuf = np.empty(nf), np.empty(ni, dtype=np.int32)
+    _, _, _, x0T, center, proj, _, _, order, count, _ = cp._ot_views(B, D, fbuf, ibuf)
+    x0T[:] = x0.T
+    cp.sliced_potential(x1, x0T, u, center, proj, order, count)
+    np.testing.assert_array_equal(u, cp.sliced_guess(x1, x0))
+    m = x1.mean(0)
+    a, shift = x1 - m, c + (lam - 1) * m          # a = lam (x0 - m) + shift
+    psi = (a ** 2).sum(1) / (2 * lam) - a @ shift / lam
+    expected = (a ** 2).sum(1) - 2 * psi
+    np.testing.assert_allclose(u - u.mean(), expected - expected.mean(),
+                               atol=1e-9 * np.abs(expected).max())
+
+
+def test_exact_ot_chunk_uses_all_threads_alike():
+    """Batches dealt out to several tasks (K not a multiple of the thread
+    count) give the per-batch results."""
+    import numba
+    rng = np.random.default_rng(12)
+    x0 = rng.standard_normal((7, 48, 2))
+    x1 = sample("moons", 7 * 48, rng).reshape(7, 48, 2)
+    old = numba.get_num_threads()
+    try:
+        for threads in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
+            numba.set_num_threads(threads)
+            y0, _ = cp.exact_ot_chunk(x0, x1)
+            for c in range(7):
+                assert np.array_equal(y0[c], cp.exact_ot(x0[c], x1[c])[0])
+    finally:
+        numba.set_num_threads(old)
 
 
 # ---- Sinkhorn ---------------------------------------------------------------------------
