@@ -381,3 +381,20 @@ def test_density_writes_a_heatmap_that_integrates_to_about_one(trained, tmp_path
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     mass = float(err.split("integrates to ")[1].split()[0])
     assert 0.9 < mass < 1.1                       # a coarse grid over almost all the mass
+
+
+def test_metrics_are_logged_periodically(tmp_path, capsys):
+    import json
+    code = run(["train", "--out", tmp_path, "--steps", 10, *TINY, "--metrics-every", 5])
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    lines = (tmp_path / "metrics_log.jsonl").read_text().splitlines()
+    rows = [json.loads(ln) for ln in lines]
+    assert [r["step"] for r in rows] == [5, 10]
+    for r in rows:
+        assert set(r) >= {"step", "loss", "w2", "mmd", "energy", "n"} and r["n"] == 1000
+        assert np.isfinite([r["loss"], r["w2"], r["mmd"], r["energy"]]).all()
+    assert "step 5: loss" in err and "W2" in err
+    code = run(["train", "--out", tmp_path / "bad", "--steps", 10, *TINY,
+                "--metrics-every", -1])
+    assert_one_line_error(capsys, code, "--metrics-every")
