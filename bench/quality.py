@@ -46,7 +46,7 @@ def main(argv=None):
     ap.add_argument("--clip", type=float, default=DEFAULTS["clip"])
     ap.add_argument("--path", default=DEFAULTS["path"], help="straight, cosine or sb")
     ap.add_argument("--time-power", type=float, default=DEFAULTS["time_power"],
-                    help="t = 1 - (1 - u)^K of uniform u (1: uniform)")
+                    help="t = 1 - (1 - u)^K of uniform u (1: uniform; default: by path)")
     ap.add_argument("--sb-sigma", type=float, default=DEFAULTS["sb_sigma"],
                     help="noise of --path sb")
     ap.add_argument("--n", type=int, default=2000)
@@ -72,7 +72,7 @@ def main(argv=None):
             w2s.append(w2(x, fresh))
             print(f"{name} seed {seed}: W2 {w2s[-1]:.4f}  train {secs[-1]:.1f} s", flush=True)
         rec = dict(dataset=name, coupling=a.coupling, path=a.path,
-                   sb_sigma=a.sb_sigma if a.path == "sb" else None, time_power=a.time_power,
+                   sb_sigma=a.sb_sigma if a.path == "sb" else None, time_power=fm.time_power,
                    ema_decay=a.ema_decay, clip=a.clip,
                    seeds=a.seeds, steps=a.steps, batch_size=a.batch_size,
                    hidden=hidden, activation=a.activation, lr=a.lr, w2=w2s,

@@ -108,7 +108,8 @@ def build_parser():
                    help=f"noise of --path sb (default {DEFAULTS['sb_sigma']})")
     t.add_argument("--time-power", type=float, default=None,
                    help="draw training times t = 1 - (1 - u)^K, u uniform: 1 is uniform, "
-                   f"K > 1 trains more near the data (default {DEFAULTS['time_power']})")
+                   "K > 1 trains more near the data (default 2 on the straight path, "
+                   "1 on the others)")
     t.add_argument("--coupling", default=DEFAULTS["coupling"],
                    help="pairing of noise and data in a batch: independent, ot (exact "
                    "minibatch optimal transport) or sinkhorn (default %(default)s)")
@@ -220,8 +221,7 @@ def cmd_train(a):
                                            if a.sinkhorn_reg is not None else None),
                          path=path, sb_sigma=(a.sb_sigma if a.sb_sigma is not None
                                               else DEFAULTS["sb_sigma"]),
-                         time_power=(a.time_power if a.time_power is not None
-                                     else DEFAULTS["time_power"]))
+                         time_power=a.time_power)
     fm.device = a.device
     if a.device == "cuda":
         fm.check_device()           # before looking for a GPU: the settings are wrong anyway

@@ -70,7 +70,14 @@ def test_skewed_times_change_training_and_resume_exactly(tmp_path):
     np.testing.assert_array_equal(again.theta_, b.theta_)
 
 
-@pytest.mark.parametrize("K", [0, -1.0, float("nan"), float("inf"), "abc", None])
+def test_default_time_power_follows_the_path():
+    assert FlowMatcher().time_power == 2.0
+    assert FlowMatcher(path="cosine").time_power == 1.0
+    assert FlowMatcher(path="sb").time_power == 1.0
+    assert FlowMatcher(path="sb", time_power=3).time_power == 3.0
+
+
+@pytest.mark.parametrize("K", [0, -1.0, float("nan"), float("inf"), "abc", [2.0]])
 def test_bad_time_power(K):
     with pytest.raises(FmnumpyError) as e:
         FlowMatcher(time_power=K)
