@@ -4,10 +4,23 @@ Every check of user input raises :class:`FmnumpyError` with a message that says
 what is wrong and what to do; the command line prints that message on one line
 and exits with a non-zero code instead of showing a traceback.
 """
+import math
 
 
 class FmnumpyError(ValueError):
     """Bad input or an unusable file: the message is meant for the user."""
+
+
+def positive_finite(name, value, what=""):
+    """``value`` as a float if it is a positive finite number, else FmnumpyError naming
+    ``name`` (``what``: a few words on what it is, for the message)."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        x = math.nan
+    if not (math.isfinite(x) and x > 0.0):
+        raise FmnumpyError(f"{name}{what} must be a positive finite number, got {value!r}")
+    return x
 
 
 def positive_int(name, value):

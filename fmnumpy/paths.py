@@ -20,11 +20,9 @@ and the Schrodinger bridge, are written in ``schedules.py``
 (``docs/couplings.md#paths``).  Compiled code selects a path by an integer
 code (``PATHS``), as it selects an activation, through :func:`fill_path`.
 """
-import math
-
 from numba import njit
 
-from .errors import FmnumpyError
+from .errors import FmnumpyError, positive_finite
 from .schedules import cosine_path, sb_path
 
 STRAIGHT, COSINE, SB = 0, 1, 2
@@ -54,26 +52,12 @@ def time_from_uniform(u, power):
 
 def check_time_power(power):
     """``power`` as a float if it is usable by :func:`time_from_uniform` (finite, > 0)."""
-    try:
-        value = float(power)
-    except (TypeError, ValueError):
-        value = math.nan
-    if not (math.isfinite(value) and value > 0.0):
-        raise FmnumpyError(f"time_power must be a positive finite number (1 draws t "
-                           f"uniformly), got {power!r}")
-    return value
+    return positive_finite("time_power", power, " (1 draws t uniformly)")
 
 
 def check_sb_sigma(sigma):
     """``sigma`` as a float if it is a usable bridge noise (finite, > 0), else FmnumpyError."""
-    try:
-        value = float(sigma)
-    except (TypeError, ValueError):
-        value = math.nan
-    if not (math.isfinite(value) and value > 0.0):
-        raise FmnumpyError(f"sb_sigma (the Schrodinger-bridge noise) must be a positive "
-                           f"finite number, got {sigma!r}")
-    return value
+    return positive_finite("sb_sigma", sigma, " (the Schrodinger-bridge noise)")
 
 
 @njit(cache=True)
