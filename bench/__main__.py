@@ -1,17 +1,18 @@
-"""``python -m bench {cpu,gpu,quality} [options]``: one entry for the benchmarks."""
+"""``python -m bench {cpu,gpu,gpu-sweep,quality} [options]``: one entry for the benchmarks."""
 import importlib
 import sys
 
 COMMANDS = {
     "cpu": ("bench.cpu", "fmnumpy vs PyTorch on the CPU, 1 and 2 threads"),
     "gpu": ("bench.gpu", "fmnumpy CUDA vs PyTorch on a GPU"),
+    "gpu-sweep": ("bench.gpu_sweep", "CUDA launch-setting variants; winners for gpu --best-from"),
     "quality": ("bench.quality", "sample quality: W2 against the data floor"),
 }
 
 
 def usage():
     lines = ["usage: python -m bench COMMAND [options]   (COMMAND --help for its options)", ""]
-    lines += [f"  {name:8s} {doc}" for name, (_, doc) in COMMANDS.items()]
+    lines += [f"  {name:10s} {doc}" for name, (_, doc) in COMMANDS.items()]
     return "\n".join(lines)
 
 

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # On a machine with an NVIDIA GPU: the CUDA tests on the hardware, then the sweep of
-# launch-setting variants (bench/gpu.py --only sweep), then the benchmark against
-# PyTorch with the sweep's fastest valid variants.  Each stage has its own time limit
+# launch-setting variants (bench/gpu_sweep.py), then the benchmark against PyTorch
+# (bench/gpu.py) with the sweep's fastest valid variants.  Each stage has its own time limit
 # (at most 180 + 200 + 140 s; about 6 minutes expected) and writes its results to
 # $OUT as it goes, so a time-out keeps what was measured.  Logs and results go to
-# $OUT if set, else bench/results/.  Extra arguments go to both gpu.py runs.
+# $OUT if set, else bench/results/.  Extra arguments (e.g. --smoke, --dry) go to both
+# runs.
 #
 # numba-cuda 0.30.4 calls np.row_stack, which numpy 2.5 lacks: if wheels were carried
 # in .whl/ (see DEVELOPERS.md), they are installed first into /tmp/site.
@@ -25,7 +26,7 @@ FMNUMPY_CUDA_REAL=1 timeout 180 python3 -m pytest -q -p no:cacheprovider --durat
     tests/test_cuda.py 2>&1 | tee "$OUT/tests.log"
 tests=${PIPESTATUS[0]}
 echo "== sweep (gpu_sweep.json / gpu_sweep.md)"
-timeout 200 python3 bench/gpu.py --only sweep --sweep-budget 150 "$@" 2>&1 | tee "$OUT/sweep.log"
+timeout 200 python3 bench/gpu_sweep.py --sweep-budget 150 "$@" 2>&1 | tee "$OUT/sweep.log"
 sweep=${PIPESTATUS[0]}
 echo "== benchmark with the sweep's winners (gpu.json / gpu.md)"
 timeout 140 python3 bench/gpu.py --best-from "$OUT/gpu_sweep.json" "$@" 2>&1 \
