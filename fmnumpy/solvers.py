@@ -172,6 +172,16 @@ def _integrate_chunks(theta, sizes, kind, n_freq, x, t0, t1, steps, c, A, b, tra
             traj[r, lo:hi] = tr[r]
 
 
+def balanced_chunk(N, chunk, threads):
+    """Particles per chunk, at most ``chunk``, such that the chunks come in a whole
+    number of rounds of ``threads`` (prange gives each thread an equal share of the
+    chunks): 10,000 particles at most 2,048 a chunk on 2 threads make 6 chunks of
+    1,667, not 5 of 2,048 (3 on one thread, 2 on the other)."""
+    threads = max(1, int(threads))
+    rounds = max(1, -(-N // (threads * max(1, chunk))))
+    return max(1, -(-N // (rounds * threads)))
+
+
 def single_threaded_blas():
     """Limit BLAS to one thread until ``.restore_original_limits()``: the sampler's
     particle chunks run on Numba's threads (see DEVELOPERS.md, Threads)."""
@@ -199,8 +209,7 @@ def integrate_mlp(theta, spec, x0, method="rk4", steps=100, t0=0.0, t1=1.0, reco
     else:
         rec = np.zeros(0, dtype=np.int64)
     traj = np.empty((rec.shape[0], x.shape[0], x.shape[1]), dtype=x.dtype)
-    # at least one chunk per thread; each chunk runs the whole solve for its particles
-    chunk = max(1, min(int(chunk), -(-x.shape[0] // numba.get_num_threads())))
+    chunk = balanced_chunk(x.shape[0], int(chunk), numba.get_num_threads())
     blas = single_threaded_blas()
     try:
         _integrate_chunks(theta, spec.sizes, spec.kind, spec.n_freq, x, t0, t1, steps,
