@@ -301,3 +301,20 @@ def test_integrate_mlp_bad_arguments(kwargs, match):
     args.update(kwargs)
     with pytest.raises(FmnumpyError, match=match):
         solvers.integrate_mlp(THETA, SPEC, **args)
+
+
+def test_balanced_chunks_come_in_whole_rounds_of_threads():
+    from fmnumpy.solvers import balanced_chunk
+    assert balanced_chunk(10_000, 2048, 2) == 1667           # 6 chunks, 3 per thread
+    for N in (1, 7, 999, 10_000, 123_457):
+        for chunk in (1, 64, 2048):
+            for threads in (1, 2, 3, 8):
+                c = balanced_chunk(N, chunk, threads)
+                assert 1 <= c <= chunk
+                rounds = -(-N // (threads * chunk))           # as few rounds as the cap allows
+                n_chunks = -(-N // c)
+                assert n_chunks <= rounds * threads
+                # prange hands each thread an equal share of the chunks: the busiest
+                # thread carries at most its fair share plus one particle per round
+                busiest = min(-(-n_chunks // threads) * c, N)
+                assert busiest <= -(-N // threads) + rounds
