@@ -101,6 +101,25 @@ def make_block_mlp(cfg, D, fastmath, stage_regs=16):
             for j in range(TN):
                 acc[i, j] += a[i] * w[j]
 
+    @cuda.jit(device=True, fastmath=fastmath)
+    def mac4(h1, w1, ka, kb, a, w, acc):
+        """:func:`mac` for the four k at hs[.., ka..ka+3] and ws rows kb, kb + WS, ...
+        in one pass, so the loads of a row can pair up."""
+        mac(h1, w1, ka, kb, a, w, acc)
+        mac(h1, w1, ka + U1, kb + UWS, a, w, acc)
+        mac(h1, w1, ka + U2, kb + UWS2, a, w, acc)
+        mac(h1, w1, ka + U3, kb + UWS3, a, w, acc)
+
+    @cuda.jit(device=True, fastmath=fastmath)
+    def store_tile(h1, acc, rg, cg):
+        """hs[rows_i, cols_j] <- acc[i, j]: the thread's TM x TN register tile back
+        into the activation buffer (rows rg + i NRG, columns :func:`owned_columns`)."""
+        ka = uint64(rg * HS)
+        kb = uint64(cg) * UC
+        for i in range(TM):
+            for j in range(TN):
+                h1[ka + uint64(i) * URS + kb + UCOL[j]] = acc[i, j]
+
     # Staging W: thread tid holds elements e = tid + (qc QCH + q) NT (q < QCH) of the
     # (BK, HP) k-tile of M in chunk qc.  When NT and HP divide each other (and the
     # tile and chunks divide evenly) the shared position is sbase(tid) + qc * a
@@ -208,20 +227,12 @@ def make_block_mlp(cfg, D, fastmath, stage_regs=16):
                 fetch(buf, theta, w_off, n_k, n_c, k0 + BK, transposed, tid, 0)
             ka = uint64(rg * HS + k0)    # hs[rg, k0]
             kb = uint64(cg) * UC         # ws[0, cols_0]
-            for kq in range(BK // 4):    # four k per pass: the loads of a row can pair up
-                mac(h1, w1, ka, kb, a, w, acc)
-                mac(h1, w1, ka + U1, kb + UWS, a, w, acc)
-                mac(h1, w1, ka + U2, kb + UWS2, a, w, acc)
-                mac(h1, w1, ka + U3, kb + UWS3, a, w, acc)
+            for kq in range(BK // 4):    # four k per pass
+                mac4(h1, w1, ka, kb, a, w, acc)
                 ka += U4
                 kb += UWS4
             cuda.syncthreads()
-        # the block's registers hold the whole product: overwrite hs with it
-        ka = uint64(rg * HS)
-        kb = uint64(cg) * UC
-        for i in range(TM):
-            for j in range(TN):
-                h1[ka + uint64(i) * URS + kb + UCOL[j]] = acc[i, j]
+        store_tile(h1, acc, rg, cg)      # the block's registers hold the whole product
 
     @cuda.jit(device=True, fastmath=fastmath)
     def load_resident(theta, lay, w1, tid):
@@ -261,16 +272,9 @@ def make_block_mlp(cfg, D, fastmath, stage_regs=16):
             k0 = kq * 4                  # addresses from k0, not carried from the last
             ka = uint64(rg * HS + k0)    # pass: the compiler sees their alignment and
             kb = kb0 + uint64(k0) * UWS  # merges the loads of ws (16-byte)
-            mac(h1, w1, ka, kb, a, w, acc)
-            mac(h1, w1, ka + U1, kb + UWS, a, w, acc)
-            mac(h1, w1, ka + U2, kb + UWS2, a, w, acc)
-            mac(h1, w1, ka + U3, kb + UWS3, a, w, acc)
+            mac4(h1, w1, ka, kb, a, w, acc)
         cuda.syncthreads()               # every thread has read hs
-        ka = uint64(rg * HS)
-        kb = uint64(cg) * UC
-        for i in range(TM):
-            for j in range(TN):
-                h1[ka + uint64(i) * URS + kb + UCOL[j]] = acc[i, j]
+        store_tile(h1, acc, rg, cg)
 
     @cuda.jit(device=True, fastmath=fastmath)
     def narrow_linear(h1, n_in, theta, w_off, b_off, red, out, tid):
