@@ -20,7 +20,6 @@ set, else bench/results/, after every workload.
 ``--best-from`` times train B at the largest batch and each sampling workload with
 the fastest valid variant of bench/gpu_sweep.py (its ``sweep_best``).
 """
-import argparse
 import json
 import statistics
 import sys
@@ -296,27 +295,21 @@ def markdown(res):
                      f"{r['fmnumpy']['seconds']:.4f} | {r['torch']['seconds']:.4f} | "
                      f"{r['fmnumpy']['tflops']:.2f} | {r['torch']['tflops']:.2f} | "
                      f"{r['compile_s']:.1f} |")
-    if res["errors"]:
-        lines += ["", "errors:"] + [f"- {e[:300]}" for e in res["errors"]]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + C.errors_markdown(res)) + "\n"
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--smoke", action="store_true", help="tiny sizes (CUDA simulator, CPU torch)")
-    ap.add_argument("--dry", action="store_true", help="--smoke with tiny static shared memory")
-    ap.add_argument("--only", default="", help="comma list of: validate,train,sample "
-                    "(default: all; the sweep is bench/gpu_sweep.py)")
-    ap.add_argument("--best-from", default="", help="gpu_sweep.json: time train B (largest "
-                    "batch) and sampling with the sweep's fastest valid variants")
-    a = ap.parse_args(argv)
-    a.smoke = a.smoke or a.dry
-    cfg = dict(C.QUICK if a.smoke else C.FULL)
+    def own(ap):
+        ap.add_argument("--only", default="", help="comma list of: validate,train,sample "
+                        "(default: all; the sweep is bench/gpu_sweep.py)")
+        ap.add_argument("--best-from", default="", help="gpu_sweep.json: time train B "
+                        "(largest batch) and sampling with the sweep's fastest valid variants")
+
+    a, cfg = C.parse_args(__doc__, argv, own)
     parts = ("validate", "train", "sample")
     only = set(a.only.split(",")) if a.only else set(parts)
     if only - set(parts):
-        ap.error(f"--only: unknown {sorted(only - set(parts))} (the sweep is bench/gpu_sweep.py)")
+        a.error(f"--only: unknown {sorted(only - set(parts))} (the sweep is bench/gpu_sweep.py)")
     best = load_best(a.best_from) if a.best_from else {}
     torch, dev, sync_all, res, dump = C.start(a.smoke, "gpu", markdown)
     res.update(validation={}, train=[], sample=[], best_from=best)
@@ -351,10 +344,7 @@ def main(argv=None):
             res["sample"].append(r)
             print("sample", r, flush=True)
             dump()
-    res["total_s"] = time.perf_counter() - t_all
-    dump()
-    print(markdown(res))
-    return 0 if not res["errors"] else 1
+    return C.finish(res, t_all, dump, markdown)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ both write to $OUT (else bench/results/) after every workload.
 Importing this module reads ``--smoke``/``--dry`` from sys.argv: a smoke run sets
 NUMBA_ENABLE_CUDASIM before numba is first imported, so import it before fmnumpy.
 """
+import argparse
 import contextlib
 import json
 import os
@@ -216,3 +217,30 @@ def start(smoke, stem, markdown):
             f.write(markdown(res))
 
     return torch, ("cuda" if real else "cpu"), sync_all, res, dump
+
+
+def parse_args(doc, argv, add_own):
+    """(args, cfg): the flags both scripts take (--smoke, --dry) plus the script's own
+    (``add_own(ap)``); cfg is a copy of QUICK for a smoke run, else of FULL."""
+    ap = argparse.ArgumentParser(description=doc,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes (CUDA simulator, CPU torch)")
+    ap.add_argument("--dry", action="store_true", help="--smoke with tiny static shared memory")
+    add_own(ap)
+    a = ap.parse_args(argv)
+    a.smoke = a.smoke or a.dry
+    a.error = ap.error
+    return a, dict(QUICK if a.smoke else FULL)
+
+
+def errors_markdown(res):
+    """The lines of the markdown report that list the run's errors (none: no lines)."""
+    return ["", "errors:"] + [f"- {e[:300]}" for e in res["errors"]] if res["errors"] else []
+
+
+def finish(res, t_all, dump, markdown):
+    """Record the total time, write the results, print the report; the exit code."""
+    res["total_s"] = time.perf_counter() - t_all
+    dump()
+    print(markdown(res))
+    return 0 if not res["errors"] else 1

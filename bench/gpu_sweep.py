@@ -13,7 +13,6 @@ gpu_sweep.json and gpu_sweep.md to $OUT if set, else bench/results/, after every
 their ``sweep_best`` is each workload's fastest valid variant, which
 ``bench/gpu.py --best-from gpu_sweep.json`` benchmarks against PyTorch.
 """
-import argparse
 import sys
 import time
 import traceback
@@ -204,20 +203,12 @@ def markdown(res):
                      f"{k.get('regs')}/{k.get('local')} | {r.get('first_s', 0):.1f} |")
     for w, b in res.get("sweep_best", {}).items():
         lines.append(f"\nbest {w}: {b['variant']} {b['settings']}")
-    if res["errors"]:
-        lines += ["", "errors:"] + [f"- {e[:300]}" for e in res["errors"]]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + C.errors_markdown(res)) + "\n"
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--smoke", action="store_true", help="tiny sizes (CUDA simulator, CPU torch)")
-    ap.add_argument("--dry", action="store_true", help="--smoke with tiny static shared memory")
-    ap.add_argument("--sweep-budget", type=float, default=0.0, help="seconds for the sweep")
-    a = ap.parse_args(argv)
-    a.smoke = a.smoke or a.dry
-    cfg = dict(C.QUICK if a.smoke else C.FULL)
+    a, cfg = C.parse_args(__doc__, argv, lambda ap: ap.add_argument(
+        "--sweep-budget", type=float, default=0.0, help="seconds for the sweep"))
     if a.sweep_budget:
         cfg["sweep_budget_s"] = a.sweep_budget
     _, _, sync_all, res, dump = C.start(a.smoke, "gpu_sweep", markdown)
@@ -226,10 +217,7 @@ def main(argv=None):
         sweep(cfg, sync_all, res, dump)
     except Exception:
         res["errors"].append("sweep: " + traceback.format_exc())
-    res["total_s"] = time.perf_counter() - t_all
-    dump()
-    print(markdown(res))
-    return 0 if not res["errors"] else 1
+    return C.finish(res, t_all, dump, markdown)
 
 
 if __name__ == "__main__":
