@@ -241,7 +241,8 @@ def cmd_train(a):
     if a.metrics_every < 0:
         raise FmnumpyError(f"--metrics-every must be 0 (off) or a positive number of steps, "
                            f"got {a.metrics_every}")
-    held_out = draw(1000, np.random.default_rng([a.seed, 9]))     # for --metrics-every
+    held_out = (draw(1000, np.random.default_rng([a.seed, 9]))     # for --metrics-every
+                if a.metrics_every else None)
     metrics_log = os.path.join(a.out, "metrics_log.jsonl")
 
     def snapshot(model, k):
