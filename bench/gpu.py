@@ -121,8 +121,8 @@ def torch_rk4(torch, model, x, steps):
 # ---- validation ------------------------------------------------------------------------
 
 def validate(torch, dev, cfg, res):
-    from fmnumpy.cuda.sampler import CudaSampler, cuda_sample
-    from fmnumpy.cuda.trainer import CudaTrainer
+    from fmnumpy.cuda.solvers import CudaSampler, cuda_sample
+    from fmnumpy.cuda.stepper import CudaTrainer
     spec, theta = C.model_of("B")
     B = cfg["val_batch"]
     rng = np.random.default_rng(1)
@@ -173,7 +173,7 @@ def validate(torch, dev, cfg, res):
 
 def bench_train(torch, dev, cfg, name, B, sync_all, settings=None):
     """``settings``: launch settings (TILES, config) of the variant to time."""
-    from fmnumpy.cuda.trainer import CudaTrainer
+    from fmnumpy.cuda.stepper import CudaTrainer
     spec, theta = C.model_of(name)
     out = dict(model=name, batch=B, params=spec.n_params, settings=settings or {})
 

@@ -87,7 +87,7 @@ def first_solve(spec, theta, x0, method, steps, settings, sync_all):
     """A CudaSampler built under ``settings`` and its first (compiling) solve of x0:
     (sampler, x on the device after it, s to build + copy + solve, s of the solve)."""
     from fmnumpy.cuda.device import cuda_module
-    from fmnumpy.cuda.sampler import CudaSampler
+    from fmnumpy.cuda.solvers import CudaSampler
     t0 = time.perf_counter()
     with applied(settings or {}):
         smp = CudaSampler(theta, spec)

@@ -117,12 +117,16 @@ def scaled_norm(y, x, xn, rtol, atol, norm):
 
 
 @njit(cache=False)   # takes a compiled function argument: not cacheable
-def initial_step(field, params, x, t0, t1, f0, rtol, atol, norm, order_low, x1, f1, ts):
+def initial_step(field, params, x, interval, f0, tol, order_low, scratch):
     """|h| for the first step (Hairer, Norsett & Wanner I, sec. II.4, "Starting
     step size"): an Euler step of size h0 = 0.01 ||x||/||f|| probes the second
     derivative f', then h1 = (0.01 / max(||f||, ||f'||))^(1/(q+1)) for the
-    error estimate's order q = order_low.  One field evaluation; f0 = f(x, t0)
-    is given, x1, f1 (B, D) and ts (B,) are scratch."""
+    error estimate's order q = order_low.  One field evaluation; interval =
+    (t0, t1), f0 = f(x, t0) is given, tol = (rtol, atol, norm), scratch = (x1,
+    f1 (B, D), ts (B,))."""
+    t0, t1 = interval
+    rtol, atol, norm = tol
+    x1, f1, ts = scratch
     span = abs(t1 - t0)
     direction = 1.0 if t1 > t0 else -1.0
     d0 = scaled_norm(x, x, x, rtol, atol, norm)
@@ -151,17 +155,21 @@ def initial_step(field, params, x, t0, t1, f0, rtol, atol, norm, order_low, x1, 
 
 
 @njit(cache=False)   # takes a compiled function argument: not cacheable
-def adaptive_integrate(field, params, x, t0, t1, rtol, atol, h0, max_steps, norm,
-                       c, A, b, e, order_low, K, xs, xn, ts):
-    """Integrate x (B, D) in place from t0 to t1 (either direction) with an
-    embedded FSAL pair (c, A, b, e = b - b_low; 7 stages for DOPRI5): the last
-    row of A must equal b and c[-1] must be 1.
+def adaptive_integrate(field, params, x, interval, control, tab, work):
+    """Integrate x (B, D) in place over interval = (t0, t1) (either direction) with
+    an embedded FSAL pair tab = (c, A, b, e = b - b_low, order_low; 7 stages for
+    DOPRI5): the last row of A must equal b and c[-1] must be 1.
 
-    h0 > 0 fixes |h| of the first step, h0 <= 0 chooses it (one extra
-    evaluation).  K (S, B, D) stage buffer, xs and xn (B, D), ts (B,) scratch.
-    Returns (nfe, accepted, rejected, status, t) where status is OK,
-    TOO_MANY_STEPS or STEP_UNDERFLOW and t the time reached.
+    control = (rtol, atol, h0, max_steps, norm): h0 > 0 fixes |h| of the first
+    step, h0 <= 0 chooses it (one extra evaluation).  work = (K (S, B, D) stage
+    buffer, xs and xn (B, D), ts (B,)) scratch.  Returns (nfe, accepted,
+    rejected, status, t) where status is OK, TOO_MANY_STEPS or STEP_UNDERFLOW
+    and t the time reached.
     """
+    t0, t1 = interval
+    rtol, atol, h0, max_steps, norm = control
+    c, A, b, e, order_low = tab
+    K, xs, xn, ts = work
     B, D = x.shape
     S = b.shape[0]
     nfe, n_acc, n_rej = 0, 0, 0
@@ -176,8 +184,8 @@ def adaptive_integrate(field, params, x, t0, t1, rtol, atol, h0, max_steps, norm
     if h0 > 0.0:
         h = direction * min(h0, abs(t1 - t0))
     else:
-        h = direction * initial_step(field, params, x, t0, t1, K[0], rtol, atol, norm,
-                                     order_low, xs, xn, ts)
+        h = direction * initial_step(field, params, x, interval, K[0], (rtol, atol, norm),
+                                     order_low, (xs, xn, ts))
         nfe += 1
     last_rejected = False
     while direction * (t1 - t) > 0.0:
@@ -258,9 +266,9 @@ def dopri5(field, params, x0, t0=0.0, t1=1.0, rtol=1e-5, atol=1e-5, h0=0.0,
     xn = np.zeros_like(x)
     ts = np.zeros(B, dtype=x.dtype)
     nfe, acc, rej, status, t = adaptive_integrate(
-        field, params, x, float(t0), float(t1), float(rtol), float(atol), float(h0),
-        int(max_steps), norm_code(norm), tab.c, tab.A, tab.b, tab.e, tab.order_low,
-        K, xs, xn, ts)
+        field, params, x, (float(t0), float(t1)),
+        (float(rtol), float(atol), float(h0), int(max_steps), norm_code(norm)),
+        (tab.c, tab.A, tab.b, tab.e, tab.order_low), (K, xs, xn, ts))
     if status == TOO_MANY_STEPS:
         raise FmnumpyError(f"dopri5 took more than {max_steps} steps and stopped at "
                            f"t={t:.6g}; loosen rtol/atol or raise max_steps")

@@ -11,16 +11,18 @@ The defaults here are the command line's defaults (``DEFAULTS``).
 import numpy as np
 
 from . import datasets
-from .checkpoint import load_checkpoint, save_checkpoint
-from .couplings import get_coupling
 from . import likelihood as _lik
-from .adaptive import dopri5_mlp
+from .checkpoint import load_checkpoint, save_checkpoint
 from .config import DTYPE
+from .couplings import get_coupling
 from .errors import FmnumpyError, positive_int
 from .mlp import MLPSpec, init_params
 from .optim import AdamConfig
 from .paths import SB, SB_SIGMA, STRAIGHT, check_sb_sigma, check_time_power, path_code
-from .solvers import integrate_mlp
+from .progress import bar_factory
+from .sampling import solver
+from .state import EMA, GRAD, M, ROWS, THETA, V, TrainState
+from .step import CpuStepper
 from . import train as _train
 
 INIT_STREAM = 0
@@ -41,6 +43,16 @@ DEFAULTS = dict(
 )
 
 
+def _row(i, doc):
+    """A property: row i of the training state (a view); assigning copies into it."""
+    def get(self):
+        return self.state_.buf[i]
+
+    def put(self, value):
+        self.state_.buf[i] = value
+    return property(get, put, doc=doc)
+
+
 class FlowMatcher:
     """A flow-matching model: MLP velocity field v(x, t), trained with the
     conditional flow-matching loss on a probability path: ``path="straight"``
@@ -48,10 +60,13 @@ class FlowMatcher:
     preserving) or ``"sb"`` (Schrodinger bridge with noise ``sb_sigma``);
     see docs/couplings.md#paths.
 
-    Fitted attributes end with an underscore: ``theta_`` (P,) parameters,
-    ``ema_`` their moving average (used for sampling), ``m_``/``v_`` Adam moments,
-    ``step_`` steps taken, ``losses_`` the loss of every step, ``spec_`` the
-    network's shape.
+    The constructor's arguments are the configuration (``get_params`` /
+    ``set_params``, as in scikit-learn).  Fitted attributes end with an
+    underscore: ``state_`` the ``state.TrainState`` (parameters, gradient, Adam
+    moments and EMA in one (5, P) buffer, steps taken, losses), with the views
+    ``theta_`` (P,) parameters, ``ema_`` their moving average (used for sampling),
+    ``m_``/``v_`` Adam moments, ``dtheta_``; ``step_`` steps taken, ``losses_`` the
+    loss of every step, ``spec_`` the network's shape.
     """
 
     def __init__(self, hidden=DEFAULTS["hidden"], activation=DEFAULTS["activation"],
@@ -63,55 +78,96 @@ class FlowMatcher:
                  coupling=DEFAULTS["coupling"], coupling_options=None,
                  path=DEFAULTS["path"], sb_sigma=DEFAULTS["sb_sigma"],
                  time_power=DEFAULTS["time_power"], seed=DEFAULTS["seed"], threads=None, device="cpu"):
+        self._configure(hidden=hidden, activation=activation, time_freqs=time_freqs, lr=lr,
+                        optimizer=optimizer, weight_decay=weight_decay, clip=clip,
+                        ema_decay=ema_decay, warmup=warmup, schedule=schedule, lr_min=lr_min,
+                        sigma_min=sigma_min, coupling=coupling,
+                        coupling_options=coupling_options, path=path, sb_sigma=sb_sigma,
+                        time_power=time_power, seed=seed, threads=threads, device=device)
+        self.spec_ = None
+        self.state_ = None
+
+    # -- configuration ----------------------------------------------------------------
+    PARAMS = ("hidden", "activation", "time_freqs", "lr", "optimizer", "weight_decay", "clip",
+              "ema_decay", "warmup", "schedule", "lr_min", "sigma_min", "coupling",
+              "coupling_options", "path", "sb_sigma", "time_power", "seed", "threads",
+              "device")
+
+    def _configure(self, hidden, activation, time_freqs, lr, optimizer, weight_decay, clip,
+                   ema_decay, warmup, schedule, lr_min, sigma_min, coupling, coupling_options,
+                   path, sb_sigma, time_power, seed, threads, device):
+        """Validate and set the whole configuration (the constructor's arguments)."""
         if optimizer not in ("adam", "adamw"):
             raise FmnumpyError(f"unknown optimizer {optimizer!r}; choose one of: adam, adamw")
-        self.hidden = tuple(int(h) for h in hidden)
-        self.activation = activation
-        self.time_freqs = int(time_freqs)
-        self.optimizer = optimizer
-        self.opt = AdamConfig(lr=lr, weight_decay=weight_decay,
-                              decoupled=(optimizer == "adamw"), clip=clip,
-                              ema_decay=ema_decay, warmup=warmup, schedule=schedule,
-                              lr_min=lr_min)
-        self.sigma_min = float(sigma_min)
-        if not 0.0 <= self.sigma_min < 1.0:
+        opt = AdamConfig(lr=lr, weight_decay=weight_decay, decoupled=(optimizer == "adamw"),
+                         clip=clip, ema_decay=ema_decay, warmup=warmup, schedule=schedule,
+                         lr_min=lr_min)
+        sigma_min = float(sigma_min)
+        if not 0.0 <= sigma_min < 1.0:
             raise FmnumpyError(f"sigma_min must be in [0, 1), got {sigma_min}")
         path_code(path)                                            # validate early
-        self.path = str(path).lower()
-        if self.path != "straight" and self.sigma_min != 0.0:
+        path = str(path).lower()
+        if path != "straight" and sigma_min != 0.0:
             raise FmnumpyError(f"sigma_min is a parameter of the straight path only; the "
-                               f"{self.path} path takes sigma_min=0 (got {sigma_min})")
-        self.sb_sigma = check_sb_sigma(sb_sigma)
-        self.time_power = check_time_power(TIME_POWER[self.path] if time_power is None
-                                           else time_power)
-        self.coupling = str(coupling)
-        self.coupling_options = dict(coupling_options or {})
-        get_coupling(self.coupling, **self.coupling_options)       # validate early
+                               f"{path} path takes sigma_min=0 (got {sigma_min})")
+        sb_sigma = check_sb_sigma(sb_sigma)
+        time_power = check_time_power(TIME_POWER[path] if time_power is None else time_power)
+        coupling_options = dict(coupling_options or {})
+        get_coupling(str(coupling), **coupling_options)            # validate early
         if device not in ("cpu", "cuda"):
             raise FmnumpyError(f"unknown device {device!r}; choose one of: cpu, cuda")
-        self.device = device
+        hidden = tuple(int(h) for h in hidden)
+        MLPSpec(2, hidden, activation, int(time_freqs))             # validate early
+        self.hidden, self.activation, self.time_freqs = hidden, activation, int(time_freqs)
+        self.optimizer, self.opt = optimizer, opt
+        self.sigma_min, self.path, self.sb_sigma = sigma_min, path, sb_sigma
+        self.time_power = time_power
+        self.coupling, self.coupling_options = str(coupling), coupling_options
+        self.device, self.seed, self.threads = device, int(seed), threads
         self.check_device()
-        self.seed = int(seed)
-        self.threads = threads
-        MLPSpec(2, self.hidden, activation, self.time_freqs)   # validate early
-        self.spec_ = None
-        self.step_ = 0
+
+    def get_params(self, deep=True):
+        """The configuration as a dict of constructor arguments (scikit-learn's
+        ``get_params``): ``FlowMatcher(**fm.get_params())`` is configured like fm."""
+        out = {}
+        for name in self.PARAMS:
+            if name in ("lr", "weight_decay", "clip", "ema_decay", "warmup", "schedule",
+                        "lr_min"):
+                out[name] = getattr(self.opt, name)
+            elif name == "coupling_options":
+                out[name] = dict(self.coupling_options)
+            else:
+                out[name] = getattr(self, name)
+        return out
+
+    def set_params(self, **params):
+        """Change configuration values (scikit-learn's ``set_params``); returns self.
+        Unknown names and bad values raise FmnumpyError, leaving self unchanged."""
+        unknown = sorted(set(params) - set(self.PARAMS))
+        if unknown:
+            raise FmnumpyError(f"unknown parameter {unknown[0]!r}; FlowMatcher takes: "
+                               + ", ".join(self.PARAMS))
+        self._configure(**dict(self.get_params(), **params))
+        return self
 
     # -- state ------------------------------------------------------------------------
     def _init_state(self, dim):
         self.spec_ = MLPSpec(dim, self.hidden, self.activation, self.time_freqs)
         rng = np.random.default_rng([self.seed, INIT_STREAM])
-        self.theta_ = init_params(self.spec_.sizes, rng, DTYPE)
-        self.dtheta_ = np.zeros_like(self.theta_)
-        self.m_ = np.zeros_like(self.theta_)
-        self.v_ = np.zeros_like(self.theta_)
-        self.ema_ = self.theta_.copy()
-        self.step_ = 0
-        self.losses_ = []
-        self.train_seconds_ = 0.0
+        self.state_ = TrainState(init_params(self.spec_.sizes, rng, DTYPE))
         self.total_steps_ = None
         self.batch_size_ = None
         self.data_ = None
+
+    theta_ = _row(THETA, "parameters (P,)")
+    dtheta_ = _row(GRAD, "last gradient (P,)")
+    m_ = _row(M, "Adam's first moment (P,)")
+    v_ = _row(V, "Adam's second moment (P,)")
+    ema_ = _row(EMA, "EMA of the parameters (P,)")
+    step_ = property(lambda self: 0 if self.state_ is None else self.state_.step,
+                     doc="steps taken")
+    losses_ = property(lambda self: self.state_.losses, doc="the loss of every step")
+    train_seconds_ = property(lambda self: self.state_.seconds, doc="seconds of training")
 
     def path_args(self):
         """(code, sigma) of the training path for ``paths.fill_path``: sigma is
@@ -120,10 +176,15 @@ class FlowMatcher:
         return code, {STRAIGHT: self.sigma_min, SB: self.sb_sigma}.get(code, 0.0)
 
     def check_device(self):
-        """Refuse settings the GPU trainer does not have (it trains the straight path)."""
-        if self.device == "cuda" and self.path != "straight":
+        """Refuse settings the GPU trainer does not have (it trains the straight path
+        with independent pairs)."""
+        if self.device != "cuda":
+            return
+        if self.path != "straight":
             raise FmnumpyError(f"the {self.path} path is not supported on the GPU yet; "
                                "use --device cpu or --path straight")
+        if self.coupling != "independent":
+            raise FmnumpyError("couplings are not supported on the GPU yet; use --device cpu")
 
     def _check_fitted(self):
         if self.spec_ is None:
@@ -144,23 +205,23 @@ class FlowMatcher:
             batch_size=DEFAULTS["batch_size"], warm_start=False, until=None,
             progress=False, callback=None, callback_every=0, checkpoint=None,
             checkpoint_every=0, log=None):
-        """Train on ``data`` (a dataset name, an (N, D) array or a .npy/.csv path)
-        for ``steps`` steps in total.
+        """Train on ``data`` (a dataset name, an (N, D) array, a .npy/.csv path or a
+        ``datasets.Data``) for ``steps`` steps in total.
 
         warm_start=True continues a fitted or loaded model up to ``steps``
         (the same batch size is required, so the data stream continues exactly);
         ``until`` stops early at that step (the schedule still spans ``steps``).
+        progress: True for a tqdm bar, or a bar factory (see ``train.run``);
+        callback(model, k) runs every ``callback_every`` steps.
         """
         steps = positive_int("steps", steps)
         batch_size = positive_int("batch size", batch_size)
         self.check_device()
-        draw = datasets.make_sampler(data)
-        dim = datasets.data_dim(data)
-        name = data if isinstance(data, str) else "array"
+        data = datasets.as_data(data)
         if warm_start and self.spec_ is not None:
-            if self.spec_.dim != dim:
+            if self.spec_.dim != data.dim:
                 raise FmnumpyError(f"the model was trained on D={self.spec_.dim} data, "
-                                   f"this data has D={dim}")
+                                   f"this data has D={data.dim}")
             if self.batch_size_ not in (None, batch_size):
                 raise FmnumpyError(f"resume with the same batch size as before "
                                    f"({self.batch_size_}), got {batch_size}")
@@ -168,21 +229,33 @@ class FlowMatcher:
                 raise FmnumpyError(f"the model has already taken {self.step_} steps; "
                                    f"ask for more than that (got --steps {steps})")
         else:
-            self._init_state(dim)
-        self.batch_size_, self.total_steps_, self.data_ = batch_size, steps, name
+            self._init_state(data.dim)
+        self.batch_size_, self.total_steps_, self.data_ = batch_size, steps, data.name
         self._set_threads()
-        if self.device == "cuda":
-            from .cuda import run_cuda
-            run_cuda(self, data, batch_size, steps, until=until, progress=progress,
-                     callback=callback, callback_every=callback_every, checkpoint=checkpoint,
-                     checkpoint_every=checkpoint_every, log=log)
-            return self
-        stream = _train.BatchStream(draw, dim, batch_size, self.seed, self.theta_.dtype,
+        stream = _train.BatchStream(data.draw, data.dim, batch_size, self.seed, DTYPE,
                                     coupling=self._coupling(), time_power=self.time_power)
-        _train.run(self, stream, steps, until=until, progress=progress, callback=callback,
-                   callback_every=callback_every, checkpoint=checkpoint,
-                   checkpoint_every=checkpoint_every, log=log)
+        self._run(stream, self._stepper(stream, batch_size, data.name), steps, until=until,
+                  progress=progress, callback=callback, callback_every=callback_every,
+                  checkpoint=checkpoint, checkpoint_every=checkpoint_every, log=log)
         return self
+
+    def _stepper(self, stream, batch_size, data_name=None):
+        """The stepper of ``self.device`` for batches of ``stream``."""
+        if self.device == "cuda":
+            from .cuda import cuda_stepper
+            return cuda_stepper(self.spec_, self.opt, self.state_, batch_size, self.sigma_min,
+                                stream, data_name == "2spirals" and self.spec_.dim == 2,
+                                self.seed, self.time_power)
+        path = self.path_args()
+        noise = _train.PathNoise(path[0] == SB, self.spec_.dim, batch_size, self.seed, DTYPE)
+        return CpuStepper(self.spec_, self.opt, path, batch_size, noise)
+
+    def _run(self, stream, stepper, steps, progress=False, callback=None, **kwargs):
+        """``train.run`` on this model's state, with the callback and checkpoints
+        bound to the model."""
+        _train.run(self.state_, stream, stepper, steps, progress=bar_factory(progress),
+                   callback=None if callback is None else (lambda k: callback(self, k)),
+                   save=self.save, **kwargs)
 
     def _coupling(self):
         """The minibatch coupling of (x0, x1), or None for independent pairs."""
@@ -207,13 +280,14 @@ class FlowMatcher:
                return_logprob=False, rtol=1e-5, atol=1e-5):
         """Draw ``n`` samples: x0 ~ N(0, I) from ``default_rng(seed)`` (or the given
         x0), integrated from t = 0 to 1 with ``method`` (euler, midpoint, heun,
-        rk4 with ``steps`` steps, or adaptive dopri5 with ``rtol``/``atol``).
+        rk4 with ``steps`` steps, or adaptive dopri5 with ``rtol``/``atol``) on
+        ``self.device`` (``sampling.SOLVERS``: what is not available there raises).
 
         Returns (n, D); with ``record`` = R also the trajectory (R + 1, n, D); with
         ``return_logprob`` also log p(x1) (n,) float64 from the same solve
         (docs/likelihood.md).  ``last_solve_`` holds the NFE of adaptive solves."""
         self._check_fitted()
-        method = _lik.check_method(method)
+        s = solver(method, self.device, logprob=return_logprob)
         if x0 is None:
             n = positive_int("number of samples", n)
             x0 = np.random.default_rng(seed).standard_normal((n, self.spec_.dim))
@@ -222,36 +296,39 @@ class FlowMatcher:
             raise FmnumpyError(f"x0 must have shape (n, {self.spec_.dim}), got {x0.shape}")
         self._set_threads()
         theta = self.ema_ if ema else self.theta_
-        if record and (return_logprob or method == "dopri5"):
+        if record and (return_logprob or s.adaptive):
             raise FmnumpyError("record needs a fixed-step method and no return_logprob")
         if return_logprob:
             x1, logp, self.last_solve_ = _lik.sample_with_logprob(
-                theta, self.spec_, x0, method, steps, rtol, atol, return_stats=True)
+                theta, self.spec_, x0, s.name, steps, rtol, atol, return_stats=True)
             return x1.astype(DTYPE), logp
-        if method == "dopri5":
-            x1, self.last_solve_ = dopri5_mlp(theta, self.spec_, x0, rtol, atol)
-            return x1.astype(DTYPE)
-        if self.device == "cuda":
-            from .cuda import cuda_sample
-            return cuda_sample(theta, self.spec_, x0, method, steps, record=record)
-        return integrate_mlp(theta, self.spec_, x0, method, steps, record=record)
+        x1, traj, stats = s.sample[self.device](theta, self.spec_, x0, s.name, steps, rtol,
+                                                atol, record)
+        if stats is not None:
+            self.last_solve_ = stats
+        x1 = x1.astype(DTYPE, copy=False)
+        return (x1, traj) if record else x1
 
     def log_prob(self, x, method="rk4", steps=100, rtol=1e-5, atol=1e-5, ema=True):
         """log p_1(x) (N,) float64 of given points x (N, D), by the instantaneous
         change of variables integrated from t = 1 back to t = 0 (docs/likelihood.md)."""
         self._check_fitted()
+        s = solver(method, self.device, logprob=True)
         x = np.asarray(x, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != self.spec_.dim:
             raise FmnumpyError(f"x must have shape (N, {self.spec_.dim}), got {x.shape}")
+        self._set_threads()
         logp, self.last_solve_ = _lik.log_prob(self.ema_ if ema else self.theta_, self.spec_,
-                                               x, method, steps, rtol, atol, return_stats=True)
+                                               x, s.name, steps, rtol, atol, return_stats=True)
         return logp
 
     def density_grid(self, lim=4.0, n_grid=200, method="rk4", steps=100, ema=True):
         """(gx, gy, log p (n_grid, n_grid)) on a square grid of cell centres (D = 2)."""
         self._check_fitted()
+        s = solver(method, self.device, logprob=True)
+        self._set_threads()
         return _lik.density_grid(self.ema_ if ema else self.theta_, self.spec_, lim, n_grid,
-                                 method, steps)
+                                 s.name, steps)
 
     # -- persistence ------------------------------------------------------------------
     def _meta(self):
@@ -268,12 +345,29 @@ class FlowMatcher:
     def _extra_meta(self):
         return {"coupling": self.coupling, "coupling_options": self.coupling_options}
 
+    @staticmethod
+    def params_from_meta(meta):
+        """The constructor's arguments stored in a checkpoint's metadata."""
+        spec, opt, extra = meta["spec"], meta["opt"], meta.get("extra", {})
+        params = {k: opt[k] for k in ("lr", "weight_decay", "clip", "ema_decay", "warmup",
+                                      "schedule", "lr_min")}
+        return dict(params, hidden=spec["hidden"], activation=spec["activation"],
+                    time_freqs=spec.get("n_freq", 0), optimizer=meta["optimizer"],
+                    sigma_min=meta["sigma_min"], seed=meta["seed"],
+                    # checkpoints from before the path option trained the straight path
+                    path=meta.get("path", "straight"),
+                    sb_sigma=meta.get("sb_sigma", DEFAULTS["sb_sigma"]),
+                    # and drew t uniformly
+                    time_power=meta.get("time_power", 1.0),
+                    coupling=extra.get("coupling", "independent"),
+                    coupling_options=extra.get("coupling_options", {}))
+
     def save(self, path):
         """Write the whole training state to ``path`` (.npz), atomically."""
         self._check_fitted()
+        arrays = {name: self.state_.buf[i] for i, name in enumerate(ROWS) if name != "dtheta"}
         return save_checkpoint(path, self._meta(), dict(
-            theta=self.theta_, m=self.m_, v=self.v_, ema=self.ema_,
-            losses=np.asarray(self.losses_, dtype=np.float64)))
+            arrays, losses=np.asarray(self.losses_, dtype=np.float64)))
 
     @classmethod
     def load(cls, path):
@@ -281,41 +375,31 @@ class FlowMatcher:
         continue with ``fit(..., warm_start=True)``."""
         meta, arr = load_checkpoint(path)
         try:
-            spec, opt = meta["spec"], meta["opt"]
-            fm = cls(hidden=spec["hidden"], activation=spec["activation"],
-                     time_freqs=spec.get("n_freq", 0), lr=opt["lr"],
-                     optimizer=meta["optimizer"], weight_decay=opt["weight_decay"],
-                     clip=opt["clip"], ema_decay=opt["ema_decay"], warmup=opt["warmup"],
-                     schedule=opt["schedule"], lr_min=opt["lr_min"],
-                     sigma_min=meta["sigma_min"], seed=meta["seed"],
-                     # checkpoints from before the path option trained the straight path
-                     path=meta.get("path", "straight"),
-                     sb_sigma=meta.get("sb_sigma", DEFAULTS["sb_sigma"]),
-                     # and drew t uniformly
-                     time_power=meta.get("time_power", 1.0))
+            fm = cls(**cls.params_from_meta(meta))
             fm._load_extra(meta.get("extra", {}))
-            fm._init_state(int(spec["dim"]))
+            fm._init_state(int(meta["spec"]["dim"]))
             P = fm.spec_.n_params
-            for name in ("theta", "m", "v", "ema"):
+            for i, name in enumerate(ROWS):
+                if name == "dtheta":
+                    continue
                 a = arr[name]
                 if a.shape != (P,):
                     raise FmnumpyError(f"{path}: array {name} has shape {a.shape}, "
                                        f"expected ({P},); the file is damaged")
-                setattr(fm, name + "_", a.astype(DTYPE))
-            fm.step_ = int(meta["step"])
+                fm.state_.buf[i] = a
+            fm.state_.step = int(meta["step"])
             fm.total_steps_ = meta["total_steps"]
             fm.batch_size_ = meta["batch_size"]
             fm.data_ = meta["data"]
-            fm.train_seconds_ = float(meta.get("train_seconds", 0.0))
-            fm.losses_ = [float(x) for x in arr["losses"]]
+            fm.state_.seconds = float(meta.get("train_seconds", 0.0))
+            fm.state_.losses = [float(x) for x in arr["losses"]]
         except (KeyError, TypeError) as e:
             raise FmnumpyError(f"{path}: checkpoint metadata is incomplete ({e}); "
                                "retrain or pass another file") from None
         return fm
 
     def _load_extra(self, extra):
-        self.coupling = extra.get("coupling", "independent")
-        self.coupling_options = dict(extra.get("coupling_options", {}))
+        """Subclasses read their own part of the checkpoint's ``extra`` metadata."""
 
     def __repr__(self):
         state = f", step={self.step_}" if self.spec_ is not None else ""

@@ -168,10 +168,10 @@ def offer_columns(x, y, key):
 # ---- phase 2 ----------------------------------------------------------------------------
 
 @njit(cache=True, fastmath=_FAST)
-def _shortest_path(C, start, x, y, v, key, dw, vw, d, hs, settled, place, rows):
+def _shortest_path(C, start, x, y, v, key, work):
     """Phase 2 for the free row ``start``: Dijkstra over the reduced costs
     C_ij - v_j until the nearest free column, then the flip and the
-    potential update.
+    potential update.  work = (dw, vw, d, hs, settled, place, rows), below.
 
     Columns are the Dijkstra nodes.  Settling column j at distance d_j scans
     its row i = y_j with the tree offset h = C_ij - v_j - d_j: the relaxed
@@ -193,6 +193,7 @@ def _shortest_path(C, start, x, y, v, key, dw, vw, d, hs, settled, place, rows):
     first (a column usually gets its distance from a recent scan), and the
     positions strictly decrease along it, so it ends at ``start``.
     """
+    dw, vw, d, hs, settled, place, rows = work
     N = C.shape[0]
     big = np.int32(2 * N)
     mind = np.inf
@@ -262,7 +263,7 @@ def augment_into(C, x, y, v, fwork, iwork):
     dw, vw, d, hs, key, settled, place, rows = _views(N, fwork, iwork)
     for i in range(N):
         if x[i] < 0:
-            _shortest_path(C, i, x, y, v, key, dw, vw, d, hs, settled, place, rows)
+            _shortest_path(C, i, x, y, v, key, (dw, vw, d, hs, settled, place, rows))
 
 
 @njit(cache=True)

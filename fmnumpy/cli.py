@@ -1,4 +1,4 @@
-"""The ``fmnumpy`` command: train, sample, animate, evaluate.
+"""The ``fmnumpy`` command: train, sample, animate, evaluate, density, reflow.
 
 Every user mistake ends in one line on stderr saying what is wrong and what to
 do, and a non-zero exit code (2 for bad input, 130 for Ctrl-C); no traceback.
@@ -12,8 +12,9 @@ import time
 
 import numpy as np
 
+from . import datasets, reflow
 from .api import DEFAULTS, FlowMatcher
-from .errors import FmnumpyError
+from .errors import FmnumpyError, positive_int
 from .solvers import METHODS
 
 PROG = "fmnumpy"
@@ -50,12 +51,10 @@ def _add_sampling_args(p, n_default, adaptive=False):
 
 def _load_for_sampling(a):
     fm = FlowMatcher.load(a.checkpoint)
-    fm.threads = a.threads
     if a.device == "cuda":
         from .cuda import require_gpu
         require_gpu()
-    fm.device = a.device
-    return fm
+    return fm.set_params(threads=a.threads, device=a.device)
 
 
 def build_parser():
@@ -167,9 +166,36 @@ def build_parser():
     d.add_argument("--steps", type=int, default=20, help="RK4 steps of the reverse solve "
                    "(default %(default)s)")
     d.add_argument("--threads", type=int, default=None, help="CPU threads")
-    from .reflow import add_reflow_parser
     add_reflow_parser(sub)
     return ap
+
+
+def add_reflow_parser(subparsers):
+    """Add ``reflow`` to the ``fmnumpy`` sub-commands; returns its parser."""
+    p = subparsers.add_parser(
+        "reflow", help="straighten a trained flow by reflow (fewer sampling steps)",
+        description="Reflow (Liu et al. 2023): draw pairs (x0, x1) by integrating the "
+        "checkpoint's flow from noise, train a new flow on the straight paths between "
+        "these pairs, and compare the two: straightness and W2 at 1, 2 and 4 Euler "
+        "steps.  Writes OUT/checkpoint.npz and OUT/reflow.json.")
+    p.add_argument("--checkpoint", required=True, help="checkpoint .npz to straighten")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--pairs", type=int, default=reflow.PAIRS,
+                   help="number of (x0, x1) pairs (default %(default)s)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="training steps (default: the checkpoint's total steps)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="batch size (default: the checkpoint's)")
+    p.add_argument("--init", default="model", choices=reflow.INITS,
+                   help="start from the checkpoint's weights or from scratch "
+                   "(default %(default)s)")
+    p.add_argument("--eval-n", type=int, default=2000,
+                   help="points for the before/after comparison (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the pairs, the "
+                   "initialisation and the batches (default %(default)s)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
 
 
 def _version():
@@ -187,9 +213,18 @@ def _say(msg):
 
 
 # ----------------------------------------------------------------------------------------
+def _train_params(a):
+    """FlowMatcher's constructor arguments from ``fmnumpy train``'s options (the
+    ones the command has; the rest keep the defaults of ``FlowMatcher.get_params``)."""
+    params = {k: getattr(a, k) for k in FlowMatcher.PARAMS if getattr(a, k, None) is not None}
+    params["path"] = a.path if a.path is not None else DEFAULTS["path"]
+    if a.sinkhorn_reg is not None:
+        params["coupling_options"] = {"reg": a.sinkhorn_reg}
+    return params
+
+
 def cmd_train(a):
     from . import plots
-    from .datasets import make_sampler
     data = a.data if a.data is not None else (a.dataset or DEFAULTS["dataset"])
     os.makedirs(a.out, exist_ok=True)
     ckpt = os.path.join(a.out, "checkpoint.npz")
@@ -207,24 +242,13 @@ def cmd_train(a):
             raise FmnumpyError(f"{ckpt} was trained with time_power {fm.time_power}; "
                                f"--resume continues it, so drop --time-power {a.time_power}")
         _say(f"resuming from {ckpt} at step {fm.step_}")
+        fm.set_params(device=a.device, threads=a.threads)
     else:
-        path = a.path if a.path is not None else DEFAULTS["path"]
-        if a.sb_sigma is not None and path != "sb":
+        if a.sb_sigma is not None and (a.path or DEFAULTS["path"]) != "sb":
             raise FmnumpyError(f"--sb-sigma is the noise of --path sb; drop it or add "
-                               f"--path sb (got --path {path})")
-        fm = FlowMatcher(hidden=a.hidden, activation=a.activation, time_freqs=a.time_freqs,
-                         lr=a.lr, optimizer=a.optimizer, weight_decay=a.weight_decay,
-                         clip=a.clip, ema_decay=a.ema_decay, warmup=a.warmup,
-                         schedule=a.schedule, sigma_min=a.sigma_min, seed=a.seed,
-                         coupling=a.coupling,
-                         coupling_options=({"reg": a.sinkhorn_reg}
-                                           if a.sinkhorn_reg is not None else None),
-                         path=path, sb_sigma=(a.sb_sigma if a.sb_sigma is not None
-                                              else DEFAULTS["sb_sigma"]),
-                         time_power=a.time_power)
-    fm.device = a.device
+                               f"--path sb (got --path {a.path or DEFAULTS['path']})")
+        fm = FlowMatcher(**_train_params(a))
     if a.device == "cuda":
-        fm.check_device()           # before looking for a GPU: the settings are wrong anyway
         from .cuda import require_gpu
         require_gpu()
     if a.steps is None:
@@ -232,8 +256,8 @@ def cmd_train(a):
     if a.batch_size is None:
         a.batch_size = (fm.batch_size_ if a.resume and fm.batch_size_ else
                         DEFAULTS["batch_size"])
-    fm.threads = a.threads
-    draw = make_sampler(data)
+    data = datasets.as_data(data)                                    # read and checked once
+    draw = data.draw
     ref = draw(2000, np.random.default_rng([a.seed, 7]))           # (2000, D) for pictures
     every = a.snapshot_every if a.snapshot_every is not None else max(1, a.steps // 10)
     if a.no_plots:
@@ -330,14 +354,12 @@ def cmd_animate(a):
 
 
 def cmd_evaluate(a):
-    from .datasets import make_sampler
     from .metrics import evaluate, straightness
     from .solvers import tableau
     fm = _load_for_sampling(a)
     data = a.data or a.dataset or fm.data_
     if data == "reflow":
-        from .reflow import ReflowedMatcher, source_data
-        data = source_data(ReflowedMatcher.load(a.checkpoint))
+        data = reflow.source_data(reflow.ReflowedMatcher.load(a.checkpoint))
     if data in (None, "array", "reflow"):
         raise FmnumpyError("this checkpoint was trained on an in-memory array; pass "
                            "--data FILE or --dataset NAME to compare with")
@@ -345,7 +367,7 @@ def cmd_evaluate(a):
     if n < 2:
         raise FmnumpyError(f"-n must be at least 2, got {n}")
     x = fm.sample(n, method=a.method, steps=a.steps, seed=a.seed)
-    fresh = make_sampler(data)(n, np.random.default_rng([a.seed, 9]))
+    fresh = datasets.make_sampler(data)(n, np.random.default_rng([a.seed, 9]))
     m = evaluate(x, fresh)
     m["nfe"] = int(a.steps) * tableau(a.method).stages
     x0 = np.random.default_rng([a.seed, 10]).standard_normal((min(n, 1000), fm.spec_.dim))
@@ -361,29 +383,50 @@ def cmd_evaluate(a):
 
 def cmd_density(a):
     from . import plots
-    fm = FlowMatcher.load(a.checkpoint)
-    fm.threads = a.threads
+    fm = FlowMatcher.load(a.checkpoint).set_params(threads=a.threads)
     if fm.spec_.dim != 2:
         raise FmnumpyError(f"density needs 2-D data; this model has D = {fm.spec_.dim}")
     if a.grid < 2:
         raise FmnumpyError(f"--grid must be at least 2, got {a.grid}")
     if not a.lim > 0:
         raise FmnumpyError(f"--lim must be positive, got {a.lim}")
-    scored = []
-
-    def log_density(x):                       # x: the plot's cell centres (grid^2, 2)
-        scored.append(fm.log_prob(x, steps=a.steps))
-        return scored[-1]
-
-    plots.density_heatmap(a.out, log_density, lim=a.lim, n_grid=a.grid)
-    mass = float(np.exp(scored[-1]).sum() * (2 * a.lim / a.grid) ** 2)
+    gx, gy, logp = fm.density_grid(lim=a.lim, n_grid=a.grid, steps=a.steps)
+    plots.density_image(a.out, gx, gy, logp)
+    mass = float(np.exp(logp).sum() * (2 * a.lim / a.grid) ** 2)
     _say(f"wrote {a.out}; the density integrates to {mass:.4f} over the square")
     return 0
 
 
 def cmd_reflow(a):
-    from .reflow import cmd_reflow as run_reflow
-    return run_reflow(a)
+    """``fmnumpy reflow``: load, pair, train, compare, write, print the table."""
+    positive_int("--pairs", a.pairs)
+    for flag, value in (("--steps", a.steps), ("--batch-size", a.batch_size)):
+        if value is not None:
+            positive_int(flag, value)
+    if a.eval_n < 2:
+        raise FmnumpyError(f"--eval-n must be at least 2, got {a.eval_n}")
+    if os.path.exists(a.out) and not os.path.isdir(a.out):
+        raise FmnumpyError(f"--out {a.out} is a file; pass a folder")
+    fm = reflow.ReflowedMatcher.load(a.checkpoint)
+    fm.threads = a.threads
+    ckpt = os.path.join(a.out, "checkpoint.npz")
+    os.makedirs(a.out, exist_ok=True)
+    new = reflow.reflow(fm, n_pairs=a.pairs, steps=a.steps, batch_size=a.batch_size, seed=a.seed,
+                 init=a.init, threads=a.threads, log=_say, progress=not a.no_progress,
+                 checkpoint=ckpt)
+    data = reflow.source_data(fm)
+    draw = None if data is None else datasets.make_sampler(data)
+    _say(f"comparing before and after on {a.eval_n} points")
+    result = reflow.compare(fm, new, draw, n=a.eval_n, seed=a.seed)
+    result.update(checkpoint=str(a.checkpoint), data=data, pairs=a.pairs,
+                  steps=new.step_, batch_size=new.batch_size_, init=a.init,
+                  train_seconds=round(new.train_seconds_, 2))
+    with open(os.path.join(a.out, "reflow.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    print(reflow.format_table(result))
+    _say(f"reflowed {a.pairs} pairs in {new.step_} steps ({new.train_seconds_:.1f} s); "
+         f"outputs in {a.out}/")
+    return 0
 
 
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "animate": cmd_animate,

@@ -10,9 +10,11 @@ circles) the scikit-learn formula is written out here. Draw order differs from
 FFJORD's ``RandomState`` calls, so the same seed gives other points from the
 same distribution.
 """
+import math
 import os
 
 import numpy as np
+from numba import njit
 
 from fmnumpy.config import DTYPE
 from fmnumpy.errors import FmnumpyError
@@ -42,18 +44,47 @@ def _shuffle(x, rng):
 
 # ---- FFJORD's eight 2-D distributions: each (n, rng) -> (n, 2) float64 ----------
 
-def two_spirals(n, rng):
-    """Two interleaved spirals: angle s = 3*pi*sqrt(u) (540 degrees), arm point
-    (-s cos s + u1/2, s sin s + u2/2) and its negative, /3, plus N(0, 0.1^2).
+def spiral_point(u_s, u_x, u_y, u_arm, n_x, n_y):
+    """One ``2spirals`` point (WORKLOADS.md) from four uniforms on [0, 1) and two
+    standard normals: s = 3 pi sqrt(u_s) (540 degrees), arm point
+    (-s cos s + u_x / 2, s sin s + u_y / 2), negated when u_arm >= 1/2, divided
+    by 3, plus N(0, 0.1^2) noise.  Compiled for the CPU (:func:`two_spirals`)
+    and for the GPU (``cuda/step.py`` draws the points on the device)."""
+    s = math.sqrt(u_s) * 540.0 * 2.0 * math.pi / 360.0
+    sign = 1.0 if u_arm < 0.5 else -1.0
+    x = sign * (-math.cos(s) * s + u_x * 0.5) / 3.0 + 0.1 * n_x
+    y = sign * (math.sin(s) * s + u_y * 0.5) / 3.0 + 0.1 * n_y
+    return x, y
 
-    For odd n the second arm gets one point fewer; rows are shuffled.
+
+spiral_point_cpu = njit(cache=True, inline="always")(spiral_point)
+
+
+@njit(cache=True)
+def _spiral_points(u, noise, out):
+    """out[i] = spiral_point of row i: u (m, 3) the uniforms of the m first-arm
+    points, rows m.. of out the second arm from the same uniforms; noise (n, 2)."""
+    m = u.shape[0]
+    for i in range(out.shape[0]):
+        j = i if i < m else i - m
+        arm = 0.0 if i < m else 1.0
+        out[i, 0], out[i, 1] = spiral_point_cpu(u[j, 0], u[j, 1], u[j, 2], arm,
+                                                noise[i, 0], noise[i, 1])
+
+
+def two_spirals(n, rng):
+    """Two interleaved spirals (:func:`spiral_point`): the first (n + 1) // 2 rows
+    on one arm, the rest on the other from the same uniforms; rows are shuffled.
+
+    For odd n the second arm gets one point fewer.
     """
     m = (n + 1) // 2
-    s = np.sqrt(rng.random((m, 1))) * 540.0 * TWO_PI / 360.0     # (m, 1)
-    d1x = -np.cos(s) * s + rng.random((m, 1)) * 0.5
-    d1y = np.sin(s) * s + rng.random((m, 1)) * 0.5
-    x = np.vstack((np.hstack((d1x, d1y)), np.hstack((-d1x, -d1y))))[:n] / 3.0
-    x += rng.standard_normal(x.shape) * 0.1
+    u = np.empty((m, 3))
+    for c in range(3):                  # u_s, u_x, u_y: each drawn as one (m,) block
+        u[:, c] = rng.random(m)
+    noise = rng.standard_normal((n, 2))
+    x = np.empty((n, 2))
+    _spiral_points(u, noise, x)
     return _shuffle(x, rng)
 
 
@@ -318,19 +349,35 @@ def _resolve(data_or_name):
     return _check_table(np.asarray(data_or_name), "data", lambda r: f"row {r + 1}")
 
 
+class Data:
+    """Training data, loaded and validated once: a dataset name, an (N, D) array or
+    a .npy/.csv path.  ``name``: the name or path as given ("array" for an array),
+    ``dim``: D, ``draw(n, rng) -> (n, D) DTYPE``: fresh draws from a named
+    distribution, or n rows drawn uniformly with replacement from the array."""
+
+    def __init__(self, data_or_name):
+        src = _resolve(data_or_name)
+        self.name = data_or_name if isinstance(data_or_name, str) else "array"
+        self.source = src                                   # the name, or the (N, D) array
+        self.dim = _DIMS.get(src, 2) if isinstance(src, str) else src.shape[1]
+
+    def draw(self, n, rng):
+        src = self.source
+        if isinstance(src, str):
+            return sample(src, n, rng)
+        return src[_as_rng(rng).integers(0, src.shape[0], size=_check_n(n))]
+
+
+def as_data(data_or_name):
+    """``data_or_name`` as a :class:`Data` (itself if it is one already)."""
+    return data_or_name if isinstance(data_or_name, Data) else Data(data_or_name)
+
+
 def data_dim(name_or_array):
-    """D of a dataset name, an (N, D) array or a .npy/.csv path."""
-    src = _resolve(name_or_array)
-    return _DIMS.get(src, 2) if isinstance(src, str) else src.shape[1]
+    """D of a dataset name, an (N, D) array, a .npy/.csv path or a :class:`Data`."""
+    return as_data(name_or_array).dim
 
 
 def make_sampler(data_or_name):
-    """``draw(n, rng) -> (n, D) DTYPE``: fresh draws from a named distribution, or
-    n rows drawn uniformly with replacement from a user array (or .npy/.csv path)."""
-    src = _resolve(data_or_name)
-    if isinstance(src, str):
-        return lambda n, rng: sample(src, n, rng)
-
-    def draw(n, rng):
-        return src[_as_rng(rng).integers(0, src.shape[0], size=_check_n(n))]
-    return draw
+    """``draw(n, rng) -> (n, D) DTYPE`` of :class:`Data` (``data_or_name``)."""
+    return as_data(data_or_name).draw

@@ -272,8 +272,8 @@ def integrate_logp(field, params, x, l, t0=0.0, t1=1.0, method="rk4", steps=100,
         tab = tableau(method)
         K = np.zeros((tab.stages, B, D + 1))
         no_traj, no_rec = np.empty((0, B, D + 1)), np.zeros(0, dtype=np.int64)
-        rk_integrate(aug, aparams, s, float(t0), float(t1), steps, tab.c, tab.A, tab.b,
-                     K, np.zeros((B, D + 1)), np.zeros(B), no_traj, no_rec)
+        rk_integrate(aug, aparams, s, (float(t0), float(t1), steps), (tab.c, tab.A, tab.b),
+                     (K, np.zeros((B, D + 1)), np.zeros(B)), (no_traj, no_rec))
         stats = SolveStats(steps * tab.stages, steps, 0)
     return s[:, :D].copy(), s[:, D].copy(), stats
 

@@ -18,66 +18,12 @@ import math
 import numpy as np
 from numba import njit
 
+from .distances import check_pair, sq_dist_row, sq_dists, sq_dists_into, transpose  # noqa: F401
 from .errors import FmnumpyError, positive_int
+from .ot import sliced_guess
 
 MEDIAN_SUBSAMPLE = 1000     # points used by the median-distance heuristic
 BANDWIDTH_SCALES = (0.5, 1.0, 2.0)   # default RBF bandwidths, times the median distance
-
-
-# ---- pairwise squared distances ------------------------------------------------------
-
-@njit(cache=True)
-def _transpose(b):
-    """b (M, D) -> bT (D, M) float64, so the loops over j read contiguously."""
-    M, D = b.shape
-    bT = np.empty((D, M))
-    for j in range(M):
-        for k in range(D):
-            bT[k, j] = b[j, k]
-    return bT
-
-
-@njit(cache=True)
-def _sq_dist_row(a, i, bT, j0, out):
-    """out[j] = ||a_i - b_j||^2 for j >= j0, summed over k in order."""
-    D, M = bT.shape
-    for j in range(j0, M):
-        out[j] = 0.0
-    for k in range(D):
-        aik = np.float64(a[i, k])
-        for j in range(j0, M):
-            diff = aik - bT[k, j]
-            out[j] += diff * diff
-
-
-@njit(cache=True)
-def sq_dists_into(a, b, C):
-    """C_ij = ||a_i - b_j||^2 (N, M) float64 for a (N, D), b (M, D).
-
-    Written as the sum of squared differences (not ||a||^2 + ||b||^2 - 2 a.b),
-    so C_ij is exactly 0 when a_i == b_j and no entry is negative.
-    """
-    bT = _transpose(b)
-    for i in range(a.shape[0]):
-        _sq_dist_row(a, i, bT, 0, C[i])
-
-
-def sq_dists(a, b):
-    """C_ij = ||a_i - b_j||^2 in float64, a (N, D), b (M, D) -> (N, M)."""
-    a, b = _check_pair(a, b)
-    C = np.empty((a.shape[0], b.shape[0]), dtype=np.float64)
-    sq_dists_into(a, b, C)
-    return C
-
-
-def _check_pair(a, b):
-    a, b = np.asarray(a), np.asarray(b)
-    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
-        raise FmnumpyError(f"point sets must be (N, D) and (M, D) with the same D, got "
-                           f"{a.shape} and {b.shape}")
-    if not (a.dtype == b.dtype and a.dtype in (np.float32, np.float64)):
-        a, b = a.astype(np.float64), b.astype(np.float64)     # the sums are float64 anyway
-    return np.ascontiguousarray(a), np.ascontiguousarray(b)
 
 
 def _check_nonempty(a, b):
@@ -95,8 +41,7 @@ def w2(a, b):
     (Birkhoff), so an assignment solves it exactly.
     """
     from .assignment import linear_assignment
-    from .couplings import sliced_guess      # couplings imports this module
-    a, b = _check_pair(a, b)
+    a, b = check_pair(a, b)
     _check_nonempty(a, b)
     if a.shape[0] != b.shape[0]:
         raise FmnumpyError(f"exact W2 needs equally many points, got {a.shape[0]} and "
@@ -119,13 +64,13 @@ def _pair_sums(a, b, gammas, same):
     N = a.shape[0]
     M = b.shape[0]
     K = gammas.shape[0]
-    bT = _transpose(b)
+    bT = transpose(b)
     d2 = np.empty(M)
     ksum = 0.0
     dsum = 0.0
     for i in range(N):
         j0 = i + 1 if same else 0
-        _sq_dist_row(a, i, bT, j0, d2)
+        sq_dist_row(a, i, bT, j0, d2)
         for j in range(j0, M):
             dsum += math.sqrt(d2[j])
         for g in range(K):
@@ -165,7 +110,7 @@ def mmd_rbf(a, b, bandwidths=None, unbiased=False):
     U-statistic): the same without the i = j terms (needs N, M >= 2); its
     expectation is the population MMD^2, and it can be slightly negative.
     """
-    a, b = _check_pair(a, b)
+    a, b = check_pair(a, b)
     _check_nonempty(a, b)
     N, M = a.shape[0], b.shape[0]
     if bandwidths is None:
@@ -198,7 +143,7 @@ def energy_distance(a, b):
     E = 0 when the two empirical distributions are equal (up to rounding,
     ~1e-15).  In 1-D this is ``scipy.stats.energy_distance(a, b) ** 2``.
     """
-    a, b = _check_pair(a, b)
+    a, b = check_pair(a, b)
     _check_nonempty(a, b)
     N, M = a.shape[0], b.shape[0]
     none = np.empty(0, dtype=np.float64)
@@ -281,7 +226,7 @@ def evaluate(samples, data, max_points=2000):
     of each set (W2 needs equal sizes; the cap bounds the O(n^2) work and the
     O(n^3) assignment).  Pass independent, shuffled draws.
     """
-    samples, data = _check_pair(samples, data)
+    samples, data = check_pair(samples, data)
     _check_nonempty(samples, data)
     n = min(samples.shape[0], data.shape[0], int(max_points))
     a, b = samples[:n], data[:n]

@@ -100,6 +100,16 @@ class Workspace:
 # time features
 # ----------------------------------------------------------------------------
 
+def time_feature(t, k):
+    """(sin(pi 2^k t), cos(pi 2^k t)): frequency k of :func:`time_features`, compiled
+    for the CPU here and for the GPU in ``cuda/mlp.py``."""
+    w = math.pi * 2.0 ** k
+    return math.sin(w * t), math.cos(w * t)
+
+
+time_feature_cpu = njit(cache=True, inline="always")(time_feature)
+
+
 @njit(cache=True, parallel=False)
 def time_features(x, t, n_freq, X):
     """X = [x, t, sin(pi 2^k t), cos(pi 2^k t) for k < n_freq].
@@ -113,9 +123,7 @@ def time_features(x, t, n_freq, X):
             X[i, d] = x[i, d]
         X[i, D] = t[i]
         for k in range(n_freq):
-            w = math.pi * 2.0 ** k
-            X[i, D + 1 + 2 * k] = math.sin(w * t[i])
-            X[i, D + 2 + 2 * k] = math.cos(w * t[i])
+            X[i, D + 1 + 2 * k], X[i, D + 2 + 2 * k] = time_feature_cpu(t[i], k)
 
 
 # ----------------------------------------------------------------------------

@@ -58,13 +58,25 @@ def grad_norm(dtheta):
     return math.sqrt(s)
 
 
+def clip_scale(norm, max_norm):
+    """The factor that clips a gradient of norm ``norm`` to ``max_norm``:
+    max_norm / (norm + 1e-6) when norm > max_norm > 0, else 1 (no clipping).
+    Compiled for the CPU here and for the GPU in ``cuda/step.py``."""
+    if max_norm > 0.0 and norm > max_norm:
+        return max_norm / (norm + 1e-6)
+    return 1.0
+
+
+clip_scale_cpu = njit(cache=True, inline="always")(clip_scale)
+
+
 @njit(cache=True)
 def clip_grad_norm(dtheta, max_norm):
-    """Scale g by min(1, max_norm / ||g||) (max_norm <= 0 disables); returns ||g||
+    """Scale g by :func:`clip_scale` (max_norm <= 0 disables); returns ||g||
     before clipping."""
     n = grad_norm(dtheta)
-    if max_norm > 0.0 and n > max_norm:
-        c = max_norm / (n + 1e-6)
+    c = clip_scale_cpu(n, max_norm)
+    if c != 1.0:
         for i in range(dtheta.shape[0]):
             dtheta[i] *= c
     return n

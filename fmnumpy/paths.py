@@ -15,19 +15,50 @@ width sigma_min is
 which for sigma_min = 0 is the straight line xt = (1 - t) x0 + t x1 with
 ut = x1 - x0.  See ``docs/flow_matching.md``.
 
-The other paths a model can be trained on, the variance-preserving cosine path
-and the Schrodinger bridge, are written in ``schedules.py``
-(``docs/couplings.md#paths``).  Compiled code selects a path by an integer
-code (``PATHS``), as it selects an activation, through :func:`fill_path`.
+The other paths a model can be trained on (``docs/couplings.md#paths``):
+
+- ``cosine_path``: the variance-preserving trigonometric interpolant
+  (Albergo & Vanden-Eijnden 2023, "Building normalizing flows with stochastic
+  interpolants"; TorchCFM's ``VariancePreservingConditionalFlowMatcher``)
+
+      xt = cos(pi t / 2) x0 + sin(pi t / 2) x1,
+      ut = pi / 2 (cos(pi t / 2) x1 - sin(pi t / 2) x0).
+
+  alpha_t^2 + sigma_t^2 = 1, so for independent unit-variance x0 and x1 the
+  variance of xt stays 1 along the path.
+
+- ``sb_path``: the Brownian-bridge path of Schrodinger-bridge CFM (Tong et al.
+  2024, "Improving and generalizing flow-based generative models with
+  minibatch optimal transport", eq. 20-21; TorchCFM's
+  ``SchrodingerBridgeConditionalFlowMatcher``), with eps ~ N(0, I):
+
+      mu_t = (1 - t) x0 + t x1,   s_t = sigma sqrt(t (1 - t)),
+      xt   = mu_t + s_t eps,
+      ut   = (1 - 2t) / (2 t (1 - t)) (xt - mu_t) + x1 - x0
+           = x1 - x0 + s_t' eps,   s_t' = sigma (1 - 2t) / (2 sqrt(t (1 - t))).
+
+  For fixed (x0, x1, eps) this ut is exactly d xt / dt.  As in TorchCFM the
+  denominator carries ``SB_DENOM_EPS`` (so t = 0 or 1 gives ut = x1 - x0
+  instead of a division by zero).  The path is meant to be paired with the
+  entropic OT coupling of regularisation 2 sigma^2:
+  ``couplings.get_coupling("sinkhorn", reg=2 * sigma**2)`` (TorchCFM's
+  current default is the exact plan instead, ``ot_method="exact"``).
+
+No path has trainable parameters, so there is no backward.  Compiled code
+selects a path by an integer code (``PATHS``), as it selects an activation,
+through :func:`fill_path`.  The straight path's per-coordinate formula,
+:func:`path_element`, is the one the GPU kernel compiles too.
 """
+import math
+
 from numba import njit
 
 from .errors import FmnumpyError, positive_finite
-from .schedules import cosine_path, sb_path
 
 STRAIGHT, COSINE, SB = 0, 1, 2
 PATHS = {"straight": STRAIGHT, "cosine": COSINE, "sb": SB}
 SB_SIGMA = 1.0        # default bridge noise, TorchCFM's SchrodingerBridgeConditionalFlowMatcher
+SB_DENOM_EPS = 1e-8     # TorchCFM's guard in (1 - 2t) / (2 t (1 - t) + 1e-8)
 
 
 def path_code(name):
@@ -60,20 +91,61 @@ def check_sb_sigma(sigma):
     return positive_finite("sb_sigma", sigma, " (the Schrodinger-bridge noise)")
 
 
+def path_element(x0, x1, t, sigma_min):
+    """(xt, ut) of one coordinate on the straight path (Lipman et al. 2023, eq.
+    20-23): xt = (1 - (1 - sigma_min) t) x0 + t x1, ut = x1 - (1 - sigma_min) x0."""
+    s = 1.0 - sigma_min
+    return (1.0 - s * t) * x0 + t * x1, x1 - s * x0
+
+
+path_element_cpu = njit(cache=True, inline="always")(path_element)
+
+
 @njit(cache=True)
 def straight_path(x0, x1, t, sigma_min, xt, ut):
     """Fill xt and ut (B, D) for the (sigma_min) straight path above.
 
-    x0, x1 (B, D), t (B,).  The path has no trainable parameters, so there is
-    no backward.
+    x0, x1 (B, D), t (B,).
     """
     B, D = x0.shape
-    s = 1.0 - sigma_min
     for i in range(B):
         ti = t[i]
         for d in range(D):
-            xt[i, d] = (1.0 - s * ti) * x0[i, d] + ti * x1[i, d]
-            ut[i, d] = x1[i, d] - s * x0[i, d]
+            xt[i, d], ut[i, d] = path_element_cpu(x0[i, d], x1[i, d], ti, sigma_min)
+
+
+@njit(cache=True)
+def cosine_path(x0, x1, t, sigma_min, xt, ut):
+    """Fill xt, ut (B, D) for the variance-preserving cosine path above.
+
+    x0, x1 (B, D), t (B,).  ``sigma_min`` is accepted so the signature matches
+    ``paths.straight_path`` and is ignored: this path has no minimum width.
+    """
+    B, D = x0.shape
+    half_pi = 0.5 * math.pi
+    for i in range(B):
+        c = math.cos(half_pi * t[i])
+        s = math.sin(half_pi * t[i])
+        for d in range(D):
+            xt[i, d] = c * x0[i, d] + s * x1[i, d]
+            ut[i, d] = half_pi * (c * x1[i, d] - s * x0[i, d])
+
+
+@njit(cache=True)
+def sb_path(x0, x1, t, sigma, eps, xt, ut):
+    """Fill xt, ut (B, D) for the Schrodinger-bridge path above.
+
+    x0, x1, eps (B, D), t (B,), sigma > 0 the bridge's noise level.
+    """
+    B, D = x0.shape
+    for i in range(B):
+        ti = t[i]
+        a = 1.0 - ti
+        st = sigma * math.sqrt(ti * a)                     # s_t
+        dst = (1.0 - 2.0 * ti) * st / (2.0 * ti * a + SB_DENOM_EPS)   # s_t' (guarded)
+        for d in range(D):
+            xt[i, d] = a * x0[i, d] + ti * x1[i, d] + st * eps[i, d]
+            ut[i, d] = x1[i, d] - x0[i, d] + dst * eps[i, d]
 
 
 @njit(cache=True)

@@ -372,8 +372,15 @@ def density_heatmap(path, log_density, lim=4.0, n_grid=200, data=None):
     logp = np.asarray(log_density(x), dtype=np.float64)
     if logp.shape != (len(x),):
         raise FmnumpyError(f"log_density(x) must return shape ({len(x)},); got {logp.shape}")
-    p = np.exp(logp).reshape(len(g), len(g))                 # -inf -> 0, nan stays nan
-    limits = _limits(lim)
+    return density_image(path, g, g, logp.reshape(len(g), len(g)), data=data)
+
+
+def density_image(path, gx, gy, logp, data=None):
+    """Image of p = exp(logp) given on the cell centres gx (n,), gy (m,) of a grid,
+    logp (m, n) with rows along y (``FlowMatcher.density_grid``'s output)."""
+    p = np.exp(logp)                                          # -inf -> 0, nan stays nan
+    dx, dy = gx[1] - gx[0], gy[1] - gy[0]
+    limits = ((gx[0] - dx / 2, gx[-1] + dx / 2), (gy[0] - dy / 2, gy[-1] + dy / 2))
     data = _reference(data, 2, (0, 1))
 
     fig = _figure(5.0, 4.3)

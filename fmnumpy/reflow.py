@@ -13,12 +13,9 @@ Dimension letters: N pairs, B batch, D data dimension, C steps per RNG chunk.
   counter-based RNG of ``train.BatchStream``.
 - ``reflow(fm, ...)``: a new ``FlowMatcher`` trained on the pairs.
 - ``compare(before, after, draw)``: straightness and few-step W2 of both.
-- ``add_reflow_parser`` / ``cmd_reflow``: the ``fmnumpy reflow`` command.
-"""
-import json
-import os
-import sys
 
+The ``fmnumpy reflow`` command (``cli.py``) runs these three.
+"""
 import numpy as np
 
 from . import train as _train
@@ -26,6 +23,7 @@ from .api import DEFAULTS, FlowMatcher
 from .config import DATA_CHUNK_STEPS, DTYPE
 from .errors import FmnumpyError, positive_int
 from .optim import AdamConfig
+from .paths import time_from_uniform
 
 PAIRS = 20000                 # default number of pairs of the command
 EULER_STEPS = (1, 2, 4)       # few-step samplers that compare() scores
@@ -50,19 +48,21 @@ def make_pairs(fm, n, method=REF_METHOD, steps=REF_STEPS, seed=0):
 
 class PairStream(_train.BatchStream):
     """(x0, x1, t) for step k from fixed pairs: rows i (B,) uniform over the N
-    pairs (with replacement), x0 = X0[i], x1 = X1[i], t (B,) ~ U(0, 1).
+    pairs (with replacement), x0 = X0[i], x1 = X1[i], t (B,) =
+    paths.time_from_uniform(u, time_power) of u ~ U(0, 1) (time_power 1: t = u).
 
     The draws of steps [k C, (k+1) C) come from ``default_rng([seed, 1, k])``
     as in ``BatchStream``, so the batch of a step depends on (seed, step) only.
     ``rows`` (C, B) holds the row indices of the current chunk.
     """
 
-    def __init__(self, X0, X1, batch, seed, dtype=DTYPE):
+    def __init__(self, X0, X1, batch, seed, dtype=DTYPE, time_power=1.0):
         X0, X1 = np.asarray(X0), np.asarray(X1)
         if X0.ndim != 2 or X0.shape != X1.shape or X0.shape[0] == 0:
             raise FmnumpyError(f"pairs must be two non-empty (N, D) arrays of the same "
                                f"shape, got {X0.shape} and {X1.shape}")
-        super().__init__(None, X0.shape[1], positive_int("batch size", batch), seed, dtype)
+        super().__init__(None, X0.shape[1], positive_int("batch size", batch), seed, dtype,
+                         time_power=time_power)
         self.X0 = np.ascontiguousarray(X0, dtype=dtype)       # (N, D)
         self.X1 = np.ascontiguousarray(X1, dtype=dtype)       # (N, D)
 
@@ -72,7 +72,9 @@ class PairStream(_train.BatchStream):
         self.rows = rng.integers(0, N, size=(C, B))               # (C, B)
         self.x0 = self.X0[self.rows]                              # (C, B, D)
         self.x1 = self.X1[self.rows]                              # (C, B, D)
-        self.t = rng.random((C, B)).astype(self.dtype)            # (C, B)
+        u = rng.random((C, B))                                    # (C, B)
+        t = u if self.time_power == 1.0 else time_from_uniform(u, self.time_power)
+        self.t = t.astype(self.dtype)
         self.chunk = k
 
 
@@ -107,13 +109,14 @@ def source_data(fm):
 
 def reflow(fm, n_pairs=PAIRS, steps=None, batch_size=None, seed=0, method=REF_METHOD,
            pair_steps=REF_STEPS, init="model", pairs=None, threads=None, log=None,
-           **fit_kwargs):
+           time_power=1.0, **fit_kwargs):
     """A new flow trained on the pairs of ``fm`` (Liu et al. 2023, reflow).
 
-    The new model has ``fm``'s network and optimizer settings (hidden, activation,
-    time_freqs, Adam config, sigma_min) and the independent coupling: its batches
+    The new model has ``fm``'s configuration (``get_params``: network, optimizer,
+    sigma_min) on the straight path with the independent coupling: its batches
     are rows of the pairs (``PairStream``), its loss the usual CFM loss on the
-    straight path from X0[i] to X1[i] with fresh t.
+    straight path from X0[i] to X1[i] with fresh t, drawn with ``time_power``
+    (1: uniform, as Liu et al.; recorded in the new model, as its stream draws it).
 
     n_pairs: pairs drawn by ``make_pairs(fm, n_pairs, method, pair_steps, seed)``
     (or pass ``pairs=(X0, X1)``; then pair_method and pair_steps are recorded as
@@ -131,36 +134,32 @@ def reflow(fm, n_pairs=PAIRS, steps=None, batch_size=None, seed=0, method=REF_ME
                           (fm.total_steps_ or DEFAULTS["steps"]))
     batch_size = positive_int("batch size", batch_size if batch_size is not None else
                                (fm.batch_size_ or DEFAULTS["batch_size"]))
+    new = ReflowedMatcher(**dict(fm.get_params(), seed=seed, threads=threads, device="cpu",
+                                 path="straight", sb_sigma=DEFAULTS["sb_sigma"],
+                                 coupling="independent", coupling_options=None,
+                                 time_power=time_power))
+    new.opt = AdamConfig.from_dict(fm.opt.to_dict())          # betas and eps too
     made = pairs is None
     if made:
         if log:
             log(f"drawing {n_pairs} pairs with {method} {pair_steps} steps")
         pairs = make_pairs(fm, n_pairs, method=method, steps=pair_steps, seed=seed)
     X0, X1 = pairs
-    opt = fm.opt
-    new = ReflowedMatcher(hidden=fm.hidden, activation=fm.activation,
-                          time_freqs=fm.time_freqs, lr=opt.lr, optimizer=fm.optimizer,
-                          weight_decay=opt.weight_decay, clip=opt.clip,
-                          ema_decay=opt.ema_decay, warmup=opt.warmup,
-                          schedule=opt.schedule, lr_min=opt.lr_min,
-                          sigma_min=fm.sigma_min, seed=seed, threads=threads)
-    new.opt = AdamConfig.from_dict(opt.to_dict())          # betas and eps too
-    stream = PairStream(X0, X1, batch_size, seed, DTYPE)
+    stream = PairStream(X0, X1, batch_size, seed, DTYPE, time_power=new.time_power)
     if stream.dim != fm.spec_.dim:
         raise FmnumpyError(f"the pairs have D={stream.dim}, the model D={fm.spec_.dim}")
     # the state FlowMatcher.fit sets up before train.run
     new._init_state(fm.spec_.dim)
     if init == "model":
-        new.theta_[:] = fm.ema_
-        new.ema_[:] = fm.ema_
+        new.theta_ = fm.ema_
+        new.ema_ = fm.ema_
     new.batch_size_, new.total_steps_, new.data_ = batch_size, steps, "reflow"
     prev = getattr(fm, "reflow_", None) if fm.data_ == "reflow" else None
     new.reflow_ = dict(data=source_data(fm), generation=(prev or {}).get("generation", 1) + 1,
                        pairs=int(stream.X0.shape[0]), pair_method=method if made else None,
                        pair_steps=int(pair_steps) if made else None, init=init)
     new._set_threads()
-    fit_kwargs.setdefault("progress", False)        # as FlowMatcher.fit
-    _train.run(new, stream, steps, **fit_kwargs)
+    new._run(stream, new._stepper(stream, batch_size), steps, **fit_kwargs)
     return new
 
 
@@ -222,72 +221,3 @@ def format_table(result):
         lines.append(f"{label:<20}{b:>10.4f}{a:>10.4f}")
     lines.append(f"(W2 to {against}, n = {result['n']})")
     return "\n".join(lines)
-
-
-# ---- the command -------------------------------------------------------------------------
-
-def add_reflow_parser(subparsers):
-    """Add ``reflow`` to the ``fmnumpy`` sub-commands; returns its parser."""
-    p = subparsers.add_parser(
-        "reflow", help="straighten a trained flow by reflow (fewer sampling steps)",
-        description="Reflow (Liu et al. 2023): draw pairs (x0, x1) by integrating the "
-        "checkpoint's flow from noise, train a new flow on the straight paths between "
-        "these pairs, and compare the two: straightness and W2 at 1, 2 and 4 Euler "
-        "steps.  Writes OUT/checkpoint.npz and OUT/reflow.json.")
-    p.add_argument("--checkpoint", required=True, help="checkpoint .npz to straighten")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--pairs", type=int, default=PAIRS,
-                   help="number of (x0, x1) pairs (default %(default)s)")
-    p.add_argument("--steps", type=int, default=None,
-                   help="training steps (default: the checkpoint's total steps)")
-    p.add_argument("--batch-size", type=int, default=None,
-                   help="batch size (default: the checkpoint's)")
-    p.add_argument("--init", default="model", choices=INITS,
-                   help="start from the checkpoint's weights or from scratch "
-                   "(default %(default)s)")
-    p.add_argument("--eval-n", type=int, default=2000,
-                   help="points for the before/after comparison (default %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the pairs, the "
-                   "initialisation and the batches (default %(default)s)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return p
-
-
-def _say(msg):
-    print(msg, file=sys.stderr, flush=True)
-
-
-def cmd_reflow(a):
-    """``fmnumpy reflow``: load, pair, train, compare, write, print the table."""
-    positive_int("--pairs", a.pairs)
-    for flag, value in (("--steps", a.steps), ("--batch-size", a.batch_size)):
-        if value is not None:
-            positive_int(flag, value)
-    if a.eval_n < 2:
-        raise FmnumpyError(f"--eval-n must be at least 2, got {a.eval_n}")
-    if os.path.exists(a.out) and not os.path.isdir(a.out):
-        raise FmnumpyError(f"--out {a.out} is a file; pass a folder")
-    fm = ReflowedMatcher.load(a.checkpoint)
-    fm.threads = a.threads
-    ckpt = os.path.join(a.out, "checkpoint.npz")
-    os.makedirs(a.out, exist_ok=True)
-    new = reflow(fm, n_pairs=a.pairs, steps=a.steps, batch_size=a.batch_size, seed=a.seed,
-                 init=a.init, threads=a.threads, log=_say, progress=not a.no_progress,
-                 checkpoint=ckpt)
-    data = source_data(fm)
-    draw = None
-    if data is not None:
-        from .datasets import make_sampler
-        draw = make_sampler(data)
-    _say(f"comparing before and after on {a.eval_n} points")
-    result = compare(fm, new, draw, n=a.eval_n, seed=a.seed)
-    result.update(checkpoint=str(a.checkpoint), data=data, pairs=a.pairs,
-                  steps=new.step_, batch_size=new.batch_size_, init=a.init,
-                  train_seconds=round(new.train_seconds_, 2))
-    with open(os.path.join(a.out, "reflow.json"), "w") as f:
-        json.dump(result, f, indent=1)
-    print(format_table(result))
-    _say(f"reflowed {a.pairs} pairs in {new.step_} steps ({new.train_seconds_:.1f} s); "
-         f"outputs in {a.out}/")
-    return 0

@@ -10,7 +10,13 @@ exact fractions, and one stepping loop, :func:`rk_integrate`, serves them all
 
 The velocity field is passed to the compiled loop as a compiled function
 ``field(params, x, t, out)`` so that the same loop integrates the network
-(:func:`mlp_field`) and the closed-form fields of the tests.
+(:func:`mlp_field`) and the closed-form fields of the tests.  The loop's other
+arguments come as tuples:
+
+    grid = (t0, t1, steps)       ``steps`` equal steps from t0 to t1
+    tab  = (c, A, b)             the tableau's arrays (S,), (S, S), (S,)
+    work = (K, xs, ts)           stage buffers (S, B, D), (B, D), (B,)
+    out  = (traj, rec)           recorded states (R + 1, B, D) at step counts rec (R + 1,)
 """
 from fractions import Fraction as Fr
 
@@ -98,13 +104,16 @@ def record_steps(steps, record):
 
 
 @njit(cache=False)   # takes a compiled function argument: Numba cannot cache it
-def rk_integrate(field, params, x, t0, t1, steps, c, A, b, K, xs, ts, traj, rec):
-    """Integrate x (B, D) in place from t0 to t1 with ``steps`` equal steps of the
-    tableau (c (S,), A (S, S), b (S,)) for any compiled ``field(params, x, t, out)``.
+def rk_integrate(field, params, x, grid, tab, work, out):
+    """Integrate x (B, D) in place over ``grid`` with the tableau ``tab`` for any
+    compiled ``field(params, x, t, out)`` (the tuples: module docstring).
 
-    K (S, B, D) stage buffer, xs (B, D) stage input, ts (B,) stage time.  If traj
-    has rows, traj[0] = x(t0) and traj[r] = x after rec[r] steps.
+    If traj has rows, traj[0] = x(t0) and traj[r] = x after rec[r] steps.
     """
+    t0, t1, steps = grid
+    c, A, b = tab
+    K, xs, ts = work
+    traj, rec = out
     h = (t1 - t0) / steps
     if traj.shape[0] > 0:
         traj[0] = x
@@ -126,10 +135,14 @@ def mlp_field(params, x, t, out):
 
 
 @njit(cache=True)
-def rk_integrate_mlp(params, x, t0, t1, steps, c, A, b, K, xs, ts, traj, rec):
+def rk_integrate_mlp(params, x, grid, tab, work, out):
     """:func:`rk_integrate` with the network as the field, line for line the same
     loop; a separate function only because Numba cannot cache code that takes a
     compiled function as an argument (the tests check the two agree)."""
+    t0, t1, steps = grid
+    c, A, b = tab
+    K, xs, ts = work
+    traj, rec = out
     h = (t1 - t0) / steps
     if traj.shape[0] > 0:
         traj[0] = x
@@ -143,10 +156,13 @@ def rk_integrate_mlp(params, x, t0, t1, steps, c, A, b, K, xs, ts, traj, rec):
 
 
 @njit(cache=True, parallel=True)
-def _integrate_chunks(theta, sizes, kind, n_freq, x, t0, t1, steps, c, A, b, traj, rec,
-                      chunk):
+def _integrate_chunks(theta, net, x, grid, tab, out, chunk):
     """Split the particles into chunks of ``chunk`` and integrate them in parallel;
-    each chunk owns its own buffers (no sharing between threads)."""
+    each chunk owns its own buffers (no sharing between threads).  net = (sizes,
+    kind, n_freq) of the network."""
+    sizes, kind, n_freq = net
+    c, A, b = tab
+    traj, rec = out
     N, D = x.shape
     S = b.shape[0]
     n_chunks = (N + chunk - 1) // chunk
@@ -165,8 +181,8 @@ def _integrate_chunks(theta, sizes, kind, n_freq, x, t0, t1, steps, c, A, b, tra
         ts = np.empty(B, dtype=x.dtype)
         xc = x[lo:hi].copy()
         tr = np.empty((traj.shape[0], B, D), dtype=x.dtype)
-        rk_integrate_mlp((theta, sizes, kind, n_freq, X, Abuf, Zbuf), xc, t0, t1,
-                         steps, c, A, b, K, xs, ts, tr, rec)
+        rk_integrate_mlp((theta, sizes, kind, n_freq, X, Abuf, Zbuf), xc, grid, tab,
+                         (K, xs, ts), (tr, rec))
         x[lo:hi] = xc
         for r in range(traj.shape[0]):
             traj[r, lo:hi] = tr[r]
@@ -212,8 +228,9 @@ def integrate_mlp(theta, spec, x0, method="rk4", steps=100, t0=0.0, t1=1.0, reco
     chunk = balanced_chunk(x.shape[0], int(chunk), numba.get_num_threads())
     blas = single_threaded_blas()
     try:
-        _integrate_chunks(theta, spec.sizes, spec.kind, spec.n_freq, x, t0, t1, steps,
-                          tab.c, tab.A, tab.b, traj, rec, chunk)
+        _integrate_chunks(theta, (spec.sizes, spec.kind, spec.n_freq), x,
+                          (float(t0), float(t1), steps), (tab.c, tab.A, tab.b), (traj, rec),
+                          chunk)
     finally:
         blas.restore_original_limits()
     return (x, traj) if record else x

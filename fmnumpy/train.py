@@ -1,6 +1,13 @@
 """The training loop: fresh (x0, x1, t) every step, one fused compiled step,
 progress bar, periodic callbacks and checkpoints, clean stops.
 
+:func:`run` serves the CPU and the GPU alike: it moves a ``state.TrainState``
+forward with a *stepper* it is given (``step.CpuStepper`` or
+``cuda.step.CudaStepper``), which takes the steps and keeps the state; the loop
+decides where to stop (callbacks, checkpoints, the progress bar) and what to do
+on Ctrl-C and on a non-finite loss.  It imports neither the GPU code nor the
+progress bar: the caller passes a bar factory (``progress.tqdm_bar``).
+
 Random draws are counter-based: the batches of steps [k C, (k+1) C) (C =
 ``config.DATA_CHUNK_STEPS``) are drawn from ``default_rng([seed, 1, k])``, so the
 data of any step is a function of (seed, step) alone.  That is what makes
@@ -15,9 +22,7 @@ import numpy as np
 
 from .config import DATA_CHUNK_STEPS
 from .errors import FmnumpyError
-from .optim import ema_decay_at, learning_rate
-from .paths import SB, time_from_uniform
-from .step import StepBuffers, train_step
+from .paths import time_from_uniform
 
 TRAIN_STREAM = 1      # purpose tag of the training-data generator
 PATH_NOISE_STREAM = 2     # purpose tag of the sb path's noise eps
@@ -33,10 +38,19 @@ class BatchStream:
         self.time_power = float(time_power)
         self.chunk = -1
 
+    def _x1(self, rng):
+        """x1 (C, B, D): the first draw of a chunk's generator."""
+        C, B, D = DATA_CHUNK_STEPS, self.batch, self.dim
+        return np.ascontiguousarray(self.draw(C * B, rng), dtype=self.dtype).reshape(C, B, D)
+
+    def x1_chunk(self, k):
+        """The x1 (C, B, D) of chunk k alone (the GPU draws x0 and t itself)."""
+        return self._x1(np.random.default_rng([self.seed, TRAIN_STREAM, k]))
+
     def _fill(self, k):
         C, B, D = DATA_CHUNK_STEPS, self.batch, self.dim
         rng = np.random.default_rng([self.seed, TRAIN_STREAM, k])
-        self.x1 = np.ascontiguousarray(self.draw(C * B, rng), dtype=self.dtype).reshape(C, B, D)
+        self.x1 = self._x1(rng)
         self.x0 = rng.standard_normal((C, B, D)).astype(self.dtype)
         u = rng.random((C, B))
         t = u if self.time_power == 1.0 else time_from_uniform(u, self.time_power)
@@ -78,70 +92,70 @@ class PathNoise:
         return self.eps[r]
 
 
-def run(model, stream, steps, until=None, progress=True, callback=None, callback_every=0,
-        checkpoint=None, checkpoint_every=0, log=None):
-    """Train ``model`` (a FlowMatcher) from ``model.step_`` up to ``until`` (default
-    ``steps``), with the learning-rate schedule spanning ``steps``.
+BAR_EVERY = 50        # steps between progress-bar updates
 
-    Writes ``checkpoint`` every ``checkpoint_every`` steps, at the end and on
-    Ctrl-C (then re-raises KeyboardInterrupt).  A non-finite loss stops
-    training with FmnumpyError; the last checkpoint on disk is left as it was.
+
+def next_stop(step, until, *everies):
+    """The first step after ``step`` that is a multiple of one of ``everies`` (0: none),
+    or ``until``."""
+    stop = until
+    for e in everies:
+        if e:
+            stop = min(stop, (step // e + 1) * e)
+    return stop
+
+
+def run(state, stream, stepper, steps, until=None, progress=None, callback=None,
+        callback_every=0, checkpoint=None, checkpoint_every=0, save=None, log=None):
+    """Train ``state`` from ``state.step`` up to ``until`` (default ``steps``) with
+    ``stepper`` on ``stream``'s batches, the learning-rate schedule spanning ``steps``.
+
+    progress: None, or ``progress(total, initial)`` -> a bar with ``update(n, loss,
+    rate)`` and ``close()``.  callback(k) runs every ``callback_every`` steps.
+    ``save(checkpoint)`` writes the checkpoint every ``checkpoint_every`` steps, at
+    the end and on Ctrl-C (then KeyboardInterrupt is re-raised).  A non-finite loss
+    stops training with FmnumpyError; the last checkpoint on disk is left as it was.
     """
-    spec, opt = model.spec_, model.opt
-    B = stream.batch
-    buf = StepBuffers(spec.sizes, B, 1, model.theta_.dtype)
-    path, sigma = model.path_args()
-    noise = PathNoise(path == SB, stream.dim, B, model.seed, model.theta_.dtype)
     until = steps if until is None else min(int(until), steps)
-    b1, b2 = opt.betas
-    bar = None
-    if progress and until > model.step_:
-        from tqdm.auto import tqdm    # edge dependency, only for the bar
-        bar = tqdm(total=until, initial=model.step_, unit="step", dynamic_ncols=True,
-                   smoothing=0.1, mininterval=0.5)
-    t_start, s_start = time.perf_counter(), model.step_
-    pending = 0
+    if not checkpoint:
+        save = None
+    bar = progress(until, state.step) if progress is not None and until > state.step else None
+    t_start, s_start = time.perf_counter(), state.step
     try:
-        while model.step_ < until:
-            k = model.step_ + 1                      # 1-based Adam step
-            x0, x1, t = stream.batch_at(model.step_)
-            eps = noise.noise_at(model.step_)
-            lr = learning_rate(k, opt.lr, steps, opt.warmup, opt.schedule, opt.lr_min)
-            loss, gnorm = train_step(
-                model.theta_, model.dtheta_, model.m_, model.v_, model.ema_,
-                spec.sizes, spec.kind, spec.n_freq, path, sigma, x0, x1, t, eps,
-                k, lr, b1, b2, opt.eps, opt.weight_decay, opt.decoupled, opt.clip,
-                ema_decay_at(k, opt.ema_decay),
-                *buf.args())
-            if not np.isfinite(loss):
+        while state.step < until:
+            stop = next_stop(state.step, until, callback_every if callback else 0,
+                             checkpoint_every if save else 0, BAR_EVERY if bar else 0)
+            bad = stepper.run(state, stream, stop - state.step, steps)
+            if bad:
+                stepper.pull(state)
                 where = f"; the last good checkpoint {checkpoint} is kept" if checkpoint else ""
-                raise FmnumpyError(f"loss became non-finite at step {k}{where}; lower the "
+                raise FmnumpyError(f"loss became non-finite at step {bad}{where}; lower the "
                                    "learning rate (--lr) or clip gradients (--clip 1.0)")
-            model.step_ = k
-            model.losses_.append(float(loss))
-            pending += 1
-            if bar is not None and (pending >= 50 or k == until):
-                bar.update(pending)
-                pending = 0
+            k = state.step
+            if bar is not None and (k % BAR_EVERY == 0 or k == until):
                 rate = (k - s_start) / max(1e-9, time.perf_counter() - t_start)
-                bar.set_postfix_str(f"loss {np.mean(model.losses_[-50:]):.4f}, {rate:,.0f} steps/s",
-                                    refresh=False)
-            if callback is not None and callback_every and k % callback_every == 0:
-                callback(model, k)
-            if checkpoint and checkpoint_every and k % checkpoint_every == 0:
-                model.save(checkpoint)
+                bar.update(k, float(np.mean(state.losses[-BAR_EVERY:])), rate)
+            want_cb = callback is not None and callback_every and k % callback_every == 0
+            want_ck = save is not None and checkpoint_every and k % checkpoint_every == 0
+            if want_cb or want_ck:
+                stepper.pull(state)
+            if want_cb:
+                callback(k)
+            if want_ck:
+                save(checkpoint)
     except KeyboardInterrupt:
-        if checkpoint:
-            model.save(checkpoint)
-            msg = (f"interrupted at step {model.step_}; checkpoint written to {checkpoint}, "
-                   "continue with --resume")
+        stepper.interrupted(state)
+        if save is not None:
+            save(checkpoint)
             if log:
-                log(msg)
+                log(f"interrupted at step {state.step}; checkpoint written to {checkpoint}, "
+                    "continue with --resume")
         raise
     finally:
         if bar is not None:
             bar.close()
-    if checkpoint:
-        model.save(checkpoint)
-    model.train_seconds_ += time.perf_counter() - t_start
-    return model
+    stepper.pull(state)
+    if save is not None:
+        save(checkpoint)
+    state.seconds += time.perf_counter() - t_start
+    return state

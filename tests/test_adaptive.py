@@ -131,9 +131,9 @@ def test_fewer_evaluations_than_rk4_at_equal_error():
 
     def rk4_err(n):
         x = X0.copy()
-        rk_integrate(linear_field, (M_SPIRAL,), x, 0.0, 2.0, n, tab.c, tab.A, tab.b,
-                     np.zeros((4, B, D)), np.zeros((B, D)), np.zeros(B),
-                     np.empty((0, B, D)), np.zeros(0, dtype=np.int64))
+        rk_integrate(linear_field, (M_SPIRAL,), x, (0.0, 2.0, n), (tab.c, tab.A, tab.b),
+                     (np.zeros((4, B, D)), np.zeros((B, D)), np.zeros(B)),
+                     (np.empty((0, B, D)), np.zeros(0, dtype=np.int64)))
         return np.abs(x - exact).max()
 
     for tol in (1e-6, 1e-9):

@@ -1,5 +1,5 @@
 """Tests for fmnumpy.couplings (minibatch OT, Sinkhorn, the registry) and the
-extra probability paths of fmnumpy.schedules.  B batch, D data dimension."""
+extra probability paths of fmnumpy.paths.  B batch, D data dimension."""
 import itertools
 
 import numpy as np
@@ -7,10 +7,11 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from fmnumpy import couplings as cp
+from fmnumpy import ot
 from fmnumpy.datasets import sample
 from fmnumpy.errors import FmnumpyError
-from fmnumpy.metrics import sq_dists
-from fmnumpy.schedules import SB_DENOM_EPS, cosine_path, sb_path
+from fmnumpy.distances import sq_dists
+from fmnumpy.paths import SB_DENOM_EPS, cosine_path, sb_path
 
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True)
 
@@ -160,7 +161,7 @@ def test_sliced_guess_speeds_up_the_generic_solver_without_changing_it():
     a, b = sample("2spirals", 300, rng), sample("2spirals", 300, rng)
     C = sq_dists(a, b)
     plain = C[np.arange(300), linear_assignment(C)].sum()
-    guided = C[np.arange(300), linear_assignment(C, cp.sliced_guess(a, b))].sum()
+    guided = C[np.arange(300), linear_assignment(C, ot.sliced_guess(a, b))].sum()
     assert guided == pytest.approx(plain, rel=1e-12)
 
 
@@ -187,12 +188,12 @@ def test_sliced_potential_is_exact_for_scaled_and_shifted_copies(lam, D):
     c = rng.standard_normal(D)
     x1 = lam * x0 + c
     u = np.empty(B)
-    nf, ni = cp.ot_work_sizes(B, D)
+    nf, ni = ot.ot_work_sizes(B, D)
     fbuf, ibuf = np.empty(nf), np.empty(ni, dtype=np.int32)
-    _, _, _, x0T, center, proj, _, _, order, count, _ = cp._ot_views(B, D, fbuf, ibuf)
+    _, _, _, x0T, center, proj, _, _, order, count, _ = ot._ot_views(B, D, fbuf, ibuf)
     x0T[:] = x0.T
-    cp.sliced_potential(x1, x0T, u, center, proj, order, count)
-    np.testing.assert_array_equal(u, cp.sliced_guess(x1, x0))
+    ot.sliced_potential(x1, x0T, u, center, proj, order, count)
+    np.testing.assert_array_equal(u, ot.sliced_guess(x1, x0))
     m = x1.mean(0)
     a, shift = x1 - m, c + (lam - 1) * m          # a = lam (x0 - m) + shift
     psi = (a ** 2).sum(1) / (2 * lam) - a @ shift / lam

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from fmnumpy import config
+from fmnumpy import train as train_mod
 from fmnumpy.errors import FmnumpyError
 from fmnumpy.mlp import MLPSpec, Workspace, init_params, time_features, velocity
 from fmnumpy.optim import AdamConfig, adam_update, clip_grad_norm, ema_decay_at, ema_update
@@ -72,9 +73,12 @@ def test_require_gpu_is_one_clear_line(monkeypatch):
 # ---- the per-element formulas (plain Python, no GPU) -----------------------------------
 
 def test_elements_match_the_cpu_array_code():
-    from fmnumpy.cuda import elements
-    from fmnumpy.loss import cfm_loss_backward, cfm_loss_forward
-    from fmnumpy.paths import straight_path
+    """The scalar formulas the GPU compiles, called as plain Python, against the CPU's
+    compiled array code built from them."""
+    from fmnumpy.loss import cfm_element, cfm_loss_backward, cfm_loss_forward
+    from fmnumpy.mlp import time_feature
+    from fmnumpy.optim import clip_grad_norm, clip_scale
+    from fmnumpy.paths import path_element, straight_path
     rng = np.random.default_rng(0)
     x0, x1, v = (rng.standard_normal((4, 3)) for _ in range(3))
     t = rng.random(4)
@@ -84,23 +88,27 @@ def test_elements_match_the_cpu_array_code():
     sq = 0.0
     for i in range(4):
         for d in range(3):
-            e_xt, e_ut = elements.path_element(x0[i, d], x1[i, d], t[i], 0.1)
+            e_xt, e_ut = path_element(x0[i, d], x1[i, d], t[i], 0.1)
             assert np.isclose(e_xt, xt[i, d]) and np.isclose(e_ut, ut[i, d])
-            s, g = elements.cfm_element(v[i, d], ut[i, d], 2.0 / 12)
+            s, g = cfm_element(v[i, d], ut[i, d], 2.0 / 12)
             sq += s
             assert np.isclose(g, dv[i, d])
     assert np.isclose(sq / 12, cfm_loss_forward(v, ut))
     X = np.empty((4, 2 + 1 + 6))
     time_features(x0[:, :2].copy(), t, 3, X)
     for k in range(3):
-        sk, ck = elements.time_feature(t[0], k)
+        sk, ck = time_feature(t[0], k)
         assert np.isclose(sk, X[0, 3 + 2 * k]) and np.isclose(ck, X[0, 4 + 2 * k])
+    for max_norm in (0.0, 0.5, 100.0):
+        g = v.ravel().copy()
+        n = clip_grad_norm(g, max_norm)
+        np.testing.assert_allclose(g, v.ravel() * clip_scale(n, max_norm), rtol=1e-15)
 
 
 def test_spiral_point_is_the_2spirals_formula():
     """Replays the draws of datasets.two_spirals for n = 2 (one point per arm)."""
     from fmnumpy import datasets
-    from fmnumpy.cuda.elements import spiral_point
+    from fmnumpy.datasets import spiral_point
     for seed in range(5):
         ref = datasets.two_spirals(2, np.random.default_rng(seed))
         rng = np.random.default_rng(seed)
@@ -152,8 +160,9 @@ def cpu_loss_and_grad(spec, theta, x0, x1, t, sigma_min):
     xt, ut, dv = (np.zeros((B, D), np.float32) for _ in range(3))
     dtheta = np.zeros_like(theta)
     no_noise = np.zeros((0, D), np.float32)              # the straight path draws none
-    loss = loss_and_grad(theta, dtheta, spec.sizes, spec.kind, spec.n_freq, STRAIGHT,
-                         sigma_min, x0, x1, t, no_noise, xt, ut, dv, *ws.buffers())
+    loss = loss_and_grad(theta, dtheta, (spec.sizes, spec.kind, spec.n_freq),
+                         (STRAIGHT, sigma_min), (x0, x1, t, no_noise),
+                         (xt, ut, dv) + ws.buffers())
     return loss, dtheta
 
 
@@ -161,7 +170,7 @@ def cpu_loss_and_grad(spec, theta, x0, x1, t, sigma_min):
 @pytest.mark.parametrize("name", list(SPECS))
 def test_loss_and_grad(tiny, name):
     """Fused forward/backward + weight-gradient GEMM + reduction vs step.loss_and_grad."""
-    from fmnumpy.cuda.trainer import CudaTrainer
+    from fmnumpy.cuda.stepper import CudaTrainer
     spec = SPECS[name]
     B = 11
     theta = init_params(spec.sizes, np.random.default_rng(1))
@@ -181,7 +190,7 @@ def test_loss_and_grad(tiny, name):
 def test_loss_and_grad_dynamic_shared(tiny, monkeypatch, name):
     """forward_backward with [hs | ws] in dynamic shared memory."""
     from fmnumpy.cuda import tiles
-    from fmnumpy.cuda.trainer import CudaTrainer
+    from fmnumpy.cuda.stepper import CudaTrainer
     monkeypatch.setitem(tiles.TILES, "mlp_dynamic_shared", 8192)
     small_static_limit(monkeypatch)
     spec = SPECS[name]
@@ -202,7 +211,7 @@ def test_loss_and_grad_dynamic_shared(tiny, monkeypatch, name):
 def test_train_steps(tiny):
     """Three AdamW steps with clipping active, sigma_min > 0, and the EMA, against
     the CPU step assembled from its parts."""
-    from fmnumpy.cuda.trainer import CudaTrainer
+    from fmnumpy.cuda.stepper import CudaTrainer
     spec = SPECS["silu"]
     B, n, sigma_min = 6, 3, 0.1
     opt = AdamConfig(lr=1e-2, weight_decay=0.1, decoupled=True, clip=0.5, ema_decay=0.9,
@@ -236,7 +245,7 @@ def test_train_steps(tiny):
 
 @kernels
 def test_nonfinite_loss_keeps_the_last_good_weights(tiny):
-    from fmnumpy.cuda.trainer import CudaTrainer
+    from fmnumpy.cuda.stepper import CudaTrainer
     spec = SPECS["selu"]
     B = 5
     theta = init_params(spec.sizes, np.random.default_rng(4))
@@ -258,13 +267,18 @@ def test_device_data_streams(tiny, data, monkeypatch):
     """x0, t (and 2spirals' x1) drawn on the device, or x1 streamed per chunk:
     finite losses, the same for the same seed, a chunk boundary crossed; the time
     power changes them."""
-    from fmnumpy.cuda.trainer import CudaTrainer
+    from fmnumpy.cuda.stepper import CudaTrainer
+    from fmnumpy.datasets import make_sampler
+    from fmnumpy.train import BatchStream
     spec = SPECS["selu"]
     theta = init_params(spec.sizes, np.random.default_rng(5))
     monkeypatch.setattr(config, "DATA_CHUNK_STEPS", 2)      # chunks of two steps
+    monkeypatch.setattr(train_mod, "DATA_CHUNK_STEPS", 2)
     runs = []
     for power in (2.0, 2.0, 1.0):          # paths.time_from_uniform of the device's uniforms
-        tr = CudaTrainer(spec, AdamConfig(), 4, data=data, seed=7, time_power=power)
+        stream = BatchStream(make_sampler(data), 2, 4, 7, np.float32)
+        tr = CudaTrainer(spec, AdamConfig(), 4, stream=stream, spirals=data == "2spirals",
+                         seed=7, time_power=power)
         tr.set_state(theta, 0 * theta, 0 * theta, theta)
         losses, step = [], 0
         while step < 3:
@@ -304,7 +318,7 @@ def reference_integrate(theta, spec, x0, method, steps, record=0):
 @kernels
 @pytest.mark.parametrize("method,name", [(m, "silu") for m in TABLEAUS] + [("euler", "full")])
 def test_sampler(tiny, method, name):
-    from fmnumpy.cuda.sampler import cuda_sample
+    from fmnumpy.cuda.solvers import cuda_sample
     spec = SPECS[name]
     theta = init_params(spec.sizes, np.random.default_rng(6))
     x0 = np.random.default_rng(7).standard_normal((7, 2)).astype(np.float32)
@@ -332,7 +346,7 @@ def test_sampler_layouts(tiny, monkeypatch, layout, method, name):
     ([hs | ws] in one buffer) give the samples of the reference."""
     from numba import cuda
     from fmnumpy.cuda import tiles
-    from fmnumpy.cuda.sampler import CudaSampler
+    from fmnumpy.cuda.solvers import CudaSampler
     for k, v in LAYOUTS[layout].items():
         monkeypatch.setitem(tiles.TILES, k, v)
     if "dynamic" in layout:
@@ -353,7 +367,7 @@ def test_sampler_layouts(tiny, monkeypatch, layout, method, name):
 
 @kernels
 def test_sampler_trajectory(tiny):
-    from fmnumpy.cuda.sampler import cuda_sample
+    from fmnumpy.cuda.solvers import cuda_sample
     spec = SPECS["selu"]
     theta = init_params(spec.sizes, np.random.default_rng(8))
     x0 = np.random.default_rng(9).standard_normal((9, 2)).astype(np.float32)
@@ -370,8 +384,8 @@ def test_sampler_trajectory(tiny):
 def test_default_tiles_on_the_gpu(hidden, activation):
     """The production configuration: models A and B, a batch that is no multiple of
     any tile, gradient and samples against the CPU."""
-    from fmnumpy.cuda.sampler import cuda_sample
-    from fmnumpy.cuda.trainer import CudaTrainer
+    from fmnumpy.cuda.solvers import cuda_sample
+    from fmnumpy.cuda.stepper import CudaTrainer
     spec = MLPSpec(2, hidden, activation)
     theta = init_params(spec.sizes, np.random.default_rng(10))
     B = 1000
@@ -393,15 +407,16 @@ def test_run_cuda_trains_a_flowmatcher(tiny, tmp_path, monkeypatch):
     """The training-loop twin: schedule across chunks, callbacks see the current
     weights, checkpoints are written, the CPU can sample the result."""
     from fmnumpy import FlowMatcher
-    from fmnumpy.cuda import run_cuda
     monkeypatch.setattr(config, "DATA_CHUNK_STEPS", 2)
-    fm = FlowMatcher(hidden=(5,), activation="tanh", warmup=1, seed=3)
-    fm._init_state(2)
+    monkeypatch.setattr(train_mod, "DATA_CHUNK_STEPS", 2)
+    fm = FlowMatcher(hidden=(5,), activation="tanh", warmup=1, seed=3, device="cuda")
+    fm.fit("moons", steps=5, batch_size=4, until=0)
     theta0 = fm.theta_.copy()
     seen = []
     ckpt = str(tmp_path / "c.npz")
-    run_cuda(fm, "moons", 4, 5, progress=False, checkpoint=ckpt, checkpoint_every=2,
-             callback=lambda m, k: seen.append((k, m.theta_.copy())), callback_every=3)
+    fm.fit("moons", steps=5, batch_size=4, warm_start=True, checkpoint=ckpt,
+           checkpoint_every=2, callback=lambda m, k: seen.append((k, m.theta_.copy())),
+           callback_every=3)
     assert fm.step_ == 5 and len(fm.losses_) == 5 and np.all(np.isfinite(fm.losses_))
     assert [k for k, _ in seen] == [3] and not np.array_equal(seen[0][1], theta0)
     assert not np.array_equal(seen[0][1], fm.theta_)

@@ -4,146 +4,16 @@ of an independent NumPy forward (STYLE.md rule 7), over hypothesis-drawn shapes.
 Dimension letters: B batch, D data dimension, F input features, H hidden width,
 P number of parameters.  Each check prints the max abs difference (``pytest -s``).
 """
-import math
-
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings, strategies as st
+from hypothesis import assume, given, strategies as st
 
 from fmnumpy import loss as lossmod
-from fmnumpy import mlp, step
-from fmnumpy.activations import ACTIVATIONS, RELU, SELU
-from fmnumpy.paths import STRAIGHT
+from fmnumpy import mlp
 
-EPS = 1e-6           # central-difference step
-SETTINGS = settings(max_examples=25, deadline=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
-KINKED = (RELU, SELU)       # sigma' jumps at z = 0: keep FD away from it
-KINK_MARGIN = 1e-4
-NAME = {code: name for name, code in ACTIVATIONS.items()}
-
-
-# ---- an independent NumPy reference of the forward pass -------------------------------
-
-# Klambauer et al.'s constants rounded to float32, as fmnumpy (and torch.nn.SELU on
-# float32 tensors) applies them.
-SELU_ALPHA = float(np.float32(1.6732632423543772))
-SELU_SCALE = float(np.float32(1.0507009873554805))
-
-
-def act_ref(z, kind):
-    if kind == ACTIVATIONS["silu"]:
-        return z / (1.0 + np.exp(-z))
-    if kind == ACTIVATIONS["relu"]:
-        return np.maximum(z, 0.0)
-    if kind == ACTIVATIONS["selu"]:
-        return np.where(z > 0, SELU_SCALE * z, SELU_SCALE * SELU_ALPHA * np.expm1(np.minimum(z, 0)))
-    return np.tanh(z)
-
-
-def features_ref(x, t, n_freq):
-    cols = [x, t[:, None]]
-    for k in range(n_freq):
-        w = math.pi * 2.0 ** k
-        cols += [np.sin(w * t)[:, None], np.cos(w * t)[:, None]]
-    return np.concatenate(cols, axis=1)                       # (B, F)
-
-
-def mlp_ref(theta, sizes, kind, X):
-    """-> v (B, D) and the list of hidden pre-activations."""
-    h, zs = X, []
-    layers = mlp.views(theta, sizes)
-    for l, (W, b) in enumerate(layers):
-        z = h @ W + b
-        if l < len(layers) - 1:
-            zs.append(z)
-            h = act_ref(z, kind)
-        else:
-            h = z
-    return h, zs
-
-
-def cfm_loss_ref(theta, sizes, kind, n_freq, x0, x1, t, sigma_min):
-    s = 1.0 - sigma_min
-    xt = (1.0 - s * t[:, None]) * x0 + t[:, None] * x1
-    ut = x1 - s * x0
-    v, zs = mlp_ref(theta, sizes, kind, features_ref(xt, t, n_freq))
-    return np.mean((v - ut) ** 2), zs
-
-
-def central_diff(f, x, eps=EPS):
-    """dF/dx by central differences for a scalar function f of the array x (in place)."""
-    g = np.zeros_like(x)
-    flat, gflat = x.reshape(-1), g.reshape(-1)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + eps
-        fp = f()
-        flat[i] = old - eps
-        fm = f()
-        flat[i] = old
-        gflat[i] = (fp - fm) / (2 * eps)
-    return g
-
-
-def assert_grad_close(name, analytic, numeric, rtol=1e-6):
-    """|analytic - numeric| <= rtol * (gradient scale) elementwise, printing the max diff."""
-    diff = np.max(np.abs(analytic - numeric)) if analytic.size else 0.0
-    scale = max(1.0, float(np.max(np.abs(numeric))) if numeric.size else 0.0)
-    print(f"{name}: max |analytic - FD| = {diff:.3e} (scale {scale:.3e})")
-    assert diff <= rtol * scale, f"{name}: max abs difference {diff:.3e} > {rtol * scale:.3e}"
-
-
-# ---- problem generation --------------------------------------------------------------
-
-def make_problem(seed, hidden, D, B, n_freq, dtype=np.float64):
-    rng = np.random.default_rng(seed)
-    sizes = mlp.layer_sizes(D, hidden, n_freq)
-    theta = mlp.init_params(sizes, rng, dtype=np.float64)
-    # larger-than-init weights so the nonlinearity is exercised, still O(1) outputs
-    theta *= 1.5
-    x0 = rng.standard_normal((B, D))
-    x1 = rng.standard_normal((B, D)) * 2.0
-    t = rng.random(B)
-    cast = lambda a: np.ascontiguousarray(a, dtype=dtype)      # noqa: E731
-    return sizes, cast(theta), cast(x0), cast(x1), cast(t)
-
-
-def no_noise(x0):
-    """The empty (0, D) noise the straight and cosine paths take."""
-    return np.zeros((0, x0.shape[1]), dtype=x0.dtype)
-
-
-def compiled_loss_and_grad(theta, sizes, kind, n_freq, x0, x1, t, sigma, dtheta=None,
-                           path=STRAIGHT, eps=None):
-    """step.loss_and_grad with buffers (B, D) xt, ut, dv and an mlp.Workspace; sigma is
-    the path's parameter (sigma_min of the straight path)."""
-    B, D = x0.shape
-    ws = mlp.Workspace(sizes, B, dtype=theta.dtype)
-    xt, ut, dv = (np.zeros((B, D), dtype=theta.dtype) for _ in range(3))
-    if dtheta is None:
-        dtheta = np.zeros_like(theta)
-    eps = no_noise(x0) if eps is None else eps
-    L = step.loss_and_grad(theta, dtheta, sizes, kind, n_freq, path, sigma, x0, x1, t, eps,
-                           xt, ut, dv, ws.X, ws.A, ws.Z, ws.G1, ws.G2, ws.S)
-    return L, dtheta
-
-
-problem = dict(
-    seed=st.integers(0, 2**31 - 1),
-    hidden=st.lists(st.integers(1, 7), min_size=1, max_size=3).map(tuple),
-    D=st.integers(1, 3),
-    B=st.integers(1, 5),
-    n_freq=st.integers(0, 2),
-)
-kinds = st.sampled_from(sorted(ACTIVATIONS.values()))
-
-
-def away_from_kinks(zs, kind):
-    if kind not in KINKED:
-        return True
-    return all(np.min(np.abs(z)) > KINK_MARGIN for z in zs if z.size)
-
+from reference import (EPS, KINK_MARGIN, KINKED, NAME, SETTINGS, act_ref, assert_grad_close, away_from_kinks,
+                       central_diff, cfm_loss_ref, compiled_loss_and_grad, features_ref, kinds,
+                       make_problem, mlp_ref, problem)
 
 # ---- the full loss -------------------------------------------------------------------
 
@@ -185,21 +55,6 @@ def test_float32_and_float64_agree(seed, hidden, D, B, n_freq, kind, sigma_min):
     assert g32.dtype == np.float32
     assert L32 == pytest.approx(L64, rel=1e-4, abs=1e-5)
     assert_grad_close("float32 vs float64 dtheta", g32.astype(np.float64), g64, rtol=1e-4)
-
-
-@SETTINGS
-@given(kind=kinds, n_chunks=st.integers(1, 4), **problem)
-def test_chunked_loss_and_grad_equals_whole_batch(seed, hidden, D, B, n_freq, kind, n_chunks):
-    """train_step's per-thread chunks: sum_c (B_c / B) dL_c/dtheta is the whole-batch
-    gradient of the mean loss (docs/gradients.md#chunks)."""
-    sizes, theta, x0, x1, t = make_problem(seed, hidden, D, B, n_freq)
-    L, g = compiled_loss_and_grad(theta, sizes, kind, n_freq, x0, x1, t, 0.01)
-    buf = step.StepBuffers(sizes, B, n_chunks, dtype=np.float64)
-    dtheta = np.full_like(theta, np.nan)
-    Lc = step.chunked_loss_and_grad(theta, dtheta, sizes, kind, n_freq, STRAIGHT, 0.01,
-                                    x0, x1, t, no_noise(x0), *buf.args())
-    assert Lc == pytest.approx(L, rel=1e-12, abs=1e-15)
-    assert_grad_close(f"chunked ({n_chunks}) vs whole batch", dtheta, g, rtol=1e-12)
 
 
 # ---- each layer on its own -----------------------------------------------------------

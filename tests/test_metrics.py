@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from fmnumpy import distances
 from fmnumpy import metrics as mt
 from fmnumpy.errors import FmnumpyError
 
@@ -22,11 +23,11 @@ def cloud(N, D=2, seed=0):
 
 def test_sq_dists_matches_broadcasting_and_is_exact_on_the_diagonal():
     a, b = cloud(30, 3, 1), cloud(20, 3, 2)
-    np.testing.assert_allclose(mt.sq_dists(a, b), ((a[:, None] - b[None]) ** 2).sum(-1),
+    np.testing.assert_allclose(distances.sq_dists(a, b), ((a[:, None] - b[None]) ** 2).sum(-1),
                                rtol=1e-14)
     a = cloud(50, 2, 3) * 1e4 + 1e6                  # large offset: no cancellation
-    assert np.all(np.diag(mt.sq_dists(a, a)) == 0.0)
-    assert mt.sq_dists(a.astype(np.float32), a.astype(np.float32)).dtype == np.float64
+    assert np.all(np.diag(distances.sq_dists(a, a)) == 0.0)
+    assert distances.sq_dists(a.astype(np.float32), a.astype(np.float32)).dtype == np.float64
 
 
 # ---- W2 ----------------------------------------------------------------------------------

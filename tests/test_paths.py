@@ -11,17 +11,16 @@ from hypothesis import assume, given, strategies as st
 
 from fmnumpy import FlowMatcher, FmnumpyError
 from fmnumpy import checkpoint as ckpt_mod
-from fmnumpy import step
 from fmnumpy.config import DATA_CHUNK_STEPS
 from fmnumpy.datasets import sample as draw
 from fmnumpy.metrics import w2
 from fmnumpy.paths import COSINE, PATHS, SB, SB_SIGMA, STRAIGHT, fill_path
-from fmnumpy.schedules import SB_DENOM_EPS
+from fmnumpy.paths import SB_DENOM_EPS
 from fmnumpy.train import PathNoise
 
-from test_gradients import (SETTINGS, NAME, assert_grad_close, away_from_kinks, central_diff,
-                            compiled_loss_and_grad, features_ref, kinds, make_problem, mlp_ref,
-                            problem)
+from reference import (SETTINGS, NAME, assert_grad_close, away_from_kinks, central_diff,
+                       compiled_loss_and_grad, features_ref, kinds, make_problem, mlp_ref,
+                       problem)
 
 # (path code, its sigma) for every path, with sigma_min > 0 for the straight one
 CASES = [(STRAIGHT, 0.0), (STRAIGHT, 0.01), (COSINE, 0.0), (SB, 0.1), (SB, SB_SIGMA)]
@@ -121,21 +120,6 @@ def test_loss_and_grad_matches_finite_differences_on_every_path(
                                        eps)[0], theta)
     assert_grad_close(f"dL/dtheta path {path} sizes={sizes.tolist()} {NAME[kind]}", dtheta,
                       fd, rtol=1e-6 if path != SB else 1e-5)
-
-
-@SETTINGS
-@given(kind=kinds, n_chunks=st.integers(2, 4), **problem)
-def test_chunks_take_their_own_rows_of_the_bridge_noise(kind, n_chunks, seed, hidden, D, B,
-                                                        n_freq):
-    sizes, theta, x0, x1, t = make_problem(seed, hidden, D, B, n_freq)
-    eps = np.random.default_rng(seed + 1).standard_normal((B, D))
-    L, g = compiled_loss_and_grad(theta, sizes, kind, n_freq, x0, x1, t, 0.5, path=SB, eps=eps)
-    buf = step.StepBuffers(sizes, B, n_chunks, dtype=np.float64)
-    dtheta = np.full_like(theta, np.nan)
-    Lc = step.chunked_loss_and_grad(theta, dtheta, sizes, kind, n_freq, SB, 0.5, x0, x1, t,
-                                    eps, *buf.args())
-    assert Lc == pytest.approx(L, rel=1e-12, abs=1e-15)
-    assert_grad_close(f"sb chunked ({n_chunks}) vs whole batch", dtheta, g, rtol=1e-12)
 
 
 # ---- the noise stream ------------------------------------------------------------------------

@@ -7,15 +7,14 @@ N pairs, B batch, D data dimension."""
 import argparse
 import json
 
-import numba
 import numpy as np
 import pytest
 
 from fmnumpy import FlowMatcher, FmnumpyError, cli
+from fmnumpy.cli import add_reflow_parser, cmd_reflow
 from fmnumpy.config import DATA_CHUNK_STEPS
 from fmnumpy.datasets import make_sampler
-from fmnumpy.reflow import (PairStream, ReflowedMatcher, add_reflow_parser, cmd_reflow,
-                            compare, make_pairs, reflow, source_data)
+from fmnumpy.reflow import PairStream, ReflowedMatcher, compare, make_pairs, reflow, source_data
 
 THREADS = 1          # serial: the test machine is shared, threaded steps stall under load
 DATA = "8gaussians"
@@ -24,10 +23,8 @@ BATCH = 128
 
 
 @pytest.fixture(scope="module", autouse=True)
-def restore_numba_threads():
-    before = numba.get_num_threads()
-    yield
-    numba.set_num_threads(before)
+def _threads(restore_numba_threads):
+    """Numba's thread count is put back after this module (conftest.py)."""
 
 
 def tiny(seed=0, **kw):

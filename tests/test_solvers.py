@@ -72,8 +72,9 @@ def integrate(field, params, x0, method, steps, t0=0.0, t1=1.0, n_rec=0, every=1
     K = np.zeros((tab.stages, B, D))
     xs, ts = np.zeros((B, D)), np.zeros(B)
     traj = np.zeros((n_rec, B, D))
-    solvers.rk_integrate(field, params, x, t0, t1, steps, tab.c, tab.A, tab.b, K, xs, ts,
-                         traj, np.arange(0, steps + 1, every, dtype=np.int64)[:n_rec])
+    solvers.rk_integrate(field, params, x, (float(t0), float(t1), int(steps)),
+                         (tab.c, tab.A, tab.b), (K, xs, ts),
+                         (traj, np.arange(0, steps + 1, every, dtype=np.int64)[:n_rec]))
     return x, traj
 
 

@@ -11,7 +11,7 @@ from fmnumpy.datasets import make_sampler
 from fmnumpy.paths import time_from_uniform
 from fmnumpy.train import BatchStream, TRAIN_STREAM
 
-from test_cli import assert_one_line_error, run, TINY
+from reference import TINY, assert_one_line_error, run
 
 
 @pytest.mark.parametrize("K", [0.5, 1.0, 1.5, 3.0])

@@ -1,11 +1,12 @@
-"""GPU twins of the training step and samplers (numba.cuda).
+"""GPU twins of the training step and samplers (numba.cuda); ``docs/cuda.md`` maps
+each CPU function to its kernel.
 
 Importing this package never needs a GPU or numba-cuda: the kernel modules
-(``block_mlp``, ``train_kernels``, ``sample_kernels``) import ``numba.cuda`` and
-are loaded only by the functions below.  :func:`require_gpu` is called where a
-GPU is actually required and fails with one clear line when there is none.
+(``mlp``, ``step``, ``stepper``, ``solvers``) import ``numba.cuda`` and are
+loaded only by the functions below.  :func:`require_gpu` is called where a GPU
+is actually required and fails with one clear line when there is none.
 
-    run_cuda(model, data, batch_size, steps, ...)   the twin of train.run
+    cuda_stepper(spec, opt, state, ...)              the twin of step.CpuStepper
     cuda_sample(theta, spec, x0, method, steps, ...) the twin of solvers.integrate_mlp
     CudaTrainer, CudaSampler                         the device state and launches
 """
@@ -27,23 +28,26 @@ def require_gpu():
                            "found, use --device cpu")
 
 
-def run_cuda(model, data, batch_size, steps, **kwargs):
-    """Train a FlowMatcher on the GPU (see ``loop.run_cuda``)."""
+def cuda_stepper(spec, opt, state, batch, sigma_min, stream, spirals, seed, time_power):
+    """A ``stepper.CudaStepper`` for ``train.run``, with ``state`` uploaded: batches of
+    ``batch`` rows, x1 drawn on the device (``spirals``) or ``stream``'s x1."""
     require_gpu()
-    from .loop import run_cuda as _run
-    return _run(model, data, batch_size, steps, **kwargs)
+    from .stepper import CudaStepper, CudaTrainer
+    tr = CudaTrainer(spec, opt, batch, sigma_min, stream=stream, spirals=spirals, seed=seed,
+                     start_step=state.step, time_power=time_power)
+    return CudaStepper(tr, state)
 
 
 def cuda_sample(theta, spec, x0, method="rk4", steps=100, t0=0.0, t1=1.0, record=0):
-    """Integrate particles on the GPU (see ``sampler.cuda_sample``)."""
+    """Integrate particles on the GPU (see ``solvers.cuda_sample``)."""
     require_gpu()
-    from .sampler import cuda_sample as _sample
+    from .solvers import cuda_sample as _sample
     return _sample(theta, spec, x0, method, steps, t0, t1, record)
 
 
 def __getattr__(name):
     if name in ("CudaTrainer", "CudaSampler"):
         require_gpu()
-        from . import sampler, trainer
-        return {"CudaTrainer": trainer.CudaTrainer, "CudaSampler": sampler.CudaSampler}[name]
+        from . import solvers, stepper
+        return {"CudaTrainer": stepper.CudaTrainer, "CudaSampler": solvers.CudaSampler}[name]
     raise AttributeError(name)

@@ -3,9 +3,11 @@ scalar formulas compiled for the device, and launch settings.
 
 The scalar formulas are the ones the CPU uses, compiled a second time with
 ``cuda.jit(device=True)`` (STYLE.md rule 3): activations from
-``fmnumpy.activations``, the Adam and EMA element updates from
-``fmnumpy.optim``, the path, loss and time-feature elements and the 2spirals
-point from :mod:`fmnumpy.cuda.elements`.  Never copy a formula here.
+``fmnumpy.activations``, the Adam and EMA element updates and the clipping
+factor from ``fmnumpy.optim``, the path element and the time draw from
+``fmnumpy.paths``, the loss element from ``fmnumpy.loss``, the time feature
+from ``fmnumpy.mlp`` and the 2spirals point from ``fmnumpy.datasets``.  Never
+copy a formula here.
 
 Launch settings (threads per block, fastmath) are read from ``fmnumpy.config``
 each time a kernel is built or launched, so tests can shrink them.
@@ -14,9 +16,11 @@ import functools
 
 from .. import config
 from ..activations import act, dact
-from ..optim import adam_element, ema_element
-from ..paths import time_from_uniform
-from . import elements
+from ..datasets import spiral_point
+from ..loss import cfm_element
+from ..mlp import time_feature
+from ..optim import adam_element, clip_scale, ema_element
+from ..paths import path_element, time_from_uniform
 
 
 def cuda_module():
@@ -89,11 +93,12 @@ class DeviceFunctions:
         self.dact = dev(dact)
         self.adam_element = dev(adam_element)
         self.ema_element = dev(ema_element)
-        self.path_element = dev(elements.path_element)
+        self.clip_scale = dev(clip_scale)
+        self.path_element = dev(path_element)
         self.time_from_uniform = dev(time_from_uniform)
-        self.cfm_element = dev(elements.cfm_element)
-        self.time_feature = dev(elements.time_feature)
-        self.spiral_point = dev(elements.spiral_point)
+        self.cfm_element = dev(cfm_element)
+        self.time_feature = dev(time_feature)
+        self.spiral_point = dev(spiral_point)
 
 
 @functools.lru_cache(maxsize=None)

@@ -1,5 +1,5 @@
 """Where everything lives in the device buffers: the layer table ``lay`` read by
-the kernels (see ``train_kernels.py`` for its columns).
+the kernels (see ``step.py`` for its columns).
 
 Dimension letters: B batch, L layers.  For sizes (F, H_1, ..., D):
 

@@ -5,7 +5,7 @@ and fastmath come from ``fmnumpy.config`` (read at launch time); the tile
 constants below are read at launch time too, so tests patch ``TILES`` to make
 tiny problems span several blocks and several tiles.
 
-The block MLP (``block_mlp.py``) evaluates the network on PB rows (particles or
+The block MLP (``mlp.py``) evaluates the network on PB rows (particles or
 batch rows) per block.  Its NT threads form an (NRG x NCG) grid of row groups
 and column groups; thread (rg, cg) owns the TM x TN register tile of rows
 rg + i NRG (i < TM) and columns cg + j NCG (j < TN), strided so that a warp's

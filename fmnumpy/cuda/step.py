@@ -24,7 +24,7 @@ Buffers (all on the device, kept between steps):
 import functools
 import math
 
-from .block_mlp import make_block_mlp
+from .mlp import make_block_mlp
 from numba import cuda
 
 from .device import device_functions, simulator, simulator_compat
@@ -39,9 +39,10 @@ DATA_2SPIRALS = 2    # everything drawn on the device (D = 2)
 
 
 @functools.lru_cache(maxsize=None)
-def make_forward_backward(cfg, D, fastmath, max_registers=0, stage_regs=16):
-    """The fused forward + loss + backward-data kernel for block layout ``cfg``
-    (``max_registers`` > 0 caps the registers per thread); launched with cfg.DYN
+def make_forward_backward(cfg, D, fastmath, max_registers=0, stage_regs=16, kind=0):
+    """The fused forward + loss + backward-data kernel for block layout ``cfg`` and
+    activation code ``kind`` (a compile-time constant, as in the sampler);
+    ``max_registers`` > 0 caps the registers per thread; launched with cfg.DYN
     bytes of dynamic shared memory."""
     from numba import float32, float64
     from numba.cuda.random import xoroshiro128p_normal_float32, xoroshiro128p_uniform_float32
@@ -57,12 +58,13 @@ def make_forward_backward(cfg, D, fastmath, max_registers=0, stage_regs=16):
     RED, HSIZE, HSTATIC, WSTATIC = mlp.RED, mlp.HSIZE, mlp.HSTATIC, mlp.WSTATIC
     DYN = cfg.DYN > 0
     DK = (D + BK - 1) // BK * BK
+    KIND = int(kind)
 
     cap = {"max_registers": max_registers} if max_registers and not simulator() else {}
 
     @cuda.jit(fastmath=fastmath, **cap)
     def forward_backward(state, lay, work, rng, xin, stats, c, B, n_freq, sigma_min,
-                         time_power, data_mode, kind):
+                         time_power, data_mode):
         hst = cuda.shared.array(HSTATIC, float32, alignment=16)  # activations / gradients
         wst = cuda.shared.array(WSTATIC, float32, alignment=16)  # staged k-tile of W or W^T
         dyn = cuda.shared.array(0, float32, alignment=16)        # hs when DYN
@@ -136,7 +138,7 @@ def make_forward_backward(cfg, D, fastmath, max_registers=0, stage_regs=16):
                     col = col_of(cg, j, NCG, TN)
                     if col < n_out:
                         z = h1[r * HS + col] + theta[lay[l, B_OFF] + col]
-                        a = act(z, kind)
+                        a = act(z, KIND)
                         h1[r * HS + col] = a
                         if row < B:
                             work[lay[l, Z_OFF] + row * n_out + col] = z
@@ -183,7 +185,7 @@ def make_forward_backward(cfg, D, fastmath, max_registers=0, stage_regs=16):
                     if col < n_in:
                         if row < B:
                             zp = work[lay[l - 1, Z_OFF] + row * n_in + col]
-                            dz = h1[r * HS + col] * dact(zp, kind)
+                            dz = h1[r * HS + col] * dact(zp, KIND)
                             work[lay[l - 1, DZ_OFF] + row * n_in + col] = dz
                     h1[r * HS + col] = dz
             cuda.syncthreads()
@@ -201,7 +203,7 @@ def make_weight_grad(wg, fastmath):
     register tiles load from shared memory 16 bytes at a time."""
     import numpy as np
     from numba import float32, uint64
-    from .block_mlp import owned_columns
+    from .mlp import owned_columns
     simulator_compat()
     BM, BN, TM, TN, BK, NRG, NCG, NT = wg.BM, wg.BN, wg.TM, wg.TN, wg.BK, wg.NRG, wg.NCG, wg.NT
     col_of = cuda.jit(device=True)(owned_columns)
@@ -351,7 +353,7 @@ def make_adam_ema(fastmath):
     """
     from numba import float32
     dev = device_functions(fastmath)
-    adam_element, ema_element = dev.adam_element, dev.ema_element
+    adam_element, ema_element, clip_scale = dev.adam_element, dev.ema_element, dev.clip_scale
 
     @cuda.jit(fastmath=fastmath)
     def adam_ema(state, stats, sched, c, k, bad, b1, b2, eps, wd, decoupled, clip):
@@ -363,9 +365,7 @@ def make_adam_ema(fastmath):
                 if first:
                     bad[0] = k
             else:
-                scale = 1.0
-                if clip > 0.0 and gnorm > clip:
-                    scale = clip / (gnorm + 1e-6)
+                scale = clip_scale(gnorm, clip)
                 lr = sched[c, 0]
                 bc1 = sched[c, 1]
                 bc2 = sched[c, 2]

@@ -1,17 +1,18 @@
-"""``CudaTrainer``: the training state kept on the GPU and the launches of one step.
+"""The GPU twin of ``step.CpuStepper``: ``CudaTrainer`` keeps the training state
+on the GPU and launches the kernels of each step (``cuda/step.py``);
+``CudaStepper`` drives it for ``train.run``.
 
 Dimension letters: B batch, D data dimension, P parameters, C steps per chunk.
 
-A step is four kernel launches (``train_kernels.py``) and nothing else: the
+A step is four kernel launches (``step.py``) and nothing else: the
 host neither waits nor copies.  Per chunk of C = ``config.DATA_CHUNK_STEPS``
 steps the host uploads the step schedule (learning rate, bias corrections, EMA
 decay: the CPU's formulas, evaluated on the host) and, for data the device
 cannot draw, the chunk's x1; after the chunk it reads back the C losses.
 
 Random draws: x0 and t (and 2spirals' x1) come from one xoroshiro128+ state
-per batch row, seeded from (seed, first step); x1 of other data is drawn on the
-host from ``default_rng([seed, 1, step // C])`` exactly as ``train.BatchStream``
-draws it.
+per batch row, seeded from (seed, first step); x1 of other data is the host's
+``train.BatchStream.x1_chunk``, the x1 the CPU trains on.
 """
 import numpy as np
 
@@ -21,11 +22,10 @@ from ..optim import ema_decay_at, learning_rate
 from .device import cuda_module, fastmath, grid_stride_blocks, launch, threads_per_block
 from .layout import layer_table
 from .tiles import TILES, mlp_config, register_cap, wg_config
-from .train_kernels import (DATA_2SPIRALS, DATA_ARRAYS, DATA_STREAM, EMA, GRAD, M, THETA, V,
+from .step import (DATA_2SPIRALS, DATA_ARRAYS, DATA_STREAM, EMA, GRAD, M, THETA, V,
                             make_adam_ema, make_forward_backward, make_reduce_grad,
                             make_weight_grad)
 
-TRAIN_STREAM = 1      # purpose tag of the data generator, as in train.py
 DEVICE_RNG_STREAM = 2
 
 
@@ -33,13 +33,13 @@ class CudaTrainer:
     """Flow-matching training of the MLP ``spec`` with optimizer settings ``opt``
     (optim.AdamConfig) on batches of ``batch`` rows.
 
-    ``data``: "2spirals" (drawn on the device when D = 2), any other dataset name
-    or array accepted by ``datasets.make_sampler`` (x1 streamed per chunk), or
-    None (batches given to :meth:`run_arrays` only).
+    Where :meth:`run` takes x1 from: ``spirals=True``: 2spirals drawn on the
+    device (D = 2); else ``stream`` (a ``train.BatchStream``): its x1, uploaded per
+    chunk; neither: batches are given to :meth:`run_arrays` only.
     """
 
-    def __init__(self, spec, opt, batch, sigma_min=0.0, data=None, seed=0, start_step=0,
-                 time_power=1.0):
+    def __init__(self, spec, opt, batch, sigma_min=0.0, stream=None, spirals=False, seed=0,
+                 start_step=0, time_power=1.0):
         cu = cuda_module()
         self.spec, self.opt = spec, opt
         self.B = int(batch)
@@ -92,18 +92,17 @@ class CudaTrainer:
         self.P = P
 
         self.mode = None
-        self.draw = None
+        self.stream = stream
         self.xin = cu.to_device(np.zeros((1, 1, 2 * self.D + 1), dtype=np.float32))
         self.chunk_id = None
         self.mode_now = DATA_ARRAYS
         self.launched = (0, 0)
-        if data is not None:
-            from .. import datasets
-            if isinstance(data, str) and data == "2spirals" and self.D == 2:
-                self.mode = DATA_2SPIRALS
-            else:
-                self.mode = DATA_STREAM
-                self.draw = datasets.make_sampler(data)
+        if spirals:
+            if self.D != 2:
+                raise FmnumpyError(f"2spirals is 2-D; the model has D = {self.D}")
+            self.mode = DATA_2SPIRALS
+        elif stream is not None:
+            self.mode = DATA_STREAM
         from numba.cuda.random import create_xoroshiro128p_states
         rseed = int(np.random.SeedSequence([self.seed, DEVICE_RNG_STREAM, int(start_step)])
                     .generate_state(1, np.uint32)[0])
@@ -111,11 +110,19 @@ class CudaTrainer:
 
     # -- state ----------------------------------------------------------------------
     def set_state(self, theta, m, v, ema):
-        """Upload the flat (P,) buffers of a FlowMatcher (theta_, m_, v_, ema_)."""
+        """Upload the flat (P,) buffers theta, m, v, ema (the gradient row starts at 0)."""
         host = np.zeros((5, self.P), dtype=np.float32)
         host[THETA], host[M], host[V], host[EMA] = theta, m, v, ema
-        self.state.copy_to_device(host)
+        self.upload(host)
+
+    def upload(self, buf):
+        """Upload a whole (5, P) ``state.TrainState.buf``."""
+        self.state.copy_to_device(np.ascontiguousarray(buf, dtype=np.float32))
         self.bad.copy_to_device(np.zeros(1, dtype=np.int64))
+
+    def download(self, buf):
+        """Copy the device state into the host's (5, P) ``buf``."""
+        buf[...] = self.state.copy_to_host()
 
     def get_state(self):
         """dict of host copies: theta, dtheta, m, v, ema (P,) float32."""
@@ -133,7 +140,7 @@ class CudaTrainer:
         return (
             lambda: self._forward_backward(
                 self.state, self.lay, self.work, self.rng, self.xin, self.stats, c, self.B,
-                spec.n_freq, self.sigma_min, self.time_power, self.mode_now, spec.kind),
+                spec.n_freq, self.sigma_min, self.time_power, self.mode_now),
             lambda: self.k_wg[(self.n_tiles, self.S), self.wg.NT](
                 self.lay, self.work, self.part, self.B, self.rows_per_split),
             lambda: self.k_red[g, self.NT](self.part, self.state, self.stats, c),
@@ -144,7 +151,8 @@ class CudaTrainer:
     def _use(self, cfg):
         self.cfg = cfg
         self.k_fb = make_forward_backward(cfg, self.D, fastmath("forward_backward"),
-                                          register_cap(cfg.NT), int(TILES["mlp_stage_regs"]))
+                                          register_cap(cfg.NT), int(TILES["mlp_stage_regs"]),
+                                          int(self.spec.kind))
         self._fb_ready = False
 
     def _forward_backward(self, *args):
@@ -227,9 +235,7 @@ class CudaTrainer:
     def _upload_chunk(self, chunk):
         if self.chunk_id == chunk:
             return
-        C, B, D = self.C, self.B, self.D
-        rng = np.random.default_rng([self.seed, TRAIN_STREAM, chunk])
-        x1 = np.ascontiguousarray(self.draw(C * B, rng), dtype=np.float32).reshape(C, B, D)
+        x1 = np.ascontiguousarray(self.stream.x1_chunk(chunk), dtype=np.float32)   # (C, B, D)
         self.xin = cuda_module().to_device(x1)
         self.chunk_id = chunk
 
@@ -264,3 +270,35 @@ class CudaTrainer:
         self._gradient(0)
         loss = float(self.stats.copy_to_host()[0, 0])
         return loss, self.state.copy_to_host()[GRAD].copy()
+
+
+class CudaStepper:
+    """``train.run``'s stepper on the GPU (the twin of ``step.CpuStepper``): the
+    state lives on the device while training; the host's ``TrainState`` sees it
+    in :meth:`pull` (before callbacks and checkpoints, at the end, on Ctrl-C or a
+    non-finite loss).  Losses are read back once per run of steps, and a run
+    never crosses a chunk of ``config.DATA_CHUNK_STEPS`` steps."""
+
+    def __init__(self, trainer, state):
+        self.tr = trainer
+        trainer.upload(state.buf)
+
+    def run(self, state, stream, n, total):
+        """Same contract as ``step.CpuStepper.run`` (``stream`` is the trainer's)."""
+        n = self.tr.span(state.step, n)
+        losses, bad = self.tr.run(state.step, n, total)
+        if bad:
+            state.record(losses[:bad - 1 - state.step])
+            return bad
+        state.record(losses)
+        return 0
+
+    def pull(self, state):
+        self.tr.download(state.buf)
+
+    def interrupted(self, state):
+        """After Ctrl-C: count the steps whose launches all went out, then pull."""
+        losses, bad = self.tr.finish_interrupted()
+        if not bad:
+            state.record(losses)
+        self.pull(state)

@@ -1,0 +1,253 @@
+"""The seams between the CPU core, the GPU twins and the API: one training state,
+one loop with the stepper passed in, one registry of solvers, one configuration
+(get_params / set_params), data read once, no import cycle and no compiled
+function with more than 12 parameters; and five training steps of the compiled
+code against a float64 NumPy reference of the whole step.
+
+Dimension letters: B batch, D data dimension, P parameters."""
+import ast
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+
+from fmnumpy import FlowMatcher, FmnumpyError, datasets, reflow as reflow_mod, train
+from fmnumpy.mlp import MLPSpec, init_params
+from fmnumpy.optim import AdamConfig, ema_decay_at
+from fmnumpy.paths import STRAIGHT, time_from_uniform
+from fmnumpy.state import EMA, M, THETA, V, TrainState
+from fmnumpy.step import StepWork, hyper_at, train_step
+
+from reference import TINY, run, train_step_ref
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PKG = os.path.join(REPO, "fmnumpy")
+
+
+def tool(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "tools", name + ".py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def fitted(**kw):
+    return FlowMatcher(hidden=(8,), seed=0, warmup=2, **kw).fit("8gaussians", steps=4,
+                                                                 batch_size=8)
+
+
+# ---- the whole step against float64 NumPy ----------------------------------------------
+
+@pytest.mark.parametrize("kind_name,decoupled,wd,clip", [
+    ("tanh", True, 0.1, 0.05),          # AdamW, every step clipped
+    ("silu", False, 0.01, 0.0),         # Adam with L2, no clipping
+])
+def test_five_train_steps_match_a_float64_reference(kind_name, decoupled, wd, clip):
+    rng = np.random.default_rng(4)
+    spec = MLPSpec(3, (6, 5), kind_name, n_freq=1)
+    theta = init_params(spec.sizes, rng, np.float64) * 1.5
+    opt = AdamConfig(lr=3e-2, weight_decay=wd, decoupled=decoupled, clip=clip, warmup=2,
+                     schedule="cosine", ema_decay=0.9)
+    state = TrainState(theta, dtype=np.float64)
+    work = StepWork(spec.sizes, 7, np.float64).buffers()
+    ref = [theta.copy(), np.zeros_like(theta), np.zeros_like(theta), theta.copy()]
+    net = (spec.sizes, spec.kind, spec.n_freq)
+    for k in range(1, 6):
+        x0, x1 = rng.standard_normal((7, 3)), rng.standard_normal((7, 3)) * 2
+        t = rng.random(7)
+        hyper = hyper_at(opt, k, 5)
+        loss, _ = train_step(state.buf, net, (STRAIGHT, 0.0), (x0, x1, t, np.zeros((0, 3))),
+                             hyper, work)
+        *ref, ref_loss = train_step_ref(*ref, spec.sizes, spec.kind, spec.n_freq, (x0, x1, t),
+                                        k, opt, hyper[1], ema_decay_at(k, opt.ema_decay))
+        assert loss == pytest.approx(ref_loss, rel=1e-12)
+        for row, want in zip((THETA, M, V, EMA), ref):
+            diff = np.abs(state.buf[row] - want).max()
+            print(f"step {k} row {row}: max |fmnumpy - reference| = {diff:.2e}")
+            assert diff <= 1e-10
+    assert np.abs(state.buf[THETA] - theta).max() > 1e-3        # the steps moved the weights
+
+
+# ---- one state, one loop -----------------------------------------------------------------
+
+def test_the_estimator_holds_one_state_buffer():
+    fm = fitted()
+    buf = fm.state_.buf
+    assert buf.shape == (5, fm.spec_.n_params) and buf.dtype == np.float32
+    for name, row in (("theta_", THETA), ("m_", M), ("v_", V), ("ema_", EMA)):
+        assert np.shares_memory(getattr(fm, name), buf[row])
+    assert fm.step_ == fm.state_.step == 4 and fm.losses_ is fm.state_.losses
+
+
+class ScriptedStepper:
+    """A stepper that records what the loop asks and fails where told."""
+
+    def __init__(self, bad_at=0, interrupt_at=0):
+        self.calls, self.pulls, self.interrupts = [], 0, 0
+        self.bad_at, self.interrupt_at = bad_at, interrupt_at
+
+    def run(self, state, stream, n, total):
+        self.calls.append((state.step, n, total))
+        for _ in range(n):
+            k = state.step + 1
+            if k == self.bad_at:
+                return k
+            if k == self.interrupt_at:
+                raise KeyboardInterrupt
+            state.record([1.0 / k])
+        return 0
+
+    def pull(self, state):
+        self.pulls += 1
+
+    def interrupted(self, state):
+        self.interrupts += 1
+
+
+def test_the_loop_stops_where_callbacks_checkpoints_and_the_bar_need_it():
+    state, st = TrainState(np.zeros(3)), ScriptedStepper()
+    seen, saved, bar = [], [], []
+
+    class Bar:
+        def __init__(self, total, initial):
+            bar.append(("open", total, initial))
+
+        def update(self, k, loss, rate):
+            bar.append(k)
+
+        def close(self):
+            bar.append("close")
+
+    train.run(state, None, st, 120, until=110, progress=Bar, callback=seen.append,
+              callback_every=30, checkpoint="c.npz", checkpoint_every=40, save=saved.append)
+    assert state.step == 110 and len(state.losses) == 110
+    assert seen == [30, 60, 90] and saved == ["c.npz"] * 3        # 40, 80 and the end
+    assert [c[0] for c in st.calls] == [0, 30, 40, 50, 60, 80, 90, 100]
+    assert all(c[2] == 120 for c in st.calls)                      # the schedule spans 120
+    assert bar == [("open", 110, 0), 50, 100, 110, "close"]
+
+
+def test_the_loop_on_a_bad_step_and_on_ctrl_c():
+    state, st, saved = TrainState(np.zeros(3)), ScriptedStepper(bad_at=7), []
+    with pytest.raises(FmnumpyError, match="non-finite at step 7.*c.npz is kept"):
+        train.run(state, None, st, 20, checkpoint="c.npz", checkpoint_every=5,
+                  save=saved.append)
+    assert state.step == 6 and st.pulls >= 1 and saved == ["c.npz"]     # step 5's only
+    state, st, saved, said = TrainState(np.zeros(3)), ScriptedStepper(interrupt_at=4), [], []
+    with pytest.raises(KeyboardInterrupt):
+        train.run(state, None, st, 20, checkpoint="c.npz", save=saved.append, log=said.append)
+    assert state.step == 3 and st.interrupts == 1 and saved == ["c.npz"]
+    assert "interrupted at step 3" in said[0]
+
+
+def test_the_core_imports_neither_the_gpu_code_nor_the_bar():
+    def imports(name):
+        tree = ast.parse(open(os.path.join(PKG, name)).read())
+        out = set()
+        for n in ast.walk(tree):
+            if isinstance(n, ast.ImportFrom):
+                out.add(("." * n.level) + (n.module or ""))
+                out.update(("." * n.level) + a.name for a in n.names)
+            elif isinstance(n, ast.Import):
+                out.update(a.name for a in n.names)
+        return out
+    for name in ("train.py", "step.py", "state.py", "mlp.py", "paths.py", "solvers.py"):
+        got = imports(name)
+        assert not any("cuda" in m or "tqdm" in m or "matplotlib" in m for m in got), (name, got)
+
+
+# ---- layout -------------------------------------------------------------------------------
+
+def test_no_compiled_function_takes_more_than_12_parameters():
+    rows = tool("signatures").compiled_functions(PKG)
+    assert len(rows) > 50                               # it found the compiled code
+    assert rows[0][0] <= 12, rows[:5]
+
+
+def test_no_import_cycle():
+    out = os.popen(f"python {os.path.join(REPO, 'tools', 'imports.py')} {PKG}").read()
+    assert out.strip() == "cycles: none", out
+
+
+# ---- one registry of solvers ----------------------------------------------------------------
+
+def test_what_the_gpu_cannot_do_is_one_line_not_a_cpu_run():
+    fm = fitted().set_params(device="cuda")
+    x = np.zeros((3, 2))
+    for call, words in ((lambda: fm.sample(5, method="dopri5"), ["dopri5", "euler", "rk4"]),
+                        (lambda: fm.sample(5, return_logprob=True), ["log-probabilities",
+                                                                    "cpu"]),
+                        (lambda: fm.log_prob(x), ["log-probabilities"]),
+                        (lambda: fm.density_grid(n_grid=3), ["log-probabilities"])):
+        with pytest.raises(FmnumpyError) as e:
+            call()
+        msg = str(e.value)
+        assert "\n" not in msg and all(w in msg for w in words), msg
+
+
+def test_unknown_method_names_every_method():
+    with pytest.raises(FmnumpyError, match="euler, midpoint, heun, rk4, dopri5"):
+        fitted().sample(5, method="rk45")
+
+
+# ---- one configuration ----------------------------------------------------------------------
+
+def test_get_params_round_trips_through_the_constructor_and_checkpoints(tmp_path):
+    fm = fitted(coupling="sinkhorn", coupling_options={"reg": 0.2}, activation="selu",
+                time_power=1.5)
+    params = fm.get_params()
+    assert set(params) == set(FlowMatcher.PARAMS)
+    assert FlowMatcher(**params).get_params() == params
+    fm.save(tmp_path / "m.npz")
+    assert FlowMatcher.load(tmp_path / "m.npz").get_params() == params
+
+
+def test_set_params_validates_and_leaves_the_model_unchanged_on_error():
+    fm = fitted()
+    before = fm.get_params()
+    with pytest.raises(FmnumpyError, match="unknown parameter 'hiden'"):
+        fm.set_params(hiden=(4,))
+    with pytest.raises(FmnumpyError, match="learning rate"):
+        fm.set_params(lr=-1.0)
+    assert fm.get_params() == before
+    assert fm.set_params(lr=0.01, warmup=3) is fm
+    assert fm.opt.lr == 0.01 and fm.opt.warmup == 3
+
+
+# ---- data once; reflow's time power --------------------------------------------------------
+
+def test_train_reads_a_csv_once(tmp_path, monkeypatch):
+    path = tmp_path / "d.csv"
+    np.savetxt(path, np.random.default_rng(0).normal(size=(40, 2)), delimiter=",")
+    reads = []
+    real = datasets._read_csv
+    monkeypatch.setattr(datasets, "_read_csv", lambda p: reads.append(p) or real(p))
+    assert run(["train", "--data", path, "--steps", 3, "--out", tmp_path / "o", *TINY]) == 0
+    assert len(reads) == 1
+
+
+def test_reflow_records_the_time_power_its_stream_draws():
+    """Reflow used to record the default time_power 2 while its pair stream drew t
+    uniformly: the recorded power must be the one the stream uses."""
+    base = fitted()
+    assert base.time_power == 2.0
+    streams = []
+    real = reflow_mod.ReflowedMatcher._run
+
+    def spy(self, stream, stepper, steps, **kw):
+        streams.append(stream)
+        return real(self, stream, stepper, steps, **kw)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(reflow_mod.ReflowedMatcher, "_run", spy)
+        for power in (1.0, 3.0):
+            new = reflow_mod.reflow(base, n_pairs=20, steps=2, batch_size=4, seed=1,
+                                    pair_steps=2, time_power=power)
+            assert new.time_power == power
+            s = streams[-1]
+            _, _, t = s.batch_at(0)
+            rng = np.random.default_rng([1, train.TRAIN_STREAM, 0])
+            rng.integers(0, 20, size=(train.DATA_CHUNK_STEPS, 4))
+            u = rng.random((train.DATA_CHUNK_STEPS, 4))
+            np.testing.assert_array_equal(t, time_from_uniform(u, power).astype(np.float32)[0])
