@@ -44,13 +44,15 @@ class OursTrain:
     JIT), then fmnumpy.train.run (the loop fit runs) over a persistent stream."""
 
     def __init__(self, model, batch, threads, seed=0):
-        from fmnumpy import FlowMatcher, train
-        self.run_loop, self.batch = train.run, batch
+        from fmnumpy import FlowMatcher
+        self.batch = batch
         self.fm = FlowMatcher(**C.fm_options(model, seed, threads))
-        self.stream = _stream(batch, seed)
+        self.stream, self.stepper = _stream(batch, seed), None
 
     def _steps(self, n):
-        self.run_loop(self.fm, self.stream, C.TOTAL_STEPS, until=self.fm.step_ + n, progress=False)
+        if self.stepper is None:                     # after fit has set up the state
+            self.stepper = self.fm._stepper(self.stream, self.batch)
+        self.fm._run(self.stream, self.stepper, C.TOTAL_STEPS, until=self.fm.step_ + n)
         return self.fm.losses_[-1]
 
     def setup(self, warmup):
@@ -158,8 +160,9 @@ class Validate:
         ws, dtheta = Workspace(spec.sizes, batch), np.zeros_like(theta)
         xt, ut, dv = (np.zeros_like(x0) for _ in range(3))             # (B, D)
         no_eps = np.zeros((0, x0.shape[1]), x0.dtype)                  # the straight path
-        loss = float(loss_and_grad(theta, dtheta, spec.sizes, spec.kind, spec.n_freq, STRAIGHT,
-                                   0.0, x0, x1, t, no_eps, xt, ut, dv, *ws.buffers()))
+        loss = float(loss_and_grad(theta, dtheta, (spec.sizes, spec.kind, spec.n_freq),
+                                   (STRAIGHT, 0.0), (x0, x1, t, no_eps),
+                                   (xt, ut, dv) + ws.buffers()))
         ref = R.build_model(spec.sizes, spec.activation, theta)
         loss32, g32 = R.loss_and_grad(ref, x0, x1, t)
         ref64 = R.build_model(spec.sizes, spec.activation, theta.astype(np.float64),

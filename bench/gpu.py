@@ -178,7 +178,7 @@ def bench_train(torch, dev, cfg, name, B, sync_all, settings=None):
     out = dict(model=name, batch=B, params=spec.n_params, settings=settings or {})
 
     with C.applied(settings or {}):
-        tr = CudaTrainer(spec, C.adam(), B, data="2spirals", seed=0)
+        tr = CudaTrainer(spec, C.adam(), B, spirals=True, seed=0)
     tr.set_state(theta, 0 * theta, 0 * theta, theta)
     state = {"step": 0}
     total = 10 ** 9

@@ -95,7 +95,7 @@ def sweep_train(cfg, sync_all, settings):
     x0, x1 = np.random.default_rng(3).standard_normal((2, B, 2)).astype(np.float32)
     t = np.random.default_rng(4).random(B).astype(np.float32)
     with applied(settings):
-        tr = CudaTrainer(spec, C.adam(), B, data="2spirals")
+        tr = CudaTrainer(spec, C.adam(), B, spirals=True)
         tr.set_state(theta, 0 * theta, 0 * theta, theta)
         t_c = C.timed(lambda: tr.loss_and_grad(x0, x1, t), sync_all)
         loss, grad = tr.loss_and_grad(x0, x1, t)

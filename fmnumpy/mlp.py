@@ -268,18 +268,20 @@ def mlp_backward(dv, theta, sizes, kind, X, A, Z, dtheta, G1, G2, S):
     """
     B = X.shape[0]
     L = sizes.shape[0] - 1
-    # offsets of each layer's W in theta, of its output in A and of its s in Z
-    p_off = np.zeros(L, dtype=np.int64)
-    a_off = np.zeros(L, dtype=np.int64)
-    for l in range(1, L):
-        p_off[l] = p_off[l - 1] + sizes[l - 1] * sizes[l] + sizes[l]
-        a_off[l] = a_off[l - 1] + B * sizes[l]
+    # walking back from the ends of theta and A: p is where layer l's W starts,
+    # a where its output starts in A (Z shares A's offsets); no per-step arrays
+    p = 0
+    a = 0
+    for l in range(L):
+        p += sizes[l] * sizes[l + 1] + sizes[l + 1]
+        a += B * sizes[l + 1]
     dz = dv
     use_g1 = True
     for l in range(L - 1, -1, -1):
         n_in = sizes[l]
         n_out = sizes[l + 1]
-        p = p_off[l]
+        p -= n_in * n_out + n_out
+        a -= B * n_out
         W = _slice2d(theta, p, n_in, n_out)
         dW = _slice2d(dtheta, p, n_in, n_out)
         db = dtheta[p + n_in * n_out:p + n_in * n_out + n_out]
@@ -287,11 +289,11 @@ def mlp_backward(dv, theta, sizes, kind, X, A, Z, dtheta, G1, G2, S):
             h = X
             dh = _slice2d(G1, 0, 0, n_in)          # empty: no gradient wrt the input
         else:
-            h = _slice2d(A, a_off[l - 1], B, n_in)
+            h = _slice2d(A, a - B * n_in, B, n_in)
             dh = _slice2d(G1 if use_g1 else G2, 0, B, n_in)
         linear_backward(dz, h, W, dh, dW, db, S)
         if l > 0:
-            s_prev = _slice2d(Z, a_off[l - 1], B, n_in)   # Z and A share offsets
+            s_prev = _slice2d(Z, a - B * n_in, B, n_in)   # Z and A share offsets
             hidden_backward(dh, s_prev, dh)               # in place: dz_{l-1}
             dz = dh
             use_g1 = not use_g1
