@@ -403,9 +403,10 @@ def test_default_tiles_on_the_gpu(hidden, activation):
 
 
 @kernels
-def test_run_cuda_trains_a_flowmatcher(tiny, tmp_path, monkeypatch):
-    """The training-loop twin: schedule across chunks, callbacks see the current
-    weights, checkpoints are written, the CPU can sample the result."""
+def test_cuda_stepper_trains_a_flowmatcher(tiny, tmp_path, monkeypatch):
+    """train.run with the GPU stepper (FlowMatcher(device="cuda").fit): schedule
+    across chunks, callbacks see the current weights, checkpoints are written,
+    the CPU can sample the result."""
     from fmnumpy import FlowMatcher
     monkeypatch.setattr(config, "DATA_CHUNK_STEPS", 2)
     monkeypatch.setattr(train_mod, "DATA_CHUNK_STEPS", 2)

@@ -1,0 +1,102 @@
+"""Training speed of two checkouts of fmnumpy, alternated in one window.
+
+    python bench/ab_train.py OLD_DIR NEW_DIR [--threads 2] [--runs 7] [--steps 200]
+
+Each checkout runs in its own child process (``PYTHONPATH`` set to it, every thread
+pool pinned to ``--threads``) and trains the benchmark workloads of
+../shared/WORKLOADS.md (model A / batch 256, B / 256, B / 4096) through the public
+``FlowMatcher.fit(..., warm_start=True, until=k + steps)``, the same call in both;
+after a warm-up the timed runs alternate old, new, old, new...  The ratio is the
+median of the paired ratios new/old of steps per second.  Writes a JSON file.
+"""
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+WORKLOADS = (("A", 256), ("B", 256), ("B", 4096))
+MODELS = {"A": dict(hidden=(64, 64, 64), activation="selu"),
+          "B": dict(hidden=(256, 256, 256), activation="silu")}
+TOTAL = 1_000_000          # the schedule's length: stays in its first part
+
+CHILD = r"""
+import sys, time, json
+from fmnumpy import FlowMatcher
+model, batch, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+opts = json.loads(sys.argv[4])
+fm = FlowMatcher(**opts, seed=0, lr=1e-3, optimizer="adam", clip=0.0, ema_decay=0.999,
+                 warmup=0, schedule="constant", time_power=1.0, threads=threads)
+fm.fit("2spirals", steps=TOTAL, batch_size=batch, until=50)
+print("ready", flush=True)
+for line in sys.stdin:
+    n = int(line)
+    t0 = time.perf_counter()
+    fm.fit("2spirals", steps=TOTAL, batch_size=batch, warm_start=True, until=fm.step_ + n)
+    print(time.perf_counter() - t0, flush=True)
+""".replace("TOTAL", str(TOTAL))
+
+
+def start(src, model, batch, threads):
+    env = dict(os.environ, PYTHONPATH=os.path.abspath(src))
+    for k in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[k] = str(threads)
+    p = subprocess.Popen([sys.executable, "-c", CHILD, model, str(batch), str(threads),
+                          json.dumps(MODELS[model])], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True, env=env, cwd="/")
+    assert p.stdout.readline().strip() == "ready"
+    return p
+
+
+def timed(p, steps):
+    p.stdin.write(f"{steps}\n")
+    p.stdin.flush()
+    return float(p.stdout.readline())
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("old")
+    ap.add_argument("new")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
+                                                   "ab_train.json"))
+    a = ap.parse_args(argv)
+    res = dict(old=a.old, new=a.new, threads=a.threads, runs=a.runs, steps=a.steps,
+               machine=platform.processor() or platform.machine(), cpus=os.cpu_count(),
+               started=time.strftime("%Y-%m-%d %H:%M:%S"), rows=[])
+    for model, batch in WORKLOADS:
+        steps = a.steps if batch <= 256 else max(10, a.steps // 10)
+        old, new = start(a.old, model, batch, a.threads), start(a.new, model, batch, a.threads)
+        for p in (old, new):
+            timed(p, steps)                                         # warm-up
+        t_old, t_new = [], []
+        for _ in range(a.runs):
+            t_old.append(timed(old, steps))
+            t_new.append(timed(new, steps))
+        for p in (old, new):
+            p.stdin.close()
+            p.wait()
+        ratios = sorted(o / n for o, n in zip(t_old, t_new))      # new steps/s over old
+        row = dict(model=model, batch=batch, steps_per_run=steps,
+                   old_steps_per_s=steps / sorted(t_old)[len(t_old) // 2],
+                   new_steps_per_s=steps / sorted(t_new)[len(t_new) // 2],
+                   paired_ratio_median=ratios[len(ratios) // 2],
+                   paired_ratio_range=[ratios[0], ratios[-1]], old_s=t_old, new_s=t_new)
+        res["rows"].append(row)
+        print(f"{model}/{batch}: old {row['old_steps_per_s']:.1f}, new "
+              f"{row['new_steps_per_s']:.1f} steps/s; new/old {row['paired_ratio_median']:.3f} "
+              f"(range {ratios[0]:.3f}-{ratios[-1]:.3f})", flush=True)
+    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+    with open(a.out, "w") as f:
+        json.dump(res, f, indent=1)
+    print(f"wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
