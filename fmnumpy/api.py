@@ -8,6 +8,8 @@
 The defaults here are the command line's defaults (``DEFAULTS``).
 """
 
+import inspect
+
 import numpy as np
 
 from . import datasets
@@ -41,6 +43,17 @@ DEFAULTS = dict(
     sigma_min=0.0, seed=0, method="rk4", sample_steps=100, n_samples=2000,
     coupling="independent", path="straight", sb_sigma=SB_SIGMA, time_power=None,
 )
+
+
+def _check_gpu_settings(device, path, coupling):
+    """The GPU trainer trains the straight path with independent pairs."""
+    if device != "cuda":
+        return
+    if path != "straight":
+        raise FmnumpyError(f"the {path} path is not supported on the GPU yet; "
+                           "use --device cpu or --path straight")
+    if coupling != "independent":
+        raise FmnumpyError("couplings are not supported on the GPU yet; use --device cpu")
 
 
 def _row(i, doc):
@@ -78,25 +91,20 @@ class FlowMatcher:
                  coupling=DEFAULTS["coupling"], coupling_options=None,
                  path=DEFAULTS["path"], sb_sigma=DEFAULTS["sb_sigma"],
                  time_power=DEFAULTS["time_power"], seed=DEFAULTS["seed"], threads=None, device="cpu"):
-        self._configure(hidden=hidden, activation=activation, time_freqs=time_freqs, lr=lr,
-                        optimizer=optimizer, weight_decay=weight_decay, clip=clip,
-                        ema_decay=ema_decay, warmup=warmup, schedule=schedule, lr_min=lr_min,
-                        sigma_min=sigma_min, coupling=coupling,
-                        coupling_options=coupling_options, path=path, sb_sigma=sb_sigma,
-                        time_power=time_power, seed=seed, threads=threads, device=device)
+        params = dict(locals())
+        del params["self"]
+        self._configure(**params)
         self.spec_ = None
         self.state_ = None
 
     # -- configuration ----------------------------------------------------------------
-    PARAMS = ("hidden", "activation", "time_freqs", "lr", "optimizer", "weight_decay", "clip",
-              "ema_decay", "warmup", "schedule", "lr_min", "sigma_min", "coupling",
-              "coupling_options", "path", "sb_sigma", "time_power", "seed", "threads",
-              "device")
+    # PARAMS, the names of the constructor's arguments, is read off __init__ below the class
 
     def _configure(self, hidden, activation, time_freqs, lr, optimizer, weight_decay, clip,
                    ema_decay, warmup, schedule, lr_min, sigma_min, coupling, coupling_options,
                    path, sb_sigma, time_power, seed, threads, device):
-        """Validate and set the whole configuration (the constructor's arguments)."""
+        """Validate the whole configuration (the constructor's arguments), then set it:
+        a bad value leaves the model as it was."""
         if optimizer not in ("adam", "adamw"):
             raise FmnumpyError(f"unknown optimizer {optimizer!r}; choose one of: adam, adamw")
         opt = AdamConfig(lr=lr, weight_decay=weight_decay, decoupled=(optimizer == "adamw"),
@@ -116,6 +124,7 @@ class FlowMatcher:
         get_coupling(str(coupling), **coupling_options)            # validate early
         if device not in ("cpu", "cuda"):
             raise FmnumpyError(f"unknown device {device!r}; choose one of: cpu, cuda")
+        _check_gpu_settings(device, path, str(coupling))
         hidden = tuple(int(h) for h in hidden)
         MLPSpec(2, hidden, activation, int(time_freqs))             # validate early
         self.hidden, self.activation, self.time_freqs = hidden, activation, int(time_freqs)
@@ -124,7 +133,6 @@ class FlowMatcher:
         self.time_power = time_power
         self.coupling, self.coupling_options = str(coupling), coupling_options
         self.device, self.seed, self.threads = device, int(seed), threads
-        self.check_device()
 
     def get_params(self, deep=True):
         """The configuration as a dict of constructor arguments (scikit-learn's
@@ -178,13 +186,7 @@ class FlowMatcher:
     def check_device(self):
         """Refuse settings the GPU trainer does not have (it trains the straight path
         with independent pairs)."""
-        if self.device != "cuda":
-            return
-        if self.path != "straight":
-            raise FmnumpyError(f"the {self.path} path is not supported on the GPU yet; "
-                               "use --device cpu or --path straight")
-        if self.coupling != "independent":
-            raise FmnumpyError("couplings are not supported on the GPU yet; use --device cpu")
+        _check_gpu_settings(self.device, self.path, self.coupling)
 
     def _check_fitted(self):
         if self.spec_ is None:
@@ -405,3 +407,6 @@ class FlowMatcher:
         state = f", step={self.step_}" if self.spec_ is not None else ""
         return (f"FlowMatcher(hidden={self.hidden}, activation={self.activation!r}, "
                 f"seed={self.seed}{state})")
+
+
+FlowMatcher.PARAMS = tuple(inspect.signature(FlowMatcher.__init__).parameters)[1:]

@@ -378,6 +378,9 @@ def density_heatmap(path, log_density, lim=4.0, n_grid=200, data=None):
 def density_image(path, gx, gy, logp, data=None):
     """Image of p = exp(logp) given on the cell centres gx (n,), gy (m,) of a grid,
     logp (m, n) with rows along y (``FlowMatcher.density_grid``'s output)."""
+    if len(gx) < 2 or len(gy) < 2 or np.shape(logp) != (len(gy), len(gx)):
+        raise FmnumpyError(f"density_image needs a grid of at least 2 x 2 cells and logp "
+                           f"of shape ({len(gy)}, {len(gx)}); got {np.shape(logp)}")
     p = np.exp(logp)                                          # -inf -> 0, nan stays nan
     dx, dy = gx[1] - gx[0], gy[1] - gy[0]
     limits = ((gx[0] - dx / 2, gx[-1] + dx / 2), (gy[0] - dy / 2, gy[-1] + dy / 2))

@@ -6,7 +6,7 @@ forward with a *stepper* it is given (``step.CpuStepper`` or
 ``cuda.step.CudaStepper``), which takes the steps and keeps the state; the loop
 decides where to stop (callbacks, checkpoints, the progress bar) and what to do
 on Ctrl-C and on a non-finite loss.  It imports neither the GPU code nor the
-progress bar: the caller passes a bar factory (``progress.tqdm_bar``).
+progress bar: the caller passes a bar factory (``progress.TqdmBar``).
 
 Random draws are counter-based: the batches of steps [k C, (k+1) C) (C =
 ``config.DATA_CHUNK_STEPS``) are drawn from ``default_rng([seed, 1, k])``, so the

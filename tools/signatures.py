@@ -23,7 +23,8 @@ def _is_compiler(node):
 def compiled_functions(root):
     """[(n_params, "path:line name")] of every compiled function under ``root``."""
     out = []
-    for path in sorted(pathlib.Path(root).rglob("*.py")):
+    root = pathlib.Path(root).resolve()
+    for path in sorted(root.rglob("*.py")):
         tree = ast.parse(path.read_text(), filename=str(path))
         defs = {n.name: n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
         wrapped = set()
@@ -36,7 +37,7 @@ def compiled_functions(root):
             if name in wrapped or any(_is_compiler(d) for d in fn.decorator_list):
                 a = fn.args
                 n = len(a.posonlyargs) + len(a.args) + len(a.kwonlyargs)
-                out.append((n, f"{path}:{fn.lineno} {name}"))
+                out.append((n, f"{path.relative_to(root.parent)}:{fn.lineno} {name}"))
     return sorted(out, key=lambda r: (-r[0], r[1]))
 
 
