@@ -20,7 +20,8 @@ import numpy as np
 
 from . import train as _train
 from .api import DEFAULTS, FlowMatcher
-from .config import DATA_CHUNK_STEPS, DTYPE
+from . import config
+from .config import DTYPE
 from .errors import FmnumpyError, positive_int
 from .optim import AdamConfig
 from .paths import time_from_uniform
@@ -67,7 +68,7 @@ class PairStream(_train.BatchStream):
         self.X1 = np.ascontiguousarray(X1, dtype=dtype)       # (N, D)
 
     def _fill(self, k):
-        C, B, N = DATA_CHUNK_STEPS, self.batch, self.X0.shape[0]
+        C, B, N = config.DATA_CHUNK_STEPS, self.batch, self.X0.shape[0]
         rng = np.random.default_rng([self.seed, _train.TRAIN_STREAM, k])
         self.rows = rng.integers(0, N, size=(C, B))               # (C, B)
         self.x0 = self.X0[self.rows]                              # (C, B, D)

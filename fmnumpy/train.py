@@ -9,7 +9,8 @@ on Ctrl-C and on a non-finite loss.  It imports neither the GPU code nor the
 progress bar: the caller passes a bar factory (``progress.TqdmBar``).
 
 Random draws are counter-based: the batches of steps [k C, (k+1) C) (C =
-``config.DATA_CHUNK_STEPS``) are drawn from ``default_rng([seed, 1, k])``, so the
+``config.DATA_CHUNK_STEPS``, read where it is used, so the GPU trainer and the
+host streams always agree) are drawn from ``default_rng([seed, 1, k])``, so the
 data of any step is a function of (seed, step) alone.  That is what makes
 ``--resume`` continue bit for bit: nothing about the RNG has to be carried
 except the step counter.  The noise eps of the Schrodinger-bridge path has its
@@ -20,7 +21,7 @@ import time
 
 import numpy as np
 
-from .config import DATA_CHUNK_STEPS
+from . import config
 from .errors import FmnumpyError
 from .paths import time_from_uniform
 
@@ -40,7 +41,7 @@ class BatchStream:
 
     def _x1(self, rng):
         """x1 (C, B, D): the first draw of a chunk's generator."""
-        C, B, D = DATA_CHUNK_STEPS, self.batch, self.dim
+        C, B, D = config.DATA_CHUNK_STEPS, self.batch, self.dim
         return np.ascontiguousarray(self.draw(C * B, rng), dtype=self.dtype).reshape(C, B, D)
 
     def x1_chunk(self, k):
@@ -48,7 +49,7 @@ class BatchStream:
         return self._x1(np.random.default_rng([self.seed, TRAIN_STREAM, k]))
 
     def _fill(self, k):
-        C, B, D = DATA_CHUNK_STEPS, self.batch, self.dim
+        C, B, D = config.DATA_CHUNK_STEPS, self.batch, self.dim
         rng = np.random.default_rng([self.seed, TRAIN_STREAM, k])
         self.x1 = self._x1(rng)
         self.x0 = rng.standard_normal((C, B, D)).astype(self.dtype)
@@ -66,7 +67,7 @@ class BatchStream:
 
     def batch_at(self, step):
         """The batch of 0-based step ``step``."""
-        k, r = divmod(step, DATA_CHUNK_STEPS)
+        k, r = divmod(step, config.DATA_CHUNK_STEPS)
         if k != self.chunk:
             self._fill(k)
         return self.x0[r], self.x1[r], self.t[r]
@@ -80,11 +81,11 @@ class PathNoise:
     def __init__(self, active, dim, batch, seed, dtype):
         self.active, self.dim, self.batch, self.seed = active, dim, batch, seed
         self.chunk = -1
-        self.eps = np.zeros((DATA_CHUNK_STEPS, batch if active else 0, dim), dtype=dtype)
+        self.eps = np.zeros((config.DATA_CHUNK_STEPS, batch if active else 0, dim), dtype=dtype)
 
     def noise_at(self, step):
         """The noise of 0-based step ``step``: (B, D), or (0, D) when inactive."""
-        k, r = divmod(step, DATA_CHUNK_STEPS)
+        k, r = divmod(step, config.DATA_CHUNK_STEPS)
         if self.active and k != self.chunk:
             rng = np.random.default_rng([self.seed, PATH_NOISE_STREAM, k])
             self.eps[...] = rng.standard_normal(self.eps.shape)

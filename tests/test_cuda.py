@@ -21,7 +21,6 @@ import numpy as np
 import pytest
 
 from fmnumpy import config
-from fmnumpy import train as train_mod
 from fmnumpy.errors import FmnumpyError
 from fmnumpy.mlp import MLPSpec, Workspace, init_params, time_features, velocity
 from fmnumpy.optim import AdamConfig, adam_update, clip_grad_norm, ema_decay_at, ema_update
@@ -273,7 +272,6 @@ def test_device_data_streams(tiny, data, monkeypatch):
     spec = SPECS["selu"]
     theta = init_params(spec.sizes, np.random.default_rng(5))
     monkeypatch.setattr(config, "DATA_CHUNK_STEPS", 2)      # chunks of two steps
-    monkeypatch.setattr(train_mod, "DATA_CHUNK_STEPS", 2)
     runs = []
     for power in (2.0, 2.0, 1.0):          # paths.time_from_uniform of the device's uniforms
         stream = BatchStream(make_sampler(data), 2, 4, 7, np.float32)
@@ -409,7 +407,6 @@ def test_cuda_stepper_trains_a_flowmatcher(tiny, tmp_path, monkeypatch):
     the CPU can sample the result."""
     from fmnumpy import FlowMatcher
     monkeypatch.setattr(config, "DATA_CHUNK_STEPS", 2)
-    monkeypatch.setattr(train_mod, "DATA_CHUNK_STEPS", 2)
     fm = FlowMatcher(hidden=(5,), activation="tanh", warmup=1, seed=3, device="cuda")
     fm.fit("moons", steps=5, batch_size=4, until=0)
     theta0 = fm.theta_.copy()

@@ -12,7 +12,7 @@ import os
 import numpy as np
 import pytest
 
-from fmnumpy import FlowMatcher, FmnumpyError, datasets, reflow as reflow_mod, train
+from fmnumpy import FlowMatcher, FmnumpyError, config, datasets, reflow as reflow_mod, train
 from fmnumpy.mlp import MLPSpec, init_params
 from fmnumpy.optim import AdamConfig, ema_decay_at
 from fmnumpy.paths import STRAIGHT, time_from_uniform
@@ -253,6 +253,6 @@ def test_reflow_records_the_time_power_its_stream_draws():
             s = streams[-1]
             _, _, t = s.batch_at(0)
             rng = np.random.default_rng([1, train.TRAIN_STREAM, 0])
-            rng.integers(0, 20, size=(train.DATA_CHUNK_STEPS, 4))
-            u = rng.random((train.DATA_CHUNK_STEPS, 4))
+            rng.integers(0, 20, size=(config.DATA_CHUNK_STEPS, 4))
+            u = rng.random((config.DATA_CHUNK_STEPS, 4))
             np.testing.assert_array_equal(t, time_from_uniform(u, power).astype(np.float32)[0])

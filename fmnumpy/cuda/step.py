@@ -55,7 +55,7 @@ def make_forward_backward(cfg, D, fastmath, max_registers=0, stage_regs=16, kind
     col_of = mlp.col_of
     PB, TM, TN, BK, NRG, NCG, NT, HS = cfg.PB, cfg.TM, cfg.TN, cfg.BK, cfg.NRG, cfg.NCG, \
         cfg.NT, cfg.HS
-    RED, HSIZE, HSTATIC, WSTATIC = mlp.RED, mlp.HSIZE, mlp.HSTATIC, mlp.WSTATIC
+    RED, HSTATIC, WSTATIC = mlp.RED, mlp.HSTATIC, mlp.WSTATIC
     DYN = cfg.DYN > 0
     DK = (D + BK - 1) // BK * BK
     KIND = int(kind)

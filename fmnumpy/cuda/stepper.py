@@ -172,13 +172,13 @@ class CudaTrainer:
 
     def _gradient(self, c):
         """Launches of loss and dtheta for chunk position c (stats[c] must be zero)."""
-        for launch in self.launchers(c, 0)[:3]:
-            launch()
+        for go in self.launchers(c, 0)[:3]:
+            go()
 
     def _step(self, c, k):
         """All launches of 1-based step k at chunk position c."""
-        for launch in self.launchers(c, k):
-            launch()
+        for go in self.launchers(c, k):
+            go()
 
     def _schedule(self, k_first, n, total):
         opt = self.opt
