@@ -17,10 +17,11 @@ from . import likelihood as _lik
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import DTYPE
 from .couplings import get_coupling
-from .errors import FmnumpyError, positive_int
+from .errors import FmnumpyError, positive_finite, positive_int
 from .mlp import MLPSpec, init_params
 from .optim import AdamConfig
-from .paths import SB, SB_SIGMA, STRAIGHT, check_sb_sigma, check_time_power, path_code
+from .paths import (GAUSS, NOISY, SB, SB_SIGMA, STRAIGHT, check_sb_sigma, check_time_power,
+                    path_code)
 from .progress import bar_factory
 from .sampling import solver
 from .state import EMA, GRAD, M, ROWS, THETA, V, TrainState
@@ -40,13 +41,14 @@ DEFAULTS = dict(
     dataset="2spirals", steps=20000, batch_size=256, hidden=(256, 256, 256),
     activation="silu", time_freqs=0, lr=2e-3, weight_decay=0.0, optimizer="adamw",
     clip=1.0, ema_decay=0.999, warmup=500, schedule="cosine", lr_min=1e-5,
-    sigma_min=0.0, seed=0, method="rk4", sample_steps=100, n_samples=2000,
+    sigma_min=0.0, sigma=0.0, seed=0, method="rk4", sample_steps=100, n_samples=2000,
     coupling="independent", path="straight", sb_sigma=SB_SIGMA, time_power=None,
 )
 
 
-def _check_gpu_settings(device, path, coupling):
-    """The GPU trainer trains the straight path with independent pairs."""
+def _check_gpu_settings(device, path, coupling, sigma=0.0, source=None):
+    """The GPU trainer trains the straight path (sigma = 0) from N(0, I) with
+    independent pairs."""
     if device != "cuda":
         return
     if path != "straight":
@@ -54,6 +56,12 @@ def _check_gpu_settings(device, path, coupling):
                            "use --device cpu or --path straight")
     if coupling != "independent":
         raise FmnumpyError("couplings are not supported on the GPU yet; use --device cpu")
+    if sigma > 0.0:
+        raise FmnumpyError(f"the constant-sigma path (sigma {sigma}) is not supported on the "
+                           "GPU yet; use --device cpu or --sigma 0")
+    if source is not None:
+        raise FmnumpyError(f"training from the source {source.name!r} is not supported on the "
+                           "GPU yet (it draws x0 ~ N(0, I)); use --device cpu")
 
 
 def _row(i, doc):
@@ -88,7 +96,7 @@ class FlowMatcher:
                  clip=DEFAULTS["clip"], ema_decay=DEFAULTS["ema_decay"],
                  warmup=DEFAULTS["warmup"], schedule=DEFAULTS["schedule"],
                  lr_min=DEFAULTS["lr_min"], sigma_min=DEFAULTS["sigma_min"],
-                 coupling=DEFAULTS["coupling"], coupling_options=None,
+                 sigma=DEFAULTS["sigma"], coupling=DEFAULTS["coupling"], coupling_options=None,
                  path=DEFAULTS["path"], sb_sigma=DEFAULTS["sb_sigma"],
                  time_power=DEFAULTS["time_power"], seed=DEFAULTS["seed"], threads=None, device="cpu"):
         params = dict(locals())
@@ -96,13 +104,14 @@ class FlowMatcher:
         self._configure(**params)
         self.spec_ = None
         self.state_ = None
+        self.source_ = None
 
     # -- configuration ----------------------------------------------------------------
     # PARAMS, the names of the constructor's arguments, is read off __init__ below the class
 
     def _configure(self, hidden, activation, time_freqs, lr, optimizer, weight_decay, clip,
-                   ema_decay, warmup, schedule, lr_min, sigma_min, coupling, coupling_options,
-                   path, sb_sigma, time_power, seed, threads, device):
+                   ema_decay, warmup, schedule, lr_min, sigma_min, sigma, coupling,
+                   coupling_options, path, sb_sigma, time_power, seed, threads, device):
         """Validate the whole configuration (the constructor's arguments), then set it:
         a bad value leaves the model as it was."""
         if optimizer not in ("adam", "adamw"):
@@ -118,18 +127,24 @@ class FlowMatcher:
         if path != "straight" and sigma_min != 0.0:
             raise FmnumpyError(f"sigma_min is a parameter of the straight path only; the "
                                f"{path} path takes sigma_min=0 (got {sigma_min})")
+        sigma = 0.0 if sigma in (0, 0.0) else positive_finite("sigma", sigma, " (the "
+                                                              "constant path width)")
+        if sigma > 0.0 and (path != "straight" or sigma_min != 0.0):
+            raise FmnumpyError(f"sigma widens the straight path with sigma_min=0 (got path "
+                               f"{path}, sigma_min {sigma_min}); use one of sigma_min "
+                               "(Lipman's narrowing path) or sigma (constant width)")
         sb_sigma = check_sb_sigma(sb_sigma)
         time_power = check_time_power(TIME_POWER[path] if time_power is None else time_power)
         coupling_options = dict(coupling_options or {})
         get_coupling(str(coupling), **coupling_options)            # validate early
         if device not in ("cpu", "cuda"):
             raise FmnumpyError(f"unknown device {device!r}; choose one of: cpu, cuda")
-        _check_gpu_settings(device, path, str(coupling))
+        _check_gpu_settings(device, path, str(coupling), sigma)
         hidden = tuple(int(h) for h in hidden)
         MLPSpec(2, hidden, activation, int(time_freqs))             # validate early
         self.hidden, self.activation, self.time_freqs = hidden, activation, int(time_freqs)
         self.optimizer, self.opt = optimizer, opt
-        self.sigma_min, self.path, self.sb_sigma = sigma_min, path, sb_sigma
+        self.sigma_min, self.sigma, self.path, self.sb_sigma = sigma_min, sigma, path, sb_sigma
         self.time_power = time_power
         self.coupling, self.coupling_options = str(coupling), coupling_options
         self.device, self.seed, self.threads = device, int(seed), threads
@@ -163,6 +178,7 @@ class FlowMatcher:
         self.spec_ = MLPSpec(dim, self.hidden, self.activation, self.time_freqs)
         rng = np.random.default_rng([self.seed, INIT_STREAM])
         self.state_ = TrainState(init_params(self.spec_.sizes, rng, DTYPE))
+        self.source_ = None
         self.total_steps_ = None
         self.batch_size_ = None
         self.data_ = None
@@ -179,14 +195,17 @@ class FlowMatcher:
 
     def path_args(self):
         """(code, sigma) of the training path for ``paths.fill_path``: sigma is
-        sigma_min on the straight path, sb_sigma on the bridge, unused by cosine."""
+        sigma_min on the straight path (or, with ``sigma`` > 0, the constant-width
+        path GAUSS), sb_sigma on the bridge, unused by cosine."""
         code = path_code(self.path)
+        if code == STRAIGHT and self.sigma > 0.0:
+            return GAUSS, self.sigma
         return code, {STRAIGHT: self.sigma_min, SB: self.sb_sigma}.get(code, 0.0)
 
-    def check_device(self):
+    def check_device(self, source=None):
         """Refuse settings the GPU trainer does not have (it trains the straight path
-        with independent pairs)."""
-        _check_gpu_settings(self.device, self.path, self.coupling)
+        from N(0, I) with independent pairs)."""
+        _check_gpu_settings(self.device, self.path, self.coupling, self.sigma, source)
 
     def _check_fitted(self):
         if self.spec_ is None:
@@ -206,9 +225,13 @@ class FlowMatcher:
     def fit(self, data=DEFAULTS["dataset"], steps=DEFAULTS["steps"],
             batch_size=DEFAULTS["batch_size"], warm_start=False, until=None,
             progress=False, callback=None, callback_every=0, checkpoint=None,
-            checkpoint_every=0, log=None):
+            checkpoint_every=0, log=None, source=None):
         """Train on ``data`` (a dataset name, an (N, D) array, a .npy/.csv path or a
         ``datasets.Data``) for ``steps`` steps in total.
+
+        source: where x0 comes from: None for N(0, I), or a distribution given like
+        ``data`` (x0 is then drawn from it every step, couplings included); the
+        model keeps it, ``sample`` draws from it and checkpoints store it.
 
         warm_start=True continues a fitted or loaded model up to ``steps``
         (the same batch size is required, so the data stream continues exactly);
@@ -218,8 +241,14 @@ class FlowMatcher:
         """
         steps = positive_int("steps", steps)
         batch_size = positive_int("batch size", batch_size)
-        self.check_device()
         data = datasets.as_data(data)
+        src = None if source is None else datasets.as_data(source)
+        if src is not None and src.dim != data.dim:
+            raise FmnumpyError(f"the source has D={src.dim} and the data D={data.dim}; give "
+                               "a source of the data's dimension")
+        if warm_start and self.spec_ is not None and source is None:
+            src = self.source_                      # continue from the model's own source
+        self.check_device(src)
         if warm_start and self.spec_ is not None:
             if self.spec_.dim != data.dim:
                 raise FmnumpyError(f"the model was trained on D={self.spec_.dim} data, "
@@ -233,9 +262,11 @@ class FlowMatcher:
         else:
             self._init_state(data.dim)
         self.batch_size_, self.total_steps_, self.data_ = batch_size, steps, data.name
+        self.source_ = src
         self._set_threads()
         stream = _train.BatchStream(data.draw, data.dim, batch_size, self.seed, DTYPE,
-                                    coupling=self._coupling(), time_power=self.time_power)
+                                    coupling=self._coupling(), time_power=self.time_power,
+                                    source=None if src is None else src.draw)
         self._run(stream, self._stepper(stream, batch_size, data.name), steps, until=until,
                   progress=progress, callback=callback, callback_every=callback_every,
                   checkpoint=checkpoint, checkpoint_every=checkpoint_every, log=log)
@@ -249,7 +280,8 @@ class FlowMatcher:
                                 stream, data_name == "2spirals" and self.spec_.dim == 2,
                                 self.seed, self.time_power)
         path = self.path_args()
-        noise = _train.PathNoise(path[0] == SB, self.spec_.dim, batch_size, self.seed, DTYPE)
+        noise = _train.PathNoise(path[0] in NOISY, self.spec_.dim, batch_size, self.seed,
+                                 DTYPE)
         return CpuStepper(self.spec_, self.opt, path, batch_size, noise)
 
     def _run(self, stream, stepper, steps, progress=False, callback=None, **kwargs):
@@ -277,12 +309,43 @@ class FlowMatcher:
         return velocity(theta, self.spec_.sizes, self.spec_.kind, self.spec_.n_freq, x, tt,
                         ws.X, ws.A, ws.Z).copy()
 
+    def draw_source(self, n, rng):
+        """n points (n, D) of the model's source: N(0, I), or the distribution
+        given to ``fit(source=...)``."""
+        self._check_fitted()
+        if self.source_ is None:
+            return rng.standard_normal((n, self.spec_.dim))
+        return self.source_.draw(n, rng)
+
+    def _check_gaussian_source(self):
+        if self.source_ is not None:
+            raise FmnumpyError(f"log-probabilities need the N(0, I) source, whose density "
+                               f"is known; this model transports from {self.source_.name!r}")
+
+    def _solve(self, x0, method, steps, rtol, atol, record, ema, t0=0.0, t1=1.0):
+        """(x(t1), trajectory or None) from x0 (n, D) with the registry's solver of
+        ``method`` on ``self.device``."""
+        s = solver(method, self.device)
+        x0 = np.asarray(x0, dtype=DTYPE)
+        if x0.ndim != 2 or x0.shape[1] != self.spec_.dim:
+            raise FmnumpyError(f"x0 must have shape (n, {self.spec_.dim}), got {x0.shape}")
+        if record and s.adaptive:
+            raise FmnumpyError("record needs a fixed-step method and no return_logprob")
+        self._set_threads()
+        theta = self.ema_ if ema else self.theta_
+        x1, traj, stats = s.sample[self.device](theta, self.spec_, x0, s.name, steps, rtol,
+                                                atol, record, t0, t1)
+        if stats is not None:
+            self.last_solve_ = stats
+        return x1.astype(DTYPE, copy=False), traj
+
     def sample(self, n=DEFAULTS["n_samples"], method=DEFAULTS["method"],
                steps=DEFAULTS["sample_steps"], seed=1, record=0, ema=True, x0=None,
                return_logprob=False, rtol=1e-5, atol=1e-5):
-        """Draw ``n`` samples: x0 ~ N(0, I) from ``default_rng(seed)`` (or the given
-        x0), integrated from t = 0 to 1 with ``method`` (euler, midpoint, heun,
-        rk4 with ``steps`` steps, or adaptive dopri5 with ``rtol``/``atol``) on
+        """Draw ``n`` samples: x0 from the source (N(0, I) unless ``fit`` was given
+        another, ``draw_source`` with ``default_rng(seed)``) or the given x0,
+        integrated from t = 0 to 1 with ``method`` (euler, midpoint, heun, rk4 with
+        ``steps`` steps, or adaptive dopri5 with ``rtol``/``atol``) on
         ``self.device`` (``sampling.SOLVERS``: what is not available there raises).
 
         Returns (n, D); with ``record`` = R also the trajectory (R + 1, n, D); with
@@ -290,32 +353,39 @@ class FlowMatcher:
         (docs/likelihood.md).  ``last_solve_`` holds the NFE of adaptive solves."""
         self._check_fitted()
         s = solver(method, self.device, logprob=return_logprob)
+        if return_logprob:
+            self._check_gaussian_source()
         if x0 is None:
             n = positive_int("number of samples", n)
-            x0 = np.random.default_rng(seed).standard_normal((n, self.spec_.dim))
-        x0 = np.asarray(x0, dtype=DTYPE)
-        if x0.ndim != 2 or x0.shape[1] != self.spec_.dim:
-            raise FmnumpyError(f"x0 must have shape (n, {self.spec_.dim}), got {x0.shape}")
-        self._set_threads()
-        theta = self.ema_ if ema else self.theta_
+            x0 = self.draw_source(n, np.random.default_rng(seed))
         if record and (return_logprob or s.adaptive):
             raise FmnumpyError("record needs a fixed-step method and no return_logprob")
         if return_logprob:
+            x0 = np.asarray(x0, dtype=DTYPE)
+            if x0.ndim != 2 or x0.shape[1] != self.spec_.dim:
+                raise FmnumpyError(f"x0 must have shape (n, {self.spec_.dim}), got {x0.shape}")
+            self._set_threads()
             x1, logp, self.last_solve_ = _lik.sample_with_logprob(
-                theta, self.spec_, x0, s.name, steps, rtol, atol, return_stats=True)
+                self.ema_ if ema else self.theta_, self.spec_, x0, s.name, steps, rtol, atol,
+                return_stats=True)
             return x1.astype(DTYPE), logp
-        x1, traj, stats = s.sample[self.device](theta, self.spec_, x0, s.name, steps, rtol,
-                                                atol, record)
-        if stats is not None:
-            self.last_solve_ = stats
-        x1 = x1.astype(DTYPE, copy=False)
+        x1, traj = self._solve(x0, s.name, steps, rtol, atol, record, ema)
         return (x1, traj) if record else x1
+
+    def transport(self, x, reverse=False, method=DEFAULTS["method"],
+                  steps=DEFAULTS["sample_steps"], rtol=1e-5, atol=1e-5, ema=True):
+        """Move given points x (n, D) along the flow: source -> data (t from 0 to 1),
+        or data -> source with ``reverse=True`` (t from 1 to 0).  Returns (n, D)."""
+        self._check_fitted()
+        t0, t1 = (1.0, 0.0) if reverse else (0.0, 1.0)
+        return self._solve(x, method, steps, rtol, atol, 0, ema, t0, t1)[0]
 
     def log_prob(self, x, method="rk4", steps=100, rtol=1e-5, atol=1e-5, ema=True):
         """log p_1(x) (N,) float64 of given points x (N, D), by the instantaneous
         change of variables integrated from t = 1 back to t = 0 (docs/likelihood.md)."""
         self._check_fitted()
         s = solver(method, self.device, logprob=True)
+        self._check_gaussian_source()
         x = np.asarray(x, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != self.spec_.dim:
             raise FmnumpyError(f"x must have shape (N, {self.spec_.dim}), got {x.shape}")
@@ -328,15 +398,67 @@ class FlowMatcher:
         """(gx, gy, log p (n_grid, n_grid)) on a square grid of cell centres (D = 2)."""
         self._check_fitted()
         s = solver(method, self.device, logprob=True)
+        self._check_gaussian_source()
         self._set_threads()
         return _lik.density_grid(self.ema_ if ema else self.theta_, self.spec_, lim, n_grid,
                                  s.name, steps)
 
+    # -- evaluation -------------------------------------------------------------------
+    def evaluate(self, data=None, n=2000, seed=0, method="rk4", steps=DEFAULTS["sample_steps"],
+                 ema=True):
+        """Sample quality and transport cost of the flow, as a dict (docs/metrics.md):
+
+        w1, w2 (exact, n samples against n fresh points of ``data``, by default the
+        training data), mmd, energy (metrics.evaluate), npe (the normalized path
+        energy |E int_0^1 ||v||^2 dt - W2^2(source, data)| / W2^2(source, data) of
+        Tong et al. 2024, the energy along the n sampled trajectories), straightness
+        (metrics.straightness from the same source points, at most 1,000), nfe, n.
+        Draws: source points ``default_rng([seed, 10])``, fresh data
+        ``default_rng([seed, 9])``, and n more source points ``[seed, 11]`` for
+        W2(source, data)."""
+        from . import metrics
+        from .solvers import tableau
+        self._check_fitted()
+        n = positive_int("the number of evaluation points", n)
+        if n < 2:
+            raise FmnumpyError(f"the number of evaluation points must be at least 2, got {n}")
+        if solver(method, self.device).adaptive:
+            raise FmnumpyError(f"evaluate integrates the path energy along fixed steps; "
+                               f"choose a fixed-step method, not {method!r}")
+        if data is None:
+            data = self.source_data()
+        draw = datasets.make_sampler(data)
+        x0 = np.asarray(self.draw_source(n, np.random.default_rng([seed, 10])), dtype=DTYPE)
+        fresh = np.asarray(draw(n, np.random.default_rng([seed, 9])))
+        x1, traj = self._solve(x0, method, steps, 1e-5, 1e-5, steps, ema)
+        out = metrics.evaluate(x1, fresh, max_points=n)
+        out["w1"] = metrics.w1(x1, fresh)
+        ts = np.linspace(0.0, 1.0, traj.shape[0])
+        v = np.stack([self.velocity(traj[k], ts[k], ema=ema) for k in range(traj.shape[0])])
+        energy = metrics.path_energy(v, ts)
+        ends = metrics.w2(self.draw_source(n, np.random.default_rng([seed, 11])), fresh)
+        out.update(path_energy=energy, w2_source_data=ends,
+                   npe=metrics.normalized_path_energy(energy, ends),
+                   straightness=metrics.straightness(
+                       lambda xx, tt: self.velocity(xx, tt, ema=ema), x0[:1000], steps=100),
+                   nfe=int(steps) * tableau(method).stages, n=n)
+        return out
+
+    def source_data(self):
+        """The training data's name or path, for drawing fresh points to compare with."""
+        if self.data_ in (None, "array", "reflow"):
+            raise FmnumpyError("this model was trained on an in-memory array; pass the data "
+                               "to compare with (evaluate(data=...), --data FILE or "
+                               "--dataset NAME)")
+        return self.data_
+
     # -- persistence ------------------------------------------------------------------
     def _meta(self):
         return dict(spec=self.spec_.to_dict(), opt=self.opt.to_dict(),
-                    optimizer=self.optimizer, sigma_min=self.sigma_min, seed=self.seed,
-                    path=self.path, sb_sigma=self.sb_sigma, time_power=self.time_power,
+                    optimizer=self.optimizer, sigma_min=self.sigma_min, sigma=self.sigma,
+                    seed=self.seed, path=self.path,
+                    # the source: a dataset name, or the name of the array stored beside
+                    source=None if self.source_ is None else self.source_.name, sb_sigma=self.sb_sigma, time_power=self.time_power,
                     step=self.step_, total_steps=self.total_steps_,
                     batch_size=self.batch_size_, data=self.data_,
                     train_seconds=self.train_seconds_,
@@ -355,7 +477,8 @@ class FlowMatcher:
                                       "schedule", "lr_min")}
         return dict(params, hidden=spec["hidden"], activation=spec["activation"],
                     time_freqs=spec.get("n_freq", 0), optimizer=meta["optimizer"],
-                    sigma_min=meta["sigma_min"], seed=meta["seed"],
+                    sigma_min=meta["sigma_min"], sigma=meta.get("sigma", 0.0),
+                    seed=meta["seed"],
                     # checkpoints from before the path option trained the straight path
                     path=meta.get("path", "straight"),
                     sb_sigma=meta.get("sb_sigma", DEFAULTS["sb_sigma"]),
@@ -368,6 +491,8 @@ class FlowMatcher:
         """Write the whole training state to ``path`` (.npz), atomically."""
         self._check_fitted()
         arrays = {name: self.state_.buf[i] for i, name in enumerate(ROWS) if name != "dtheta"}
+        if self.source_ is not None and self.source_.array is not None:
+            arrays["source"] = self.source_.array      # user data: kept, not re-read
         return save_checkpoint(path, self._meta(), dict(
             arrays, losses=np.asarray(self.losses_, dtype=np.float64)))
 
@@ -395,6 +520,13 @@ class FlowMatcher:
             fm.data_ = meta["data"]
             fm.state_.seconds = float(meta.get("train_seconds", 0.0))
             fm.state_.losses = [float(x) for x in arr["losses"]]
+            name = meta.get("source")
+            if name is not None:
+                fm.source_ = datasets.as_data(arr["source"] if "source" in arr else name)
+                fm.source_.name = name
+                if fm.source_.dim != fm.spec_.dim:
+                    raise FmnumpyError(f"{path}: the stored source has D={fm.source_.dim}, "
+                                       f"the model D={fm.spec_.dim}; the file is damaged")
         except (KeyError, TypeError) as e:
             raise FmnumpyError(f"{path}: checkpoint metadata is incomplete ({e}); "
                                "retrain or pass another file") from None

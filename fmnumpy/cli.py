@@ -74,6 +74,11 @@ def build_parser():
                      f"{DEFAULTS['dataset']}); one of: " + ", ".join(_datasets()))
     src.add_argument("--data", default=None, help="your data: a .npy or .csv file of "
                      "shape (N, D)")
+    t.add_argument("--source", default=None, help="where x0 comes from: a toy dataset name "
+                   "or a .npy/.csv file (default N(0, I)); samples then start from it")
+    t.add_argument("--sigma", type=float, default=None,
+                   help="constant width of the straight path, xt = (1-t) x0 + t x1 + sigma "
+                   "eps (TorchCFM's I-CFM / OT-CFM sigma; default 0)")
     t.add_argument("--steps", type=int, default=None,
                    help=f"training steps in total (default {DEFAULTS['steps']}, or the "
                    "checkpoint's total with --resume)")
@@ -241,6 +246,13 @@ def cmd_train(a):
         if a.time_power is not None and a.time_power != fm.time_power:
             raise FmnumpyError(f"{ckpt} was trained with time_power {fm.time_power}; "
                                f"--resume continues it, so drop --time-power {a.time_power}")
+        if a.sigma is not None and a.sigma != fm.sigma:
+            raise FmnumpyError(f"{ckpt} was trained with sigma {fm.sigma}; --resume "
+                               f"continues it, so drop --sigma {a.sigma}")
+        had = None if fm.source_ is None else fm.source_.name
+        if a.source is not None and a.source != had:
+            raise FmnumpyError(f"{ckpt} was trained from the source {had or 'N(0, I)'}; "
+                               f"--resume continues it, so drop --source {a.source}")
         _say(f"resuming from {ckpt} at step {fm.step_}")
         fm.set_params(device=a.device, threads=a.threads)
     else:
@@ -285,7 +297,8 @@ def cmd_train(a):
                  f"energy {m['energy']:.2e}")
 
     t0 = time.perf_counter()
-    fm.fit(data, steps=a.steps, batch_size=a.batch_size, warm_start=a.resume,
+    source = None if a.source is None else datasets.as_data(a.source)   # read once
+    fm.fit(data, steps=a.steps, batch_size=a.batch_size, warm_start=a.resume, source=source,
            progress=not a.no_progress,
            callback=snapshot if (every or a.metrics_every) else None,
            callback_every=math.gcd(every, a.metrics_every),
@@ -353,9 +366,10 @@ def cmd_animate(a):
     return 0
 
 
+EVALUATE_KEYS = ("w1", "w2", "mmd", "energy", "npe", "straightness", "nfe")
+
+
 def cmd_evaluate(a):
-    from .metrics import evaluate, straightness
-    from .solvers import tableau
     fm = _load_for_sampling(a)
     data = a.data or a.dataset or fm.data_
     if data == "reflow":
@@ -363,17 +377,13 @@ def cmd_evaluate(a):
     if data in (None, "array", "reflow"):
         raise FmnumpyError("this checkpoint was trained on an in-memory array; pass "
                            "--data FILE or --dataset NAME to compare with")
-    n = a.n
-    if n < 2:
-        raise FmnumpyError(f"-n must be at least 2, got {n}")
-    x = fm.sample(n, method=a.method, steps=a.steps, seed=a.seed)
-    fresh = datasets.make_sampler(data)(n, np.random.default_rng([a.seed, 9]))
-    m = evaluate(x, fresh)
-    m["nfe"] = int(a.steps) * tableau(a.method).stages
-    x0 = np.random.default_rng([a.seed, 10]).standard_normal((min(n, 1000), fm.spec_.dim))
-    m["straightness"] = straightness(lambda xx, tt: fm.velocity(xx, tt), x0, steps=100)
-    m.update(checkpoint=a.checkpoint, data=str(data), method=a.method, steps=a.steps)
-    for k in ("w2", "mmd", "energy", "nfe", "straightness"):
+    if a.n < 2:
+        raise FmnumpyError(f"-n must be at least 2, got {a.n}")
+    m = fm.evaluate(datasets.as_data(data), n=a.n, seed=a.seed, method=a.method,
+                    steps=a.steps)
+    m.update(checkpoint=a.checkpoint, data=str(data), method=a.method, steps=a.steps,
+             source="N(0, I)" if fm.source_ is None else fm.source_.name)
+    for k in EVALUATE_KEYS:
         print(f"{k:>13}: {m[k]:.6g}" if isinstance(m[k], float) else f"{k:>13}: {m[k]}")
     if a.json:
         with open(a.json, "w") as f:

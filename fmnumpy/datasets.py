@@ -181,6 +181,20 @@ def circles(n, rng):
     return x * 3.0
 
 
+SCURVE_NOISE, SCURVE_SCALE = 0.05, 1.5     # TorchCFM's N -> S-curve benchmark
+
+
+def scurve(n, rng):
+    """The S-curve of scikit-learn's ``make_s_curve(n, noise=0.05)``, columns 0 and
+    2, times 1.5: t = 3 pi (u - 1/2), (x, y, z) = (sin t, 2 u', sign(t) (cos t - 1))
+    plus N(0, 0.05^2 I), written from the formula."""
+    t = 3.0 * np.pi * (rng.random(n) - 0.5)
+    y = 2.0 * rng.random(n)
+    x = np.stack((np.sin(t), y, np.sign(t) * (np.cos(t) - 1.0)), axis=1)    # (n, 3)
+    x += SCURVE_NOISE * rng.standard_normal((n, 3))
+    return x[:, [0, 2]] * SCURVE_SCALE
+
+
 # ---- a high-dimensional test distribution -----------------------------------------
 
 GMM_RADIUS = 4.0     # distance of every mode centre from the origin
@@ -225,6 +239,7 @@ _SAMPLERS = {
     "rings": rings,
     "swissroll": swissroll,
     "circles": circles,
+    "scurve": scurve,
     "gmm8d": lambda n, rng: gaussian_mixture(n, rng, dim=8),
     "gmm32d": lambda n, rng: gaussian_mixture(n, rng, dim=32),
 }
@@ -360,6 +375,11 @@ class Data:
         self.name = data_or_name if isinstance(data_or_name, str) else "array"
         self.source = src                                   # the name, or the (N, D) array
         self.dim = _DIMS.get(src, 2) if isinstance(src, str) else src.shape[1]
+
+    @property
+    def array(self):
+        """The (N, D) rows of user data, or None for a named distribution."""
+        return None if isinstance(self.source, str) else self.source
 
     def draw(self, n, rng):
         src = self.source

@@ -7,7 +7,10 @@ Dimension letters: N, M numbers of points, D data dimension.
   optimal assignment on the squared Euclidean cost (``assignment.py``).
 - ``mmd_rbf``: squared maximum mean discrepancy with Gaussian kernels.
 - ``energy_distance``: the squared energy distance (Szekely & Rizzo).
+- ``w1``: exact 1-Wasserstein distance, the assignment on the Euclidean cost.
 - ``straightness``: how far the flow of a velocity field is from straight lines.
+- ``path_energy``, ``normalized_path_energy``: the kinetic energy of a flow's
+  trajectories against the W2^2 between its two ends (Tong et al. 2024, NPE).
 - ``evaluate``: w2, mmd and energy in one dict.
 
 Every pairwise sum is computed in float64 by compiled loops over the pairs,
@@ -51,6 +54,45 @@ def w2(a, b):
     # found faster (docs/couplings.md, "Jonker-Volgenant")
     cols = linear_assignment(C, u0=sliced_guess(a, b))
     return float(np.sqrt(C[np.arange(C.shape[0]), cols].mean()))
+
+
+def w1(a, b):
+    """Exact W1 between equal-size point sets a, b (N, D): min over permutations pi
+    of 1/N sum_i ||a_i - b_pi(i)||, an assignment on the Euclidean cost."""
+    from .assignment import linear_assignment
+    a, b = check_pair(a, b)
+    _check_nonempty(a, b)
+    if a.shape[0] != b.shape[0]:
+        raise FmnumpyError(f"exact W1 needs equally many points, got {a.shape[0]} and "
+                           f"{b.shape[0]}")
+    C = np.sqrt(sq_dists(a, b))
+    cols = linear_assignment(C)
+    return float(C[np.arange(C.shape[0]), cols].mean())
+
+
+def path_energy(v, t):
+    """E int_0^1 ||v(x_t, t)||^2 dt from the velocities v (K + 1, N, D) at the
+    times t (K + 1,) along N trajectories, by the trapezoidal rule in t, averaged
+    over the trajectories (docs/metrics.md#path-energy)."""
+    v = np.asarray(v, dtype=np.float64)
+    t = np.asarray(t, dtype=np.float64)
+    if v.ndim != 3 or v.shape[0] != t.shape[0] or t.shape[0] < 2:
+        raise FmnumpyError(f"path_energy needs v (K + 1, N, D) at K + 1 >= 2 times, got "
+                           f"v {v.shape} and t {t.shape}")
+    sq = (v ** 2).sum(-1)                                          # (K + 1, N)
+    dt = np.diff(t)[:, None]                                       # (K, 1)
+    return float((0.5 * dt * (sq[1:] + sq[:-1])).sum(0).mean())
+
+
+def normalized_path_energy(energy, w2_ends):
+    """NPE = |E - W2^2(p0, p1)| / W2^2(p0, p1) (Tong et al. 2024, sec. 5.1): 0 when the
+    flow moves every point along its optimal-transport straight line at constant
+    speed, the least kinetic energy any flow from p0 to p1 can have."""
+    w2sq = float(w2_ends) ** 2
+    if not w2sq > 0.0:
+        raise FmnumpyError("the normalized path energy needs two different distributions "
+                           f"(W2 between them is {w2_ends})")
+    return abs(float(energy) - w2sq) / w2sq
 
 
 # ---- kernel two-sample statistics ----------------------------------------------------

@@ -44,6 +44,14 @@ The other paths a model can be trained on (``docs/couplings.md#paths``):
   ``couplings.get_coupling("sinkhorn", reg=2 * sigma**2)`` (TorchCFM's
   current default is the exact plan instead, ``ot_method="exact"``).
 
+- ``gaussian_path``: the straight path widened by a constant sigma, the path of
+  TorchCFM's I-CFM and OT-CFM (Tong et al. 2024, eq. 14-15), with eps ~ N(0, I):
+
+      xt = (1 - t) x0 + t x1 + sigma eps,     ut = x1 - x0.
+
+  Its width is sigma at every t, where Lipman's sigma_min path narrows from 1 at
+  t = 0 to sigma_min at t = 1 (docs/couplings.md#paths).
+
 No path has trainable parameters, so there is no backward.  Compiled code
 selects a path by an integer code (``PATHS``), as it selects an activation,
 through :func:`fill_path`.  The straight path's per-coordinate formula,
@@ -55,8 +63,11 @@ from numba import njit
 
 from .errors import FmnumpyError, positive_finite
 
-STRAIGHT, COSINE, SB = 0, 1, 2
+STRAIGHT, COSINE, SB, GAUSS = 0, 1, 2, 3
 PATHS = {"straight": STRAIGHT, "cosine": COSINE, "sb": SB}
+# GAUSS is the straight path widened by a constant sigma (``FlowMatcher(sigma=...)``);
+# it has no name of its own: the straight path with sigma > 0 selects it
+NOISY = (SB, GAUSS)       # the paths that read the noise eps
 SB_SIGMA = 1.0        # default bridge noise, TorchCFM's SchrodingerBridgeConditionalFlowMatcher
 SB_DENOM_EPS = 1e-8     # TorchCFM's guard in (1 - 2t) / (2 t (1 - t) + 1e-8)
 
@@ -114,6 +125,25 @@ def straight_path(x0, x1, t, sigma_min, xt, ut):
             xt[i, d], ut[i, d] = path_element_cpu(x0[i, d], x1[i, d], ti, sigma_min)
 
 
+def gaussian_element(x0, x1, t, sigma, eps):
+    """(xt, ut) of one coordinate on the constant-sigma path:
+    xt = (1 - t) x0 + t x1 + sigma eps, ut = x1 - x0."""
+    return (1.0 - t) * x0 + t * x1 + sigma * eps, x1 - x0
+
+
+gaussian_element_cpu = njit(cache=True, inline="always")(gaussian_element)
+
+
+@njit(cache=True)
+def gaussian_path(x0, x1, t, sigma, eps, xt, ut):
+    """Fill xt, ut (B, D) for the constant-sigma path above; eps (B, D)."""
+    B, D = x0.shape
+    for i in range(B):
+        ti = t[i]
+        for d in range(D):
+            xt[i, d], ut[i, d] = gaussian_element_cpu(x0[i, d], x1[i, d], ti, sigma, eps[i, d])
+
+
 @njit(cache=True)
 def cosine_path(x0, x1, t, sigma_min, xt, ut):
     """Fill xt, ut (B, D) for the variance-preserving cosine path above.
@@ -153,15 +183,18 @@ def fill_path(path, x0, x1, t, sigma, eps, xt, ut):
     """Fill xt and ut = d xt / dt (B, D) on the path with code ``path``.
 
     x0, x1 (B, D), t (B,).  ``sigma`` is the path's one parameter: sigma_min
-    of the straight path, the bridge noise of ``sb``; the cosine path has none
-    and ignores it.  eps (B, D) ~ N(0, I) is the bridge's noise, read by
-    ``sb`` only (the other paths take an empty (0, D) array).
+    of the straight path, the bridge noise of ``sb``, the constant width of
+    ``GAUSS``; the cosine path has none and ignores it.  eps (B, D) ~ N(0, I) is
+    the noise of ``sb`` and ``GAUSS`` (the other paths take an empty (0, D) array).
     """
     if path == COSINE:
         cosine_path(x0, x1, t, sigma, xt, ut)
-    elif path == SB:
+    elif path == SB or path == GAUSS:
         if eps.shape[0] != x0.shape[0] or eps.shape[1] != x0.shape[1]:
-            raise ValueError("the sb path needs noise eps of the batch's shape (B, D)")
-        sb_path(x0, x1, t, sigma, eps, xt, ut)
+            raise ValueError("the sb and sigma paths need noise eps of the batch's shape (B, D)")
+        if path == SB:
+            sb_path(x0, x1, t, sigma, eps, xt, ut)
+        else:
+            gaussian_path(x0, x1, t, sigma, eps, xt, ut)
     else:
         straight_path(x0, x1, t, sigma, xt, ut)

@@ -4,8 +4,8 @@ gives log-probabilities.
 Dimension letters: N particles, D data dimension, R recorded states.
 
 Every solver here has one signature, ``solve(theta, spec, x0, method, steps,
-rtol, atol, record) -> (x1 (N, D), trajectory (R + 1, N, D) or None, stats or
-None)``: ``steps`` for the fixed-step tableaus (``solvers.TABLEAUS``), rtol/atol
+rtol, atol, record, t0, t1) -> (x(t1) (N, D), trajectory (R + 1, N, D) or None,
+stats or None)`` (t1 < t0 integrates backwards): ``steps`` for the fixed-step tableaus (``solvers.TABLEAUS``), rtol/atol
 for the adaptive Dormand-Prince (``adaptive.py``).  Log-probabilities come from
 the augmented solve of ``likelihood.py``.  A combination the table does not have
 raises one line naming what is available; nothing falls back silently.
@@ -23,19 +23,19 @@ from .solvers import METHODS, integrate_mlp
 DEVICES = ("cpu", "cuda")
 
 
-def _cpu_fixed(theta, spec, x0, method, steps, rtol, atol, record):
-    out = integrate_mlp(theta, spec, x0, method, steps, record=record)
+def _cpu_fixed(theta, spec, x0, method, steps, rtol, atol, record, t0=0.0, t1=1.0):
+    out = integrate_mlp(theta, spec, x0, method, steps, t0=t0, t1=t1, record=record)
     return (out + (None,)) if record else (out, None, None)
 
 
-def _cuda_fixed(theta, spec, x0, method, steps, rtol, atol, record):
+def _cuda_fixed(theta, spec, x0, method, steps, rtol, atol, record, t0=0.0, t1=1.0):
     from .cuda import cuda_sample
-    out = cuda_sample(theta, spec, x0, method, steps, record=record)
+    out = cuda_sample(theta, spec, x0, method, steps, t0=t0, t1=t1, record=record)
     return (out + (None,)) if record else (out, None, None)
 
 
-def _cpu_dopri5(theta, spec, x0, method, steps, rtol, atol, record):
-    x1, stats = dopri5_mlp(theta, spec, x0, rtol, atol)
+def _cpu_dopri5(theta, spec, x0, method, steps, rtol, atol, record, t0=0.0, t1=1.0):
+    x1, stats = dopri5_mlp(theta, spec, x0, rtol, atol, t0=t0, t1=t1)
     return x1, None, stats
 
 

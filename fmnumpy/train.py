@@ -26,16 +26,18 @@ from .errors import FmnumpyError
 from .paths import time_from_uniform
 
 TRAIN_STREAM = 1      # purpose tag of the training-data generator
-PATH_NOISE_STREAM = 2     # purpose tag of the sb path's noise eps
+PATH_NOISE_STREAM = 2     # purpose tag of the noise eps of the sb and sigma paths
 
 
 class BatchStream:
-    """(x0, x1, t) for step k: x0 (B, D) ~ N(0, I), x1 (B, D) ~ data, t (B,) =
+    """(x0, x1, t) for step k: x0 (B, D) ~ the source (N(0, I), or ``source(n, rng)``
+    of another distribution), x1 (B, D) ~ data, t (B,) =
     paths.time_from_uniform(u, time_power) of u ~ U(0, 1) (time_power 1: t = u)."""
 
-    def __init__(self, draw, dim, batch, seed, dtype, coupling=None, time_power=1.0):
+    def __init__(self, draw, dim, batch, seed, dtype, coupling=None, time_power=1.0,
+                 source=None):
         self.draw, self.dim, self.batch, self.seed = draw, dim, batch, seed
-        self.dtype, self.coupling = dtype, coupling
+        self.dtype, self.coupling, self.source = dtype, coupling, source
         self.time_power = float(time_power)
         self.chunk = -1
 
@@ -52,7 +54,11 @@ class BatchStream:
         C, B, D = config.DATA_CHUNK_STEPS, self.batch, self.dim
         rng = np.random.default_rng([self.seed, TRAIN_STREAM, k])
         self.x1 = self._x1(rng)
-        self.x0 = rng.standard_normal((C, B, D)).astype(self.dtype)
+        if self.source is None:
+            self.x0 = rng.standard_normal((C, B, D)).astype(self.dtype)
+        else:
+            self.x0 = np.ascontiguousarray(self.source(C * B, rng),
+                                           dtype=self.dtype).reshape(C, B, D)
         u = rng.random((C, B))
         t = u if self.time_power == 1.0 else time_from_uniform(u, self.time_power)
         self.t = t.astype(self.dtype)

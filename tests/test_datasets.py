@@ -9,7 +9,7 @@ from fmnumpy.config import DTYPE
 from fmnumpy.errors import FmnumpyError
 
 TOY = ("2spirals", "8gaussians", "checkerboard", "moons", "pinwheel", "rings",
-       "swissroll", "circles")
+       "swissroll", "circles", "scurve")
 DIMS = dict({name: 2 for name in TOY}, gmm8d=8, gmm32d=32)
 SETTINGS = settings(max_examples=30, deadline=None, derandomize=True)
 
@@ -152,6 +152,21 @@ def test_swissroll_moments_and_range():
     np.testing.assert_allclose(x.mean(0), [2 / 5, 2 / (3 * np.pi) / 5], atol=0.02)
     r = radius(x)
     assert r.max() < 4.5 * np.pi / 5 + 1.0 and np.quantile(r, 0.001) > 1.5 * np.pi / 5 - 0.6
+
+
+def test_scurve_moments_and_shape():
+    """t uniform on [-3 pi / 2, 3 pi / 2]: E sin^2 t = 1/2, E cos t = -2 / (3 pi),
+    so E x^2 = 1.5^2 (1/2 + s^2) and E z^2 = 1.5^2 (3/2 + 4 / (3 pi) + s^2), s = 0.05;
+    and the noiseless S is within a few noise widths of every point."""
+    x = draw("scurve", 40000) / 1.5
+    s2 = 0.05 ** 2
+    np.testing.assert_allclose((x ** 2).mean(0), [0.5 + s2, 1.5 + 4 / (3 * np.pi) + s2],
+                               atol=0.02)
+    np.testing.assert_allclose(x.mean(0), [0.0, 0.0], atol=0.02)
+    t = np.linspace(-1.5 * np.pi, 1.5 * np.pi, 4001)
+    curve = np.stack((np.sin(t), np.sign(t) * (np.cos(t) - 1)), axis=1)
+    d = np.min(np.linalg.norm(x[:2000, None, :] - curve[None], axis=2), axis=1)
+    assert np.quantile(d, 0.99) < 4 * 0.05 * np.sqrt(2)
 
 
 @pytest.mark.parametrize("dim", [4, 8, 32])

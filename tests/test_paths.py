@@ -14,7 +14,7 @@ from fmnumpy import checkpoint as ckpt_mod
 from fmnumpy.config import DATA_CHUNK_STEPS
 from fmnumpy.datasets import sample as draw
 from fmnumpy.metrics import w2
-from fmnumpy.paths import COSINE, PATHS, SB, SB_SIGMA, STRAIGHT, fill_path
+from fmnumpy.paths import COSINE, GAUSS, NOISY, PATHS, SB, SB_SIGMA, STRAIGHT, fill_path
 from fmnumpy.paths import SB_DENOM_EPS
 from fmnumpy.train import PathNoise
 
@@ -23,13 +23,14 @@ from reference import (SETTINGS, NAME, assert_grad_close, away_from_kinks, centr
                        problem)
 
 # (path code, its sigma) for every path, with sigma_min > 0 for the straight one
-CASES = [(STRAIGHT, 0.0), (STRAIGHT, 0.01), (COSINE, 0.0), (SB, 0.1), (SB, SB_SIGMA)]
+CASES = [(STRAIGHT, 0.0), (STRAIGHT, 0.01), (COSINE, 0.0), (SB, 0.1), (SB, SB_SIGMA),
+         (GAUSS, 0.1)]
 cases = st.sampled_from(CASES)
 
 
 def noise_for(path, rng, B, D):
-    """eps (B, D) for the bridge, the empty (0, D) for the other paths."""
-    return rng.standard_normal((B, D)) if path == SB else np.zeros((0, D))
+    """eps (B, D) for the bridge and the sigma path, the empty (0, D) for the others."""
+    return rng.standard_normal((B, D)) if path in NOISY else np.zeros((0, D))
 
 
 def fill(path, x0, x1, t, sigma, eps):
@@ -59,12 +60,15 @@ def test_every_path_starts_at_the_prior_and_ends_at_the_data():
     rng = np.random.default_rng(0)
     x0, x1, eps = rng.standard_normal((3, 20, 2))
     for path, sigma in CASES:
-        e = eps if path == SB else np.zeros((0, 2))
+        e = eps if path in NOISY else np.zeros((0, 2))
+        # the sigma path is a tube of width sigma around the straight line, at both ends
+        tube = sigma * eps if path == GAUSS else 0.0
         xt, _ = fill(path, x0, x1, np.zeros(20), sigma, e)
-        np.testing.assert_allclose(xt, x0, atol=1e-15)
+        np.testing.assert_allclose(xt, x0 + tube, atol=1e-15)
         xt, _ = fill(path, x0, x1, np.ones(20), sigma, e)
         # Lipman's path ends at x1 + sigma_min x0, a Gaussian of width sigma_min around x1
-        np.testing.assert_allclose(xt, x1 + sigma * x0 if path == STRAIGHT else x1, atol=1e-15)
+        np.testing.assert_allclose(xt, (x1 + sigma * x0 if path == STRAIGHT else x1) + tube,
+                                   atol=1e-15)
 
 
 def test_the_bridge_without_noise_is_the_straight_path():
@@ -92,6 +96,8 @@ def path_ref(path, sigma, x0, x1, t, eps):
         a, b = np.cos(np.pi / 2 * T), np.sin(np.pi / 2 * T)
         return a * x0 + b * x1, np.pi / 2 * (a * x1 - b * x0)
     mu = (1 - T) * x0 + T * x1
+    if path == GAUSS:                          # Tong et al. 2024, eq. 14-15
+        return mu + sigma * eps, x1 - x0
     if path == SB:
         xt = mu + sigma * np.sqrt(T * (1 - T)) * eps
         return xt, (1 - 2 * T) / (2 * T * (1 - T) + SB_DENOM_EPS) * (xt - mu) + x1 - x0
