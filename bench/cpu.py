@@ -153,6 +153,7 @@ class Validate:
         from fmnumpy.mlp import Workspace
         from fmnumpy.paths import STRAIGHT
         from fmnumpy.step import loss_and_grad
+        from fmnumpy.train import NO_LABELS
         from . import torch_ref as R
         spec, theta = _spec_theta(self.model, self.seed)
         x0, x1, t = _stream(batch, self.seed).batch_at(0)
@@ -161,7 +162,7 @@ class Validate:
         xt, ut, dv = (np.zeros_like(x0) for _ in range(3))             # (B, D)
         no_eps = np.zeros((0, x0.shape[1]), x0.dtype)                  # the straight path
         loss = float(loss_and_grad(theta, dtheta, (spec.sizes, spec.kind, spec.n_freq),
-                                   (STRAIGHT, 0.0), (x0, x1, t, no_eps),
+                                   (STRAIGHT, 0.0), (x0, x1, t, no_eps, NO_LABELS),
                                    (xt, ut, dv) + ws.buffers()))
         ref = R.build_model(spec.sizes, spec.activation, theta)
         loss32, g32 = R.loss_and_grad(ref, x0, x1, t)

@@ -27,7 +27,7 @@ import numpy as np
 from numba import njit
 
 from .errors import FmnumpyError
-from .solvers import Tableau, mlp_field, rk_stage_input
+from .solvers import Tableau, conditioning, mlp_field, rk_stage_input
 
 # Controller constants (Hairer, Norsett & Wanner, Solving ODEs I, sec. II.4).
 SAFETY = 0.9          # aim a little below the tolerance so the next step is accepted
@@ -279,13 +279,14 @@ def dopri5(field, params, x0, t0=0.0, t1=1.0, rtol=1e-5, atol=1e-5, h0=0.0,
 
 
 def dopri5_mlp(theta, spec, x0, rtol=1e-5, atol=1e-5, t0=0.0, t1=1.0, norm="rms",
-               dtype=np.float64, chunk=None, max_steps=MAX_STEPS):
+               dtype=np.float64, chunk=None, max_steps=MAX_STEPS, labels=None, guidance=1.0):
     """Solve dx/dt = v_theta(x, t) from x(t0) = x0 (N, D) to t1 with DOPRI5.
 
     The network and the state are cast to ``dtype`` (float64 by default, so
     rtol down to ~1e-12 is meaningful; float32 limits it to ~1e-6).  With
     ``chunk``, particles are solved in groups of that size, each with its own
-    step sizes, and the stats are summed over groups.
+    step sizes, and the stats are summed over groups.  ``labels``, ``guidance``:
+    the conditioning of a conditional network (``solvers.conditioning``).
     Returns (x(t1) (N, D) in ``dtype``, SolveStats).
     """
     x0 = np.asarray(x0)
@@ -297,13 +298,16 @@ def dopri5_mlp(theta, spec, x0, rtol=1e-5, atol=1e-5, t0=0.0, t1=1.0, norm="rms"
     out = np.empty((N, spec.dim), dtype=dtype)
     nfe = acc = rej = 0
     sizes = spec.sizes
+    y, w = conditioning(spec, N, labels, guidance)
     for lo in range(0, N, max(chunk, 1)):
         xc = np.ascontiguousarray(x0[lo:lo + chunk], dtype=dtype)
         B = xc.shape[0]
         params = (theta, sizes, spec.kind, spec.n_freq,
                   np.zeros((B, int(sizes[0])), dtype=dtype),
                   np.zeros(B * int(sizes[1:].sum()), dtype=dtype),
-                  np.zeros(0, dtype=dtype))            # inference: no sigma' cache
+                  np.zeros(0, dtype=dtype),            # inference: no sigma' cache
+                  y[lo:lo + B] if y.shape[0] else y, w,
+                  np.zeros((B if w != 1.0 and y.shape[0] else 0, spec.dim), dtype=dtype))
         xc, st = dopri5(mlp_field, params, xc, t0, t1, rtol, atol, norm=norm,
                         max_steps=max_steps)
         out[lo:lo + B] = xc

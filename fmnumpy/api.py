@@ -9,6 +9,7 @@ The defaults here are the command line's defaults (``DEFAULTS``).
 """
 
 import inspect
+import math
 
 import numpy as np
 
@@ -43,10 +44,11 @@ DEFAULTS = dict(
     clip=1.0, ema_decay=0.999, warmup=500, schedule="cosine", lr_min=1e-5,
     sigma_min=0.0, sigma=0.0, seed=0, method="rk4", sample_steps=100, n_samples=2000,
     coupling="independent", path="straight", sb_sigma=SB_SIGMA, time_power=None,
+    label_dropout=0.1,
 )
 
 
-def _check_gpu_settings(device, path, coupling, sigma=0.0, source=None):
+def _check_gpu_settings(device, path, coupling, sigma=0.0, source=None, n_classes=0):
     """The GPU trainer trains the straight path (sigma = 0) from N(0, I) with
     independent pairs."""
     if device != "cuda":
@@ -62,6 +64,9 @@ def _check_gpu_settings(device, path, coupling, sigma=0.0, source=None):
     if source is not None:
         raise FmnumpyError(f"training from the source {source.name!r} is not supported on the "
                            "GPU yet (it draws x0 ~ N(0, I)); use --device cpu")
+    if n_classes:
+        raise FmnumpyError("conditional training (labels) is not supported on the GPU yet; "
+                           "use --device cpu")
 
 
 def _row(i, doc):
@@ -98,7 +103,8 @@ class FlowMatcher:
                  lr_min=DEFAULTS["lr_min"], sigma_min=DEFAULTS["sigma_min"],
                  sigma=DEFAULTS["sigma"], coupling=DEFAULTS["coupling"], coupling_options=None,
                  path=DEFAULTS["path"], sb_sigma=DEFAULTS["sb_sigma"],
-                 time_power=DEFAULTS["time_power"], seed=DEFAULTS["seed"], threads=None, device="cpu"):
+                 time_power=DEFAULTS["time_power"], label_dropout=DEFAULTS["label_dropout"],
+                 seed=DEFAULTS["seed"], threads=None, device="cpu"):
         params = dict(locals())
         del params["self"]
         self._configure(**params)
@@ -111,7 +117,8 @@ class FlowMatcher:
 
     def _configure(self, hidden, activation, time_freqs, lr, optimizer, weight_decay, clip,
                    ema_decay, warmup, schedule, lr_min, sigma_min, sigma, coupling,
-                   coupling_options, path, sb_sigma, time_power, seed, threads, device):
+                   coupling_options, path, sb_sigma, time_power, label_dropout, seed, threads,
+                   device):
         """Validate the whole configuration (the constructor's arguments), then set it:
         a bad value leaves the model as it was."""
         if optimizer not in ("adam", "adamw"):
@@ -134,6 +141,13 @@ class FlowMatcher:
                                f"{path}, sigma_min {sigma_min}); use one of sigma_min "
                                "(Lipman's narrowing path) or sigma (constant width)")
         sb_sigma = check_sb_sigma(sb_sigma)
+        try:
+            label_dropout = float(label_dropout)
+        except (TypeError, ValueError):
+            label_dropout = math.nan
+        if not 0.0 <= label_dropout < 1.0:
+            raise FmnumpyError(f"label_dropout must be in [0, 1) (the fraction of labels "
+                               f"replaced by the null class), got {label_dropout}")
         time_power = check_time_power(TIME_POWER[path] if time_power is None else time_power)
         coupling_options = dict(coupling_options or {})
         get_coupling(str(coupling), **coupling_options)            # validate early
@@ -145,7 +159,7 @@ class FlowMatcher:
         self.hidden, self.activation, self.time_freqs = hidden, activation, int(time_freqs)
         self.optimizer, self.opt = optimizer, opt
         self.sigma_min, self.sigma, self.path, self.sb_sigma = sigma_min, sigma, path, sb_sigma
-        self.time_power = time_power
+        self.time_power, self.label_dropout = time_power, label_dropout
         self.coupling, self.coupling_options = str(coupling), coupling_options
         self.device, self.seed, self.threads = device, int(seed), threads
 
@@ -174,8 +188,8 @@ class FlowMatcher:
         return self
 
     # -- state ------------------------------------------------------------------------
-    def _init_state(self, dim):
-        self.spec_ = MLPSpec(dim, self.hidden, self.activation, self.time_freqs)
+    def _init_state(self, dim, n_classes=0):
+        self.spec_ = MLPSpec(dim, self.hidden, self.activation, self.time_freqs, n_classes)
         rng = np.random.default_rng([self.seed, INIT_STREAM])
         self.state_ = TrainState(init_params(self.spec_.sizes, rng, DTYPE))
         self.source_ = None
@@ -202,10 +216,11 @@ class FlowMatcher:
             return GAUSS, self.sigma
         return code, {STRAIGHT: self.sigma_min, SB: self.sb_sigma}.get(code, 0.0)
 
-    def check_device(self, source=None):
+    def check_device(self, source=None, n_classes=0):
         """Refuse settings the GPU trainer does not have (it trains the straight path
-        from N(0, I) with independent pairs)."""
-        _check_gpu_settings(self.device, self.path, self.coupling, self.sigma, source)
+        from N(0, I) with independent pairs, without labels)."""
+        _check_gpu_settings(self.device, self.path, self.coupling, self.sigma, source,
+                            n_classes)
 
     def _check_fitted(self):
         if self.spec_ is None:
@@ -225,13 +240,18 @@ class FlowMatcher:
     def fit(self, data=DEFAULTS["dataset"], steps=DEFAULTS["steps"],
             batch_size=DEFAULTS["batch_size"], warm_start=False, until=None,
             progress=False, callback=None, callback_every=0, checkpoint=None,
-            checkpoint_every=0, log=None, source=None):
+            checkpoint_every=0, log=None, source=None, labels=None):
         """Train on ``data`` (a dataset name, an (N, D) array, a .npy/.csv path or a
         ``datasets.Data``) for ``steps`` steps in total.
 
         source: where x0 comes from: None for N(0, I), or a distribution given like
         ``data`` (x0 is then drawn from it every step, couplings included); the
         model keeps it, ``sample`` draws from it and checkpoints store it.
+        labels: None (unconditional), True (a toy set's own labels: the mode of
+        8gaussians, the arm of 2spirals and pinwheel, the moon, the ring, the
+        circle) or (N,) integer labels of an array; the label enters the network
+        as a one-hot with a null class, dropped to null with probability
+        ``label_dropout`` for classifier-free guidance (docs/guidance.md).
 
         warm_start=True continues a fitted or loaded model up to ``steps``
         (the same batch size is required, so the data stream continues exactly);
@@ -241,18 +261,22 @@ class FlowMatcher:
         """
         steps = positive_int("steps", steps)
         batch_size = positive_int("batch size", batch_size)
-        data = datasets.as_data(data)
+        data = datasets.as_data(data, labels)
         src = None if source is None else datasets.as_data(source)
         if src is not None and src.dim != data.dim:
             raise FmnumpyError(f"the source has D={src.dim} and the data D={data.dim}; give "
                                "a source of the data's dimension")
         if warm_start and self.spec_ is not None and source is None:
             src = self.source_                      # continue from the model's own source
-        self.check_device(src)
+        self.check_device(src, data.n_classes)
         if warm_start and self.spec_ is not None:
             if self.spec_.dim != data.dim:
                 raise FmnumpyError(f"the model was trained on D={self.spec_.dim} data, "
                                    f"this data has D={data.dim}")
+            if self.spec_.n_classes != data.n_classes:
+                raise FmnumpyError(f"the model was trained with {self.spec_.n_classes} "
+                                   f"classes, these data have {data.n_classes}; continue "
+                                   "with the same labels")
             if self.batch_size_ not in (None, batch_size):
                 raise FmnumpyError(f"resume with the same batch size as before "
                                    f"({self.batch_size_}), got {batch_size}")
@@ -260,13 +284,17 @@ class FlowMatcher:
                 raise FmnumpyError(f"the model has already taken {self.step_} steps; "
                                    f"ask for more than that (got --steps {steps})")
         else:
-            self._init_state(data.dim)
+            self._init_state(data.dim, data.n_classes)
         self.batch_size_, self.total_steps_, self.data_ = batch_size, steps, data.name
         self.source_ = src
         self._set_threads()
+        cond = self.spec_.n_classes > 0
         stream = _train.BatchStream(data.draw, data.dim, batch_size, self.seed, DTYPE,
                                     coupling=self._coupling(), time_power=self.time_power,
-                                    source=None if src is None else src.draw)
+                                    source=None if src is None else src.draw,
+                                    labeled=data.draw_labeled if cond else None,
+                                    label_dropout=self.label_dropout,
+                                    null_class=self.spec_.null_class)
         self._run(stream, self._stepper(stream, batch_size, data.name), steps, until=until,
                   progress=progress, callback=callback, callback_every=callback_every,
                   checkpoint=checkpoint, checkpoint_every=checkpoint_every, log=log)
@@ -298,13 +326,18 @@ class FlowMatcher:
         return get_coupling(self.coupling, **self.coupling_options)
 
     # -- sampling ---------------------------------------------------------------------
-    def velocity(self, x, t, ema=True):
-        """v(x, t) for x (N, D) and a scalar t (or (N,) array) -> (N, D)."""
-        from .mlp import Workspace, velocity
+    def velocity(self, x, t, ema=True, labels=None):
+        """v(x, t) for x (N, D) and a scalar t (or (N,) array) -> (N, D); a conditional
+        model takes ``labels`` (an int or (N,)), by default the null class."""
+        from .mlp import Workspace, label_features, velocity
         self._check_fitted()
         x = np.ascontiguousarray(x, dtype=DTYPE)
         tt = np.broadcast_to(np.asarray(t, dtype=DTYPE), (x.shape[0],)).copy()
         ws = Workspace(self.spec_.sizes, x.shape[0])
+        y, _ = self._labels(labels, x.shape[0], 1.0)
+        if self.spec_.n_classes:
+            y = np.full(x.shape[0], self.spec_.null_class, np.int64) if y is None else y
+            label_features(y, self.spec_.label_offset, ws.X)
         theta = self.ema_ if ema else self.theta_
         return velocity(theta, self.spec_.sizes, self.spec_.kind, self.spec_.n_freq, x, tt,
                         ws.X, ws.A, ws.Z).copy()
@@ -317,36 +350,66 @@ class FlowMatcher:
             return rng.standard_normal((n, self.spec_.dim))
         return self.source_.draw(n, rng)
 
+    def _check_unconditional(self):
+        if self.spec_.n_classes:
+            raise FmnumpyError("log-probabilities of a conditional model are not available "
+                               "yet; sample it with labels= instead")
+
     def _check_gaussian_source(self):
         if self.source_ is not None:
             raise FmnumpyError(f"log-probabilities need the N(0, I) source, whose density "
                                f"is known; this model transports from {self.source_.name!r}")
 
-    def _solve(self, x0, method, steps, rtol, atol, record, ema, t0=0.0, t1=1.0):
+    def _labels(self, labels, n, guidance):
+        """(y (n,) int64 or None, w) checked against the model: labels of a
+        conditional model (an int for all, or (n,)), a finite guidance weight."""
+        w = float(guidance) if np.isscalar(guidance) else math.nan
+        if not math.isfinite(w):
+            raise FmnumpyError(f"guidance must be a finite number, got {guidance!r}")
+        if labels is None:
+            return None, w
+        K = self.spec_.n_classes
+        if not K:
+            raise FmnumpyError("this model is unconditional (trained without labels); drop "
+                               "labels= or train with labels")
+        y = np.full(n, labels) if np.ndim(labels) == 0 else np.asarray(labels)
+        y = datasets.check_labels(y, n, "sample")
+        if y.max() >= K:
+            raise FmnumpyError(f"label {int(y.max())} is not a class of this model, which "
+                               f"was trained on the classes 0..{K - 1}")
+        return y, w
+
+    def _solve(self, x0, method, steps, rtol, atol, record, ema, t0=0.0, t1=1.0,
+               labels=None, guidance=1.0):
         """(x(t1), trajectory or None) from x0 (n, D) with the registry's solver of
-        ``method`` on ``self.device``."""
+        ``method`` on ``self.device``, conditioned on ``labels`` with ``guidance``."""
         s = solver(method, self.device)
         x0 = np.asarray(x0, dtype=DTYPE)
         if x0.ndim != 2 or x0.shape[1] != self.spec_.dim:
             raise FmnumpyError(f"x0 must have shape (n, {self.spec_.dim}), got {x0.shape}")
+        y, w = self._labels(labels, x0.shape[0], guidance)
         if record and s.adaptive:
             raise FmnumpyError("record needs a fixed-step method and no return_logprob")
         self._set_threads()
         theta = self.ema_ if ema else self.theta_
         x1, traj, stats = s.sample[self.device](theta, self.spec_, x0, s.name, steps, rtol,
-                                                atol, record, t0, t1)
+                                                atol, record, t0, t1, y, w)
         if stats is not None:
             self.last_solve_ = stats
         return x1.astype(DTYPE, copy=False), traj
 
     def sample(self, n=DEFAULTS["n_samples"], method=DEFAULTS["method"],
                steps=DEFAULTS["sample_steps"], seed=1, record=0, ema=True, x0=None,
-               return_logprob=False, rtol=1e-5, atol=1e-5):
+               return_logprob=False, rtol=1e-5, atol=1e-5, labels=None, guidance=1.0):
         """Draw ``n`` samples: x0 from the source (N(0, I) unless ``fit`` was given
         another, ``draw_source`` with ``default_rng(seed)``) or the given x0,
         integrated from t = 0 to 1 with ``method`` (euler, midpoint, heun, rk4 with
         ``steps`` steps, or adaptive dopri5 with ``rtol``/``atol``) on
         ``self.device`` (``sampling.SOLVERS``: what is not available there raises).
+
+        A conditional model samples class ``labels`` (an int, or (n,) ints) with the
+        classifier-free guidance weight ``guidance`` (w: v = v_null + w (v_y - v_null),
+        docs/guidance.md); labels=None samples the whole distribution (the null class).
 
         Returns (n, D); with ``record`` = R also the trajectory (R + 1, n, D); with
         ``return_logprob`` also log p(x1) (n,) float64 from the same solve
@@ -355,6 +418,7 @@ class FlowMatcher:
         s = solver(method, self.device, logprob=return_logprob)
         if return_logprob:
             self._check_gaussian_source()
+            self._check_unconditional()
         if x0 is None:
             n = positive_int("number of samples", n)
             x0 = self.draw_source(n, np.random.default_rng(seed))
@@ -369,7 +433,8 @@ class FlowMatcher:
                 self.ema_ if ema else self.theta_, self.spec_, x0, s.name, steps, rtol, atol,
                 return_stats=True)
             return x1.astype(DTYPE), logp
-        x1, traj = self._solve(x0, s.name, steps, rtol, atol, record, ema)
+        x1, traj = self._solve(x0, s.name, steps, rtol, atol, record, ema, labels=labels,
+                               guidance=guidance)
         return (x1, traj) if record else x1
 
     def transport(self, x, reverse=False, method=DEFAULTS["method"],
@@ -386,6 +451,7 @@ class FlowMatcher:
         self._check_fitted()
         s = solver(method, self.device, logprob=True)
         self._check_gaussian_source()
+        self._check_unconditional()
         x = np.asarray(x, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != self.spec_.dim:
             raise FmnumpyError(f"x must have shape (N, {self.spec_.dim}), got {x.shape}")
@@ -399,6 +465,7 @@ class FlowMatcher:
         self._check_fitted()
         s = solver(method, self.device, logprob=True)
         self._check_gaussian_source()
+        self._check_unconditional()
         self._set_threads()
         return _lik.density_grid(self.ema_ if ema else self.theta_, self.spec_, lim, n_grid,
                                  s.name, steps)
@@ -442,6 +509,25 @@ class FlowMatcher:
                    straightness=metrics.straightness(
                        lambda xx, tt: self.velocity(xx, tt, ema=ema), x0[:1000], steps=100),
                    nfe=int(steps) * tableau(method).stages, n=n)
+        labelled = data if isinstance(data, datasets.Data) and data.n_classes else (
+            datasets.as_data(data, True) if isinstance(data, str) and data in datasets.CLASSES
+            else None)
+        if self.spec_.n_classes and labelled is not None:
+            out["w2_per_class"] = self._w2_per_class(labelled, n, seed, method, steps, ema)
+        return out
+
+    def _w2_per_class(self, data, n, seed, method, steps, ema):
+        """Exact W2 of the samples of each class (guidance 1) against fresh labelled
+        ``data`` of that class: [W2 of class 0, 1, ...], each on n // K points."""
+        K = self.spec_.n_classes
+        x, y = data.draw_labeled(2 * n, np.random.default_rng([seed, 12]))
+        from .metrics import w2 as exact_w2
+        out = []
+        for k in range(K):
+            fresh = np.asarray(x[y == k][:max(2, n // K)])
+            x0 = self.draw_source(fresh.shape[0], np.random.default_rng([seed, 13, k]))
+            xk, _ = self._solve(x0, method, steps, 1e-5, 1e-5, 0, ema, labels=k)
+            out.append(exact_w2(xk, fresh))
         return out
 
     def source_data(self):
@@ -456,7 +542,7 @@ class FlowMatcher:
     def _meta(self):
         return dict(spec=self.spec_.to_dict(), opt=self.opt.to_dict(),
                     optimizer=self.optimizer, sigma_min=self.sigma_min, sigma=self.sigma,
-                    seed=self.seed, path=self.path,
+                    seed=self.seed, path=self.path, label_dropout=self.label_dropout,
                     # the source: a dataset name, or the name of the array stored beside
                     source=None if self.source_ is None else self.source_.name, sb_sigma=self.sb_sigma, time_power=self.time_power,
                     step=self.step_, total_steps=self.total_steps_,
@@ -484,6 +570,7 @@ class FlowMatcher:
                     sb_sigma=meta.get("sb_sigma", DEFAULTS["sb_sigma"]),
                     # and drew t uniformly
                     time_power=meta.get("time_power", 1.0),
+                    label_dropout=meta.get("label_dropout", DEFAULTS["label_dropout"]),
                     coupling=extra.get("coupling", "independent"),
                     coupling_options=extra.get("coupling_options", {}))
 
@@ -504,7 +591,7 @@ class FlowMatcher:
         try:
             fm = cls(**cls.params_from_meta(meta))
             fm._load_extra(meta.get("extra", {}))
-            fm._init_state(int(meta["spec"]["dim"]))
+            fm._init_state(int(meta["spec"]["dim"]), int(meta["spec"].get("n_classes", 0)))
             P = fm.spec_.n_params
             for i, name in enumerate(ROWS):
                 if name == "dtheta":

@@ -79,6 +79,15 @@ def build_parser():
     t.add_argument("--sigma", type=float, default=None,
                    help="constant width of the straight path, xt = (1-t) x0 + t x1 + sigma "
                    "eps (TorchCFM's I-CFM / OT-CFM sigma; default 0)")
+    lab = t.add_mutually_exclusive_group()
+    lab.add_argument("--conditional", action="store_true",
+                     help="train on the toy set's labels (mode, arm, moon, ring, circle) for "
+                     "classifier-free guidance")
+    lab.add_argument("--label-column", type=int, default=None,
+                     help="with --data FILE: column K holds integer class labels")
+    t.add_argument("--label-dropout", type=float, default=None,
+                   help=f"fraction of labels replaced by the null class (default "
+                   f"{DEFAULTS['label_dropout']})")
     t.add_argument("--steps", type=int, default=None,
                    help=f"training steps in total (default {DEFAULTS['steps']}, or the "
                    "checkpoint's total with --resume)")
@@ -143,6 +152,11 @@ def build_parser():
                    "(same solve, exact divergence) to this .npy file")
     s.add_argument("--out", required=True, help="output .npy file")
     s.add_argument("--plot", default=None, help="also write a scatter PNG here")
+    s.add_argument("--label", type=int, default=None,
+                   help="conditional model: sample this class (default: the whole "
+                   "distribution)")
+    s.add_argument("--guidance", type=float, default=1.0,
+                   help="classifier-free guidance weight w (default %(default)s)")
 
     a = sub.add_parser("animate", help="write a GIF of particles flowing from noise to data")
     _add_sampling_args(a, 2000)
@@ -228,6 +242,40 @@ def _train_params(a):
     return params
 
 
+def _train_data(a, name, resumed=None):
+    """The training data of ``fmnumpy train``, read once: a toy set or file, with the
+    toy set's labels (--conditional) or a file's label column (--label-column K)."""
+    labels = True if a.conditional else None
+    if resumed is not None and resumed.spec_.n_classes and labels is None \
+            and a.label_column is None:
+        if a.data is not None or name not in datasets.CLASSES:
+            raise FmnumpyError(f"this checkpoint was trained with labels; pass "
+                               f"--label-column K with --data {a.data or name}")
+        labels = True
+    if a.label_column is None:
+        return datasets.as_data(name, labels)
+    if a.data is None:
+        raise FmnumpyError("--label-column takes its labels from your file; add --data FILE "
+                           "(for a toy set use --conditional)")
+    rows, y = datasets.split_label_column(datasets.load_data(a.data), a.label_column, a.data)
+    return datasets.Data(rows, labels=y)
+
+
+def _class_pictures(fm, data, out, seed, n=400, weights=(0.0, 1.0, 2.0, 4.0)):
+    """classes.png: the samples of each class beside its data; guidance.png: samples
+    of every class at the guidance weights w = 0, 1, 2, 4."""
+    from . import plots
+    K = fm.spec_.n_classes
+    x, y = data.draw_labeled(n * K, np.random.default_rng([seed, 7]))
+    plots.classes(os.path.join(out, "classes.png"),
+                  [fm.sample(n, labels=k, seed=seed + 10 + k) for k in range(K)],
+                  data=[x[y == k] for k in range(K)], title="samples of each class (w = 1)")
+    want = np.arange(n * 2) % K
+    plots.guidance_sweep(os.path.join(out, "guidance.png"),
+                         {w: (fm.sample(want.shape[0], labels=want, guidance=w, seed=seed + 3),
+                              want) for w in weights})
+
+
 def cmd_train(a):
     from . import plots
     data = a.data if a.data is not None else (a.dataset or DEFAULTS["dataset"])
@@ -268,7 +316,7 @@ def cmd_train(a):
     if a.batch_size is None:
         a.batch_size = (fm.batch_size_ if a.resume and fm.batch_size_ else
                         DEFAULTS["batch_size"])
-    data = datasets.as_data(data)                                    # read and checked once
+    data = _train_data(a, data, fm if a.resume else None)           # read and checked once
     draw = data.draw
     ref = draw(2000, np.random.default_rng([a.seed, 7]))           # (2000, D) for pictures
     every = a.snapshot_every if a.snapshot_every is not None else max(1, a.steps // 10)
@@ -322,6 +370,8 @@ def cmd_train(a):
             plots.vector_field(os.path.join(a.out, "vector_field.png"),
                                lambda xx, tt: fm.velocity(xx, tt), data=ref,
                                lim=float(np.abs(ref).max()) * 1.1)
+        if fm.spec_.n_classes:
+            _class_pictures(fm, data, a.out, a.seed)
     with open(os.path.join(a.out, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=1)
     _say(f"trained {fm.step_} steps in {train_s:.1f} s; W2 to fresh data {metrics['w2']:.4f}; "
@@ -338,7 +388,7 @@ def cmd_sample(a):
                             return_logprob=True, rtol=a.rtol, atol=a.atol)
     else:
         x = fm.sample(a.n, method=a.method, steps=a.steps, seed=a.seed, rtol=a.rtol,
-                      atol=a.atol)
+                      atol=a.atol, labels=a.label, guidance=a.guidance)
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     np.save(a.out, x)
     if a.log_prob:
@@ -385,6 +435,8 @@ def cmd_evaluate(a):
              source="N(0, I)" if fm.source_ is None else fm.source_.name)
     for k in EVALUATE_KEYS:
         print(f"{k:>13}: {m[k]:.6g}" if isinstance(m[k], float) else f"{k:>13}: {m[k]}")
+    if "w2_per_class" in m:
+        print(f"{'w2 per class':>13}: " + ", ".join(f"{v:.4g}" for v in m["w2_per_class"]))
     if a.json:
         with open(a.json, "w") as f:
             json.dump(m, f, indent=1)

@@ -38,8 +38,14 @@ def _check_n(n):
     return int(n)
 
 
-def _shuffle(x, rng):
-    return x[rng.permutation(x.shape[0])]
+def _shuffle(x, rng, y=None):
+    """Rows of x (and of the labels y, with the same permutation) in random order."""
+    p = rng.permutation(x.shape[0])
+    return x[p] if y is None else (x[p], y[p])
+
+
+def _labeled(x, y, labels):
+    return (x, y) if labels else x
 
 
 # ---- FFJORD's eight 2-D distributions: each (n, rng) -> (n, 2) float64 ----------
@@ -72,9 +78,10 @@ def _spiral_points(u, noise, out):
                                                 noise[i, 0], noise[i, 1])
 
 
-def two_spirals(n, rng):
+def two_spirals(n, rng, labels=False):
     """Two interleaved spirals (:func:`spiral_point`): the first (n + 1) // 2 rows
     on one arm, the rest on the other from the same uniforms; rows are shuffled.
+    Label: the arm (0, 1).
 
     For odd n the second arm gets one point fewer.
     """
@@ -85,7 +92,7 @@ def two_spirals(n, rng):
     noise = rng.standard_normal((n, 2))
     x = np.empty((n, 2))
     _spiral_points(u, noise, x)
-    return _shuffle(x, rng)
+    return _labeled(*_shuffle(x, rng, (np.arange(n) >= m).astype(np.int64)), labels)
 
 
 EIGHT_CENTRES = 4.0 * np.array(
@@ -94,11 +101,14 @@ EIGHT_CENTRES = 4.0 * np.array(
      (-1 / np.sqrt(2), 1 / np.sqrt(2)), (-1 / np.sqrt(2), -1 / np.sqrt(2))])  # (8, 2)
 
 
-def eight_gaussians(n, rng):
+def eight_gaussians(n, rng, labels=False):
     """Equal mixture of N(c_k, 0.5^2 I) over 8 centres at radius 4, every 45
-    degrees, all divided by 1.414 (FFJORD's constant, not sqrt(2) exactly)."""
-    x = rng.standard_normal((n, 2)) * 0.5 + EIGHT_CENTRES[rng.integers(0, 8, size=n)]
-    return x / 1.414
+    degrees, all divided by 1.414 (FFJORD's constant, not sqrt(2) exactly).
+    Label: the mode k (row k of ``EIGHT_CENTRES``)."""
+    noise = rng.standard_normal((n, 2))
+    k = rng.integers(0, 8, size=n)
+    x = noise * 0.5 + EIGHT_CENTRES[k]
+    return _labeled(x / 1.414, k.astype(np.int64), labels)
 
 
 def checkerboard(n, rng):
@@ -110,53 +120,59 @@ def checkerboard(n, rng):
     return np.stack((x1, x2), axis=1) * 2
 
 
-def moons(n, rng):
+def moons(n, rng, labels=False):
     """scikit-learn ``make_moons(n, noise=0.1)``, then x * 2 + (-1, -0.2).
 
     Outer half circle (cos pi l, sin pi l) gets n // 2 points, inner
     (1 - cos pi l, 1/2 - sin pi l) the rest, l on an even grid in [0, 1].
+    Label: the moon (0 outer, 1 inner).
     """
     n_out = n // 2
     l_out = np.linspace(0.0, np.pi, n_out)
     l_in = np.linspace(0.0, np.pi, n - n_out)
     x = np.vstack((np.stack((np.cos(l_out), np.sin(l_out)), axis=1),
                    np.stack((1 - np.cos(l_in), 1 - np.sin(l_in) - 0.5), axis=1)))
-    x = _shuffle(x, rng) + rng.normal(scale=0.1, size=(n, 2))
-    return x * 2 + np.array([-1.0, -0.2])
+    x, y = _shuffle(x, rng, (np.arange(n) >= n_out).astype(np.int64))
+    x = x + rng.normal(scale=0.1, size=(n, 2))
+    return _labeled(x * 2 + np.array([-1.0, -0.2]), y, labels)
 
 
-def pinwheel(n, rng):
+def pinwheel(n, rng, labels=False):
     """Five arms: radial N(1, 0.3^2), tangential N(0, 0.1^2), each point turned by
     its arm's angle 2*pi*k/5 plus 0.25 * exp(radial), then scaled by 2.
 
     FFJORD draws n // 5 per arm; here the first n % 5 arms get one more point so
     exactly n come back (identical counts when 5 divides n). Rows are shuffled.
+    Label: the arm k.
     """
     num_classes, radial_std, tangential_std, rate = 5, 0.3, 0.1, 0.25
     rads = np.linspace(0, TWO_PI, num_classes, endpoint=False)
     counts = n // num_classes + (np.arange(num_classes) < n % num_classes)
-    labels = np.repeat(np.arange(num_classes), counts)                # (n,)
+    arm = np.repeat(np.arange(num_classes), counts).astype(np.int64)  # (n,)
     features = rng.standard_normal((n, 2)) * np.array([radial_std, tangential_std])
     features[:, 0] += 1.0
-    angles = rads[labels] + rate * np.exp(features[:, 0])
+    angles = rads[arm] + rate * np.exp(features[:, 0])
     rotations = np.stack([np.cos(angles), -np.sin(angles),
                           np.sin(angles), np.cos(angles)]).T.reshape(-1, 2, 2)  # (n, 2, 2)
-    return 2 * _shuffle(np.einsum("ti,tij->tj", features, rotations), rng)
+    x, y = _shuffle(np.einsum("ti,tij->tj", features, rotations), rng, arm)
+    return _labeled(2 * x, y, labels)
 
 
-def rings(n, rng):
+def rings(n, rng, labels=False):
     """Four concentric rings of radius 3, 2.25, 1.5, 0.75 (FFJORD's 1, 0.75, 0.5,
     0.25 times 3), evenly spaced angles, plus N(0, 0.08^2).
 
     The three outer rings get n // 4 points each, the innermost the rest.
+    Label: the ring (0 outermost .. 3 innermost).
     """
     q = n // 4
-    parts = []
-    for radius, count in ((1.0, q), (0.75, q), (0.5, q), (0.25, n - 3 * q)):
+    parts, y = [], []
+    for k, (radius, count) in enumerate(((1.0, q), (0.75, q), (0.5, q), (0.25, n - 3 * q))):
         theta = np.linspace(0, TWO_PI, count, endpoint=False)
         parts.append(np.stack((np.cos(theta), np.sin(theta)), axis=1) * radius)
-    x = _shuffle(np.vstack(parts) * 3.0, rng)
-    return x + rng.normal(scale=0.08, size=x.shape)
+        y.append(np.full(count, k, dtype=np.int64))
+    x, y = _shuffle(np.vstack(parts) * 3.0, rng, np.concatenate(y))
+    return _labeled(x + rng.normal(scale=0.08, size=x.shape), y, labels)
 
 
 def swissroll(n, rng):
@@ -169,16 +185,18 @@ def swissroll(n, rng):
     return x[:, [0, 2]] / 5.0
 
 
-def circles(n, rng):
+def circles(n, rng, labels=False):
     """scikit-learn ``make_circles(n, factor=0.5, noise=0.08)`` times 3: radius 3
-    with n // 2 points and radius 1.5 with the rest, evenly spaced angles."""
+    with n // 2 points and radius 1.5 with the rest, evenly spaced angles.
+    Label: the circle (0 outer, 1 inner)."""
     n_out = n // 2
     parts = []
     for radius, count in ((1.0, n_out), (0.5, n - n_out)):
         theta = np.linspace(0, TWO_PI, count, endpoint=False)
         parts.append(np.stack((np.cos(theta), np.sin(theta)), axis=1) * radius)
-    x = _shuffle(np.vstack(parts), rng) + rng.normal(scale=0.08, size=(n, 2))
-    return x * 3.0
+    x, y = _shuffle(np.vstack(parts), rng, (np.arange(n) >= n_out).astype(np.int64))
+    x = x + rng.normal(scale=0.08, size=(n, 2))
+    return _labeled(x * 3.0, y, labels)
 
 
 SCURVE_NOISE, SCURVE_SCALE = 0.05, 1.5     # TorchCFM's N -> S-curve benchmark
@@ -244,6 +262,9 @@ _SAMPLERS = {
     "gmm32d": lambda n, rng: gaussian_mixture(n, rng, dim=32),
 }
 _DIMS = {"gmm8d": 8, "gmm32d": 32}
+# the toy sets with labels (sample(name, n, rng, labels=True)) and their class counts
+CLASSES = {"2spirals": 2, "8gaussians": 8, "moons": 2, "pinwheel": 5, "rings": 4,
+           "circles": 2}
 DATASETS = tuple(_SAMPLERS)
 
 
@@ -254,10 +275,18 @@ def _check_name(name, or_file=""):
     return name
 
 
-def sample(name, n, rng):
-    """(n, D) ``DTYPE`` draws from the named distribution; rng: Generator or int seed."""
+def sample(name, n, rng, labels=False):
+    """(n, D) ``DTYPE`` draws from the named distribution; rng: Generator or int seed.
+    ``labels=True``: (x, y) with y (n,) int64 the class of each row (``CLASSES``:
+    the mode, arm, moon, ring or circle); the x are the same draws either way."""
     fn = _SAMPLERS[_check_name(name)]
-    return fn(_check_n(n), _as_rng(rng)).astype(DTYPE)
+    if not labels:
+        return fn(_check_n(n), _as_rng(rng)).astype(DTYPE)
+    if name not in CLASSES:
+        raise FmnumpyError(f"dataset {name!r} has no labels; the labelled ones are: "
+                           + ", ".join(CLASSES))
+    x, y = fn(_check_n(n), _as_rng(rng), labels=True)
+    return x.astype(DTYPE), y
 
 
 # ---- user data --------------------------------------------------------------------
@@ -370,11 +399,36 @@ class Data:
     ``dim``: D, ``draw(n, rng) -> (n, D) DTYPE``: fresh draws from a named
     distribution, or n rows drawn uniformly with replacement from the array."""
 
-    def __init__(self, data_or_name):
+    def __init__(self, data_or_name, labels=None):
         src = _resolve(data_or_name)
         self.name = data_or_name if isinstance(data_or_name, str) else "array"
         self.source = src                                   # the name, or the (N, D) array
         self.dim = _DIMS.get(src, 2) if isinstance(src, str) else src.shape[1]
+        self.labels, self.n_classes = None, 0               # (N,) int64 for labelled rows
+        if labels is None or labels is False:
+            return
+        if isinstance(src, str):
+            if labels is not True:
+                raise FmnumpyError(f"labels=True uses the labels of the toy set {src!r}; "
+                                   "give an array of labels only with an array of data")
+            if src not in CLASSES:
+                raise FmnumpyError(f"dataset {src!r} has no labels; the labelled ones are: "
+                                   + ", ".join(CLASSES))
+            self.n_classes = CLASSES[src]
+        else:
+            if labels is True:
+                raise FmnumpyError("labels=True needs a toy dataset with labels; for your "
+                                   "own data give the labels (N,) (or --label-column K)")
+            self.labels = check_labels(labels, src.shape[0], self.name)
+            self.n_classes = int(self.labels.max()) + 1
+
+    def draw_labeled(self, n, rng):
+        """(x (n, D), y (n,) int64): fresh labelled draws, the rows of :meth:`draw`."""
+        src = self.source
+        if isinstance(src, str):
+            return sample(src, n, rng, labels=True)
+        i = _as_rng(rng).integers(0, src.shape[0], size=_check_n(n))
+        return src[i], self.labels[i]
 
     @property
     def array(self):
@@ -388,9 +442,42 @@ class Data:
         return src[_as_rng(rng).integers(0, src.shape[0], size=_check_n(n))]
 
 
-def as_data(data_or_name):
+def as_data(data_or_name, labels=None):
     """``data_or_name`` as a :class:`Data` (itself if it is one already)."""
-    return data_or_name if isinstance(data_or_name, Data) else Data(data_or_name)
+    if isinstance(data_or_name, Data):
+        if labels is not None and labels is not False and not data_or_name.n_classes:
+            raise FmnumpyError("these data were loaded without labels")
+        return data_or_name
+    return Data(data_or_name, labels)
+
+
+def check_labels(labels, n, where="data"):
+    """Class labels (n,) as int64 in [0, K): one line naming the first bad one."""
+    y = np.asarray(labels)
+    if y.ndim != 1 or y.shape[0] != n:
+        raise FmnumpyError(f"{where}: labels must have shape ({n},), one per row, got "
+                           f"{y.shape}")
+    if y.dtype.kind not in "iuf":
+        raise FmnumpyError(f"{where}: labels must be integers, got dtype {y.dtype}")
+    yf = y.astype(np.float64)
+    bad = ~np.isfinite(yf) | (yf != np.round(yf)) | (yf < 0)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise FmnumpyError(f"{where}: label {y[i].item()!r} of row {i + 1} is not a class; "
+                           "labels are the integers 0, 1, 2, ...")
+    return yf.astype(np.int64)
+
+
+def split_label_column(x, column, where="data"):
+    """(rows without column K, labels from column K) of a loaded (N, D) table."""
+    if not (isinstance(column, (int, np.integer)) and -x.shape[1] <= column < x.shape[1]):
+        raise FmnumpyError(f"{where}: --label-column {column} is out of range; the file has "
+                           f"{x.shape[1]} columns (0..{x.shape[1] - 1})")
+    if x.shape[1] < 2:
+        raise FmnumpyError(f"{where}: a label column needs at least one data column beside it")
+    k = column % x.shape[1]
+    y = check_labels(x[:, k], x.shape[0], where)
+    return np.ascontiguousarray(np.delete(x, k, axis=1)), y
 
 
 def data_dim(name_or_array):

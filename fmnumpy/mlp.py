@@ -31,18 +31,21 @@ from .errors import FmnumpyError
 # bookkeeping: sizes, offsets, views, initialisation
 # ----------------------------------------------------------------------------
 
-def feature_count(dim, n_freq):
-    """F: input width for data dimension D = dim and ``n_freq`` sinusoidal
-    frequencies of t (0 means the raw t only): D + 1 + 2 n_freq."""
-    return dim + 1 + 2 * n_freq
+def feature_count(dim, n_freq, n_classes=0):
+    """F: input width for data dimension D = dim, ``n_freq`` sinusoidal
+    frequencies of t (0 means the raw t only) and, for a conditional network,
+    a one-hot label over ``n_classes`` classes plus the null class:
+    D + 1 + 2 n_freq (+ n_classes + 1)."""
+    return dim + 1 + 2 * n_freq + (n_classes + 1 if n_classes else 0)
 
 
-def layer_sizes(dim, hidden, n_freq=0):
+def layer_sizes(dim, hidden, n_freq=0, n_classes=0):
     """(F, H_1, ..., H_k, D) as an int64 array."""
     hidden = tuple(int(h) for h in hidden)
     if len(hidden) == 0 or min(hidden) < 1:
         raise FmnumpyError(f"hidden widths must be positive integers, got {hidden}")
-    return np.array((feature_count(dim, n_freq),) + hidden + (dim,), dtype=np.int64)
+    return np.array((feature_count(dim, n_freq, n_classes),) + hidden + (dim,),
+                    dtype=np.int64)
 
 
 def param_count(sizes):
@@ -306,6 +309,18 @@ def zero_grad(dtheta):
 
 
 @njit(cache=True)
+def label_features(y, off, X):
+    """X[:, off:] = one-hot of the labels y (B,) (class c in column off + c; the null
+    class of classifier-free guidance is the last column).  A label is an input,
+    so there is no backward: its weights, the rows of W_1 past ``off``, get their
+    gradient from linear_backward like every other weight."""
+    for i in range(y.shape[0]):
+        for f in range(off, X.shape[1]):
+            X[i, f] = 0.0
+        X[i, off + y[i]] = 1.0
+
+
+@njit(cache=True)
 def velocity(theta, sizes, kind, n_freq, x, t, X, A, Z):
     """v(x, t) for particles x (B, D) at times t (B,): time features then MLP."""
     time_features(x, t, n_freq, X)
@@ -314,9 +329,11 @@ def velocity(theta, sizes, kind, n_freq, x, t, X, A, Z):
 
 class MLPSpec:
     """What defines the network apart from its weights: D, hidden widths,
-    activation, time-feature frequencies.  Plain data, stored in checkpoints."""
+    activation, time-feature frequencies, number of classes (0: unconditional;
+    else the labels 0..n_classes-1 and the null class n_classes enter as a
+    one-hot after the time features).  Plain data, stored in checkpoints."""
 
-    def __init__(self, dim, hidden=(256, 256, 256), activation="silu", n_freq=0):
+    def __init__(self, dim, hidden=(256, 256, 256), activation="silu", n_freq=0, n_classes=0):
         self.dim = int(dim)
         if self.dim < 1:
             raise FmnumpyError(f"data dimension must be at least 1, got {dim}")
@@ -326,16 +343,27 @@ class MLPSpec:
         self.n_freq = int(n_freq)
         if self.n_freq < 0:
             raise FmnumpyError(f"time_freqs must be >= 0, got {n_freq}")
-        self.sizes = layer_sizes(self.dim, self.hidden, self.n_freq)
+        self.n_classes = int(n_classes)
+        if self.n_classes < 0:
+            raise FmnumpyError(f"the number of classes must be >= 0, got {n_classes}")
+        self.sizes = layer_sizes(self.dim, self.hidden, self.n_freq, self.n_classes)
         self.n_params = param_count(self.sizes)
+        self.label_offset = feature_count(self.dim, self.n_freq)   # first one-hot column
+
+    @property
+    def null_class(self):
+        """The label of the null (unconditional) class: n_classes."""
+        return self.n_classes
 
     def to_dict(self):
         return {"dim": self.dim, "hidden": list(self.hidden),
-                "activation": self.activation, "n_freq": self.n_freq}
+                "activation": self.activation, "n_freq": self.n_freq,
+                "n_classes": self.n_classes}
 
     @classmethod
     def from_dict(cls, d):
-        return cls(d["dim"], tuple(d["hidden"]), d["activation"], d.get("n_freq", 0))
+        return cls(d["dim"], tuple(d["hidden"]), d["activation"], d.get("n_freq", 0),
+                   d.get("n_classes", 0))
 
     def __repr__(self):
         return (f"MLPSpec(dim={self.dim}, hidden={self.hidden}, "

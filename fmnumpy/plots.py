@@ -184,6 +184,53 @@ def scatter(path, samples, data=None, title=None, dims=(0, 1), lim=None):
     return _save(fig, path)
 
 
+def classes(path, samples, data=None, title=None, lim=None):
+    """One panel per class: ``samples`` is a list of (n_k, 2) arrays, class k's
+    samples; ``data`` (optional) the same list of fresh data, drawn behind them."""
+    if not samples:
+        raise FmnumpyError("classes needs the samples of at least one class")
+    pts = [_points(f"samples of class {k}", x)[:, :2] for k, x in enumerate(samples)]
+    ref = None if data is None else [_points(f"data of class {k}", x)[:, :2]
+                                     for k, x in enumerate(data)]
+    limits = _limits(lim, *(ref if ref is not None else pts))
+    cols = min(4, len(pts))
+    rows = -(-len(pts) // cols)
+    fig = _figure(3.0 * cols, 3.1 * rows)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for k, ax in enumerate(axes):
+        if k >= len(pts):
+            ax.axis("off")
+            continue
+        if ref is not None:
+            ax.scatter(ref[k][:, 0], ref[k][:, 1], s=_marker_size(len(ref[k])), c=DATA_COLOR,
+                       alpha=0.3, linewidths=0, rasterized=True)
+        ax.scatter(pts[k][:, 0], pts[k][:, 1], s=_marker_size(len(pts[k])), c=SAMPLE_COLOR,
+                   alpha=0.6, linewidths=0, rasterized=True)
+        ax.set_title(f"class {k}")
+        _frame_axes(ax, limits, (0, 1))
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def guidance_sweep(path, sweep, lim=None):
+    """One panel per guidance weight: ``sweep`` maps w to (x (n, 2), y (n,)), the
+    samples and the class each was asked for, coloured by class."""
+    if not sweep:
+        raise FmnumpyError("guidance_sweep needs at least one guidance weight")
+    items = [(float(w), _points(f"samples at w = {w}", x)[:, :2], np.asarray(y))
+             for w, (x, y) in sweep.items()]
+    limits = _limits(lim, *(x for _, x, _ in items))
+    fig = _figure(3.2 * len(items), 3.4)
+    axes = fig.subplots(1, len(items), squeeze=False)[0]
+    for ax, (w, x, y) in zip(axes, items):
+        ax.scatter(x[:, 0], x[:, 1], s=_marker_size(len(x)), c=y, cmap="tab10",
+                   vmin=0, vmax=9, alpha=0.6, linewidths=0, rasterized=True)
+        ax.set_title(f"guidance w = {w:g}")
+        _frame_axes(ax, limits, (0, 1))
+    return _save(fig, path)
+
+
 def scatter_epoch_name(epoch):
     """File name of the periodic training snapshot: ``scatter_epoch_0007.png``."""
     if isinstance(epoch, bool) or int(epoch) != epoch or epoch < 0:

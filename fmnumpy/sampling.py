@@ -4,8 +4,9 @@ gives log-probabilities.
 Dimension letters: N particles, D data dimension, R recorded states.
 
 Every solver here has one signature, ``solve(theta, spec, x0, method, steps,
-rtol, atol, record, t0, t1) -> (x(t1) (N, D), trajectory (R + 1, N, D) or None,
-stats or None)`` (t1 < t0 integrates backwards): ``steps`` for the fixed-step tableaus (``solvers.TABLEAUS``), rtol/atol
+rtol, atol, record, t0, t1, labels, guidance) -> (x(t1) (N, D), trajectory (R + 1,
+N, D) or None, stats or None)`` (t1 < t0 integrates backwards; labels and
+guidance condition a conditional network, ``solvers.conditioning``): ``steps`` for the fixed-step tableaus (``solvers.TABLEAUS``), rtol/atol
 for the adaptive Dormand-Prince (``adaptive.py``).  Log-probabilities come from
 the augmented solve of ``likelihood.py``.  A combination the table does not have
 raises one line naming what is available; nothing falls back silently.
@@ -23,19 +24,27 @@ from .solvers import METHODS, integrate_mlp
 DEVICES = ("cpu", "cuda")
 
 
-def _cpu_fixed(theta, spec, x0, method, steps, rtol, atol, record, t0=0.0, t1=1.0):
-    out = integrate_mlp(theta, spec, x0, method, steps, t0=t0, t1=t1, record=record)
+def _cpu_fixed(theta, spec, x0, method, steps, rtol, atol, record, t0=0.0, t1=1.0,
+               labels=None, guidance=1.0):
+    out = integrate_mlp(theta, spec, x0, method, steps, t0=t0, t1=t1, record=record,
+                        labels=labels, guidance=guidance)
     return (out + (None,)) if record else (out, None, None)
 
 
-def _cuda_fixed(theta, spec, x0, method, steps, rtol, atol, record, t0=0.0, t1=1.0):
+def _cuda_fixed(theta, spec, x0, method, steps, rtol, atol, record, t0=0.0, t1=1.0,
+                labels=None, guidance=1.0):
     from .cuda import cuda_sample
+    if spec.n_classes:
+        raise FmnumpyError("conditional models do not sample on the GPU yet (its kernels "
+                           "take no label features); use device='cpu'")
     out = cuda_sample(theta, spec, x0, method, steps, t0=t0, t1=t1, record=record)
     return (out + (None,)) if record else (out, None, None)
 
 
-def _cpu_dopri5(theta, spec, x0, method, steps, rtol, atol, record, t0=0.0, t1=1.0):
-    x1, stats = dopri5_mlp(theta, spec, x0, rtol, atol, t0=t0, t1=t1)
+def _cpu_dopri5(theta, spec, x0, method, steps, rtol, atol, record, t0=0.0, t1=1.0,
+                labels=None, guidance=1.0):
+    x1, stats = dopri5_mlp(theta, spec, x0, rtol, atol, t0=t0, t1=t1, labels=labels,
+                           guidance=guidance)
     return x1, None, stats
 
 

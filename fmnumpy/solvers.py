@@ -25,7 +25,7 @@ import numpy as np
 from numba import njit, prange
 
 from .errors import FmnumpyError
-from .mlp import mlp_forward, time_features
+from .mlp import label_features, mlp_forward, time_features
 
 
 class Tableau:
@@ -128,10 +128,30 @@ def rk_integrate(field, params, x, grid, tab, work, out):
 
 @njit(cache=True)
 def mlp_field(params, x, t, out):
-    """The network as a field: out = MLP(concat(x, features(t)))."""
-    theta, sizes, kind, n_freq, X, A, Z = params
+    """The network as a field: out = MLP(concat(x, features(t)[, onehot(y)])).
+
+    params = (theta, sizes, kind, n_freq, X, A, Z, y, w, V).  y (B,) int64: the
+    particles' labels for a conditional network (the null class for none), or (0,)
+    for an unconditional one.  With guidance w != 1 the field is classifier-free
+    guidance (Ho & Salimans 2022; docs/guidance.md),
+    v = v(x, t, null) + w (v(x, t, y) - v(x, t, null)), V (B, D) scratch."""
+    theta, sizes, kind, n_freq, X, A, Z, y, w, V = params
     time_features(x, t, n_freq, X)
-    out[:] = mlp_forward(theta, sizes, kind, X, A, Z)
+    if y.shape[0] == 0:
+        out[:] = mlp_forward(theta, sizes, kind, X, A, Z)
+        return
+    off = x.shape[1] + 1 + 2 * n_freq                  # the label's one-hot block
+    label_features(y, off, X)
+    out[:] = mlp_forward(theta, sizes, kind, X, A, Z)   # v(x, t, y)
+    if w != 1.0:
+        null = sizes[0] - 1                            # the null class's column
+        for i in range(y.shape[0]):
+            X[i, off + y[i]] = 0.0
+            X[i, null] = 1.0
+        V[:] = mlp_forward(theta, sizes, kind, X, A, Z)  # v(x, t, null)
+        for i in range(out.shape[0]):
+            for d in range(out.shape[1]):
+                out[i, d] = V[i, d] + w * (out[i, d] - V[i, d])
 
 
 @njit(cache=True)
@@ -156,11 +176,12 @@ def rk_integrate_mlp(params, x, grid, tab, work, out):
 
 
 @njit(cache=True, parallel=True)
-def _integrate_chunks(theta, net, x, grid, tab, out, chunk):
+def _integrate_chunks(theta, net, x, grid, tab, out, chunk, cond):
     """Split the particles into chunks of ``chunk`` and integrate them in parallel;
     each chunk owns its own buffers (no sharing between threads).  net = (sizes,
-    kind, n_freq) of the network."""
+    kind, n_freq) of the network; cond = (y (N,) labels or (0,), guidance w)."""
     sizes, kind, n_freq = net
+    y, w = cond
     c, A, b = tab
     traj, rec = out
     N, D = x.shape
@@ -181,8 +202,10 @@ def _integrate_chunks(theta, net, x, grid, tab, out, chunk):
         ts = np.empty(B, dtype=x.dtype)
         xc = x[lo:hi].copy()
         tr = np.empty((traj.shape[0], B, D), dtype=x.dtype)
-        rk_integrate_mlp((theta, sizes, kind, n_freq, X, Abuf, Zbuf), xc, grid, tab,
-                         (K, xs, ts), (tr, rec))
+        yc = y[lo:hi] if y.shape[0] > 0 else y
+        V = np.empty((B if w != 1.0 and y.shape[0] > 0 else 0, D), dtype=x.dtype)
+        rk_integrate_mlp((theta, sizes, kind, n_freq, X, Abuf, Zbuf, yc, w, V), xc, grid,
+                         tab, (K, xs, ts), (tr, rec))
         x[lo:hi] = xc
         for r in range(traj.shape[0]):
             traj[r, lo:hi] = tr[r]
@@ -205,13 +228,28 @@ def single_threaded_blas():
     return threadpool_limits(limits=1, user_api="blas")
 
 
+def conditioning(spec, n, labels=None, guidance=1.0):
+    """(y (n,) int64, w) for :func:`mlp_field`: an unconditional network takes
+    (0,) labels; a conditional one the given labels, or the null class for all."""
+    if not spec.n_classes:
+        return NO_LABELS, 1.0
+    if labels is None:
+        return np.full(n, spec.null_class, dtype=np.int64), 1.0
+    return np.ascontiguousarray(labels, dtype=np.int64), float(guidance)
+
+
+NO_LABELS = np.zeros(0, dtype=np.int64)
+
+
 def integrate_mlp(theta, spec, x0, method="rk4", steps=100, t0=0.0, t1=1.0, record=0,
-                  chunk=2048):
+                  chunk=2048, labels=None, guidance=1.0):
     """Solve dx/dt = v_theta(x, t) from x(t0) = x0 (N, D) to t1.
 
     Returns x(t1) (N, D) and, if ``record`` = R > 0, the trajectory (R + 1, N, D)
     at the step counts :func:`record_steps` (R is capped at ``steps``); its first
-    row is x0 and its last the final state.
+    row is x0 and its last the final state.  A conditional network takes the
+    particles' ``labels`` (N,) (None: the null class, the whole distribution) and
+    the ``guidance`` weight w (:func:`mlp_field`).
     """
     tab = tableau(method)
     steps = int(steps)
@@ -230,7 +268,7 @@ def integrate_mlp(theta, spec, x0, method="rk4", steps=100, t0=0.0, t1=1.0, reco
     try:
         _integrate_chunks(theta, (spec.sizes, spec.kind, spec.n_freq), x,
                           (float(t0), float(t1), steps), (tab.c, tab.A, tab.b), (traj, rec),
-                          chunk)
+                          chunk, conditioning(spec, x.shape[0], labels, guidance))
     finally:
         blas.restore_original_limits()
     return (x, traj) if record else x

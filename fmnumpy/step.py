@@ -15,7 +15,8 @@ take their arguments as a few tuples, so that a reader sees what goes together:
 
     net   = (sizes, kind, n_freq)                    the network (mlp.MLPSpec)
     path  = (code, sigma)                            paths.fill_path's path and parameter
-    batch = (x0, x1, t, eps)                         (B, D), (B, D), (B,), (B, D) or (0, D)
+    batch = (x0, x1, t, eps, y)                      (B, D), (B, D), (B,), (B, D) or (0, D),
+                                                     labels (B,) int64 or (0,) unconditional
     hyper = (k, lr, b1, b2, eps, wd, decoupled, clip, ema_decay)   Adam step k (1-based)
     work  = (xt, ut, dv, X, A, Z, G1, G2, S)         buffers (:class:`StepWork`)
 
@@ -30,7 +31,7 @@ from numba import njit
 
 from .config import DTYPE
 from .loss import cfm_loss_backward, cfm_loss_forward
-from .mlp import Workspace, mlp_backward, velocity, zero_grad
+from .mlp import Workspace, label_features, mlp_backward, velocity, zero_grad
 from .optim import adam_update, clip_grad_norm, ema_decay_at, ema_update, learning_rate
 from .paths import fill_path
 from .state import EMA, GRAD, M, THETA, V
@@ -42,9 +43,11 @@ def loss_and_grad(theta, dtheta, net, path, batch, work):
     described in the module docstring."""
     sizes, kind, n_freq = net
     code, sigma = path
-    x0, x1, t, eps = batch
+    x0, x1, t, eps, y = batch
     xt, ut, dv, X, A, Z, G1, G2, S = work
     fill_path(code, x0, x1, t, sigma, eps, xt, ut)
+    if y.shape[0] > 0:                       # the label's one-hot, after the time features
+        label_features(y, x0.shape[1] + 1 + 2 * n_freq, X)
     v = velocity(theta, sizes, kind, n_freq, xt, t, X, A, Z)
     loss = cfm_loss_forward(v, ut)
     cfm_loss_backward(v, ut, dv)
@@ -114,7 +117,7 @@ class CpuStepper:
         for _ in range(n):
             k = state.step + 1
             x0, x1, t = stream.batch_at(state.step)
-            batch = (x0, x1, t, self.noise.noise_at(state.step))
+            batch = (x0, x1, t, self.noise.noise_at(state.step), stream.labels_at(state.step))
             loss, _ = train_step(state.buf, self.net, self.path, batch,
                                  hyper_at(self.opt, k, total), self.work)
             if not np.isfinite(loss):

@@ -26,6 +26,7 @@ from .errors import FmnumpyError
 from .paths import time_from_uniform
 
 TRAIN_STREAM = 1      # purpose tag of the training-data generator
+NO_LABELS = np.zeros(0, dtype=np.int64)       # the labels of an unconditional batch
 PATH_NOISE_STREAM = 2     # purpose tag of the noise eps of the sb and sigma paths
 
 
@@ -35,16 +36,27 @@ class BatchStream:
     paths.time_from_uniform(u, time_power) of u ~ U(0, 1) (time_power 1: t = u)."""
 
     def __init__(self, draw, dim, batch, seed, dtype, coupling=None, time_power=1.0,
-                 source=None):
+                 source=None, labeled=None, label_dropout=0.0, null_class=0):
         self.draw, self.dim, self.batch, self.seed = draw, dim, batch, seed
         self.dtype, self.coupling, self.source = dtype, coupling, source
+        # a conditional model: labeled(n, rng) -> (x, y) replaces draw; a label is
+        # replaced by null_class with probability label_dropout (classifier-free guidance)
+        self.labeled, self.label_dropout = labeled, float(label_dropout)
+        self.null_class = int(null_class)
+        self.y = None
         self.time_power = float(time_power)
         self.chunk = -1
 
     def _x1(self, rng):
-        """x1 (C, B, D): the first draw of a chunk's generator."""
+        """x1 (C, B, D) (and, labelled, their classes y (C, B)): the first draw of a
+        chunk's generator."""
         C, B, D = config.DATA_CHUNK_STEPS, self.batch, self.dim
-        return np.ascontiguousarray(self.draw(C * B, rng), dtype=self.dtype).reshape(C, B, D)
+        if self.labeled is None:
+            x = self.draw(C * B, rng)
+        else:
+            x, y = self.labeled(C * B, rng)
+            self.y = np.asarray(y, dtype=np.int64).reshape(C, B)
+        return np.ascontiguousarray(x, dtype=self.dtype).reshape(C, B, D)
 
     def x1_chunk(self, k):
         """The x1 (C, B, D) of chunk k alone (the GPU draws x0 and t itself)."""
@@ -62,14 +74,28 @@ class BatchStream:
         u = rng.random((C, B))
         t = u if self.time_power == 1.0 else time_from_uniform(u, self.time_power)
         self.t = t.astype(self.dtype)
-        if self.coupling is not None:
+        if self.coupling is not None and self.labeled is not None:
+            self._couple_within_classes(rng)
+        elif self.coupling is not None:
             whole = getattr(self.coupling, "chunk", None)     # all C batches in one call
             if whole is not None:
                 self.x0, self.x1 = whole(self.x0, self.x1, rng)
             else:
                 for c in range(C):
                     self.x0[c], self.x1[c] = self.coupling(self.x0[c], self.x1[c], rng)
+        if self.labeled is not None and self.label_dropout > 0.0:
+            self.y[rng.random((C, B)) < self.label_dropout] = self.null_class
         self.chunk = k
+
+    def _couple_within_classes(self, rng):
+        """The coupling applied to the rows of each class of each batch on their own:
+        an x0 is paired only with data of one class (a class of one row keeps its x0)."""
+        for c in range(self.y.shape[0]):
+            for cls in np.unique(self.y[c]):
+                rows = np.flatnonzero(self.y[c] == cls)
+                if rows.shape[0] > 1:
+                    self.x0[c, rows], self.x1[c, rows] = self.coupling(
+                        self.x0[c, rows], self.x1[c, rows], rng)
 
     def batch_at(self, step):
         """The batch of 0-based step ``step``."""
@@ -77,6 +103,13 @@ class BatchStream:
         if k != self.chunk:
             self._fill(k)
         return self.x0[r], self.x1[r], self.t[r]
+
+    def labels_at(self, step):
+        """The labels (B,) int64 of step ``step`` (after :meth:`batch_at`), the null
+        class where dropped; an empty (0,) array for an unconditional model."""
+        if self.y is None:
+            return NO_LABELS
+        return self.y[step % config.DATA_CHUNK_STEPS]
 
 
 class PathNoise:

@@ -16,6 +16,7 @@ from fmnumpy import mlp, step
 from fmnumpy.activations import ACTIVATIONS, RELU, SELU
 from fmnumpy.cli import main
 from fmnumpy.paths import STRAIGHT
+from fmnumpy.train import NO_LABELS
 
 EPS = 1e-6           # central-difference step
 SETTINGS = settings(max_examples=25, deadline=None, derandomize=True,
@@ -127,7 +128,7 @@ def compiled_loss_and_grad(theta, sizes, kind, n_freq, x0, x1, t, sigma, dtheta=
         dtheta = np.zeros_like(theta)
     eps = no_noise(x0) if eps is None else eps
     L = step.loss_and_grad(theta, dtheta, (sizes, kind, n_freq), (path, sigma),
-                           (x0, x1, t, eps), (xt, ut, dv) + ws.buffers())
+                           (x0, x1, t, eps, NO_LABELS), (xt, ut, dv) + ws.buffers())
     return L, dtheta
 
 

@@ -27,6 +27,7 @@ from fmnumpy.optim import AdamConfig, adam_update, clip_grad_norm, ema_decay_at,
 from fmnumpy.paths import STRAIGHT
 from fmnumpy.solvers import TABLEAUS
 from fmnumpy.step import loss_and_grad
+from fmnumpy.train import NO_LABELS
 
 REAL = os.environ.get("FMNUMPY_CUDA_REAL") == "1"
 SIM = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
@@ -160,7 +161,7 @@ def cpu_loss_and_grad(spec, theta, x0, x1, t, sigma_min):
     dtheta = np.zeros_like(theta)
     no_noise = np.zeros((0, D), np.float32)              # the straight path draws none
     loss = loss_and_grad(theta, dtheta, (spec.sizes, spec.kind, spec.n_freq),
-                         (STRAIGHT, sigma_min), (x0, x1, t, no_noise),
+                         (STRAIGHT, sigma_min), (x0, x1, t, no_noise, NO_LABELS),
                          (xt, ut, dv) + ws.buffers())
     return loss, dtheta
 

@@ -18,6 +18,7 @@ from fmnumpy.optim import AdamConfig, ema_decay_at
 from fmnumpy.paths import STRAIGHT, time_from_uniform
 from fmnumpy.state import EMA, M, THETA, V, TrainState
 from fmnumpy.step import StepWork, hyper_at, train_step
+from fmnumpy.train import NO_LABELS
 
 from reference import TINY, run, train_step_ref
 
@@ -57,8 +58,8 @@ def test_five_train_steps_match_a_float64_reference(kind_name, decoupled, wd, cl
         x0, x1 = rng.standard_normal((7, 3)), rng.standard_normal((7, 3)) * 2
         t = rng.random(7)
         hyper = hyper_at(opt, k, 5)
-        loss, _ = train_step(state.buf, net, (STRAIGHT, 0.0), (x0, x1, t, np.zeros((0, 3))),
-                             hyper, work)
+        batch = (x0, x1, t, np.zeros((0, 3)), NO_LABELS)
+        loss, _ = train_step(state.buf, net, (STRAIGHT, 0.0), batch, hyper, work)
         *ref, ref_loss = train_step_ref(*ref, spec.sizes, spec.kind, spec.n_freq, (x0, x1, t),
                                         k, opt, hyper[1], ema_decay_at(k, opt.ema_decay))
         assert loss == pytest.approx(ref_loss, rel=1e-12)
