@@ -18,7 +18,7 @@ from . import likelihood as _lik
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import DTYPE
 from .couplings import get_coupling
-from .errors import FmnumpyError, positive_finite, positive_int
+from .errors import FmnumpyError, positive_int
 from .mlp import MLPSpec, init_params
 from .optim import AdamConfig
 from .paths import (GAUSS, NOISY, SB, SB_SIGMA, STRAIGHT, check_sb_sigma, check_time_power,
@@ -67,6 +67,16 @@ def _check_gpu_settings(device, path, coupling, sigma=0.0, source=None, n_classe
     if n_classes:
         raise FmnumpyError("conditional training (labels) is not supported on the GPU yet; "
                            "use --device cpu")
+
+
+def _labelled(data):
+    """``data`` as a labelled ``datasets.Data`` when it has labels (a labelled Data, or
+    the name of a toy set with labels), else None."""
+    if isinstance(data, datasets.Data):
+        return data if data.n_classes else None
+    if isinstance(data, str) and data in datasets.CLASSES:
+        return datasets.as_data(data, True)
+    return None
 
 
 def _row(i, doc):
@@ -134,8 +144,14 @@ class FlowMatcher:
         if path != "straight" and sigma_min != 0.0:
             raise FmnumpyError(f"sigma_min is a parameter of the straight path only; the "
                                f"{path} path takes sigma_min=0 (got {sigma_min})")
-        sigma = 0.0 if sigma in (0, 0.0) else positive_finite("sigma", sigma, " (the "
-                                                              "constant path width)")
+        given = sigma
+        try:
+            sigma = float(sigma)
+        except (TypeError, ValueError):
+            sigma = math.nan
+        if not (math.isfinite(sigma) and sigma >= 0.0):
+            raise FmnumpyError(f"sigma, the constant width of the straight path, must be 0 "
+                               f"(none) or a positive finite number, got {given!r}")
         if sigma > 0.0 and (path != "straight" or sigma_min != 0.0):
             raise FmnumpyError(f"sigma widens the straight path with sigma_min=0 (got path "
                                f"{path}, sigma_min {sigma_min}); use one of sigma_min "
@@ -509,11 +525,10 @@ class FlowMatcher:
                    straightness=metrics.straightness(
                        lambda xx, tt: self.velocity(xx, tt, ema=ema), x0[:1000], steps=100),
                    nfe=int(steps) * tableau(method).stages, n=n)
-        labelled = data if isinstance(data, datasets.Data) and data.n_classes else (
-            datasets.as_data(data, True) if isinstance(data, str) and data in datasets.CLASSES
-            else None)
-        if self.spec_.n_classes and labelled is not None:
-            out["w2_per_class"] = self._w2_per_class(labelled, n, seed, method, steps, ema)
+        if self.spec_.n_classes:
+            labelled = _labelled(data)
+            if labelled is not None:
+                out["w2_per_class"] = self._w2_per_class(labelled, n, seed, method, steps, ema)
         return out
 
     def _w2_per_class(self, data, n, seed, method, steps, ema):
