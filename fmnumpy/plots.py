@@ -342,7 +342,7 @@ def trajectories(path, traj, n_show=200, data=None, dims=(0, 1), lim=None):
                    linewidths=0, rasterized=True, label="data")
     ax.add_collection(LineCollection(paths, colors="0.35", linewidths=0.6, alpha=0.4))
     ax.scatter(paths[:, 0, 0], paths[:, 0, 1], s=8, c="k", linewidths=0,
-               label="start (t = 0, noise)", zorder=3)
+               label="start (t = 0, source)", zorder=3)
     ax.scatter(paths[:, -1, 0], paths[:, -1, 1], s=8, c=SAMPLE_COLOR, linewidths=0,
                label="end (t = 1, samples)", zorder=3)
     _frame_axes(ax, limits, dims)
@@ -363,7 +363,7 @@ def _time_labels(times):
 
 
 def flow_gif(path, traj, times=None, fps=20, lim=None, dims=(0, 1), data=None, hold_last=10):
-    """Animated GIF of the points flowing from noise (t = 0) to data (t = 1).
+    """Animated GIF of the points flowing from the source (t = 0) to the data (t = 1).
 
     One frame per recorded state of traj (K + 1, N, D), titled with its time;
     ``times`` (K + 1,) defaults to an even grid on [0, 1].  The last frame stays
