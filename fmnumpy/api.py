@@ -49,21 +49,16 @@ DEFAULTS = dict(
 
 
 def _check_gpu_settings(device, path, coupling, sigma=0.0, source=None, n_classes=0):
-    """The GPU trainer trains the straight path (sigma = 0) from N(0, I) with
-    independent pairs."""
+    """The GPU trainer trains the straight path (sigma = 0) without labels; a source or
+    a coupling comes with the host's batches (``cuda.stepper``, DATA_HOST)."""
     if device != "cuda":
         return
     if path != "straight":
         raise FmnumpyError(f"the {path} path is not supported on the GPU yet; "
                            "use --device cpu or --path straight")
-    if coupling != "independent":
-        raise FmnumpyError("couplings are not supported on the GPU yet; use --device cpu")
     if sigma > 0.0:
         raise FmnumpyError(f"the constant-sigma path (sigma {sigma}) is not supported on the "
                            "GPU yet; use --device cpu or --sigma 0")
-    if source is not None:
-        raise FmnumpyError(f"training from the source {source.name!r} is not supported on the "
-                           "GPU yet (it draws x0 ~ N(0, I)); use --device cpu")
     if n_classes:
         raise FmnumpyError("conditional training (labels) is not supported on the GPU yet; "
                            "use --device cpu")
@@ -234,7 +229,7 @@ class FlowMatcher:
 
     def check_device(self, source=None, n_classes=0):
         """Refuse settings the GPU trainer does not have (it trains the straight path
-        from N(0, I) with independent pairs, without labels)."""
+        without labels)."""
         _check_gpu_settings(self.device, self.path, self.coupling, self.sigma, source,
                             n_classes)
 
@@ -320,9 +315,10 @@ class FlowMatcher:
         """The stepper of ``self.device`` for batches of ``stream``."""
         if self.device == "cuda":
             from .cuda import cuda_stepper
+            host = self.source_ is not None or self.coupling != "independent"
             return cuda_stepper(self.spec_, self.opt, self.state_, batch_size, self.sigma_min,
-                                stream, data_name == "2spirals" and self.spec_.dim == 2,
-                                self.seed, self.time_power)
+                                stream, data_name == "2spirals" and self.spec_.dim == 2
+                                and not host, self.seed, self.time_power, host)
         path = self.path_args()
         noise = _train.PathNoise(path[0] in NOISY, self.spec_.dim, batch_size, self.seed,
                                  DTYPE)

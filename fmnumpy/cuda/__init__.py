@@ -28,13 +28,15 @@ def require_gpu():
                            "found, use --device cpu")
 
 
-def cuda_stepper(spec, opt, state, batch, sigma_min, stream, spirals, seed, time_power):
+def cuda_stepper(spec, opt, state, batch, sigma_min, stream, spirals, seed, time_power,
+                 host_batches=False):
     """A ``stepper.CudaStepper`` for ``train.run``, with ``state`` uploaded: batches of
-    ``batch`` rows, x1 drawn on the device (``spirals``) or ``stream``'s x1."""
+    ``batch`` rows, x1 drawn on the device (``spirals``) or ``stream``'s x1, or (with
+    ``host_batches``: a source or a coupling) the stream's whole batches."""
     require_gpu()
     from .stepper import CudaStepper, CudaTrainer
     tr = CudaTrainer(spec, opt, batch, sigma_min, stream=stream, spirals=spirals, seed=seed,
-                     start_step=state.step, time_power=time_power)
+                     start_step=state.step, time_power=time_power, host_batches=host_batches)
     return CudaStepper(tr, state)
 
 

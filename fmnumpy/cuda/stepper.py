@@ -27,6 +27,7 @@ from .step import (DATA_2SPIRALS, DATA_ARRAYS, DATA_STREAM, EMA, GRAD, M, THETA,
                             make_weight_grad)
 
 DEVICE_RNG_STREAM = 2
+DATA_HOST = -1       # whole batches from the host's stream, run as DATA_ARRAYS
 
 
 class CudaTrainer:
@@ -35,11 +36,13 @@ class CudaTrainer:
 
     Where :meth:`run` takes x1 from: ``spirals=True``: 2spirals drawn on the
     device (D = 2); else ``stream`` (a ``train.BatchStream``): its x1, uploaded per
-    chunk; neither: batches are given to :meth:`run_arrays` only.
+    chunk, x0 and t drawn on the device; with ``host_batches=True`` the stream's
+    whole batches (x0, x1, t: any source, any coupling, the host's draws), uploaded
+    per chunk; neither: batches are given to :meth:`run_arrays` only.
     """
 
     def __init__(self, spec, opt, batch, sigma_min=0.0, stream=None, spirals=False, seed=0,
-                 start_step=0, time_power=1.0):
+                 start_step=0, time_power=1.0, host_batches=False):
         cu = cuda_module()
         self.spec, self.opt = spec, opt
         self.B = int(batch)
@@ -102,7 +105,7 @@ class CudaTrainer:
                 raise FmnumpyError(f"2spirals is 2-D; the model has D = {self.D}")
             self.mode = DATA_2SPIRALS
         elif stream is not None:
-            self.mode = DATA_STREAM
+            self.mode = DATA_HOST if host_batches else DATA_STREAM
         from numba.cuda.random import create_xoroshiro128p_states
         rseed = int(np.random.SeedSequence([self.seed, DEVICE_RNG_STREAM, int(start_step)])
                     .generate_state(1, np.uint32)[0])
@@ -213,8 +216,8 @@ class CudaTrainer:
         if pos + n > self.C:
             raise ValueError("a run must stay within one chunk of steps")
         self.launched = (pos, 0)
-        self.mode_now = self.mode
-        if self.mode == DATA_STREAM:
+        self.mode_now = DATA_ARRAYS if self.mode == DATA_HOST else self.mode
+        if self.mode in (DATA_STREAM, DATA_HOST):
             self._upload_chunk(step // self.C)
         self._begin(pos, n, step + 1, total)
         for c in range(pos, pos + n):
@@ -235,8 +238,15 @@ class CudaTrainer:
     def _upload_chunk(self, chunk):
         if self.chunk_id == chunk:
             return
-        x1 = np.ascontiguousarray(self.stream.x1_chunk(chunk), dtype=np.float32)   # (C, B, D)
-        self.xin = cuda_module().to_device(x1)
+        if self.mode == DATA_HOST:           # [x0 | x1 | t] (C, B, 2D + 1) of the host's chunk
+            s = self.stream
+            s.batch_at(chunk * self.C)
+            xin = np.empty((self.C, self.B, 2 * self.D + 1), dtype=np.float32)
+            xin[:, :, :self.D], xin[:, :, self.D:2 * self.D], xin[:, :, 2 * self.D] = \
+                s.x0, s.x1, s.t
+        else:
+            xin = np.ascontiguousarray(self.stream.x1_chunk(chunk), dtype=np.float32)
+        self.xin = cuda_module().to_device(xin)
         self.chunk_id = chunk
 
     def run_arrays(self, x0, x1, t, step=0, total=None):
