@@ -49,16 +49,14 @@ DEFAULTS = dict(
 
 
 def _check_gpu_settings(device, path, coupling, sigma=0.0, source=None, n_classes=0):
-    """The GPU trainer trains the straight path (sigma = 0) without labels; a source or
-    a coupling comes with the host's batches (``cuda.stepper``, DATA_HOST)."""
+    """The GPU trainer trains the straight path (with sigma_min or sigma) without labels;
+    a source, a coupling or sigma come with the host's batches (``cuda.stepper``,
+    DATA_HOST)."""
     if device != "cuda":
         return
     if path != "straight":
         raise FmnumpyError(f"the {path} path is not supported on the GPU yet; "
                            "use --device cpu or --path straight")
-    if sigma > 0.0:
-        raise FmnumpyError(f"the constant-sigma path (sigma {sigma}) is not supported on the "
-                           "GPU yet; use --device cpu or --sigma 0")
     if n_classes:
         raise FmnumpyError("conditional training (labels) is not supported on the GPU yet; "
                            "use --device cpu")
@@ -313,15 +311,17 @@ class FlowMatcher:
 
     def _stepper(self, stream, batch_size, data_name=None):
         """The stepper of ``self.device`` for batches of ``stream``."""
-        if self.device == "cuda":
-            from .cuda import cuda_stepper
-            host = self.source_ is not None or self.coupling != "independent"
-            return cuda_stepper(self.spec_, self.opt, self.state_, batch_size, self.sigma_min,
-                                stream, data_name == "2spirals" and self.spec_.dim == 2
-                                and not host, self.seed, self.time_power, host)
         path = self.path_args()
         noise = _train.PathNoise(path[0] in NOISY, self.spec_.dim, batch_size, self.seed,
                                  DTYPE)
+        if self.device == "cuda":
+            from .cuda import cuda_stepper
+            host = (self.source_ is not None or self.coupling != "independent"
+                    or self.sigma > 0.0)
+            return cuda_stepper(self.spec_, self.opt, self.state_, batch_size, self.sigma_min,
+                                stream, data_name == "2spirals" and self.spec_.dim == 2
+                                and not host, self.seed, self.time_power, host, self.sigma,
+                                noise)
         return CpuStepper(self.spec_, self.opt, path, batch_size, noise)
 
     def _run(self, stream, stepper, steps, progress=False, callback=None, **kwargs):

@@ -425,13 +425,15 @@ def test_cuda_stepper_trains_a_flowmatcher(tiny, tmp_path, monkeypatch):
 
 @kernels
 def test_host_batches_train_from_a_source_with_exact_ot(tiny, monkeypatch):
-    """A source and a coupling on the GPU: the host's batches (x0 from 8gaussians,
-    exact OT pairs) uploaded per chunk; the losses of the first steps are the CPU's."""
+    """A source, a coupling and the sigma path on the GPU: the host's batches (x0 from
+    8gaussians, exact OT pairs; the path's eps) uploaded per chunk; the losses of the
+    first steps are the CPU's."""
     from fmnumpy import FlowMatcher
     monkeypatch.setattr(config, "DATA_CHUNK_STEPS", 2)
-    kw = dict(hidden=(5,), activation="tanh", warmup=1, seed=3, coupling="ot")
-    gpu = FlowMatcher(device="cuda", **kw).fit("moons", steps=3, batch_size=4,
-                                               source="8gaussians")
-    cpu = FlowMatcher(**kw).fit("moons", steps=3, batch_size=4, source="8gaussians")
-    np.testing.assert_allclose(gpu.losses_, cpu.losses_, rtol=1e-4)
-    np.testing.assert_allclose(gpu.theta_, cpu.theta_, rtol=1e-3, atol=1e-5)
+    for extra in (dict(coupling="ot"), dict(sigma=0.3)):     # and the constant-sigma path
+        kw = dict(hidden=(5,), activation="tanh", warmup=1, seed=3, **extra)
+        gpu = FlowMatcher(device="cuda", **kw).fit("moons", steps=3, batch_size=4,
+                                                   source="8gaussians")
+        cpu = FlowMatcher(**kw).fit("moons", steps=3, batch_size=4, source="8gaussians")
+        np.testing.assert_allclose(gpu.losses_, cpu.losses_, rtol=1e-4)
+        np.testing.assert_allclose(gpu.theta_, cpu.theta_, rtol=1e-3, atol=1e-5)

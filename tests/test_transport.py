@@ -140,8 +140,6 @@ def test_bad_sources_and_sigmas():
         FlowMatcher(sigma=0.1, sigma_min=0.01)
     with pytest.raises(FmnumpyError, match="cosine"):
         FlowMatcher(sigma=0.1, path="cosine")
-    with pytest.raises(FmnumpyError, match="constant-sigma path"):
-        FlowMatcher(sigma=0.1, device="cuda")
     from fmnumpy.cuda import gpu_available
     if not gpu_available():          # a source is a GPU feature: only the missing GPU stops it
         with pytest.raises(FmnumpyError, match="needs an NVIDIA GPU"):

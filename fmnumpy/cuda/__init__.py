@@ -29,14 +29,16 @@ def require_gpu():
 
 
 def cuda_stepper(spec, opt, state, batch, sigma_min, stream, spirals, seed, time_power,
-                 host_batches=False):
+                 host_batches=False, sigma=0.0, noise=None):
     """A ``stepper.CudaStepper`` for ``train.run``, with ``state`` uploaded: batches of
     ``batch`` rows, x1 drawn on the device (``spirals``) or ``stream``'s x1, or (with
-    ``host_batches``: a source or a coupling) the stream's whole batches."""
+    ``host_batches``: a source, a coupling or the constant-sigma path with the host's
+    ``noise``) the stream's whole batches."""
     require_gpu()
     from .stepper import CudaStepper, CudaTrainer
     tr = CudaTrainer(spec, opt, batch, sigma_min, stream=stream, spirals=spirals, seed=seed,
-                     start_step=state.step, time_power=time_power, host_batches=host_batches)
+                     start_step=state.step, time_power=time_power, host_batches=host_batches,
+                     sigma=sigma, noise=noise)
     return CudaStepper(tr, state)
 
 

@@ -4,8 +4,8 @@ scalar formulas compiled for the device, and launch settings.
 The scalar formulas are the ones the CPU uses, compiled a second time with
 ``cuda.jit(device=True)`` (STYLE.md rule 3): activations from
 ``fmnumpy.activations``, the Adam and EMA element updates and the clipping
-factor from ``fmnumpy.optim``, the path element and the time draw from
-``fmnumpy.paths``, the loss element from ``fmnumpy.loss``, the time feature
+factor from ``fmnumpy.optim``, the path elements (straight, constant sigma) and
+the time draw from ``fmnumpy.paths``, the loss element from ``fmnumpy.loss``, the time feature
 from ``fmnumpy.mlp`` and the 2spirals point from ``fmnumpy.datasets``.  Never
 copy a formula here.
 
@@ -20,7 +20,7 @@ from ..datasets import spiral_point
 from ..loss import cfm_element
 from ..mlp import time_feature
 from ..optim import adam_element, clip_scale, ema_element
-from ..paths import path_element, time_from_uniform
+from ..paths import gaussian_element, path_element, time_from_uniform
 
 
 def cuda_module():
@@ -95,6 +95,7 @@ class DeviceFunctions:
         self.ema_element = dev(ema_element)
         self.clip_scale = dev(clip_scale)
         self.path_element = dev(path_element)
+        self.gaussian_element = dev(gaussian_element)
         self.time_from_uniform = dev(time_from_uniform)
         self.cfm_element = dev(cfm_element)
         self.time_feature = dev(time_feature)

@@ -39,15 +39,20 @@ DATA_2SPIRALS = 2    # everything drawn on the device (D = 2)
 
 
 @functools.lru_cache(maxsize=None)
-def make_forward_backward(cfg, D, fastmath, max_registers=0, stage_regs=16, kind=0):
+def make_forward_backward(cfg, D, fastmath, max_registers=0, stage_regs=16, kind=0,
+                          gauss=False):
     """The fused forward + loss + backward-data kernel for block layout ``cfg`` and
     activation code ``kind`` (a compile-time constant, as in the sampler);
+    ``gauss``: the constant-sigma path (``paths.gaussian_element``, sigma in the
+    ``sigma_min`` argument, eps in xin[c, i, 2D + 1 + d] of DATA_ARRAYS batches);
     ``max_registers`` > 0 caps the registers per thread; launched with cfg.DYN
     bytes of dynamic shared memory."""
     from numba import float32, float64
     from numba.cuda.random import xoroshiro128p_normal_float32, xoroshiro128p_uniform_float32
     dev = device_functions(fastmath)
     act, dact, path_element = dev.act, dev.dact, dev.path_element
+    gaussian_element = dev.gaussian_element
+    GAUSS = bool(gauss)
     time_from_uniform = dev.time_from_uniform
     cfm_element, spiral_point = dev.cfm_element, dev.spiral_point
     mlp = make_block_mlp(cfg, D, fastmath, stage_regs)
@@ -118,7 +123,11 @@ def make_forward_backward(cfg, D, fastmath, max_registers=0, stage_regs=16, kind
                             x1 = float32(p1x)
                         else:
                             x1 = float32(p1y)
-                    xtd, utd = path_element(x0, x1, t, sigma_min)
+                    if GAUSS:
+                        xtd, utd = gaussian_element(x0, x1, t, sigma_min,
+                                                    xin[c, i, 2 * D + 1 + d])
+                    else:
+                        xtd, utd = path_element(x0, x1, t, sigma_min)
                     xt[d] = xtd
                     us[r, d] = utd
                 features(h1, r, xt, t, n_freq)

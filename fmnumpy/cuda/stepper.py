@@ -42,14 +42,22 @@ class CudaTrainer:
     """
 
     def __init__(self, spec, opt, batch, sigma_min=0.0, stream=None, spirals=False, seed=0,
-                 start_step=0, time_power=1.0, host_batches=False):
+                 start_step=0, time_power=1.0, host_batches=False, sigma=0.0, noise=None):
         cu = cuda_module()
         self.spec, self.opt = spec, opt
         self.B = int(batch)
         if self.B < 1:
             raise FmnumpyError(f"batch size must be a positive integer, got {batch}")
         self.D = spec.dim
-        self.sigma_min = float(sigma_min)
+        # the path's one parameter: sigma_min of the straight path, or the constant
+        # sigma of the Gaussian path, whose eps comes from the host's ``noise``
+        # (train.PathNoise) with the host's batches
+        self.gauss = float(sigma) > 0.0
+        self.sigma_min = float(sigma) if self.gauss else float(sigma_min)
+        self.noise = noise
+        if self.gauss and not (host_batches and noise is not None):
+            raise FmnumpyError("the constant-sigma path trains on the host's batches and noise "
+                               "(host_batches=True, noise=PathNoise)")
         self.time_power = float(time_power)      # t of device-drawn batches (paths.time_from_uniform)
         self.seed = int(seed)
         self.C = int(config.DATA_CHUNK_STEPS)
@@ -155,7 +163,7 @@ class CudaTrainer:
         self.cfg = cfg
         self.k_fb = make_forward_backward(cfg, self.D, fastmath("forward_backward"),
                                           register_cap(cfg.NT), int(TILES["mlp_stage_regs"]),
-                                          int(self.spec.kind))
+                                          int(self.spec.kind), self.gauss)
         self._fb_ready = False
 
     def _forward_backward(self, *args):
@@ -238,12 +246,15 @@ class CudaTrainer:
     def _upload_chunk(self, chunk):
         if self.chunk_id == chunk:
             return
-        if self.mode == DATA_HOST:           # [x0 | x1 | t] (C, B, 2D + 1) of the host's chunk
-            s = self.stream
+        if self.mode == DATA_HOST:    # [x0 | x1 | t (| eps)] (C, B, 2D + 1 (+ D)) of a chunk
+            s, D = self.stream, self.D
             s.batch_at(chunk * self.C)
-            xin = np.empty((self.C, self.B, 2 * self.D + 1), dtype=np.float32)
-            xin[:, :, :self.D], xin[:, :, self.D:2 * self.D], xin[:, :, 2 * self.D] = \
-                s.x0, s.x1, s.t
+            xin = np.empty((self.C, self.B, 3 * D + 1 if self.gauss else 2 * D + 1),
+                           dtype=np.float32)
+            xin[:, :, :D], xin[:, :, D:2 * D], xin[:, :, 2 * D] = s.x0, s.x1, s.t
+            if self.gauss:
+                self.noise.noise_at(chunk * self.C)
+                xin[:, :, 2 * D + 1:] = self.noise.eps
         else:
             xin = np.ascontiguousarray(self.stream.x1_chunk(chunk), dtype=np.float32)
         self.xin = cuda_module().to_device(xin)
