@@ -203,10 +203,12 @@ def classes(path, samples, data=None, title=None, lim=None):
             continue
         if ref is not None:
             ax.scatter(ref[k][:, 0], ref[k][:, 1], s=_marker_size(len(ref[k])), c=DATA_COLOR,
-                       alpha=0.3, linewidths=0, rasterized=True)
+                       alpha=0.3, linewidths=0, rasterized=True, label="data")
         ax.scatter(pts[k][:, 0], pts[k][:, 1], s=_marker_size(len(pts[k])), c=SAMPLE_COLOR,
-                   alpha=0.6, linewidths=0, rasterized=True)
+                   alpha=0.6, linewidths=0, rasterized=True, label="samples")
         ax.set_title(f"class {k}")
+        if k == 0:
+            ax.legend(loc="upper left", fontsize="small", markerscale=3)
         _frame_axes(ax, limits, (0, 1))
     if title:
         fig.suptitle(title)
