@@ -48,7 +48,7 @@ DEFAULTS = dict(
 )
 
 
-def _check_gpu_settings(device, path, coupling, sigma=0.0, source=None, n_classes=0):
+def _check_gpu_settings(device, path, n_classes=0):
     """The GPU trainer trains the straight path (with sigma_min or sigma) without labels;
     a source, a coupling or sigma come with the host's batches (``cuda.stepper``,
     DATA_HOST)."""
@@ -162,7 +162,7 @@ class FlowMatcher:
         get_coupling(str(coupling), **coupling_options)            # validate early
         if device not in ("cpu", "cuda"):
             raise FmnumpyError(f"unknown device {device!r}; choose one of: cpu, cuda")
-        _check_gpu_settings(device, path, str(coupling), sigma)
+        _check_gpu_settings(device, path)
         hidden = tuple(int(h) for h in hidden)
         MLPSpec(2, hidden, activation, int(time_freqs))             # validate early
         self.hidden, self.activation, self.time_freqs = hidden, activation, int(time_freqs)
@@ -225,11 +225,10 @@ class FlowMatcher:
             return GAUSS, self.sigma
         return code, {STRAIGHT: self.sigma_min, SB: self.sb_sigma}.get(code, 0.0)
 
-    def check_device(self, source=None, n_classes=0):
+    def check_device(self, n_classes=0):
         """Refuse settings the GPU trainer does not have (it trains the straight path
         without labels)."""
-        _check_gpu_settings(self.device, self.path, self.coupling, self.sigma, source,
-                            n_classes)
+        _check_gpu_settings(self.device, self.path, n_classes)
 
     def _check_fitted(self):
         if self.spec_ is None:
@@ -277,7 +276,7 @@ class FlowMatcher:
                                "a source of the data's dimension")
         if warm_start and self.spec_ is not None and source is None:
             src = self.source_                      # continue from the model's own source
-        self.check_device(src, data.n_classes)
+        self.check_device(data.n_classes)
         if warm_start and self.spec_ is not None:
             if self.spec_.dim != data.dim:
                 raise FmnumpyError(f"the model was trained on D={self.spec_.dim} data, "
@@ -400,8 +399,6 @@ class FlowMatcher:
         if x0.ndim != 2 or x0.shape[1] != self.spec_.dim:
             raise FmnumpyError(f"x0 must have shape (n, {self.spec_.dim}), got {x0.shape}")
         y, w = self._labels(labels, x0.shape[0], guidance)
-        if record and s.adaptive:
-            raise FmnumpyError("record needs a fixed-step method and no return_logprob")
         self._set_threads()
         theta = self.ema_ if ema else self.theta_
         x1, traj, stats = s.sample[self.device](theta, self.spec_, x0, s.name, steps, rtol,

@@ -39,6 +39,9 @@ def feature_count(dim, n_freq, n_classes=0):
     return dim + 1 + 2 * n_freq + (n_classes + 1 if n_classes else 0)
 
 
+feature_count_cpu = njit(cache=True, inline="always")(feature_count)   # for compiled callers
+
+
 def layer_sizes(dim, hidden, n_freq=0, n_classes=0):
     """(F, H_1, ..., H_k, D) as an int64 array."""
     hidden = tuple(int(h) for h in hidden)

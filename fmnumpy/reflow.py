@@ -24,7 +24,6 @@ from . import config
 from .config import DTYPE
 from .errors import FmnumpyError, positive_int
 from .optim import AdamConfig
-from .paths import time_from_uniform
 
 PAIRS = 20000                 # default number of pairs of the command
 EULER_STEPS = (1, 2, 4)       # few-step samplers that compare() scores
@@ -73,9 +72,7 @@ class PairStream(_train.BatchStream):
         self.rows = rng.integers(0, N, size=(C, B))               # (C, B)
         self.x0 = self.X0[self.rows]                              # (C, B, D)
         self.x1 = self.X1[self.rows]                              # (C, B, D)
-        u = rng.random((C, B))                                    # (C, B)
-        t = u if self.time_power == 1.0 else time_from_uniform(u, self.time_power)
-        self.t = t.astype(self.dtype)
+        self.t = self._times(rng)                                 # (C, B)
         self.chunk = k
 
 

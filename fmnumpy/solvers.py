@@ -25,7 +25,7 @@ import numpy as np
 from numba import njit, prange
 
 from .errors import FmnumpyError
-from .mlp import label_features, mlp_forward, time_features
+from .mlp import feature_count_cpu, label_features, mlp_forward, time_features
 
 
 class Tableau:
@@ -140,7 +140,7 @@ def mlp_field(params, x, t, out):
     if y.shape[0] == 0:
         out[:] = mlp_forward(theta, sizes, kind, X, A, Z)
         return
-    off = x.shape[1] + 1 + 2 * n_freq                  # the label's one-hot block
+    off = feature_count_cpu(x.shape[1], n_freq)        # the label's one-hot block
     label_features(y, off, X)
     out[:] = mlp_forward(theta, sizes, kind, X, A, Z)   # v(x, t, y)
     if w != 1.0:

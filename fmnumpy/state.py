@@ -10,7 +10,7 @@ two is one copy.  Beside it: the steps taken, the loss of every step and the
 training time.
 
 The estimator (``api.FlowMatcher``) owns one; the loop (``train.run``) and the
-steppers (``step.CpuStepper``, ``cuda.step.CudaStepper``) receive it, and
+steppers (``step.CpuStepper``, ``cuda.stepper.CudaStepper``) receive it, and
 nothing else.
 """
 import numpy as np

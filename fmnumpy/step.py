@@ -24,14 +24,15 @@ and the training state is the (5, P) buffer of ``state.TrainState``.  The
 compiled code is serial; the threads are BLAS's, inside the matrix products
 (running Numba threads that each call SciPy's OpenBLAS was measured 15x slower:
 its calls serialise).  :class:`CpuStepper` takes steps of this function for
-``train.run``; ``cuda.step.CudaStepper`` is its GPU twin.
+``train.run``; ``cuda.stepper.CudaStepper`` is its GPU twin.
 """
 import numpy as np
 from numba import njit
 
 from .config import DTYPE
 from .loss import cfm_loss_backward, cfm_loss_forward
-from .mlp import Workspace, label_features, mlp_backward, velocity, zero_grad
+from .mlp import (Workspace, feature_count_cpu, label_features, mlp_backward, velocity,
+                  zero_grad)
 from .optim import adam_update, clip_grad_norm, ema_decay_at, ema_update, learning_rate
 from .paths import fill_path
 from .state import EMA, GRAD, M, THETA, V
@@ -47,7 +48,7 @@ def loss_and_grad(theta, dtheta, net, path, batch, work):
     xt, ut, dv, X, A, Z, G1, G2, S = work
     fill_path(code, x0, x1, t, sigma, eps, xt, ut)
     if y.shape[0] > 0:                       # the label's one-hot, after the time features
-        label_features(y, x0.shape[1] + 1 + 2 * n_freq, X)
+        label_features(y, feature_count_cpu(x0.shape[1], n_freq), X)
     v = velocity(theta, sizes, kind, n_freq, xt, t, X, A, Z)
     loss = cfm_loss_forward(v, ut)
     cfm_loss_backward(v, ut, dv)
@@ -104,7 +105,8 @@ class CpuStepper:
     """Steps of :func:`train_step` on the host, for ``train.run``.
 
     spec: mlp.MLPSpec; opt: optim.AdamConfig; path: (code, sigma); batch: B;
-    noise: a ``train.PathNoise`` (the bridge's eps of each step, or empty)."""
+    noise: a ``train.PathNoise`` (the eps of each step of the sb and sigma paths, or
+    empty)."""
 
     def __init__(self, spec, opt, path, batch, noise, dtype=DTYPE):
         self.net = (spec.sizes, spec.kind, spec.n_freq)

@@ -3,7 +3,7 @@ progress bar, periodic callbacks and checkpoints, clean stops.
 
 :func:`run` serves the CPU and the GPU alike: it moves a ``state.TrainState``
 forward with a *stepper* it is given (``step.CpuStepper`` or
-``cuda.step.CudaStepper``), which takes the steps and keeps the state; the loop
+``cuda.stepper.CudaStepper``), which takes the steps and keeps the state; the loop
 decides where to stop (callbacks, checkpoints, the progress bar) and what to do
 on Ctrl-C and on a non-finite loss.  It imports neither the GPU code nor the
 progress bar: the caller passes a bar factory (``progress.TqdmBar``).
@@ -58,6 +58,12 @@ class BatchStream:
             self.y = np.asarray(y, dtype=np.int64).reshape(C, B)
         return np.ascontiguousarray(x, dtype=self.dtype).reshape(C, B, D)
 
+    def _times(self, rng):
+        """t (C, B) = paths.time_from_uniform(u, time_power) of uniform u (t = u at power 1)."""
+        u = rng.random((config.DATA_CHUNK_STEPS, self.batch))
+        t = u if self.time_power == 1.0 else time_from_uniform(u, self.time_power)
+        return t.astype(self.dtype)
+
     def x1_chunk(self, k):
         """The x1 (C, B, D) of chunk k alone (the GPU draws x0 and t itself)."""
         return self._x1(np.random.default_rng([self.seed, TRAIN_STREAM, k]))
@@ -71,9 +77,7 @@ class BatchStream:
         else:
             self.x0 = np.ascontiguousarray(self.source(C * B, rng),
                                            dtype=self.dtype).reshape(C, B, D)
-        u = rng.random((C, B))
-        t = u if self.time_power == 1.0 else time_from_uniform(u, self.time_power)
-        self.t = t.astype(self.dtype)
+        self.t = self._times(rng)
         if self.coupling is not None and self.labeled is not None:
             self._couple_within_classes(rng)
         elif self.coupling is not None:
