@@ -264,13 +264,16 @@ def mlp_forward(theta, sizes, kind, X, A, Z):
 
 
 @njit(cache=True)
-def mlp_backward(dv, theta, sizes, kind, X, A, Z, dtheta, G1, G2, S):
+def mlp_backward(dv, theta, sizes, kind, X, A, Z, dtheta, G1, G2, S, dX):
     """Backpropagation through :func:`mlp_forward` given dv = dL/dv (B, D).
 
     Accumulates dL/dtheta into ``dtheta`` (same layout as theta).  Z holds the
     sigma'(z_l) cached by the forward; G1, G2 are workspaces for the gradients
-    of hidden activations, S scratch.  ``kind`` is unused (the forward cached
-    sigma') but kept so forward and backward take the same arguments.
+    of hidden activations, S scratch.  ``dX`` (B, F) receives dL/dX = dz_1 W_1^T
+    when it has rows (a learned input below the network, such as the token
+    embedding of ``discrete.py``, needs it); pass an empty (0, F) array to skip
+    it.  ``kind`` is unused (the forward cached sigma') but kept so forward and
+    backward take the same arguments.
     """
     B = X.shape[0]
     L = sizes.shape[0] - 1
@@ -293,7 +296,7 @@ def mlp_backward(dv, theta, sizes, kind, X, A, Z, dtheta, G1, G2, S):
         db = dtheta[p + n_in * n_out:p + n_in * n_out + n_out]
         if l == 0:
             h = X
-            dh = _slice2d(G1, 0, 0, n_in)          # empty: no gradient wrt the input
+            dh = dX                                 # empty: no gradient wrt the input
         else:
             h = _slice2d(A, a - B * n_in, B, n_in)
             dh = _slice2d(G1 if use_g1 else G2, 0, B, n_in)

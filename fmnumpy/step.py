@@ -53,7 +53,7 @@ def loss_and_grad(theta, dtheta, net, path, batch, work):
     loss = cfm_loss_forward(v, ut)
     cfm_loss_backward(v, ut, dv)
     zero_grad(dtheta)
-    mlp_backward(dv, theta, sizes, kind, X, A, Z, dtheta, G1, G2, S)
+    mlp_backward(dv, theta, sizes, kind, X, A, Z, dtheta, G1, G2, S, X[:0])   # no dL/dX
     return loss
 
 

@@ -173,14 +173,17 @@ def test_mlp_backward_matches_fd_and_accumulates(seed, hidden, D, B, n_freq, kin
     np.testing.assert_allclose(v, v_ref, rtol=1e-10, atol=1e-12)
 
     dtheta = np.zeros_like(theta)
+    dX = np.full_like(X, np.nan)                  # overwritten, not accumulated
     mlp.mlp_backward(dv.copy(), theta, sizes, kind, ws.X, ws.A, ws.Z, dtheta, ws.G1, ws.G2,
-                     ws.S)
+                     ws.S, dX)
     fd = central_diff(lambda: float(np.sum(dv * mlp_ref(theta, sizes, kind, X)[0])), theta)
     assert_grad_close(f"mlp_backward sizes={sizes.tolist()} {NAME[kind]}", dtheta, fd)
+    fd_X = central_diff(lambda: float(np.sum(dv * mlp_ref(theta, sizes, kind, X)[0])), X)
+    assert_grad_close(f"mlp_backward dX sizes={sizes.tolist()} {NAME[kind]}", dX, fd_X)
 
     once = dtheta.copy()
     mlp.mlp_backward(dv.copy(), theta, sizes, kind, ws.X, ws.A, ws.Z, dtheta, ws.G1, ws.G2,
-                     ws.S)
+                     ws.S, ws.X[:0])
     np.testing.assert_allclose(dtheta, 2 * once, rtol=1e-12, atol=1e-14)
     mlp.zero_grad(dtheta)
     assert not dtheta.any()

@@ -1,0 +1,342 @@
+"""``DiscreteFlowMatcher``: discrete flow matching as an estimator (fit, sample,
+elbo, evaluate, save, load).  The math is in ``discrete.py``; the derivations in
+``docs/discrete.md``.
+
+Dimension letters: N samples, D positions, V vocabulary.
+"""
+import time
+
+import numpy as np
+
+from . import discrete as dfm
+from .activations import activation_code
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import DTYPE
+from .errors import FmnumpyError, positive_finite, positive_int
+from .mlp import init_params, param_count
+from .optim import adam_update, ema_decay_at, ema_update
+from .progress import bar_factory
+from .state import TrainState
+from .tokens import TokenData, check_tokens, total_variation, tv_floor
+from .tokens import vocab_size as checked_vocab
+
+MODEL = "discrete"
+TRAIN_STREAM, SAMPLE_STREAM, ELBO_STREAM = 11, 12, 13   # purposes of the seeded generators
+CHUNK = 4096                                            # rows per network call when sampling
+
+
+class DiscreteFlowMatcher:
+    """Discrete flow matching on sequences of D tokens in [0, V).
+
+    vocab_size V; source "mask" (x0 is the mask token V) or "uniform" (x0 uniform
+    tokens); hidden widths of the MLP; embed the width E of the token embedding;
+    power n of the scheduler kappa_t = t^n; time_freqs sinusoidal time features;
+    lr, ema_decay of Adam and the EMA that sampling uses; sample_steps of the jump
+    sampler; seed.
+    """
+
+    def __init__(self, vocab_size=128, source="mask", hidden=(256, 256, 256), embed=32,
+                 activation="silu", power=1.0, time_freqs=0, lr=1e-3, ema_decay=0.999,
+                 sample_steps=100, seed=0):
+        self.vocab_size = checked_vocab(vocab_size)
+        if source not in dfm.SOURCES:
+            raise FmnumpyError(f"unknown source {source!r}; choose one of: "
+                               f"{', '.join(dfm.SOURCES)}")
+        self.source = source
+        self.hidden = tuple(positive_int("hidden width", h) for h in hidden)
+        self.embed = positive_int("embed", embed)
+        self.activation = str(activation).lower()
+        self.kind = activation_code(self.activation)
+        self.power = positive_finite("power", power, " (kappa_t = t^power)")
+        self.time_freqs = int(time_freqs)
+        if self.time_freqs < 0:
+            raise FmnumpyError(f"time_freqs must be >= 0, got {time_freqs}")
+        self.lr = positive_finite("lr", lr)
+        self.ema_decay = float(ema_decay)
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise FmnumpyError(f"ema_decay must be in [0, 1), got {ema_decay}")
+        self.sample_steps = positive_int("sample_steps", sample_steps)
+        self.seed = int(seed)
+        self.K = dfm.token_count(self.vocab_size, source)
+        self.dim_ = None
+        self.state_ = None
+        self.data_name_ = None
+
+    def get_params(self):
+        return {"vocab_size": self.vocab_size, "source": self.source,
+                "hidden": list(self.hidden), "embed": self.embed,
+                "activation": self.activation, "power": self.power,
+                "time_freqs": self.time_freqs, "lr": self.lr, "ema_decay": self.ema_decay,
+                "sample_steps": self.sample_steps, "seed": self.seed}
+
+    # -- the network -----------------------------------------------------------------
+    def _init_state(self, dim):
+        self.dim_ = int(dim)
+        self.sizes_ = dfm.net_sizes(self.dim_, self.vocab_size, self.embed, self.hidden,
+                                    self.time_freqs)
+        rng = np.random.default_rng([self.seed, 0])
+        emb = rng.standard_normal(self.K * self.embed)           # N(0, 1), as nn.Embedding
+        theta = np.concatenate([emb, init_params(self.sizes_, rng, np.float64)])
+        self.state_ = TrainState(theta.astype(DTYPE))
+
+    @property
+    def n_params(self):
+        return self.K * self.embed + param_count(self.sizes_)
+
+    def _net(self):
+        return (self.sizes_, self.kind, self.time_freqs, self.K, self.embed)
+
+    def _check_fitted(self):
+        if self.state_ is None:
+            raise FmnumpyError("this DiscreteFlowMatcher is not trained yet; call fit() "
+                               "or load()")
+
+    def _data(self, data):
+        return data if isinstance(data, TokenData) else TokenData(data, self.vocab_size)
+
+    # -- training --------------------------------------------------------------------
+    def fit(self, data="discrete_checkerboard", steps=20000, batch_size=1024,
+            warm_start=False, progress=False, checkpoint=None, checkpoint_every=2000,
+            log=None):
+        """Train on ``data`` (a named pmf, an (N, D) int array, a .npy/.csv file) for
+        ``steps`` Adam steps of ``batch_size``.  Each step k draws x1, t, the mixture
+        path's coin flips and x0 from ``default_rng([seed, 11, k])``, so a run resumed
+        from a checkpoint continues bit for bit.  ``checkpoint``: a path written every
+        ``checkpoint_every`` steps, at the end, and on Ctrl-C before it propagates."""
+        data = self._data(data)
+        steps = positive_int("steps", steps)
+        B = positive_int("batch_size", batch_size)
+        if not (warm_start and self.state_ is not None):
+            self._init_state(data.dim)
+        elif data.dim != self.dim_:
+            raise FmnumpyError(f"the data has D = {data.dim} positions, the model "
+                               f"{self.dim_}")
+        self.data_name_ = data.name
+        self.batch_size_ = B
+        st = self.state_
+        net = self._net()
+        work = dfm.DiscreteWork(self.sizes_, B, DTYPE).buffers(B)
+        first, last = st.step, st.step + steps
+        bar = bar_factory(progress)
+        bar = bar(last, first) if bar else None
+        losses, t_start, t_report = [], time.perf_counter(), time.perf_counter()
+        try:
+            for k in range(first, last):
+                x1, xt, t, w = self._batch(data, k, B)
+                loss = dfm.loss_and_grad(st.theta, st.dtheta, net, x1, xt, t, w, work)
+                adam_update(st.theta, st.dtheta, st.m, st.v, k + 1, self.lr, 0.9, 0.999,
+                            1e-8, 0.0, True)
+                ema_update(st.ema, st.theta, ema_decay_at(k, self.ema_decay))
+                losses.append(loss)
+                done = k + 1
+                if checkpoint and checkpoint_every and done % checkpoint_every == 0:
+                    self._flush(losses, t_start)
+                    losses, t_start = [], time.perf_counter()
+                    self.save(checkpoint)
+                if bar and (time.perf_counter() - t_report > 0.5 or done == last):
+                    t_report = time.perf_counter()
+                    recent = (st.losses + losses)[-100:]
+                    bar.update(done, float(np.mean(recent)),
+                               (done - first) / max(st.seconds + t_report - t_start, 1e-9))
+        except KeyboardInterrupt:
+            self._flush(losses, t_start)
+            if checkpoint:
+                self.save(checkpoint)
+                if log:
+                    log(f"interrupted at step {st.step}; saved {checkpoint}")
+            raise
+        finally:
+            if bar:
+                bar.close()
+        self._flush(losses, t_start)
+        if checkpoint:
+            self.save(checkpoint)
+        return self
+
+    def _flush(self, losses, t_start):
+        if losses:
+            self.state_.record(losses)
+            self.state_.seconds += time.perf_counter() - t_start
+
+    def _batch(self, data, k, B):
+        """Step k's batch: x1 ~ data, t ~ U(0, 1), xt on the mixture path, the weights
+        of the predicted positions."""
+        rng = np.random.default_rng([self.seed, TRAIN_STREAM, k])
+        x1 = data.draw(B, rng)                                           # (B, D)
+        t = rng.random(B)
+        x0 = dfm.draw_source(self.source, self.vocab_size, x1.shape, rng)
+        xt = dfm.mixture_path(x0, x1, t, self.power, rng.random(x1.shape))
+        w = dfm.position_weights(self.source, xt, self.vocab_size, DTYPE)
+        return x1, xt, t.astype(DTYPE), w
+
+    # -- the posterior -----------------------------------------------------------------
+    def _theta(self, ema=True):
+        self._check_fitted()
+        return self.state_.ema if ema else self.state_.theta
+
+    def posterior(self, xt, t, ema=True):
+        """p(x1 | xt) (N, D, V) at times t (N,) or a scalar, with the mask source's
+        carry-over applied (an unmasked position is certain)."""
+        xt = check_tokens(xt, self.K, where="xt")
+        t = np.broadcast_to(np.asarray(t, dtype=DTYPE), (xt.shape[0],)).copy()
+        P = np.empty((xt.shape[0], self.dim_ * self.vocab_size), dtype=DTYPE)
+        for a, b, work in self._chunks(xt.shape[0]):
+            P[a:b] = dfm.posterior(self._theta(ema), self._net(), xt[a:b], t[a:b], work)
+        P = P.reshape(xt.shape[0], self.dim_, self.vocab_size)
+        if self.source == dfm.MASK:
+            known = xt != self.vocab_size
+            P[known] = 0.0
+            P[known, xt[known]] = 1.0
+        return P
+
+    def _chunks(self, n):
+        work = dfm.DiscreteWork(self.sizes_, min(n, CHUNK), DTYPE)
+        for a in range(0, n, CHUNK):
+            b = min(n, a + CHUNK)
+            yield a, b, work.buffers(b - a)
+
+    # -- sampling ----------------------------------------------------------------------
+    def sample(self, n, seed=0, steps=None, record=None, ema=True):
+        """(n, D) int64 tokens by the discrete Euler jump sampler from t = 0 to 1 on a
+        uniform grid of ``steps`` (default sample_steps): in each step every position
+        still to move (the masked ones with the mask source, all with the uniform one)
+        jumps with probability h kappa'_t / (1 - kappa_t) (1 on the last step) to a
+        draw of p(x1 | xt).  ``record``: times at which to keep a copy of xt, returned
+        as (tokens, [(t, xt), ...])."""
+        self._check_fitted()
+        n = positive_int("n", n)
+        steps = positive_int("steps", steps or self.sample_steps)
+        rng = np.random.default_rng([int(seed), SAMPLE_STREAM])
+        V, D = self.vocab_size, self.dim_
+        x = dfm.draw_source(self.source, V, (n, D), rng)
+        grid = np.linspace(0.0, 1.0, steps + 1)
+        frames = [] if record is not None else None
+        marks = sorted(float(r) for r in (record if record is not None else ()))
+        def keep(t):
+            while marks and marks[0] <= t + 1e-12:
+                frames.append((marks.pop(0), x.copy()))
+
+        if frames is not None:
+            keep(0.0)
+        for s in range(steps):
+            t, h = grid[s], grid[s + 1] - grid[s]
+            p = dfm.jump_probability(t, h, self.power, s == steps - 1)
+            jump = rng.random((n, D)) < p
+            if self.source == dfm.MASK:
+                jump &= x == V
+            rows = np.flatnonzero(jump.any(axis=1))
+            u = rng.random(int(jump.sum()))           # one uniform per jump, row-major
+            used = 0
+            for a in range(0, rows.shape[0], CHUNK):
+                r = rows[a:a + CHUNK]
+                xs = x[r]
+                P = self.posterior(xs, t, ema).reshape(r.shape[0], D * V)
+                ii, dd = np.nonzero(jump[r])
+                dfm.draw_categorical(P, ii, dd, u[used:used + ii.shape[0]], D, xs)
+                used += ii.shape[0]
+                x[r] = xs
+            if frames is not None:
+                keep(grid[s + 1])
+        return (x, frames) if frames is not None else x
+
+    # -- the ELBO ----------------------------------------------------------------------
+    def elbo(self, tokens, quad=16, mc=1, seed=0, ema=True):
+        """A lower bound on log p(x) (N,) in nats for each row of ``tokens``
+        (docs/discrete.md#elbo): the path-space bound of the CTMC, integrated in
+        s = kappa_t by ``quad``-point Gauss-Legendre, with ``mc`` draws of the other
+        positions per node and position."""
+        self._check_fitted()
+        x1 = check_tokens(tokens, self.vocab_size)
+        if x1.shape[1] != self.dim_:
+            raise FmnumpyError(f"tokens have D = {x1.shape[1]} positions, the model "
+                               f"{self.dim_}")
+        N, D, V = x1.shape[0], self.dim_, self.vocab_size
+        nodes, weights = dfm.gauss_legendre01(positive_int("quad", quad))
+        rng = np.random.default_rng([int(seed), ELBO_STREAM])
+        total = np.zeros(N)
+        rows = np.arange(N)
+        for s, ws in zip(nodes, weights):
+            t = s ** (1.0 / self.power)                   # kappa_t = s
+            for _ in range(positive_int("mc", mc)):
+                for d in range(D):
+                    keep = rng.random((N, D)) < s
+                    x0 = dfm.draw_source(self.source, V, (N, D), rng)
+                    xt = np.where(keep, x1, x0)
+                    xt[:, d] = x0[:, d]                   # position d not yet at x1
+                    P = self.posterior(xt, t, ema)
+                    p1 = P[rows, d, x1[:, d]].astype(np.float64)
+                    nll = -np.log(np.maximum(p1, 1e-30))
+                    if self.source == dfm.MASK:
+                        # lambda (1 - kappa) = kappa': the weight is ds
+                        total -= ws * nll
+                        continue
+                    moved = xt[:, d] != x1[:, d]
+                    stay = P[rows, d, xt[:, d]].astype(np.float64)
+                    f = np.where(moved, nll - 1.0, 0.0) + 1.0 - stay
+                    xt[:, d] = x1[:, d]                   # the kept branch, weight kappa
+                    Pk = self.posterior(xt, t, ema)
+                    g = 1.0 - Pk[rows, d, x1[:, d]].astype(np.float64)
+                    total -= ws * (f + s / (1.0 - s) * g)
+        return total / mc
+
+    # -- evaluation --------------------------------------------------------------------
+    def evaluate(self, data=None, n=20000, bins=16, pairs=20, seed=0, steps=None,
+                 elbo_n=2000):
+        """TV between coarse histograms (bins per axis) of n samples and n fresh data
+        points, its floor over ``pairs`` data-data pairs, and on a named pmf the mean
+        ELBO of elbo_n fresh points against their exact mean log p."""
+        self._check_fitted()
+        data = self._data(data if data is not None else self.data_name_)
+        x = self.sample(n, seed=seed + 1, steps=steps)
+        fresh = data.draw(n, np.random.default_rng([seed, 8]))
+        tv = total_variation(x, fresh, self.vocab_size, bins)
+        floor, floor_sd = tv_floor(data, n, pairs, bins, seed)
+        out = {"tv": tv, "tv_floor": floor, "tv_floor_sd": floor_sd, "tv_ratio": tv / floor,
+               "n": n, "bins": bins, "pairs": pairs, "sample_steps": steps or self.sample_steps}
+        if data.pmf is not None and elbo_n:
+            pts = data.draw(elbo_n, np.random.default_rng([seed, 9]))
+            e = self.elbo(pts, seed=seed)
+            logp = data.log_prob(pts)
+            out.update(elbo=float(e.mean()), logp=float(logp.mean()),
+                       elbo_gap=float(logp.mean() - e.mean()), entropy=data.entropy(),
+                       elbo_n=elbo_n)
+        return out
+
+    # -- checkpoints -------------------------------------------------------------------
+    def save(self, path):
+        self._check_fitted()
+        st = self.state_
+        meta = {"model": MODEL, "params": self.get_params(), "dim": self.dim_,
+                "step": st.step, "seconds": st.seconds, "data": self.data_name_,
+                "batch_size": getattr(self, "batch_size_", None)}
+        return save_checkpoint(path, meta, {"theta": st.theta, "m": st.m, "v": st.v,
+                                            "ema": st.ema,
+                                            "losses": np.asarray(st.losses, np.float64)})
+
+    @classmethod
+    def load(cls, path):
+        meta, arrays = load_checkpoint(path)
+        if meta.get("model") != MODEL:
+            raise FmnumpyError(f"{path} holds a continuous flow-matching model; load it "
+                               "with FlowMatcher.load (or fmnumpy commands without "
+                               "--discrete)")
+        p = dict(meta["params"])
+        p["hidden"] = tuple(p["hidden"])
+        fm = cls(**p)
+        fm._init_state(meta["dim"])
+        st = fm.state_
+        if arrays["theta"].shape != st.theta.shape:
+            raise FmnumpyError(f"{path}: {arrays['theta'].shape[0]} parameters, the "
+                               f"configuration needs {st.theta.shape[0]}")
+        st.theta[:], st.m[:], st.v[:], st.ema[:] = (arrays[k] for k in ("theta", "m", "v", "ema"))
+        st.step, st.seconds = int(meta["step"]), float(meta["seconds"])
+        st.losses = [float(v) for v in arrays["losses"]]
+        fm.data_name_ = meta.get("data")
+        fm.batch_size_ = meta.get("batch_size")
+        return fm
+
+
+def is_discrete_checkpoint(path):
+    """True when ``path`` is a checkpoint of a DiscreteFlowMatcher."""
+    meta, _ = load_checkpoint(path)
+    return meta.get("model") == MODEL
