@@ -596,6 +596,9 @@ class FlowMatcher:
         """A FlowMatcher restored from a checkpoint, ready to sample or to
         continue with ``fit(..., warm_start=True)``."""
         meta, arr = load_checkpoint(path)
+        if meta.get("model") == "discrete":
+            raise FmnumpyError(f"{path} holds a discrete flow-matching model; load it with "
+                               "fmnumpy.DiscreteFlowMatcher.load")
         try:
             fm = cls(**cls.params_from_meta(meta))
             fm._load_extra(meta.get("extra", {}))

@@ -75,7 +75,15 @@ def build_parser():
     src.add_argument("--data", default=None, help="your data: a .npy or .csv file of "
                      "shape (N, D)")
     t.add_argument("--source", default=None, help="where x0 comes from: a toy dataset name "
-                   "or a .npy/.csv file (default N(0, I)); samples then start from it")
+                   "or a .npy/.csv file (default N(0, I)); samples then start from it; with "
+                   "--discrete: mask (default) or uniform")
+    t.add_argument("--discrete", action="store_true", help="discrete flow matching on "
+                   "integer tokens (default dataset discrete_checkerboard; "
+                   "docs/discrete.md)")
+    t.add_argument("--vocab-size", type=int, default=None, help="--discrete: tokens are "
+                   "0 .. V-1 (default 128)")
+    t.add_argument("--kappa-power", type=float, default=1.0, help="--discrete: the "
+                   "scheduler kappa_t = t^n (default %(default)s)")
     t.add_argument("--sigma", type=float, default=None,
                    help="constant width of the straight path, xt = (1-t) x0 + t x1 + sigma "
                    "eps (TorchCFM's I-CFM / OT-CFM sigma; default 0)")
@@ -277,6 +285,12 @@ def _class_pictures(fm, data, out, seed, n=400, weights=(0.0, 1.0, 2.0, 4.0)):
 
 
 def cmd_train(a):
+    if a.discrete:
+        from . import cli_discrete
+        return cli_discrete.train(a)
+    if a.vocab_size is not None:
+        raise FmnumpyError("--vocab-size is an option of discrete flow matching; add "
+                           "--discrete")
     from . import plots
     data = a.data if a.data is not None else (a.dataset or DEFAULTS["dataset"])
     os.makedirs(a.out, exist_ok=True)
@@ -495,6 +509,21 @@ COMMANDS = {"train": cmd_train, "sample": cmd_sample, "animate": cmd_animate,
             "evaluate": cmd_evaluate, "density": cmd_density, "reflow": cmd_reflow}
 
 
+def _command(a):
+    """The command's function; a discrete checkpoint goes to cli_discrete's."""
+    ckpt = getattr(a, "checkpoint", None)
+    if ckpt and a.command != "reflow" and os.path.isfile(ckpt):
+        from . import cli_discrete
+        from .discrete_api import is_discrete_checkpoint
+        if is_discrete_checkpoint(ckpt):
+            if a.command not in cli_discrete.COMMANDS:
+                raise FmnumpyError(f"{ckpt} holds a discrete flow-matching model; "
+                                   f"`{a.command}` is for continuous ones (use "
+                                   f"{' or '.join(cli_discrete.COMMANDS)})")
+            return cli_discrete.COMMANDS[a.command]
+    return COMMANDS[a.command]
+
+
 def main(argv=None):
     ap = build_parser()
     a = ap.parse_args(argv)
@@ -502,7 +531,7 @@ def main(argv=None):
         ap.print_help()
         return 2
     try:
-        return COMMANDS[a.command](a)
+        return _command(a)(a)
     except FmnumpyError as e:
         _say(f"{PROG} {a.command}: error: {e}")
         return 2
