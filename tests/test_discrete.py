@@ -1,6 +1,8 @@
 """Discrete flow matching: every gradient against float64 central differences and an
 independent NumPy forward, the mixture path, the jump sampler and the ELBO against
 exact answers (docs/discrete.md)."""
+import json
+
 import numpy as np
 import pytest
 from hypothesis import given, strategies as st
@@ -12,7 +14,8 @@ from fmnumpy.errors import FmnumpyError
 from fmnumpy.mlp import init_params
 from fmnumpy.tokens import TokenData, checkerboard_pmf, total_variation, tv_floor
 
-from reference import SETTINGS, act_ref, assert_grad_close, central_diff, mlp_ref
+from reference import (SETTINGS, assert_grad_close, assert_one_line_error, central_diff,
+                       mlp_ref, run)
 
 
 # ---- an independent float64 reference of the loss -------------------------------------
@@ -319,3 +322,58 @@ def test_checkerboard_pmf_is_uniform_on_half_the_grid():
     assert np.count_nonzero(p) == 128 * 128 // 2
     assert TokenData("discrete_checkerboard", 128).entropy() == pytest.approx(np.log(8192))
     assert p[0, 0] > 0 and p[0, 32] == 0 and p[32, 32] > 0
+
+
+# ---- the command line ------------------------------------------------------------------------
+
+def test_cli_trains_samples_and_evaluates_a_discrete_model(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert run(["train", "--discrete", "--vocab-size", 16, "--steps", 60, "--batch-size", 64,
+                "--hidden", "16", "--no-progress", "--out", out]) == 0
+    for f in ("checkpoint.npz", "samples.png", "flow.gif", "loss.png", "elbo.png",
+              "samples.npy", "metrics.json"):
+        assert (out / f).is_file(), f
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["steps"] == 60 and m["tv"] > 0 and m["elbo"] < 0
+    x = np.load(out / "samples.npy")
+    assert x.dtype == np.int64 and x.shape == (20000, 2) and 0 <= x.min() and x.max() < 16
+    assert run(["sample", "--checkpoint", out / "checkpoint.npz", "-n", 7,
+                "--out", tmp_path / "s.npy"]) == 0
+    assert np.load(tmp_path / "s.npy").shape == (7, 2)
+    capsys.readouterr()
+    assert run(["evaluate", "--checkpoint", out / "checkpoint.npz", "-n", 500]) == 0
+    assert "tv_ratio" in capsys.readouterr().out
+    assert run(["density", "--checkpoint", out / "checkpoint.npz", "--out",
+                tmp_path / "d.png"]) == 2
+    assert_one_line_error(capsys, 2, "discrete")
+    assert run(["train", "--discrete", "--resume", "--steps", 10, "--no-progress",
+                "--no-plots", "--out", out]) == 0
+    assert DiscreteFlowMatcher.load(out / "checkpoint.npz").state_.step == 70
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["--path", "cosine"], ("--path", "continuous")),
+    (["--source", "gaussian"], ("unknown source",)),
+    (["--data", "BAD"], ("line 3", "column 2", "outside")),
+    (["--vocab-size", "1"], ("vocab_size",)),
+])
+def test_cli_bad_discrete_input_is_one_line_and_exit_2(tmp_path, capsys, argv, words):
+    bad = tmp_path / "tok.csv"
+    bad.write_text("x,y\n1,2\n3,-4\n")
+    argv = [str(bad) if a == "BAD" else a for a in argv]
+    code = run(["train", "--discrete", "--steps", 1, "--no-progress", "--out",
+                tmp_path / "r"] + argv)
+    assert code == 2
+    assert_one_line_error(capsys, code, *words)
+
+
+def test_continuous_loaders_refuse_a_discrete_checkpoint(tmp_path):
+    from fmnumpy import FlowMatcher
+    fm = DiscreteFlowMatcher(vocab_size=8, hidden=(4,)).fit("discrete_checkerboard", steps=2,
+                                                            batch_size=4)
+    fm.save(tmp_path / "d.npz")
+    with pytest.raises(FmnumpyError, match="DiscreteFlowMatcher.load"):
+        FlowMatcher.load(tmp_path / "d.npz")
+    FlowMatcher(hidden=(4,)).fit("2spirals", steps=2, batch_size=4).save(tmp_path / "c.npz")
+    with pytest.raises(FmnumpyError, match="FlowMatcher.load"):
+        DiscreteFlowMatcher.load(tmp_path / "c.npz")
