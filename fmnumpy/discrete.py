@@ -63,8 +63,7 @@ class DiscreteWork:
     def buffers(self, rows):
         """The work tuple for the first ``rows`` rows."""
         w = self.mlp
-        B = w.batch
-        n = rows
+        B, n = w.batch, rows
         return (w.X[:n], w.A[:w.A.shape[0] // B * n], w.Z[:w.Z.shape[0] // B * n],
                 w.G1, w.G2, w.S, self.dX[:n], self.P[:n])
 
@@ -272,14 +271,3 @@ def gauss_legendre01(q):
     s, w = np.polynomial.legendre.leggauss(int(q))
     return 0.5 * (s + 1.0), 0.5 * w
 
-
-@njit(cache=True)
-def pick(P, x, D):
-    """p[i, d] = P[i, d V + x[i, d]]: each position's probability of token x (B, D)."""
-    B = x.shape[0]
-    V = P.shape[1] // D
-    out = np.empty((B, D))
-    for i in range(B):
-        for d in range(D):
-            out[i, d] = P[i, d * V + x[i, d]]
-    return out
