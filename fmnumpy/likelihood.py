@@ -79,7 +79,8 @@ def mlp_forward_jvp(theta, sizes, kind, X, A, U, T1, T2):
     """v = MLP(X) and the Jacobian-vector products JU[m] = (dv/dx) U[m].
 
     X (B, F) input features; A flat workspace of B * sum(sizes[1:]) entries
-    (as ``Workspace.A``); U (M, B, D) tangents of x; T1, T2 flat scratch of
+    (as ``Workspace.A``); U (M, B, D) tangents of the first D features (x, or
+    on the torus its (cos, sin) embedding, 2D wide); T1, T2 flat scratch of
     at least M * B * max(sizes[1:]) entries each.
     Returns v (B, D), a view into A, and JU (M, B, D), a view into T1 or T2.
     """
@@ -104,7 +105,7 @@ def mlp_forward_jvp(theta, sizes, kind, X, A, U, T1, T2):
             activation_forward_jvp(a, da, kind)
         h = a
         dh = da
-    return h, dh.reshape((M, B, D))
+    return h, dh.reshape((M, B, sizes[L]))           # (M, B, D_out)
 
 
 @njit(cache=True)
