@@ -4,8 +4,6 @@ elbo, evaluate, save, load).  The math is in ``discrete.py``; the derivations in
 
 Dimension letters: N samples, D positions, V vocabulary.
 """
-import time
-
 import numpy as np
 
 from . import discrete as dfm
@@ -13,9 +11,9 @@ from .activations import activation_code
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import DTYPE
 from .errors import FmnumpyError, positive_finite, positive_int
+from .loop import train_loop
 from .mlp import init_params, param_count
 from .optim import adam_update, ema_decay_at, ema_update
-from .progress import bar_factory
 from .state import TrainState
 from .tokens import TokenData, check_tokens, total_variation, tv_floor
 from .tokens import vocab_size as checked_vocab
@@ -116,47 +114,17 @@ class DiscreteFlowMatcher:
         st = self.state_
         net = self._net()
         work = dfm.DiscreteWork(self.sizes_, B, DTYPE).buffers(B)
-        first, last = st.step, st.step + steps
-        bar = bar_factory(progress)
-        bar = bar(last, first) if bar else None
-        losses, t_start, t_report = [], time.perf_counter(), time.perf_counter()
-        try:
-            for k in range(first, last):
-                x1, xt, t, w = self._batch(data, k, B)
-                loss = dfm.loss_and_grad(st.theta, st.dtheta, net, x1, xt, t, w, work)
-                adam_update(st.theta, st.dtheta, st.m, st.v, k + 1, self.lr, 0.9, 0.999,
-                            1e-8, 0.0, True)
-                ema_update(st.ema, st.theta, ema_decay_at(k, self.ema_decay))
-                losses.append(loss)
-                done = k + 1
-                if checkpoint and checkpoint_every and done % checkpoint_every == 0:
-                    self._flush(losses, t_start)
-                    losses, t_start = [], time.perf_counter()
-                    self.save(checkpoint)
-                if bar and (time.perf_counter() - t_report > 0.5 or done == last):
-                    t_report = time.perf_counter()
-                    recent = (st.losses + losses)[-100:]
-                    bar.update(done, float(np.mean(recent)),
-                               (done - first) / max(st.seconds + t_report - t_start, 1e-9))
-        except KeyboardInterrupt:
-            self._flush(losses, t_start)
-            if checkpoint:
-                self.save(checkpoint)
-                if log:
-                    log(f"interrupted at step {st.step}; saved {checkpoint}")
-            raise
-        finally:
-            if bar:
-                bar.close()
-        self._flush(losses, t_start)
-        if checkpoint:
-            self.save(checkpoint)
-        return self
 
-    def _flush(self, losses, t_start):
-        if losses:
-            self.state_.record(losses)
-            self.state_.seconds += time.perf_counter() - t_start
+        def step(k):
+            x1, xt, t, w = self._batch(data, k, B)
+            loss = dfm.loss_and_grad(st.theta, st.dtheta, net, x1, xt, t, w, work)
+            adam_update(st.theta, st.dtheta, st.m, st.v, k + 1, self.lr, 0.9, 0.999,
+                        1e-8, 0.0, True)
+            ema_update(st.ema, st.theta, ema_decay_at(k, self.ema_decay))
+            return loss
+
+        train_loop(st, step, steps, progress, checkpoint, checkpoint_every, self.save, log)
+        return self
 
     def _batch(self, data, k, B):
         """Step k's batch: x1 ~ data, t ~ U(0, 1), xt on the mixture path, the weights

@@ -133,7 +133,7 @@ def manifold_rk(params, code, s, grid, tab, work, out):
 def solver_params(theta, net, batch, with_div):
     """The params tuple of :func:`flow_field` for ``batch`` particles, float64;
     the tangent buffers are empty unless ``with_div``."""
-    code, sizes, kind, n_freq = net
+    _, sizes, _, n_freq = net
     B, D = int(batch), int(sizes[-1])
     M = B if with_div else 0
     width = int(sizes[1:].max())

@@ -161,26 +161,40 @@ def logmap(code, x, y, out):
                 out[i, d] = y[i, d] - x[i, d]
 
 
+@njit(cache=True, inline="always")
+def dist_rows(code, x, i, y, j):
+    """Geodesic distance d(x_i, y_j)."""
+    D = x.shape[1]
+    if code == SPHERE:
+        c = row_dot(x, i, y, j)
+        r2 = 0.0
+        for d in range(D):
+            r = float(y[j, d]) - c * float(x[i, d])
+            r2 += r * r
+        return math.atan2(math.sqrt(r2), c)
+    acc = 0.0
+    for d in range(D):
+        a = float(y[j, d]) - float(x[i, d])
+        if code == TORUS:
+            a = wrap_pi(a)
+        acc += a * a
+    return math.sqrt(acc)
+
+
 @njit(cache=True)
 def dist(code, x, y, out):
     """Geodesic distance out[i] = d(x_i, y_i) (B,)."""
-    B, D = x.shape
-    for i in range(B):
-        if code == SPHERE:
-            c = row_dot(x, i, y, i)
-            r2 = 0.0
-            for d in range(D):
-                r = float(y[i, d]) - c * float(x[i, d])
-                r2 += r * r
-            out[i] = math.atan2(math.sqrt(r2), c)
-        else:
-            acc = 0.0
-            for d in range(D):
-                a = float(y[i, d]) - float(x[i, d])
-                if code == TORUS:
-                    a = wrap_pi(a)
-                acc += a * a
-            out[i] = math.sqrt(acc)
+    for i in range(x.shape[0]):
+        out[i] = dist_rows(code, x, i, y, i)
+
+
+@njit(cache=True)
+def sq_dist_matrix(code, x, y, C):
+    """C[i, j] = d(x_i, y_j)^2 (N, M): the cost of the geodesic W2."""
+    for i in range(x.shape[0]):
+        for j in range(y.shape[0]):
+            r = dist_rows(code, x, i, y, j)
+            C[i, j] = r * r
 
 
 @njit(cache=True)

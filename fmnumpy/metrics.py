@@ -7,6 +7,7 @@ Dimension letters: N, M numbers of points, D data dimension.
   optimal assignment on the squared Euclidean cost (``assignment.py``).
 - ``mmd_rbf``: squared maximum mean discrepancy with Gaussian kernels.
 - ``energy_distance``: the squared energy distance (Szekely & Rizzo).
+- ``geodesic_w2``: the same on the sphere or the torus, on the geodesic cost.
 - ``w1``: exact 1-Wasserstein distance, the assignment on the Euclidean cost.
 - ``straightness``: how far the flow of a velocity field is from straight lines.
 - ``path_energy``, ``normalized_path_energy``: the kinetic energy of a flow's
@@ -53,6 +54,24 @@ def w2(a, b):
     # a starting guess of the dual potentials from sorted projections: the same optimum,
     # found faster (docs/couplings.md, "Jonker-Volgenant")
     cols = linear_assignment(C, u0=sliced_guess(a, b))
+    return float(np.sqrt(C[np.arange(C.shape[0]), cols].mean()))
+
+
+def geodesic_w2(a, b, manifold="sphere"):
+    """Exact W2 between equal-size point sets a, b (N, D) on a manifold
+    (``manifolds.py``): the optimal assignment on the squared geodesic cost
+    d(a_i, b_j)^2, W2 = sqrt(min_pi 1/N sum_i d(a_i, b_pi(i))^2)."""
+    from .assignment import linear_assignment
+    from .manifolds import check_points, manifold_code, sq_dist_matrix
+    code = manifold_code(manifold)
+    a = check_points(code, a, where="a")
+    b = check_points(code, b, a.shape[1], where="b")
+    if a.shape[0] != b.shape[0]:
+        raise FmnumpyError(f"exact W2 needs equally many points, got {a.shape[0]} and "
+                           f"{b.shape[0]}")
+    C = np.empty((a.shape[0], b.shape[0]))
+    sq_dist_matrix(code, a, b, C)
+    cols = linear_assignment(C)
     return float(np.sqrt(C[np.arange(C.shape[0]), cols].mean()))
 
 

@@ -30,7 +30,7 @@ from .loss import cfm_loss_backward, cfm_loss_forward
 from .manifolds import SPHERE, TORUS, geodesic, proju, row_dot
 from .mlp import mlp_backward, mlp_forward, time_feature_cpu, zero_grad
 from .optim import adam_update, clip_grad_norm, ema_update
-from .state import EMA, GRAD, M, THETA, V
+from .state import EMA, GRAD, THETA, M, V
 
 
 def embed_width(code, dim):
@@ -90,7 +90,7 @@ def loss_and_grad(theta, dtheta, net, batch, work):
     """L(theta) on batch = (x0, x1, t) and dtheta = dL/dtheta (overwritten).
     work = (xt, ut, dv, X, A, Z, G1, G2, S) as ``step.StepWork``; v is written
     into dv's buffer and then overwritten by dL/dv, then by dL/dm."""
-    code, sizes, kind, n_freq = net
+    code, sizes, kind, _ = net
     x0, x1, t = batch
     xt, ut, dv, X, A, Z, G1, G2, S = work
     D = x0.shape[1]
