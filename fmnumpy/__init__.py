@@ -14,6 +14,7 @@ from .api import DEFAULTS, FlowMatcher  # noqa: E402
 from .datasets import DATASETS, load_data  # noqa: E402
 from .discrete_api import DiscreteFlowMatcher  # noqa: E402
 from .errors import FmnumpyError  # noqa: E402
+from .manifold_api import ManifoldFlowMatcher  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["FlowMatcher", "DiscreteFlowMatcher", "FmnumpyError", "DATASETS", "DEFAULTS", "load_data", "__version__"]
+__all__ = ["FlowMatcher", "DiscreteFlowMatcher", "ManifoldFlowMatcher", "FmnumpyError", "DATASETS", "DEFAULTS", "load_data", "__version__"]

@@ -19,6 +19,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import DTYPE
 from .couplings import get_coupling
 from .errors import FmnumpyError, positive_int
+from .manifolds import EUCLIDEAN, manifold_code
 from .mlp import MLPSpec, init_params
 from .optim import AdamConfig
 from .paths import (GAUSS, NOISY, SB, SB_SIGMA, STRAIGHT, check_sb_sigma, check_time_power,
@@ -107,7 +108,7 @@ class FlowMatcher:
                  sigma=DEFAULTS["sigma"], coupling=DEFAULTS["coupling"], coupling_options=None,
                  path=DEFAULTS["path"], sb_sigma=DEFAULTS["sb_sigma"],
                  time_power=DEFAULTS["time_power"], label_dropout=DEFAULTS["label_dropout"],
-                 seed=DEFAULTS["seed"], threads=None, device="cpu"):
+                 seed=DEFAULTS["seed"], threads=None, device="cpu", manifold="euclidean"):
         params = dict(locals())
         del params["self"]
         self._configure(**params)
@@ -118,12 +119,29 @@ class FlowMatcher:
     # -- configuration ----------------------------------------------------------------
     # PARAMS, the names of the constructor's arguments, is read off __init__ below the class
 
+    def __new__(cls, *args, manifold="euclidean", **kwargs):
+        """``FlowMatcher(manifold="sphere" | "torus", ...)`` is a
+        ``manifold_api.ManifoldFlowMatcher`` (keyword arguments only)."""
+        if cls is FlowMatcher and manifold_code(manifold) != EUCLIDEAN:
+            from .manifold_api import ManifoldFlowMatcher, MANIFOLD_PARAMS
+            if args:
+                raise FmnumpyError("FlowMatcher(manifold=...) takes keyword arguments only")
+            unknown = sorted(set(kwargs) - set(MANIFOLD_PARAMS))
+            if unknown:
+                raise FmnumpyError(f"{unknown[0]!r} is not an option of flow matching on a "
+                                   f"manifold; it takes: {', '.join(MANIFOLD_PARAMS)}")
+            return ManifoldFlowMatcher(manifold=manifold, **kwargs)
+        return super().__new__(cls)
+
     def _configure(self, hidden, activation, time_freqs, lr, optimizer, weight_decay, clip,
                    ema_decay, warmup, schedule, lr_min, sigma_min, sigma, coupling,
                    coupling_options, path, sb_sigma, time_power, label_dropout, seed, threads,
-                   device):
+                   device, manifold="euclidean"):
         """Validate the whole configuration (the constructor's arguments), then set it:
         a bad value leaves the model as it was."""
+        if manifold_code(manifold) != EUCLIDEAN:
+            raise FmnumpyError(f"a FlowMatcher on the {manifold} is a ManifoldFlowMatcher; "
+                               f"create it with FlowMatcher(manifold={manifold!r}, ...)")
         if optimizer not in ("adam", "adamw"):
             raise FmnumpyError(f"unknown optimizer {optimizer!r}; choose one of: adam, adamw")
         opt = AdamConfig(lr=lr, weight_decay=weight_decay, decoupled=(optimizer == "adamw"),
@@ -171,6 +189,7 @@ class FlowMatcher:
         self.time_power, self.label_dropout = time_power, label_dropout
         self.coupling, self.coupling_options = str(coupling), coupling_options
         self.device, self.seed, self.threads = device, int(seed), threads
+        self.manifold = "euclidean"
 
     def get_params(self, deep=True):
         """The configuration as a dict of constructor arguments (scikit-learn's
@@ -599,6 +618,9 @@ class FlowMatcher:
         if meta.get("model") == "discrete":
             raise FmnumpyError(f"{path} holds a discrete flow-matching model; load it with "
                                "fmnumpy.DiscreteFlowMatcher.load")
+        if meta.get("model") == "manifold":
+            raise FmnumpyError(f"{path} holds a flow-matching model on a manifold; load it "
+                               "with fmnumpy.ManifoldFlowMatcher.load")
         try:
             fm = cls(**cls.params_from_meta(meta))
             fm._load_extra(meta.get("extra", {}))

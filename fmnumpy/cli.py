@@ -77,6 +77,11 @@ def build_parser():
     t.add_argument("--source", default=None, help="where x0 comes from: a toy dataset name "
                    "or a .npy/.csv file (default N(0, I)); samples then start from it; with "
                    "--discrete: mask (default) or uniform")
+    t.add_argument("--manifold", default=None, choices=("euclidean", "sphere", "torus"),
+                   help="flow matching on the sphere (points are unit vectors; default "
+                   "dataset vmf) or the flat torus (points are angles; default "
+                   "wrapped_gmm) (docs/manifolds.md); default euclidean, or the manifold "
+                   "of a --dataset of " + ", ".join(_manifold_datasets()))
     t.add_argument("--discrete", action="store_true", help="discrete flow matching on "
                    "integer tokens (default dataset discrete_checkerboard; "
                    "docs/discrete.md)")
@@ -235,6 +240,11 @@ def _datasets():
     return DATASETS
 
 
+def _manifold_datasets():
+    from .manifold_datasets import DATASETS
+    return DATASETS
+
+
 def _say(msg):
     print(msg, file=sys.stderr, flush=True)
 
@@ -285,6 +295,12 @@ def _class_pictures(fm, data, out, seed, n=400, weights=(0.0, 1.0, 2.0, 4.0)):
 
 
 def cmd_train(a):
+    from . import cli_manifold
+    if cli_manifold.wants_manifold(a):
+        if a.discrete:
+            raise FmnumpyError("--discrete and --manifold are two kinds of flow matching; "
+                               "pick one")
+        return cli_manifold.train(a)
     if a.discrete:
         from . import cli_discrete
         return cli_discrete.train(a)
@@ -510,17 +526,20 @@ COMMANDS = {"train": cmd_train, "sample": cmd_sample, "animate": cmd_animate,
 
 
 def _command(a):
-    """The command's function; a discrete checkpoint goes to cli_discrete's."""
+    """The command's function; a discrete or manifold checkpoint goes to cli_discrete's
+    or cli_manifold's."""
     ckpt = getattr(a, "checkpoint", None)
-    if ckpt and a.command != "reflow" and os.path.isfile(ckpt):
-        from . import cli_discrete
-        from .discrete_api import is_discrete_checkpoint
-        if is_discrete_checkpoint(ckpt):
-            if a.command not in cli_discrete.COMMANDS:
-                raise FmnumpyError(f"{ckpt} holds a discrete flow-matching model; "
-                                   f"`{a.command}` is for continuous ones (use "
-                                   f"{' or '.join(cli_discrete.COMMANDS)})")
-            return cli_discrete.COMMANDS[a.command]
+    if ckpt and os.path.isfile(ckpt):
+        from . import cli_discrete, cli_manifold
+        from .manifold_api import checkpoint_model
+        kind = checkpoint_model(ckpt)
+        table = {"discrete": cli_discrete.COMMANDS, "manifold": cli_manifold.COMMANDS}.get(kind)
+        if table is not None:
+            if a.command not in table:
+                raise FmnumpyError(f"{ckpt} holds a {kind} flow-matching model; "
+                                   f"`{a.command}` is not for it (use "
+                                   f"{' or '.join(table)})")
+            return table[a.command]
     return COMMANDS[a.command]
 
 

@@ -144,6 +144,12 @@ def check_name(name):
     return name
 
 
+def names_on(manifold):
+    """The dataset names on the manifold called ``manifold`` ("sphere" or "torus")."""
+    code = {"sphere": SPHERE, "torus": TORUS}.get(manifold)
+    return [k for k, v in DATASETS.items() if v[0] == code]
+
+
 def manifold_of(name):
     """The manifold code of a named dataset."""
     return DATASETS[check_name(name)][0]

@@ -1,0 +1,302 @@
+"""``ManifoldFlowMatcher``: Riemannian flow matching on the sphere or the flat torus
+as an estimator (fit, sample, log_prob, evaluate, save, load).  ``FlowMatcher(
+manifold="sphere" | "torus")`` returns one.  The math is in ``manifolds.py``,
+``riemannian.py`` and ``manifold_solvers.py``; the derivations in
+``docs/manifolds.md``.
+
+Dimension letters: N points, D coordinates (unit vectors in R^D on the sphere,
+D angles on the torus).
+"""
+import inspect
+
+import numpy as np
+
+from . import manifold_datasets as mdata
+from . import manifold_solvers as msol
+from . import riemannian as rfm
+from .activations import activation_code
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import DTYPE
+from .errors import FmnumpyError, positive_int
+from .loop import train_loop
+from .manifolds import NAMES, check_points, manifold_code, sample_prior
+from .metrics import geodesic_w2
+from .mlp import init_params, param_count
+from .optim import AdamConfig
+from .solvers import tableau
+from .state import TrainState
+from .step import StepWork, hyper_at
+
+MODEL = "manifold"
+TRAIN_STREAM, SAMPLE_STREAM, EVAL_STREAM = 21, 22, 23     # purposes of the seeded generators
+
+MANIFOLD_DEFAULTS = dict(
+    hidden=(256, 256, 256), activation="silu", time_freqs=0, lr=2e-3, clip=1.0,
+    ema_decay=0.999, warmup=500, schedule="cosine", lr_min=1e-5, method="rk4",
+    sample_steps=100, seed=0, steps=20000, batch_size=256,
+)
+D_ = MANIFOLD_DEFAULTS
+
+
+class ManifoldFlowMatcher:
+    """Flow matching on a manifold: x0 uniform, geodesic paths to the data, a
+    tangent velocity v = P(x) MLP(x, t) (``riemannian.py``).
+
+    manifold "sphere" (points of S^(D-1), unit vectors in R^D) or "torus" (D
+    angles); the MLP's hidden widths, activation and time_freqs; Adam's lr with
+    warm-up, schedule, lr_min and gradient clipping; the EMA that sampling uses;
+    the sampler's method (euler, midpoint, heun, rk4) and sample_steps; seed.
+    """
+
+    def __init__(self, manifold="sphere", hidden=D_["hidden"], activation=D_["activation"],
+                 time_freqs=D_["time_freqs"], lr=D_["lr"], clip=D_["clip"],
+                 ema_decay=D_["ema_decay"], warmup=D_["warmup"], schedule=D_["schedule"],
+                 lr_min=D_["lr_min"], method=D_["method"], sample_steps=D_["sample_steps"],
+                 seed=D_["seed"]):
+        self.code = manifold_code(manifold)
+        if self.code not in (1, 2):
+            raise FmnumpyError("ManifoldFlowMatcher needs manifold 'sphere' or 'torus'; "
+                               "use FlowMatcher for Euclidean data")
+        self.manifold = NAMES[self.code]
+        self.hidden = tuple(positive_int("hidden width", h) for h in hidden)
+        self.activation = str(activation).lower()
+        self.kind = activation_code(self.activation)
+        self.time_freqs = int(time_freqs)
+        if self.time_freqs < 0:
+            raise FmnumpyError(f"time_freqs must be >= 0, got {time_freqs}")
+        ema_decay = float(ema_decay)
+        if not 0.0 <= ema_decay < 1.0:
+            raise FmnumpyError(f"ema_decay must be in [0, 1), got {ema_decay}")
+        self.opt = AdamConfig(lr=lr, clip=clip, ema_decay=ema_decay, warmup=int(warmup),
+                              schedule=schedule, lr_min=lr_min)
+        self.method = tableau(method).name
+        self.sample_steps = positive_int("sample_steps", sample_steps)
+        self.seed = int(seed)
+        self.dim_ = None
+        self.state_ = None
+        self.data_name_ = None
+        self.batch_size_ = self.total_steps_ = None
+
+    def get_params(self):
+        o = self.opt
+        return {"manifold": self.manifold, "hidden": list(self.hidden),
+                "activation": self.activation, "time_freqs": self.time_freqs, "lr": o.lr,
+                "clip": o.clip, "ema_decay": o.ema_decay, "warmup": o.warmup,
+                "schedule": o.schedule, "lr_min": o.lr_min, "method": self.method,
+                "sample_steps": self.sample_steps, "seed": self.seed}
+
+    # -- the network -----------------------------------------------------------------
+    def _init_state(self, dim):
+        if self.code == 1 and dim < 2:
+            raise FmnumpyError(f"points of the sphere need D >= 2 coordinates, got {dim}")
+        self.dim_ = int(dim)
+        self.sizes_ = rfm.net_sizes(self.code, self.dim_, self.hidden, self.time_freqs)
+        rng = np.random.default_rng([self.seed, 0])
+        self.state_ = TrainState(init_params(self.sizes_, rng, np.float64).astype(DTYPE))
+
+    @property
+    def n_params(self):
+        return param_count(self.sizes_)
+
+    def _net(self):
+        return (self.code, self.sizes_, self.kind, self.time_freqs)
+
+    def _check_fitted(self):
+        if self.state_ is None:
+            raise FmnumpyError("this ManifoldFlowMatcher is not trained yet; call fit() "
+                               "or load()")
+
+    def _points(self, x, where="x"):
+        return check_points(self.code, x, self.dim_, where)
+
+    def _data(self, data):
+        """(name, sampler(n, rng) or None, the points (N, D) or None)."""
+        if isinstance(data, str):
+            mdata.check_name(data)
+            if mdata.manifold_of(data) != self.code:
+                raise FmnumpyError(f"dataset {data!r} lives on the "
+                                   f"{NAMES[mdata.manifold_of(data)]}, the model on the "
+                                   f"{self.manifold}")
+            return data, (lambda n, rng: mdata.sample(data, n, rng)), None
+        x = check_points(self.code, data, self.dim_ if self.state_ is not None else None)
+        return "user data", None, x
+
+    # -- training --------------------------------------------------------------------
+    def fit(self, data=None, steps=D_["steps"], batch_size=D_["batch_size"],
+            warm_start=False, total_steps=None, progress=False, checkpoint=None,
+            checkpoint_every=2000, log=None):
+        """Train on ``data``: a named dataset (``manifold_datasets.DATASETS``; default
+        vmf on the sphere, wrapped_gmm on the torus) or an (N, D) array of unit
+        vectors / angles, for ``steps`` Adam steps of ``batch_size``.  Step k draws
+        x1, x0 and t from ``default_rng([seed, 21, k])``, and the learning-rate
+        schedule spans ``total_steps`` (default: the steps taken so far plus
+        ``steps``), so a run resumed with the same total continues bit for bit.
+        ``checkpoint``: a path written every ``checkpoint_every`` steps, at the end,
+        and on Ctrl-C."""
+        data = mdata.DEFAULT_DATASET[self.code] if data is None else data
+        if not (warm_start and self.state_ is not None):
+            self.state_ = None
+        name, draw, x = self._data(data)
+        steps = positive_int("steps", steps)
+        B = positive_int("batch_size", batch_size)
+        dim = x.shape[1] if x is not None else mdata.DATASETS[name][1]
+        if self.state_ is None:
+            self._init_state(dim)
+        self.data_name_ = name
+        self.batch_size_ = B
+        st, net = self.state_, self._net()
+        work = StepWork(self.sizes_, B, DTYPE).buffers()
+        total = st.step + steps if total_steps is None else positive_int("total_steps",
+                                                                          total_steps)
+        self.total_steps_ = total
+
+        def step(k):
+            rng = np.random.default_rng([self.seed, TRAIN_STREAM, k])
+            x1 = draw(B, rng) if draw else x[rng.integers(0, x.shape[0], B)]
+            batch = (sample_prior(self.code, B, self.dim_, rng, DTYPE), x1.astype(DTYPE),
+                     rng.random(B).astype(DTYPE))
+            loss, _ = rfm.train_step(st.buf, net, batch, hyper_at(self.opt, k + 1, total),
+                                     work)
+            return loss
+
+        train_loop(st, step, steps, progress, checkpoint, checkpoint_every, self.save, log)
+        return self
+
+    # -- sampling and likelihood -----------------------------------------------------
+    def _theta(self, ema=True):
+        self._check_fitted()
+        return self.state_.ema if ema else self.state_.theta
+
+    def sample(self, n=2000, seed=0, method=None, steps=None, record=0, ema=True):
+        """n points (n, D) on the manifold: x0 uniform, pushed from t = 0 to 1 by
+        ``method`` (default the model's) in ``steps`` steps.  With ``record`` = R
+        also the trajectory (R + 1, n, D)."""
+        self._check_fitted()
+        x0 = sample_prior(self.code, positive_int("n", n), self.dim_,
+                          np.random.default_rng([int(seed), SAMPLE_STREAM]))
+        return msol.integrate(self._theta(ema), self._net(), x0,
+                              tableau(method or self.method).name,
+                              positive_int("steps", steps or self.sample_steps),
+                              int(record))
+
+    def velocity(self, x, t, ema=True):
+        """v(x, t) (N, D), tangent at the points x (N, D)."""
+        x = self._points(x)
+        tt = np.broadcast_to(np.asarray(t, dtype=np.float64), (x.shape[0],)).copy()
+        out = np.empty_like(x)
+        msol.flow_field(msol.solver_params(self._theta(ema), self._net(), x.shape[0], False),
+                        x, tt, out)
+        return out
+
+    def log_prob(self, x, method="rk4", steps=100, ema=True, dtype="float64"):
+        """log p_1(x) (N,) with respect to the manifold's volume (area on S^2):
+        the exact Riemannian divergence integrated backwards from t = 1 to 0, in
+        ``dtype`` ("float64" or the faster "float32")."""
+        x = self._points(x)
+        if str(dtype) not in ("float32", "float64"):
+            raise FmnumpyError(f"dtype must be float32 or float64, got {dtype!r}")
+        return msol.log_prob(self._theta(ema), self._net(), x, tableau(method).name,
+                             positive_int("steps", steps), dtype=np.dtype(str(dtype)))
+
+    def density_grid(self, n_grid=90, method="rk4", steps=100, ema=True, dtype="float64"):
+        """log p_1 on the cell centres of an equal-area grid of S^2 (2 n x n cells in
+        longitude x sin latitude) or of T^2 (n x n cells).  Returns (a, b, logp,
+        cell_area) with logp[i, j] at a[j], b[i] (a: longitude or theta_1; b: sin
+        latitude or theta_2), so exp(logp).sum() * cell_area is the midpoint rule
+        for the total mass, 1 for a density."""
+        self._check_fitted()
+        if self.dim_ != (3 if self.code == 1 else 2):
+            raise FmnumpyError("density_grid covers S^2 and T^2 only")
+        a, b, pts, area = grid_points(self.code, positive_int("n_grid", n_grid))
+        logp = self.log_prob(pts, method, steps, ema, dtype).reshape(len(b), len(a))
+        return a, b, logp, area
+
+    # -- evaluation --------------------------------------------------------------------
+    def evaluate(self, data=None, n=2000, pairs=20, seed=0, steps=None, logp_n=2000):
+        """Geodesic W2 of n samples against n fresh data points, the data floor (the W2
+        between two fresh draws) averaged over ``pairs`` pairs with its sd, and on a
+        named dataset the mean log-likelihood of logp_n fresh points against their
+        exact mean log-density."""
+        self._check_fitted()
+        name, draw, x = self._data(data if data is not None else self.data_name_)
+        if draw is None:
+            raise FmnumpyError("evaluate needs a named dataset (fresh draws for the floor)")
+        rng = np.random.default_rng([seed, EVAL_STREAM])
+        samples = self.sample(n, seed=seed + 1, steps=steps)
+        w2 = geodesic_w2(samples, draw(n, rng), self.manifold)
+        floors = [geodesic_w2(draw(n, rng), draw(n, rng), self.manifold)
+                  for _ in range(positive_int("pairs", pairs))]
+        out = {"w2": w2, "w2_floor": float(np.mean(floors)),
+               "w2_floor_sd": float(np.std(floors, ddof=1)) if pairs > 1 else 0.0,
+               "n": n, "pairs": pairs, "dataset": name, **on_manifold(self.code, samples)}
+        out["w2_ratio"] = w2 / out["w2_floor"]
+        if logp_n:
+            pts = draw(logp_n, rng)
+            out.update(logp=float(self.log_prob(pts).mean()),
+                       logp_data=float(mdata.log_density(name, pts).mean()), logp_n=logp_n)
+        return out
+
+    # -- checkpoints -------------------------------------------------------------------
+    def save(self, path):
+        self._check_fitted()
+        st = self.state_
+        meta = {"model": MODEL, "params": self.get_params(), "dim": self.dim_,
+                "step": st.step, "seconds": st.seconds, "data": self.data_name_,
+                "batch_size": getattr(self, "batch_size_", None),
+                "total_steps": getattr(self, "total_steps_", None)}
+        return save_checkpoint(path, meta, {"theta": st.theta, "m": st.m, "v": st.v,
+                                            "ema": st.ema,
+                                            "losses": np.asarray(st.losses, np.float64)})
+
+    @classmethod
+    def load(cls, path):
+        meta, arrays = load_checkpoint(path)
+        if meta.get("model") != MODEL:
+            raise FmnumpyError(f"{path} does not hold a manifold flow-matching model")
+        p = dict(meta["params"])
+        p["hidden"] = tuple(p["hidden"])
+        fm = cls(**p)
+        fm._init_state(meta["dim"])
+        st = fm.state_
+        if arrays["theta"].shape != st.theta.shape:
+            raise FmnumpyError(f"{path}: {arrays['theta'].shape[0]} parameters, the "
+                               f"configuration needs {st.theta.shape[0]}")
+        st.theta[:], st.m[:], st.v[:], st.ema[:] = (arrays[k] for k in ("theta", "m", "v", "ema"))
+        st.step, st.seconds = int(meta["step"]), float(meta["seconds"])
+        st.losses = [float(v) for v in arrays["losses"]]
+        fm.data_name_ = meta.get("data")
+        fm.batch_size_ = meta.get("batch_size")
+        return fm
+
+
+MANIFOLD_PARAMS = tuple(inspect.signature(ManifoldFlowMatcher.__init__).parameters)[1:]
+
+
+def on_manifold(code, x):
+    """How far points x (N, D) are from the manifold: the largest | |x| - 1 | on the
+    sphere (in float64), the range of the angles on the torus."""
+    x = np.asarray(x, dtype=np.float64)
+    if code == 1:
+        return {"max_norm_error": float(np.abs(np.linalg.norm(x, axis=1) - 1.0).max())}
+    return {"angle_min": float(x.min()), "angle_max": float(x.max())}
+
+
+def grid_points(code, n):
+    """Cell centres of the equal-area grid of ``ManifoldFlowMatcher.density_grid``:
+    (a, b, points (len(a) len(b), D), cell area)."""
+    if code == 1:
+        a = (np.arange(2 * n) + 0.5) * np.pi / n                     # longitude
+        b = -1.0 + (np.arange(n) + 0.5) * 2.0 / n                   # z = sin latitude
+        lon, z = np.meshgrid(a, b)
+        r = np.sqrt(1.0 - z * z)
+        pts = np.stack([r * np.cos(lon), r * np.sin(lon), z], axis=-1).reshape(-1, 3)
+        return a, b, pts, (np.pi / n) * (2.0 / n)                   # d lon d z = dA
+    a = (np.arange(n) + 0.5) * (2.0 * np.pi / n)
+    t1, t2 = np.meshgrid(a, a)
+    return a, a, np.stack([t1, t2], axis=-1).reshape(-1, 2), (2.0 * np.pi / n) ** 2
+
+
+def checkpoint_model(path):
+    """The ``model`` field of a checkpoint: "manifold", "discrete" or None (Euclidean)."""
+    meta, _ = load_checkpoint(path)
+    return meta.get("model")
