@@ -19,20 +19,24 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import DTYPE
 from .errors import FmnumpyError, positive_int
 from .loop import train_loop
-from .manifolds import NAMES, check_points, manifold_code, sample_prior
+from .assignment import linear_assignment
+from .manifolds import NAMES, check_points, manifold_code, sample_prior, sq_dist_matrix
 from .metrics import geodesic_w2
 from .mlp import init_params, param_count
 from .optim import AdamConfig
+from .paths import check_time_power, time_from_uniform
 from .solvers import tableau
 from .state import TrainState
 from .step import StepWork, hyper_at
 
 MODEL = "manifold"
+COUPLINGS = ("independent", "ot")
 TRAIN_STREAM, SAMPLE_STREAM, EVAL_STREAM = 21, 22, 23     # purposes of the seeded generators
 
 MANIFOLD_DEFAULTS = dict(
-    hidden=(256, 256, 256), activation="silu", time_freqs=0, lr=2e-3, clip=1.0,
-    ema_decay=0.999, warmup=500, schedule="cosine", lr_min=1e-5, method="rk4",
+    hidden=(256, 256, 256), activation="silu", time_freqs=0, x_freqs=0, lr=2e-3, clip=1.0,
+    ema_decay=0.999, warmup=500, schedule="cosine", lr_min=1e-5, coupling="independent",
+    time_power=1.0, method="rk4",
     sample_steps=100, seed=0, steps=20000, batch_size=256,
 )
 D_ = MANIFOLD_DEFAULTS
@@ -43,16 +47,21 @@ class ManifoldFlowMatcher:
     tangent velocity v = P(x) MLP(x, t) (``riemannian.py``).
 
     manifold "sphere" (points of S^(D-1), unit vectors in R^D) or "torus" (D
-    angles); the MLP's hidden widths, activation and time_freqs; Adam's lr with
-    warm-up, schedule, lr_min and gradient clipping; the EMA that sampling uses;
+    angles); the MLP's hidden widths, activation, time_freqs and x_freqs (Fourier
+    features of the point: ``riemannian.manifold_features``); Adam's lr with
+    warm-up, schedule, lr_min and gradient clipping; the EMA that sampling uses; the
+    coupling of x0 and x1 in a batch ("independent" or "ot", the exact minibatch
+    optimal transport on the squared geodesic distance); time_power K of the
+    training times t = 1 - (1 - u)^K (1: uniform; ``paths.time_from_uniform``);
     the sampler's method (euler, midpoint, heun, rk4) and sample_steps; seed.
     """
 
     def __init__(self, manifold="sphere", hidden=D_["hidden"], activation=D_["activation"],
-                 time_freqs=D_["time_freqs"], lr=D_["lr"], clip=D_["clip"],
+                 time_freqs=D_["time_freqs"], x_freqs=D_["x_freqs"], lr=D_["lr"],
+                 clip=D_["clip"],
                  ema_decay=D_["ema_decay"], warmup=D_["warmup"], schedule=D_["schedule"],
-                 lr_min=D_["lr_min"], method=D_["method"], sample_steps=D_["sample_steps"],
-                 seed=D_["seed"]):
+                 lr_min=D_["lr_min"], coupling=D_["coupling"], time_power=D_["time_power"],
+                 method=D_["method"], sample_steps=D_["sample_steps"], seed=D_["seed"]):
         self.code = manifold_code(manifold)
         if self.code not in (1, 2):
             raise FmnumpyError("ManifoldFlowMatcher needs manifold 'sphere' or 'torus'; "
@@ -64,11 +73,19 @@ class ManifoldFlowMatcher:
         self.time_freqs = int(time_freqs)
         if self.time_freqs < 0:
             raise FmnumpyError(f"time_freqs must be >= 0, got {time_freqs}")
+        self.x_freqs = int(x_freqs)
+        if self.x_freqs < 0:
+            raise FmnumpyError(f"x_freqs must be >= 0, got {x_freqs}")
         ema_decay = float(ema_decay)
         if not 0.0 <= ema_decay < 1.0:
             raise FmnumpyError(f"ema_decay must be in [0, 1), got {ema_decay}")
         self.opt = AdamConfig(lr=lr, clip=clip, ema_decay=ema_decay, warmup=int(warmup),
                               schedule=schedule, lr_min=lr_min)
+        if coupling not in COUPLINGS:
+            raise FmnumpyError(f"unknown coupling {coupling!r} on a manifold; choose one of: "
+                               + ", ".join(COUPLINGS))
+        self.coupling = coupling
+        self.time_power = check_time_power(time_power)
         self.method = tableau(method).name
         self.sample_steps = positive_int("sample_steps", sample_steps)
         self.seed = int(seed)
@@ -80,9 +97,11 @@ class ManifoldFlowMatcher:
     def get_params(self):
         o = self.opt
         return {"manifold": self.manifold, "hidden": list(self.hidden),
-                "activation": self.activation, "time_freqs": self.time_freqs, "lr": o.lr,
+                "activation": self.activation, "time_freqs": self.time_freqs,
+                "x_freqs": self.x_freqs, "lr": o.lr,
                 "clip": o.clip, "ema_decay": o.ema_decay, "warmup": o.warmup,
-                "schedule": o.schedule, "lr_min": o.lr_min, "method": self.method,
+                "schedule": o.schedule, "lr_min": o.lr_min, "coupling": self.coupling,
+                "time_power": self.time_power, "method": self.method,
                 "sample_steps": self.sample_steps, "seed": self.seed}
 
     # -- the network -----------------------------------------------------------------
@@ -90,7 +109,8 @@ class ManifoldFlowMatcher:
         if self.code == 1 and dim < 2:
             raise FmnumpyError(f"points of the sphere need D >= 2 coordinates, got {dim}")
         self.dim_ = int(dim)
-        self.sizes_ = rfm.net_sizes(self.code, self.dim_, self.hidden, self.time_freqs)
+        self.sizes_ = rfm.net_sizes(self.code, self.dim_, self.hidden, self.time_freqs,
+                                    self.x_freqs)
         rng = np.random.default_rng([self.seed, 0])
         self.state_ = TrainState(init_params(self.sizes_, rng, np.float64).astype(DTYPE))
 
@@ -99,7 +119,8 @@ class ManifoldFlowMatcher:
         return param_count(self.sizes_)
 
     def _net(self):
-        return (self.code, self.sizes_, self.kind, self.time_freqs)
+        feats = (self.time_freqs, self.x_freqs, rfm.feature_directions(self.code, self.dim_))
+        return (self.code, self.sizes_, self.kind, feats)
 
     def _check_fitted(self):
         if self.state_ is None:
@@ -146,6 +167,7 @@ class ManifoldFlowMatcher:
         self.batch_size_ = B
         st, net = self.state_, self._net()
         work = StepWork(self.sizes_, B, DTYPE).buffers()
+        C = np.empty((B, B)) if self.coupling == "ot" else None
         total = st.step + steps if total_steps is None else positive_int("total_steps",
                                                                           total_steps)
         self.total_steps_ = total
@@ -153,8 +175,11 @@ class ManifoldFlowMatcher:
         def step(k):
             rng = np.random.default_rng([self.seed, TRAIN_STREAM, k])
             x1 = draw(B, rng) if draw else x[rng.integers(0, x.shape[0], B)]
-            batch = (sample_prior(self.code, B, self.dim_, rng, DTYPE), x1.astype(DTYPE),
-                     rng.random(B).astype(DTYPE))
+            x0 = sample_prior(self.code, B, self.dim_, rng, DTYPE)
+            if self.coupling == "ot":
+                x1 = x1[geodesic_ot_pairs(self.code, x0, x1, C)]
+            t = time_from_uniform(rng.random(B), self.time_power)
+            batch = (x0, x1.astype(DTYPE), t.astype(DTYPE))
             loss, _ = rfm.train_step(st.buf, net, batch, hyper_at(self.opt, k + 1, total),
                                      work)
             return loss
@@ -270,6 +295,14 @@ class ManifoldFlowMatcher:
 
 
 MANIFOLD_PARAMS = tuple(inspect.signature(ManifoldFlowMatcher.__init__).parameters)[1:]
+
+
+def geodesic_ot_pairs(code, x0, x1, C):
+    """The exact minibatch optimal transport coupling on the squared geodesic cost:
+    the permutation pi minimising sum_i d(x0_i, x1_pi(i))^2 (``assignment.py``), so
+    that x0_i is paired with x1[pi[i]].  C (B, B) is scratch for the costs."""
+    sq_dist_matrix(code, x0, x1, C)
+    return linear_assignment(C)
 
 
 def on_manifold(code, x):

@@ -40,20 +40,32 @@ CHUNK = 4096          # particles per solve
 
 
 @njit(cache=True)
-def embedding_tangents(code, X, U):
-    """U[d, i] = d embed(x_i) / dx_d (M = D, B, E): e_d on the sphere and in R^D
-    (div_M uses J_m of the raw point, see the module docstring), and on the torus
-    -sin x_d in column d and cos x_d in column D + d, read off X's embedding."""
+def embedding_tangents(code, X, feats, U):
+    """U[d, i] = d embed(x_i) / dx_d (M = D, B, E) of ``riemannian.manifold_features``,
+    read off the features X: on the torus d cos(h x_d) = -h sin(h x_d) and
+    d sin(h x_d) = h cos(h x_d); on the sphere and in R^D e_d for y (div_M uses
+    J_m of the point as it enters, see the module docstring) and, with p = b . y,
+    d sin(w p) = w b_d cos(w p), d cos(w p) = -w b_d sin(w p)."""
+    _, K, b = feats
     M, B, E = U.shape
+    J = b.shape[0]
     for d in range(M):
         for i in range(B):
             for e in range(E):
                 U[d, i, e] = 0.0
             if code == TORUS:
-                U[d, i, d] = -X[i, M + d]
-                U[d, i, M + d] = X[i, d]
+                for k in range(K + 1):
+                    c, s = 2 * M * k + d, 2 * M * k + M + d      # cos and sin columns
+                    U[d, i, c] = -(k + 1) * X[i, s]
+                    U[d, i, s] = (k + 1) * X[i, c]
             else:
                 U[d, i, d] = 1.0
+                for k in range(K):
+                    w = np.pi * 2.0 ** k
+                    for j in range(J):
+                        sn = M + 2 * (k * J + j)                  # the sin column, then cos
+                        U[d, i, sn] = w * b[j, d] * X[i, sn + 1]
+                        U[d, i, sn + 1] = -w * b[j, d] * X[i, sn]
 
 
 @njit(cache=True)
@@ -61,10 +73,10 @@ def net_div_field(params, x, t, out_v, out_div):
     """out_v = v(x, t) = P(x) m (B, D) and out_div = div_M v (B,) (module docstring).
     params = (theta, net, X, A, U, T1, T2) with U (D, B, E), T1, T2 flat scratch."""
     theta, net, X, A, U, T1, T2 = params
-    code, sizes, kind, n_freq = net
+    code, sizes, kind, feats = net
     B, D = x.shape
-    manifold_features(code, x, t, n_freq, X)
-    embedding_tangents(code, X, U)
+    manifold_features(code, x, t, feats, X)
+    embedding_tangents(code, X, feats, U)
     m, JU = mlp_forward_jvp(theta, sizes, kind, X, A, U, T1, T2)   # (B, D), (D, B, D)
     for i in range(B):
         tr = 0.0
@@ -133,7 +145,7 @@ def manifold_rk(params, code, s, grid, tab, work, out):
 def solver_params(theta, net, batch, with_div, dtype=np.float64):
     """The params tuple of :func:`flow_field` for ``batch`` particles in ``dtype``;
     the tangent buffers are empty unless ``with_div``."""
-    _, sizes, _, n_freq = net
+    _, sizes, _, (n_freq, _, _) = net
     B, D = int(batch), int(sizes[-1])
     M = B if with_div else 0
     width = int(sizes[1:].max())

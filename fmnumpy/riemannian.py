@@ -17,11 +17,12 @@ One training step (``docs/manifolds.md``):
 Both v and ut are tangent at xt, so |v - ut| is the Riemannian norm (the metric
 induced by R^D on the sphere; the flat metric of the angles on the torus).  The
 sphere's points enter the network as x / |x| and the torus's angles as
-(cos x, sin x), so the field is defined (and smooth) off the manifold too: on the
+(cos x, sin x), with optional Fourier features of either (``x_freqs``), so the field is defined (and smooth) off the manifold too: on the
 sphere it is constant along rays, which is what lets the sampler of
 ``manifold_solvers.py`` keep the order of its Runge-Kutta method.
 
-The network is described by the tuple ``net = (code, sizes, kind, n_freq)``.
+The network is described by the tuple ``net = (code, sizes, kind, feats)`` with
+feats = (n_freq, x_freqs, directions) (:func:`manifold_features`).
 """
 import numpy as np
 from numba import njit
@@ -33,40 +34,72 @@ from .optim import adam_update, clip_grad_norm, ema_update
 from .state import EMA, GRAD, THETA, M, V
 
 
-def embed_width(code, dim):
-    """E: the width of a point's embedding, 2D on the torus (cos, sin), else D."""
-    return 2 * dim if code == TORUS else dim
+def feature_directions(code, dim):
+    """The directions b_j (J, D) of the sphere's (and R^D's) Fourier features: the D
+    coordinate axes and the D (D - 1) diagonals (e_a + e_b) / sqrt 2, (e_a - e_b) /
+    sqrt 2, a < b; none on the torus (its features are the harmonics)."""
+    if code == TORUS:
+        return np.zeros((0, dim))
+    rows = [np.eye(dim)[a] for a in range(dim)]
+    for a in range(dim):
+        for b in range(a + 1, dim):
+            for sign in (1.0, -1.0):
+                r = np.zeros(dim)
+                r[a], r[b] = 1.0, sign
+                rows.append(r / np.sqrt(2.0))
+    return np.array(rows)
 
 
-def net_sizes(code, dim, hidden, n_freq):
+def embed_width(code, dim, x_freqs=0):
+    """E: the width of a point's embedding (:func:`manifold_features`):
+    2 D (1 + K) on the torus, D + 2 K J otherwise (J directions), K = x_freqs."""
+    if code == TORUS:
+        return 2 * dim * (1 + x_freqs)
+    return dim + 2 * x_freqs * feature_directions(code, dim).shape[0]
+
+
+def net_sizes(code, dim, hidden, n_freq, x_freqs=0):
     """(F, H_1, ..., H_k, D) with F = E + 1 + 2 n_freq."""
     hidden = tuple(int(h) for h in hidden)
-    return np.array((embed_width(code, dim) + 1 + 2 * n_freq,) + hidden + (dim,),
+    return np.array((embed_width(code, dim, x_freqs) + 1 + 2 * n_freq,) + hidden + (dim,),
                     dtype=np.int64)
 
 
 @njit(cache=True)
-def manifold_features(code, x, t, n_freq, X):
-    """X = [embed(x), t, sin(pi 2^k t), cos(pi 2^k t) for k < n_freq].
+def manifold_features(code, x, t, feats, X):
+    """X = [embed(x), t, sin(pi 2^k t), cos(pi 2^k t) for k < n_freq] (B, F) for
+    x (B, D), t (B,), feats = (n_freq, K, b) with b (J, D) the directions of
+    :func:`feature_directions`.
 
-    x (B, D), t (B,) -> X (B, F).  embed(x) = x / |x| on the sphere, (cos x, sin x)
-    on the torus, x on Euclidean space.  No gradient flows into x or t in
-    training, so there is no backward twin (the likelihood's tangents of the
-    embedding are :func:`embedding_tangents`)."""
+    embed(x) on the torus: the harmonics [cos(h x), sin(h x)] for h = 1 .. K + 1
+    (integers: the features stay periodic); on the sphere y = x / |x| and, for
+    k < K and each direction b_j, sin(pi 2^k b_j . y), cos(pi 2^k b_j . y) (plane
+    waves on the embedded point, Fourier features as Tancik et al. 2020); in R^D
+    the same with y = x.  No gradient flows into x or t in training, so there is
+    no backward twin (the likelihood's tangents of the embedding are
+    ``manifold_solvers.embedding_tangents``)."""
+    n_freq, K, b = feats
     B, D = x.shape
-    E = 2 * D if code == TORUS else D
+    J = b.shape[0]
+    E = 2 * D * (1 + K) if code == TORUS else D + 2 * K * J
     for i in range(B):
-        if code == SPHERE:
-            n = np.sqrt(row_dot(x, i, x, i))
+        if code == TORUS:
+            for k in range(K + 1):
+                for d in range(D):
+                    X[i, 2 * D * k + d] = np.cos((k + 1) * x[i, d])
+                    X[i, 2 * D * k + D + d] = np.sin((k + 1) * x[i, d])
+        else:
+            n = np.sqrt(row_dot(x, i, x, i)) if code == SPHERE else 1.0
             for d in range(D):
                 X[i, d] = x[i, d] / n
-        elif code == TORUS:
-            for d in range(D):
-                X[i, d] = np.cos(x[i, d])
-                X[i, D + d] = np.sin(x[i, d])
-        else:
-            for d in range(D):
-                X[i, d] = x[i, d]
+            for k in range(K):
+                w = np.pi * 2.0 ** k
+                for j in range(J):
+                    p = 0.0
+                    for d in range(D):
+                        p += b[j, d] * X[i, d]
+                    X[i, D + 2 * (k * J + j)] = np.sin(w * p)
+                    X[i, D + 2 * (k * J + j) + 1] = np.cos(w * p)
         X[i, E] = t[i]
         for k in range(n_freq):
             X[i, E + 1 + 2 * k], X[i, E + 2 + 2 * k] = time_feature_cpu(t[i], k)
@@ -77,9 +110,9 @@ def manifold_velocity(theta, net, x, t, X, A, Z, v):
     """v = P(x) MLP(X) (B, D) at points x (B, D) and times t (B,).  X, A, Z are the
     network's workspace (``mlp.Workspace``; an empty Z caches nothing).  The
     projection uses the embedded point X[:, :D] (x / |x| on the sphere)."""
-    code, sizes, kind, n_freq = net
+    code, sizes, kind, feats = net
     D = x.shape[1]
-    manifold_features(code, x, t, n_freq, X)
+    manifold_features(code, x, t, feats, X)
     m = mlp_forward(theta, sizes, kind, X, A, Z)
     proju(code, X[:, :D], m, v)
     return v

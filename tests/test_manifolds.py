@@ -132,12 +132,21 @@ def test_prior_and_volume():
 
 # ---- the loss and its gradient --------------------------------------------------------
 
-def embed_ref(code, x):
-    if code == mf.SPHERE:
-        return x / np.linalg.norm(x, axis=1, keepdims=True)
+def embed_ref(code, x, K):
     if code == mf.TORUS:
-        return np.concatenate([np.cos(x), np.sin(x)], axis=1)
-    return x
+        return np.concatenate([f(h * x) for h in range(1, K + 2) for f in (np.cos, np.sin)],
+                              axis=1)
+    y = x / np.linalg.norm(x, axis=1, keepdims=True) if code == mf.SPHERE else x
+    D = x.shape[1]
+    dirs = [np.eye(D)[a] for a in range(D)] + [
+        (np.eye(D)[a] + s * np.eye(D)[b]) / math.sqrt(2)
+        for a in range(D) for b in range(a + 1, D) for s in (1, -1)]
+    cols = [y]
+    for k in range(K):
+        for bj in dirs:
+            p = np.pi * 2.0 ** k * (y @ bj)
+            cols += [np.sin(p)[:, None], np.cos(p)[:, None]]
+    return np.concatenate(cols, axis=1)
 
 
 def path_ref(code, x0, x1, t):
@@ -152,36 +161,37 @@ def path_ref(code, x0, x1, t):
     return np.mod(x0 + tt * u, 2 * math.pi), u
 
 
-def loss_ref(theta, sizes, n_freq, code, x0, x1, t):
+def loss_ref(theta, sizes, n_freq, K, code, x0, x1, t):
     xt, ut = path_ref(code, x0, x1, t)
-    e = embed_ref(code, xt)
+    e = embed_ref(code, xt, K)
     cols = [e, t[:, None]]
     for k in range(n_freq):
         cols += [np.sin(np.pi * 2.0 ** k * t)[:, None], np.cos(np.pi * 2.0 ** k * t)[:, None]]
     m = mlp_ref(theta, sizes, SILU, np.concatenate(cols, axis=1))[0]
     if code == mf.SPHERE:
-        m = m - np.sum(m * e, axis=1, keepdims=True) * e                # P(xt) m
+        y = e[:, :x0.shape[1]]
+        m = m - np.sum(m * y, axis=1, keepdims=True) * y                # P(xt) m
     return np.mean((m - ut) ** 2)
 
 
 @SETTINGS
 @given(seed=st.integers(0, 10**6), sphere=st.booleans(), D=st.integers(2, 4),
        B=st.integers(1, 6), hidden=st.lists(st.integers(1, 7), min_size=1, max_size=3),
-       n_freq=st.integers(0, 2))
+       n_freq=st.integers(0, 2), K=st.integers(0, 2))
 def test_loss_and_gradient_match_the_reference_and_finite_differences(seed, sphere, D, B,
-                                                                      hidden, n_freq):
+                                                                      hidden, n_freq, K):
     code = mf.SPHERE if sphere else mf.TORUS
     rng = np.random.default_rng(seed)
-    sizes = rfm.net_sizes(code, D, hidden, n_freq)
+    sizes = rfm.net_sizes(code, D, hidden, n_freq, K)
     theta = init_params(sizes, rng, np.float64) * 2.0
     x0, x1, t = points(code, rng, B, D), points(code, rng, B, D), rng.uniform(0.05, 0.95, B)
-    net = (code, sizes, SILU, n_freq)
+    net = (code, sizes, SILU, (n_freq, K, rfm.feature_directions(code, D)))
     work = StepWork(sizes, B, np.float64).buffers()
     dtheta = np.zeros_like(theta)
     loss = rfm.loss_and_grad(theta, dtheta, net, (x0, x1, t), work)
-    assert loss == pytest.approx(loss_ref(theta, sizes, n_freq, code, x0, x1, t), rel=1e-10)
+    assert loss == pytest.approx(loss_ref(theta, sizes, n_freq, K, code, x0, x1, t), rel=1e-10)
     th = theta.copy()
-    fd = central_diff(lambda: loss_ref(th, sizes, n_freq, code, x0, x1, t), th)
+    fd = central_diff(lambda: loss_ref(th, sizes, n_freq, K, code, x0, x1, t), th)
     assert_grad_close("dL/dtheta", dtheta, fd, rtol=1e-6)
 
 
@@ -263,16 +273,16 @@ def test_torus_constant_flow_and_uniform_density():
 
 # ---- the divergence and the density --------------------------------------------------
 
-@pytest.mark.parametrize("code,D", [(mf.SPHERE, 3), (mf.SPHERE, 4), (mf.TORUS, 2),
-                                    (mf.TORUS, 3)])
-def test_riemannian_divergence_matches_finite_differences(code, D):
+@pytest.mark.parametrize("code,D,K", [(mf.SPHERE, 3, 0), (mf.SPHERE, 4, 2), (mf.TORUS, 2, 0),
+                                      (mf.TORUS, 3, 2), (mf.EUCLIDEAN, 2, 1)])
+def test_riemannian_divergence_matches_finite_differences(code, D, K):
     """div_M v = the ambient divergence of the field's extension that is constant
     along rays (sphere: at |x| = 1 its trace is tr(P J P)); the flat torus's is
     sum_d dv_d / dx_d."""
     rng = np.random.default_rng(5)
-    sizes = rfm.net_sizes(code, D, (12, 12), 1)
+    sizes = rfm.net_sizes(code, D, (12, 12), 1, K)
     theta = init_params(sizes, rng, np.float64) * 2.5
-    net = (code, sizes, SILU, 1)
+    net = (code, sizes, SILU, (1, K, rfm.feature_directions(code, D)))
     B = 9
     x, t = points(code, rng, B, D), rng.random(B)
     v, div = np.zeros((B, D)), np.zeros(B)
@@ -338,6 +348,19 @@ def test_geodesic_w2_is_the_best_permutation():
         assert geodesic_w2(a, a, manifold) == 0.0
 
 
+def test_ot_coupling_pairs_by_the_least_geodesic_cost():
+    import itertools
+    from fmnumpy.manifold_api import geodesic_ot_pairs
+    rng = np.random.default_rng(9)
+    x0, x1 = points(mf.SPHERE, rng, 6, 3), points(mf.SPHERE, rng, 6, 3)
+    C = np.empty((6, 6))
+    pi = geodesic_ot_pairs(mf.SPHERE, x0, x1, C)
+    cost = lambda p: sum(C[i, p[i]] for i in range(6))       # noqa: E731
+    assert cost(pi) == pytest.approx(min(cost(p) for p in itertools.permutations(range(6))))
+    fm = ManifoldFlowMatcher("sphere", hidden=(8,), coupling="ot").fit(steps=5, batch_size=16)
+    assert np.isfinite(fm.state_.losses).all()
+
+
 def test_geodesic_w2_of_a_rotation():
     """Rotating every point by alpha about the z axis moves each by at most alpha."""
     x = mdata.sample("vmf", 500, np.random.default_rng(7))
@@ -369,8 +392,10 @@ def test_bad_points_name_the_first_bad_row():
         FlowMatcher(manifold="hyperbolic")
     with pytest.raises(FmnumpyError, match="lives on the torus"):
         ManifoldFlowMatcher("sphere").fit("wrapped_gmm", steps=1)
-    with pytest.raises(FmnumpyError, match="'coupling' is not an option"):
-        FlowMatcher(manifold="sphere", coupling="ot")
+    with pytest.raises(FmnumpyError, match="'sigma' is not an option"):
+        FlowMatcher(manifold="sphere", sigma=0.1)
+    with pytest.raises(FmnumpyError, match="unknown coupling 'sinkhorn' on a manifold"):
+        FlowMatcher(manifold="torus", coupling="sinkhorn")
     fm = tiny_model("sphere")
     with pytest.raises(FmnumpyError, match="row 1 is not on the unit sphere"):
         fm.log_prob([[1.0, 0, 0], [0.5, 0, 0]])
