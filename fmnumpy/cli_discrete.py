@@ -15,7 +15,7 @@ TRAIN_DEFAULTS = {"dataset": "discrete_checkerboard", "steps": 5000, "batch_size
 # continuous-only options: name -> the value that means "not given"
 CONTINUOUS_ONLY = {"path": None, "sigma": None, "sb_sigma": None, "time_power": None,
                    "coupling": "independent", "conditional": False, "label_column": None,
-                   "label_dropout": None, "device": "cpu"}
+                   "label_dropout": None, "device": "cpu", "x_freqs": None}
 
 
 def _say(msg):

@@ -15,8 +15,8 @@ from .manifolds import NAMES
 
 TRAIN_DEFAULTS = {"steps": 20000, "batch_size": 256}
 # options of the Euclidean trainer: name -> the value that means "not given"
-EUCLIDEAN_ONLY = {"path": None, "sigma": None, "sb_sigma": None, "time_power": None,
-                  "coupling": "independent", "conditional": False, "label_column": None,
+EUCLIDEAN_ONLY = {"path": None, "sigma": None, "sb_sigma": None,
+                  "sinkhorn_reg": None, "conditional": False, "label_column": None,
                   "label_dropout": None, "source": None, "discrete": False,
                   "vocab_size": None, "sigma_min": 0.0, "weight_decay": 0.0,
                   "metrics_every": 0}
@@ -79,10 +79,13 @@ def train(a):
                                f"continues it, so drop --manifold {a.manifold}")
         _say(f"resuming from {ckpt} at step {fm.state_.step}")
     else:
+        opt = {k: getattr(a, k) for k in ("x_freqs", "time_power")
+               if getattr(a, k) is not None}
         fm = ManifoldFlowMatcher(manifold, hidden=a.hidden, activation=a.activation,
                                  time_freqs=a.time_freqs, lr=a.lr, clip=a.clip,
                                  ema_decay=a.ema_decay, warmup=a.warmup,
-                                 schedule=a.schedule, seed=a.seed)
+                                 schedule=a.schedule, coupling=a.coupling, seed=a.seed,
+                                 **opt)
     if a.data is not None:
         data = fm._data(load_data(a.data))[2]               # read and checked once
         name = os.path.basename(a.data)
@@ -107,8 +110,9 @@ def train(a):
            checkpoint_every=a.checkpoint_every, log=_say)
     train_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    metrics = dict(manifold=fm.manifold, steps=fm.state_.step, train_seconds=round(train_s, 2),
-                   final_loss=float(np.mean(fm.state_.losses[-200:])))
+    metrics = {"manifold": fm.manifold, "steps": fm.state_.step,
+               "train_seconds": round(train_s, 2),
+               "final_loss": float(np.mean(fm.state_.losses[-200:]))}
     named = isinstance(data, str)
     x, traj = fm.sample(2000, seed=a.seed + 1, record=50)
     np.save(os.path.join(a.out, "samples.npy"), x)

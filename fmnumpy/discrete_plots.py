@@ -5,11 +5,10 @@ A 2D token (i, j) is the cell in column i, row j of a V x V image.  With the mas
 source a masked coordinate is drawn in an extra strip past the grid's edge (column
 or row V), so a frame shows where every sample is, known or not.
 """
-import imageio.v3 as iio
 import numpy as np
 
 from .errors import FmnumpyError
-from .plots import GIF_DPI, _figure, _out_path, _save
+from .plots import GIF_DPI, _figure, _save, write_gif
 
 CMAP = "magma"
 
@@ -63,12 +62,7 @@ def token_flow_gif(path, frames, vocab, fps=8, hold_last=8):
         fig.canvas.draw()
         images.append(np.asarray(fig.canvas.buffer_rgba())[:, :, :3].copy())
     fig.clear()
-    ms = int(round(1000.0 / fps))
-    durations = [ms] * len(images)
-    durations[-1] = ms * (1 + int(hold_last))
-    iio.imwrite(_out_path(path), np.stack(images), extension=".gif", plugin="pillow",
-                duration=durations if len(images) > 1 else durations[0], loop=0)
-    return path
+    return write_gif(path, images, fps, hold_last)
 
 
 def elbo_map(path, elbo, logp=None, title="ELBO (nats)"):

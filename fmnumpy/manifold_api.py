@@ -269,9 +269,7 @@ class ManifoldFlowMatcher:
                 "step": st.step, "seconds": st.seconds, "data": self.data_name_,
                 "batch_size": getattr(self, "batch_size_", None),
                 "total_steps": getattr(self, "total_steps_", None)}
-        return save_checkpoint(path, meta, {"theta": st.theta, "m": st.m, "v": st.v,
-                                            "ema": st.ema,
-                                            "losses": np.asarray(st.losses, np.float64)})
+        return save_checkpoint(path, meta, st.arrays())
 
     @classmethod
     def load(cls, path):
@@ -282,13 +280,7 @@ class ManifoldFlowMatcher:
         p["hidden"] = tuple(p["hidden"])
         fm = cls(**p)
         fm._init_state(meta["dim"])
-        st = fm.state_
-        if arrays["theta"].shape != st.theta.shape:
-            raise FmnumpyError(f"{path}: {arrays['theta'].shape[0]} parameters, the "
-                               f"configuration needs {st.theta.shape[0]}")
-        st.theta[:], st.m[:], st.v[:], st.ema[:] = (arrays[k] for k in ("theta", "m", "v", "ema"))
-        st.step, st.seconds = int(meta["step"]), float(meta["seconds"])
-        st.losses = [float(v) for v in arrays["losses"]]
+        fm.state_.restore(arrays, meta["step"], meta["seconds"], path)
         fm.data_name_ = meta.get("data")
         fm.batch_size_ = meta.get("batch_size")
         return fm

@@ -9,8 +9,8 @@ import numpy as np
 from .errors import FmnumpyError
 from .manifold_datasets import xyz_to_lonlat
 from .manifolds import TWO_PI
-from .plots import (BACKGROUND_DATA, DATA_COLOR, GIF_DPI, SAMPLE_COLOR, _figure, _marker_size,
-                    _out_path, _save, _time_labels)
+from .plots import (DATA_COLOR, GIF_DPI, SAMPLE_COLOR, _figure, _marker_size, _save,
+                    _time_labels, write_gif)
 
 PI_TICKS = (0.0, np.pi / 2, np.pi, 3 * np.pi / 2, TWO_PI)
 PI_LABELS = ("0", "π/2", "π", "3π/2", "2π")
@@ -105,7 +105,6 @@ def samples(path, manifold, points, data=None, title="samples"):
 def flow_gif(path, manifold, traj, fps=20, hold_last=10):
     """Animated GIF of the points flowing from the uniform prior (t = 0) to the data
     (t = 1): traj (K + 1, N, D) in the Mollweide map (sphere) or the square (torus)."""
-    import imageio.v3 as iio
     traj = np.asarray(traj, dtype=np.float64)
     if traj.ndim != 3 or traj.shape[0] < 1:
         raise FmnumpyError(f"traj must have shape (K + 1, N, D), got {traj.shape}")
@@ -131,12 +130,7 @@ def flow_gif(path, manifold, traj, fps=20, hold_last=10):
         fig.canvas.draw()
         frames.append(np.asarray(fig.canvas.buffer_rgba())[:, :, :3].copy())
     fig.clear()
-    ms = int(round(1000.0 / fps))
-    durations = [ms] * len(frames)
-    durations[-1] = ms * (1 + int(hold_last))
-    iio.imwrite(_out_path(path), np.stack(frames), extension=".gif", plugin="pillow",
-                duration=durations if len(frames) > 1 else durations[0], loop=0)
-    return path
+    return write_gif(path, frames, fps, hold_last)
 
 
 def density_map(path, manifold, grid, true_logp=None):

@@ -406,12 +406,19 @@ def flow_gif(path, traj, times=None, fps=20, lim=None, dims=(0, 1), data=None, h
         frames.append(np.asarray(fig.canvas.buffer_rgba())[:, :, :3].copy())  # (H, W, 3)
     fig.clear()
 
+    return write_gif(path, frames, fps, hold_last)
+
+
+def write_gif(path, frames, fps, hold_last):
+    """Write RGB frames (H, W, 3) as a looping GIF at ``fps``, the last one held for
+    ``hold_last`` extra frame periods; returns the path."""
     frame_ms = int(round(1000.0 / fps))
-    durations = [frame_ms] * k1
+    durations = [frame_ms] * len(frames)
     durations[-1] = frame_ms * (1 + int(hold_last))
     path = _out_path(path)
     iio.imwrite(path, np.stack(frames), extension=".gif", plugin="pillow",
-                duration=durations if k1 > 1 else durations[0], loop=0)  # Pillow: 1 frame, 1 int
+                duration=durations if len(frames) > 1 else durations[0],  # Pillow: 1 frame, 1 int
+                loop=0)
     return path
 
 

@@ -49,3 +49,20 @@ class TrainState:
         """Count len(losses) more steps taken, with these losses."""
         self.losses.extend(float(x) for x in losses)
         self.step += len(losses)
+
+    def arrays(self):
+        """The arrays a checkpoint stores: theta, m, v, ema (P,) and the losses."""
+        return {"theta": self.theta, "m": self.m, "v": self.v, "ema": self.ema,
+                "losses": np.asarray(self.losses, np.float64)}
+
+    def restore(self, arrays, step, seconds, path):
+        """Copy a checkpoint's ``arrays`` (as :meth:`arrays`) into this state of the
+        same size, with its step count and seconds; ``path`` names it in errors."""
+        from .errors import FmnumpyError
+        if arrays["theta"].shape != self.theta.shape:
+            raise FmnumpyError(f"{path}: {arrays['theta'].shape[0]} parameters, the "
+                               f"configuration needs {self.theta.shape[0]}")
+        for name in ("theta", "m", "v", "ema"):
+            getattr(self, name)[:] = arrays[name]
+        self.step, self.seconds = int(step), float(seconds)
+        self.losses = [float(x) for x in arrays["losses"]]
