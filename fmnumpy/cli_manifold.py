@@ -13,7 +13,7 @@ from .errors import FmnumpyError
 from .manifold_api import ManifoldFlowMatcher, grid_points, on_manifold
 from .manifolds import NAMES
 
-TRAIN_DEFAULTS = {"steps": 20000, "batch_size": 256}
+TRAIN_DEFAULTS = {"steps": 10000, "batch_size": 256}   # bench/results/manifolds_configs.md
 # options of the Euclidean trainer: name -> the value that means "not given"
 EUCLIDEAN_ONLY = {"path": None, "sigma": None, "sb_sigma": None,
                   "sinkhorn_reg": None, "conditional": False, "label_column": None,
@@ -87,7 +87,7 @@ def train(a):
                                  schedule=a.schedule, coupling=a.coupling, seed=a.seed,
                                  **opt)
     if a.data is not None:
-        data = fm._data(load_data(a.data))[2]               # read and checked once
+        data = fm._data(load_data(a.data), fm.dim_ if a.resume else None)[2]   # checked once
         name = os.path.basename(a.data)
     else:
         if a.resume and a.dataset is None and fm.data_name_ not in mdata.DATASETS:
@@ -134,7 +134,7 @@ def train(a):
     return 0
 
 
-def pictures(fm, data, x, traj, out, seed, n_grid=60):
+def pictures(fm, data, x, traj, out, seed, n_grid=48):
     """samples.png, flow.gif, loss.png and (on S^2 and T^2) density.png; returns the
     density's total mass on the grid."""
     from . import manifold_plots as mplots
@@ -147,14 +147,15 @@ def pictures(fm, data, x, traj, out, seed, n_grid=60):
     loss_curve(os.path.join(out, "loss.png"), fm.state_.losses)
     if fm.dim_ != (3 if fm.manifold == "sphere" else 2):
         return {}
-    grid = fm.density_grid(n_grid=n_grid, steps=50)
+    grid = fm.density_grid(n_grid=n_grid, steps=40, dtype="float32")
     exact = None
     if isinstance(data, str):
         a, b, pts, _ = grid_points(fm.code, n_grid)
         exact = mdata.log_density(data, pts).reshape(len(b), len(a))
     mplots.density_map(os.path.join(out, "density.png"), fm.manifold, grid, exact)
     return {"density_mass": float(np.exp(grid[2]).sum() * grid[3]),
-            "density_grid": f"{len(grid[1])} x {len(grid[0])} equal-area cells, RK4 50 steps"}
+            "density_grid": f"{len(grid[1])} x {len(grid[0])} equal-area cells, RK4 40 steps, "
+                            "float32"}
 
 
 def sample(a):
@@ -211,7 +212,7 @@ def density(a):
     fm = ManifoldFlowMatcher.load(a.checkpoint)
     if a.grid < 2:
         raise FmnumpyError(f"--grid must be at least 2, got {a.grid}")
-    grid = fm.density_grid(n_grid=a.grid, steps=a.steps)
+    grid = fm.density_grid(n_grid=a.grid, steps=a.steps, dtype="float32")
     mplots.density_map(a.out, fm.manifold, grid)
     _say(f"wrote {a.out}; the density integrates to {np.exp(grid[2]).sum() * grid[3]:.4f} "
          f"over the {fm.manifold}")

@@ -34,10 +34,10 @@ COUPLINGS = ("independent", "ot")
 TRAIN_STREAM, SAMPLE_STREAM, EVAL_STREAM = 21, 22, 23     # purposes of the seeded generators
 
 MANIFOLD_DEFAULTS = dict(
-    hidden=(256, 256, 256), activation="silu", time_freqs=0, x_freqs=0, lr=2e-3, clip=1.0,
+    hidden=(256, 256, 256), activation="silu", time_freqs=0, x_freqs=2, lr=2e-3, clip=1.0,
     ema_decay=0.999, warmup=500, schedule="cosine", lr_min=1e-5, coupling="independent",
-    time_power=1.0, method="rk4",
-    sample_steps=100, seed=0, steps=20000, batch_size=256,
+    time_power=2.0, method="rk4",
+    sample_steps=100, seed=0, steps=10000, batch_size=256,
 )
 D_ = MANIFOLD_DEFAULTS
 
@@ -130,8 +130,9 @@ class ManifoldFlowMatcher:
     def _points(self, x, where="x"):
         return check_points(self.code, x, self.dim_, where)
 
-    def _data(self, data):
-        """(name, sampler(n, rng) or None, the points (N, D) or None)."""
+    def _data(self, data, dim=None):
+        """(name, sampler(n, rng) or None, the points (N, D) or None); user points must
+        have ``dim`` columns when it is given."""
         if isinstance(data, str):
             mdata.check_name(data)
             if mdata.manifold_of(data) != self.code:
@@ -139,8 +140,7 @@ class ManifoldFlowMatcher:
                                    f"{NAMES[mdata.manifold_of(data)]}, the model on the "
                                    f"{self.manifold}")
             return data, (lambda n, rng: mdata.sample(data, n, rng)), None
-        x = check_points(self.code, data, self.dim_ if self.state_ is not None else None)
-        return "user data", None, x
+        return "user data", None, check_points(self.code, data, dim)
 
     # -- training --------------------------------------------------------------------
     def fit(self, data=None, steps=D_["steps"], batch_size=D_["batch_size"],
@@ -155,13 +155,14 @@ class ManifoldFlowMatcher:
         ``checkpoint``: a path written every ``checkpoint_every`` steps, at the end,
         and on Ctrl-C."""
         data = mdata.DEFAULT_DATASET[self.code] if data is None else data
-        if not (warm_start and self.state_ is not None):
-            self.state_ = None
-        name, draw, x = self._data(data)
+        keep = warm_start and self.state_ is not None
+        name, draw, x = self._data(data, self.dim_ if keep else None)
         steps = positive_int("steps", steps)
         B = positive_int("batch_size", batch_size)
         dim = x.shape[1] if x is not None else mdata.DATASETS[name][1]
-        if self.state_ is None:
+        if keep and dim != self.dim_:
+            raise FmnumpyError(f"the data has D = {dim}, the model {self.dim_}")
+        if not keep:
             self._init_state(dim)
         self.data_name_ = name
         self.batch_size_ = B
@@ -237,11 +238,12 @@ class ManifoldFlowMatcher:
         return a, b, logp, area
 
     # -- evaluation --------------------------------------------------------------------
-    def evaluate(self, data=None, n=2000, pairs=20, seed=0, steps=None, logp_n=2000):
+    def evaluate(self, data=None, n=2000, pairs=20, seed=0, steps=None, logp_n=2000,
+                 dtype="float64"):
         """Geodesic W2 of n samples against n fresh data points, the data floor (the W2
-        between two fresh draws) averaged over ``pairs`` pairs with its sd, and on a
-        named dataset the mean log-likelihood of logp_n fresh points against their
-        exact mean log-density."""
+        between two fresh draws) averaged over ``pairs`` pairs with its sd, and the
+        mean log-likelihood of logp_n fresh points (solved in ``dtype``) against their
+        exact mean log-density: the difference estimates KL(data || model)."""
         self._check_fitted()
         name, draw, x = self._data(data if data is not None else self.data_name_)
         if draw is None:
@@ -257,8 +259,9 @@ class ManifoldFlowMatcher:
         out["w2_ratio"] = w2 / out["w2_floor"]
         if logp_n:
             pts = draw(logp_n, rng)
-            out.update(logp=float(self.log_prob(pts).mean()),
+            out.update(logp=float(self.log_prob(pts, dtype=dtype).mean()),
                        logp_data=float(mdata.log_density(name, pts).mean()), logp_n=logp_n)
+            out["kl"] = out["logp_data"] - out["logp"]
         return out
 
     # -- checkpoints -------------------------------------------------------------------
