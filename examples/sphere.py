@@ -1,7 +1,7 @@
 """Flow matching on the sphere: train on a mixture of von Mises-Fisher blobs and look
 at it on a map, in 3D, as a GIF and as a density.
 
-    python examples/sphere.py            # under a minute on 2 CPU cores
+    python examples/sphere.py            # about a minute on 2 CPU cores
 
 Writes examples_out/sphere.png (Mollweide map and 3D view), examples_out/sphere.gif
 (points flowing from the uniform distribution at t = 0 to the data at t = 1) and
