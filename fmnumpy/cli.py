@@ -537,7 +537,7 @@ def _command(a):
     ckpt = getattr(a, "checkpoint", None)
     if ckpt and os.path.isfile(ckpt):
         from . import cli_discrete, cli_manifold
-        from .manifold_api import checkpoint_model
+        from .loop import checkpoint_model
         kind = checkpoint_model(ckpt)
         table = {"discrete": cli_discrete.COMMANDS, "manifold": cli_manifold.COMMANDS}.get(kind)
         if table is not None:

@@ -35,7 +35,7 @@ def wants_manifold(a):
         return False
     ckpt = os.path.join(a.out, "checkpoint.npz")
     if a.resume and os.path.isfile(ckpt):
-        from .manifold_api import checkpoint_model
+        from .loop import checkpoint_model
         return checkpoint_model(ckpt) == "manifold"
     return getattr(a, "dataset", None) in mdata.DATASETS
 

@@ -8,22 +8,20 @@ import numpy as np
 
 from . import discrete as dfm
 from .activations import activation_code
-from .checkpoint import load_checkpoint, save_checkpoint
 from .config import DTYPE
 from .errors import FmnumpyError, positive_finite, positive_int
-from .loop import train_loop
+from .loop import HostModel, train_loop
 from .mlp import init_params, param_count
 from .optim import adam_update, ema_decay_at, ema_update
 from .state import TrainState
 from .tokens import TokenData, check_tokens, total_variation, tv_floor
 from .tokens import vocab_size as checked_vocab
 
-MODEL = "discrete"
 TRAIN_STREAM, SAMPLE_STREAM, ELBO_STREAM = 11, 12, 13   # purposes of the seeded generators
 CHUNK = 4096                                            # rows per network call when sampling
 
 
-class DiscreteFlowMatcher:
+class DiscreteFlowMatcher(HostModel):
     """Discrete flow matching on sequences of D tokens in [0, V).
 
     vocab_size V; source "mask" (x0 is the mask token V) or "uniform" (x0 uniform
@@ -32,6 +30,10 @@ class DiscreteFlowMatcher:
     lr, ema_decay of Adam and the EMA that sampling uses; sample_steps of the jump
     sampler; seed.
     """
+
+    MODEL = "discrete"
+    WRONG_MODEL = ("{path} holds a continuous flow-matching model; load it with "
+                   "FlowMatcher.load (or fmnumpy commands without --discrete)")
 
     def __init__(self, vocab_size=128, source="mask", hidden=(256, 256, 256), embed=32,
                  activation="silu", power=1.0, time_freqs=0, lr=1e-3, ema_decay=0.999,
@@ -270,33 +272,3 @@ class DiscreteFlowMatcher:
                        elbo_n=elbo_n)
         return out
 
-    # -- checkpoints -------------------------------------------------------------------
-    def save(self, path):
-        self._check_fitted()
-        st = self.state_
-        meta = {"model": MODEL, "params": self.get_params(), "dim": self.dim_,
-                "step": st.step, "seconds": st.seconds, "data": self.data_name_,
-                "batch_size": getattr(self, "batch_size_", None)}
-        return save_checkpoint(path, meta, st.arrays())
-
-    @classmethod
-    def load(cls, path):
-        meta, arrays = load_checkpoint(path)
-        if meta.get("model") != MODEL:
-            raise FmnumpyError(f"{path} holds a continuous flow-matching model; load it "
-                               "with FlowMatcher.load (or fmnumpy commands without "
-                               "--discrete)")
-        p = dict(meta["params"])
-        p["hidden"] = tuple(p["hidden"])
-        fm = cls(**p)
-        fm._init_state(meta["dim"])
-        fm.state_.restore(arrays, meta["step"], meta["seconds"], path)
-        fm.data_name_ = meta.get("data")
-        fm.batch_size_ = meta.get("batch_size")
-        return fm
-
-
-def is_discrete_checkpoint(path):
-    """True when ``path`` is a checkpoint of a DiscreteFlowMatcher."""
-    meta, _ = load_checkpoint(path)
-    return meta.get("model") == MODEL

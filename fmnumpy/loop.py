@@ -1,10 +1,11 @@
-"""The host loop of the estimators that step on the host one batch at a time
-(``DiscreteFlowMatcher``, ``ManifoldFlowMatcher``): steps, the progress bar,
-periodic checkpoints, and nothing lost on Ctrl-C."""
+"""What the estimators that step on the host one batch at a time share
+(``DiscreteFlowMatcher``, ``ManifoldFlowMatcher``): the training loop (steps, the
+progress bar, periodic checkpoints, nothing lost on Ctrl-C) and their checkpoints."""
 import time
 
 import numpy as np
 
+from .checkpoint import load_checkpoint, save_checkpoint
 from .errors import FmnumpyError
 from .progress import bar_factory
 
@@ -63,3 +64,44 @@ def train_loop(state, step, steps, progress=False, checkpoint=None, checkpoint_e
     flush()
     if checkpoint:
         save(checkpoint)
+
+
+class HostModel:
+    """save/load of a host-stepped estimator: its ``get_params``, D, the training
+    state and a few fitted attributes.  Subclasses set MODEL (the checkpoint's
+    ``model`` field) and WRONG_MODEL (the message for another kind of checkpoint)
+    and provide ``_init_state(dim)``, ``_check_fitted``, ``dim_`` and ``state_``."""
+
+    MODEL = None
+    WRONG_MODEL = "{path} holds another kind of model"
+    FITTED = ("data_name_", "batch_size_", "total_steps_")   # kept in the metadata
+
+    def save(self, path):
+        self._check_fitted()
+        st = self.state_
+        meta = {"model": self.MODEL, "params": self.get_params(), "dim": self.dim_,
+                "step": st.step, "seconds": st.seconds,
+                **{k.rstrip("_"): getattr(self, k, None) for k in self.FITTED}}
+        meta["data"] = meta.pop("data_name")
+        return save_checkpoint(path, meta, st.arrays())
+
+    @classmethod
+    def load(cls, path):
+        meta, arrays = load_checkpoint(path)
+        if meta.get("model") != cls.MODEL:
+            raise FmnumpyError(cls.WRONG_MODEL.format(path=path))
+        p = dict(meta["params"])
+        p["hidden"] = tuple(p["hidden"])
+        fm = cls(**p)
+        fm._init_state(meta["dim"])
+        fm.state_.restore(arrays, meta["step"], meta["seconds"], path)
+        for k in cls.FITTED:
+            key = "data" if k == "data_name_" else k.rstrip("_")
+            setattr(fm, k, meta.get(key))
+        return fm
+
+
+def checkpoint_model(path):
+    """The ``model`` field of a checkpoint: "manifold", "discrete" or None (Euclidean)."""
+    meta, _ = load_checkpoint(path)
+    return meta.get("model")

@@ -15,10 +15,9 @@ from . import manifold_datasets as mdata
 from . import manifold_solvers as msol
 from . import riemannian as rfm
 from .activations import activation_code
-from .checkpoint import load_checkpoint, save_checkpoint
 from .config import DTYPE
 from .errors import FmnumpyError, positive_int
-from .loop import train_loop
+from .loop import HostModel, train_loop
 from .assignment import linear_assignment
 from .manifolds import NAMES, check_points, manifold_code, sample_prior, sq_dist_matrix
 from .metrics import geodesic_w2
@@ -29,7 +28,6 @@ from .solvers import tableau
 from .state import TrainState
 from .step import StepWork, hyper_at
 
-MODEL = "manifold"
 COUPLINGS = ("independent", "ot")
 TRAIN_STREAM, SAMPLE_STREAM, EVAL_STREAM = 21, 22, 23     # purposes of the seeded generators
 
@@ -42,7 +40,7 @@ MANIFOLD_DEFAULTS = dict(
 D_ = MANIFOLD_DEFAULTS
 
 
-class ManifoldFlowMatcher:
+class ManifoldFlowMatcher(HostModel):
     """Flow matching on a manifold: x0 uniform, geodesic paths to the data, a
     tangent velocity v = P(x) MLP(x, t) (``riemannian.py``).
 
@@ -55,6 +53,10 @@ class ManifoldFlowMatcher:
     training times t = 1 - (1 - u)^K (1: uniform; ``paths.time_from_uniform``);
     the sampler's method (euler, midpoint, heun, rk4) and sample_steps; seed.
     """
+
+    MODEL = "manifold"
+    WRONG_MODEL = ("{path} does not hold a flow-matching model on a manifold; load it "
+                   "with FlowMatcher.load or DiscreteFlowMatcher.load")
 
     def __init__(self, manifold="sphere", hidden=D_["hidden"], activation=D_["activation"],
                  time_freqs=D_["time_freqs"], x_freqs=D_["x_freqs"], lr=D_["lr"],
@@ -264,30 +266,6 @@ class ManifoldFlowMatcher:
             out["kl"] = out["logp_data"] - out["logp"]
         return out
 
-    # -- checkpoints -------------------------------------------------------------------
-    def save(self, path):
-        self._check_fitted()
-        st = self.state_
-        meta = {"model": MODEL, "params": self.get_params(), "dim": self.dim_,
-                "step": st.step, "seconds": st.seconds, "data": self.data_name_,
-                "batch_size": getattr(self, "batch_size_", None),
-                "total_steps": getattr(self, "total_steps_", None)}
-        return save_checkpoint(path, meta, st.arrays())
-
-    @classmethod
-    def load(cls, path):
-        meta, arrays = load_checkpoint(path)
-        if meta.get("model") != MODEL:
-            raise FmnumpyError(f"{path} does not hold a manifold flow-matching model")
-        p = dict(meta["params"])
-        p["hidden"] = tuple(p["hidden"])
-        fm = cls(**p)
-        fm._init_state(meta["dim"])
-        fm.state_.restore(arrays, meta["step"], meta["seconds"], path)
-        fm.data_name_ = meta.get("data")
-        fm.batch_size_ = meta.get("batch_size")
-        return fm
-
 
 MANIFOLD_PARAMS = tuple(inspect.signature(ManifoldFlowMatcher.__init__).parameters)[1:]
 
@@ -323,8 +301,3 @@ def grid_points(code, n):
     t1, t2 = np.meshgrid(a, a)
     return a, a, np.stack([t1, t2], axis=-1).reshape(-1, 2), (2.0 * np.pi / n) ** 2
 
-
-def checkpoint_model(path):
-    """The ``model`` field of a checkpoint: "manifold", "discrete" or None (Euclidean)."""
-    meta, _ = load_checkpoint(path)
-    return meta.get("model")
