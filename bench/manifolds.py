@@ -27,6 +27,7 @@ CONFIGS = {
     "features": dict(x_freqs=2, time_power=1.0),
     "features_t2": dict(x_freqs=2, time_power=2.0),
     "default": dict(),
+    "ot": dict(coupling="ot"),
 }
 
 
