@@ -14,7 +14,8 @@ import numpy as np
 from fmnumpy import FlowMatcher
 from fmnumpy import manifold_datasets as mdata
 from fmnumpy import manifold_plots as mplots
-from fmnumpy.manifold_api import grid_points
+from fmnumpy.manifold_api import grid_mass, grid_points
+from fmnumpy.manifolds import SPHERE
 from fmnumpy.metrics import geodesic_w2
 
 OUT = "examples_out"
@@ -31,7 +32,7 @@ os.makedirs(OUT, exist_ok=True)
 print(mplots.sphere_samples(os.path.join(OUT, "sphere.png"), x, data))
 print(mplots.flow_gif(os.path.join(OUT, "sphere.gif"), "sphere", traj))
 grid = fm.density_grid(n_grid=48, steps=40, dtype="float32")
-print(f"the density integrates to {np.exp(grid[2]).sum() * grid[3]:.4f} over the sphere")
-a, b, pts, _ = grid_points(1, 48)
+print(f"the density integrates to {grid_mass(grid):.4f} over the sphere")
+a, b, pts, _ = grid_points(SPHERE, 48)
 exact = mdata.log_density("vmf", pts).reshape(len(b), len(a))
 print(mplots.density_map(os.path.join(OUT, "sphere_density.png"), "sphere", grid, exact))

@@ -10,7 +10,7 @@ import numpy as np
 from . import manifold_datasets as mdata
 from .datasets import load_data
 from .errors import FmnumpyError
-from .manifold_api import ManifoldFlowMatcher, grid_points, on_manifold
+from .manifold_api import ManifoldFlowMatcher, grid_mass, grid_points, on_manifold
 from .manifolds import NAMES
 
 TRAIN_DEFAULTS = {"steps": 10000, "batch_size": 256}   # bench/results/manifolds_configs.md
@@ -153,7 +153,7 @@ def pictures(fm, data, x, traj, out, seed, n_grid=48):
         a, b, pts, _ = grid_points(fm.code, n_grid)
         exact = mdata.log_density(data, pts).reshape(len(b), len(a))
     mplots.density_map(os.path.join(out, "density.png"), fm.manifold, grid, exact)
-    return {"density_mass": float(np.exp(grid[2]).sum() * grid[3]),
+    return {"density_mass": grid_mass(grid),
             "density_grid": f"{len(grid[1])} x {len(grid[0])} equal-area cells, RK4 40 steps, "
                             "float32"}
 
@@ -214,8 +214,8 @@ def density(a):
         raise FmnumpyError(f"--grid must be at least 2, got {a.grid}")
     grid = fm.density_grid(n_grid=a.grid, steps=a.steps, dtype="float32")
     mplots.density_map(a.out, fm.manifold, grid)
-    _say(f"wrote {a.out}; the density integrates to {np.exp(grid[2]).sum() * grid[3]:.4f} "
-         f"over the {fm.manifold}")
+    _say(f"wrote {a.out}; the density integrates to {grid_mass(grid):.4f} over the "
+         f"{fm.manifold}")
     return 0
 
 

@@ -80,7 +80,8 @@ def mlp_forward_jvp(theta, sizes, kind, X, A, U, T1, T2):
 
     X (B, F) input features; A flat workspace of B * sum(sizes[1:]) entries
     (as ``Workspace.A``); U (M, B, D) tangents of the first D features (x, or
-    on the torus its (cos, sin) embedding, 2D wide); T1, T2 flat scratch of
+    an embedding of it of any width, ``manifold_solvers.embedding_tangents``);
+    T1, T2 flat scratch of
     at least M * B * max(sizes[1:]) entries each.
     Returns v (B, D), a view into A, and JU (M, B, D), a view into T1 or T2.
     """

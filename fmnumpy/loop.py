@@ -74,15 +74,15 @@ class HostModel:
 
     MODEL = None
     WRONG_MODEL = "{path} holds another kind of model"
-    FITTED = ("data_name_", "batch_size_", "total_steps_")   # kept in the metadata
+    FITTED = (("data_name_", "data"), ("batch_size_", "batch_size"),   # (attribute, its
+              ("total_steps_", "total_steps"))                         # metadata key)
 
     def save(self, path):
         self._check_fitted()
         st = self.state_
         meta = {"model": self.MODEL, "params": self.get_params(), "dim": self.dim_,
                 "step": st.step, "seconds": st.seconds,
-                **{k.rstrip("_"): getattr(self, k, None) for k in self.FITTED}}
-        meta["data"] = meta.pop("data_name")
+                **{key: getattr(self, k, None) for k, key in self.FITTED}}
         return save_checkpoint(path, meta, st.arrays())
 
     @classmethod
@@ -95,8 +95,7 @@ class HostModel:
         fm = cls(**p)
         fm._init_state(meta["dim"])
         fm.state_.restore(arrays, meta["step"], meta["seconds"], path)
-        for k in cls.FITTED:
-            key = "data" if k == "data_name_" else k.rstrip("_")
+        for k, key in cls.FITTED:
             setattr(fm, k, meta.get(key))
         return fm
 

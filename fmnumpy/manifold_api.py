@@ -15,11 +15,12 @@ from . import manifold_datasets as mdata
 from . import manifold_solvers as msol
 from . import riemannian as rfm
 from .activations import activation_code
+from .assignment import linear_assignment
 from .config import DTYPE
 from .errors import FmnumpyError, positive_int
 from .loop import HostModel, train_loop
-from .assignment import linear_assignment
-from .manifolds import NAMES, check_points, manifold_code, sample_prior, sq_dist_matrix
+from .manifolds import (NAMES, SPHERE, TORUS, check_points, manifold_code, sample_prior,
+                        sq_dist_matrix)
 from .metrics import geodesic_w2
 from .mlp import init_params, param_count
 from .optim import AdamConfig
@@ -65,7 +66,7 @@ class ManifoldFlowMatcher(HostModel):
                  lr_min=D_["lr_min"], coupling=D_["coupling"], time_power=D_["time_power"],
                  method=D_["method"], sample_steps=D_["sample_steps"], seed=D_["seed"]):
         self.code = manifold_code(manifold)
-        if self.code not in (1, 2):
+        if self.code not in (SPHERE, TORUS):
             raise FmnumpyError("ManifoldFlowMatcher needs manifold 'sphere' or 'torus'; "
                                "use FlowMatcher for Euclidean data")
         self.manifold = NAMES[self.code]
@@ -108,7 +109,7 @@ class ManifoldFlowMatcher(HostModel):
 
     # -- the network -----------------------------------------------------------------
     def _init_state(self, dim):
-        if self.code == 1 and dim < 2:
+        if self.code == SPHERE and dim < 2:
             raise FmnumpyError(f"points of the sphere need D >= 2 coordinates, got {dim}")
         self.dim_ = int(dim)
         self.sizes_ = rfm.net_sizes(self.code, self.dim_, self.hidden, self.time_freqs,
@@ -233,7 +234,7 @@ class ManifoldFlowMatcher(HostModel):
         latitude or theta_2), so exp(logp).sum() * cell_area is the midpoint rule
         for the total mass, 1 for a density."""
         self._check_fitted()
-        if self.dim_ != (3 if self.code == 1 else 2):
+        if self.dim_ != (3 if self.code == SPHERE else 2):
             raise FmnumpyError("density_grid covers S^2 and T^2 only")
         a, b, pts, area = grid_points(self.code, positive_int("n_grid", n_grid))
         logp = self.log_prob(pts, method, steps, ema, dtype).reshape(len(b), len(a))
@@ -282,15 +283,21 @@ def on_manifold(code, x):
     """How far points x (N, D) are from the manifold: the largest | |x| - 1 | on the
     sphere (in float64), the range of the angles on the torus."""
     x = np.asarray(x, dtype=np.float64)
-    if code == 1:
+    if code == SPHERE:
         return {"max_norm_error": float(np.abs(np.linalg.norm(x, axis=1) - 1.0).max())}
     return {"angle_min": float(x.min()), "angle_max": float(x.max())}
+
+
+def grid_mass(grid):
+    """The total mass exp(logp).sum() * cell_area of a ``density_grid`` (a, b, logp,
+    cell_area): the midpoint rule, 1 for a density."""
+    return float(np.exp(grid[2]).sum() * grid[3])
 
 
 def grid_points(code, n):
     """Cell centres of the equal-area grid of ``ManifoldFlowMatcher.density_grid``:
     (a, b, points (len(a) len(b), D), cell area)."""
-    if code == 1:
+    if code == SPHERE:
         a = (np.arange(2 * n) + 0.5) * np.pi / n                     # longitude
         b = -1.0 + (np.arange(n) + 0.5) * 2.0 / n                   # z = sin latitude
         lon, z = np.meshgrid(a, b)

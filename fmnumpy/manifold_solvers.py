@@ -22,10 +22,11 @@ Riemannian divergence; for v = P(x) m(x) on the sphere
     div_M v = tr(P J_m) - (D - 1) (x . m),        J_m = dm/dx,
 
 and on the flat torus div v = sum_d dv_d / dx_d.  The JVPs of the D unit
-directions give J_m exactly (``likelihood.mlp_forward_jvp``); on the torus the
-tangents enter the embedding as d(cos x_d) = -sin x_d, d(sin x_d) = cos x_d.
-The density is with respect to the manifold's volume (area on S^2), the prior
-p0 = 1 / volume.  Everything here runs in float64.
+directions give J_m exactly (``likelihood.mlp_forward_jvp``), the tangents
+entering through the point's embedding (:func:`embedding_tangents`).  The
+density is with respect to the manifold's volume (area on S^2), the prior
+p0 = 1 / volume.  Solves run in the dtype of their arrays: the sampler in the
+weights' float32, ``log_prob`` in float64 unless asked for float32.
 """
 import numpy as np
 from numba import njit

@@ -37,6 +37,20 @@ def _check_nonempty(a, b):
 
 # ---- W2 -------------------------------------------------------------------------------
 
+def _check_equal_size(a, b, what):
+    if a.shape[0] != b.shape[0]:
+        raise FmnumpyError(f"exact {what} needs equally many points, got {a.shape[0]} and "
+                           f"{b.shape[0]}")
+
+
+def _assigned_mean(C, u0=None):
+    """1/N sum_i C[i, pi(i)] for an optimal assignment pi of the costs C (N, N)
+    (``assignment.linear_assignment``; u0 an optional guess of the row potentials)."""
+    from .assignment import linear_assignment
+    cols = linear_assignment(C, u0=u0)
+    return float(C[np.arange(C.shape[0]), cols].mean())
+
+
 def w2(a, b):
     """Exact W2 between equal-size point sets a, b (N, D).
 
@@ -44,49 +58,35 @@ def w2(a, b):
     with uniform weights the optimal transport plan is a permutation
     (Birkhoff), so an assignment solves it exactly.
     """
-    from .assignment import linear_assignment
     a, b = check_pair(a, b)
     _check_nonempty(a, b)
-    if a.shape[0] != b.shape[0]:
-        raise FmnumpyError(f"exact W2 needs equally many points, got {a.shape[0]} and "
-                           f"{b.shape[0]}")
-    C = sq_dists(a, b)
+    _check_equal_size(a, b, "W2")
     # a starting guess of the dual potentials from sorted projections: the same optimum,
     # found faster (docs/couplings.md, "Jonker-Volgenant")
-    cols = linear_assignment(C, u0=sliced_guess(a, b))
-    return float(np.sqrt(C[np.arange(C.shape[0]), cols].mean()))
+    return math.sqrt(_assigned_mean(sq_dists(a, b), u0=sliced_guess(a, b)))
 
 
 def geodesic_w2(a, b, manifold="sphere"):
     """Exact W2 between equal-size point sets a, b (N, D) on a manifold
     (``manifolds.py``): the optimal assignment on the squared geodesic cost
     d(a_i, b_j)^2, W2 = sqrt(min_pi 1/N sum_i d(a_i, b_pi(i))^2)."""
-    from .assignment import linear_assignment
     from .manifolds import check_points, manifold_code, sq_dist_matrix
     code = manifold_code(manifold)
     a = check_points(code, a, where="a")
     b = check_points(code, b, a.shape[1], where="b")
-    if a.shape[0] != b.shape[0]:
-        raise FmnumpyError(f"exact W2 needs equally many points, got {a.shape[0]} and "
-                           f"{b.shape[0]}")
+    _check_equal_size(a, b, "W2")
     C = np.empty((a.shape[0], b.shape[0]))
     sq_dist_matrix(code, a, b, C)
-    cols = linear_assignment(C)
-    return float(np.sqrt(C[np.arange(C.shape[0]), cols].mean()))
+    return math.sqrt(_assigned_mean(C))
 
 
 def w1(a, b):
     """Exact W1 between equal-size point sets a, b (N, D): min over permutations pi
     of 1/N sum_i ||a_i - b_pi(i)||, an assignment on the Euclidean cost."""
-    from .assignment import linear_assignment
     a, b = check_pair(a, b)
     _check_nonempty(a, b)
-    if a.shape[0] != b.shape[0]:
-        raise FmnumpyError(f"exact W1 needs equally many points, got {a.shape[0]} and "
-                           f"{b.shape[0]}")
-    C = np.sqrt(sq_dists(a, b))
-    cols = linear_assignment(C)
-    return float(C[np.arange(C.shape[0]), cols].mean())
+    _check_equal_size(a, b, "W1")
+    return _assigned_mean(np.sqrt(sq_dists(a, b)))
 
 
 def path_energy(v, t):

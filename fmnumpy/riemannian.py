@@ -1,7 +1,7 @@
 """Riemannian flow matching on the sphere and the flat torus (Chen & Lipman 2024).
 
 Dimension letters: B batch, D coordinates of a point (``manifolds.py``), E width
-of the point's embedding (D; 2D on the torus), F input features, P parameters.
+of the point's embedding (:func:`embed_width`), F input features, P parameters.
 
 One training step (``docs/manifolds.md``):
 
@@ -17,8 +17,8 @@ One training step (``docs/manifolds.md``):
 Both v and ut are tangent at xt, so |v - ut| is the Riemannian norm (the metric
 induced by R^D on the sphere; the flat metric of the angles on the torus).  The
 sphere's points enter the network as x / |x| and the torus's angles as
-(cos x, sin x), with optional Fourier features of either (``x_freqs``), so the field is defined (and smooth) off the manifold too: on the
-sphere it is constant along rays, which is what lets the sampler of
+(cos x, sin x), with Fourier features of either (``x_freqs``), so the field is
+defined (and smooth) off the manifold too: on the sphere it is constant along rays, which is what lets the sampler of
 ``manifold_solvers.py`` keep the order of its Runge-Kutta method.
 
 The network is described by the tuple ``net = (code, sizes, kind, feats)`` with
@@ -30,8 +30,8 @@ from numba import njit
 from .loss import cfm_loss_backward, cfm_loss_forward
 from .manifolds import SPHERE, TORUS, geodesic, proju, row_dot
 from .mlp import mlp_backward, mlp_forward, time_feature_cpu, zero_grad
-from .optim import adam_update, clip_grad_norm, ema_update
-from .state import EMA, GRAD, THETA, M, V
+from .state import GRAD, THETA
+from .step import apply_update
 
 
 def feature_directions(code, dim):
@@ -139,17 +139,8 @@ def loss_and_grad(theta, dtheta, net, batch, work):
 
 @njit(cache=True)
 def train_step(state, net, batch, hyper, work):
-    """Loss, gradient, clipping, Adam step and EMA update on ``state`` (5, P), as
-    ``step.train_step`` (the same ``hyper`` tuple); returns (loss, ||g||).  A
-    non-finite loss or gradient leaves the state untouched."""
-    k, lr, b1, b2, adam_eps, wd, decoupled, clip, ema_decay = hyper
-    theta, dtheta = state[THETA], state[GRAD]
-    loss = loss_and_grad(theta, dtheta, net, batch, work)
-    if not np.isfinite(loss):
-        return loss, np.nan
-    gnorm = clip_grad_norm(dtheta, clip)
-    if not np.isfinite(gnorm):
-        return np.inf, gnorm
-    adam_update(theta, dtheta, state[M], state[V], k, lr, b1, b2, adam_eps, wd, decoupled)
-    ema_update(state[EMA], theta, ema_decay)
-    return loss, gnorm
+    """Loss, gradient, then ``step.apply_update`` (clipping, Adam, EMA; the same
+    ``hyper`` tuple as ``step.train_step``) on ``state`` (5, P); returns
+    (loss, ||g||).  A non-finite loss or gradient leaves the state untouched."""
+    loss = loss_and_grad(state[THETA], state[GRAD], net, batch, work)
+    return apply_update(state, loss, hyper)

@@ -16,6 +16,7 @@ nothing else.
 import numpy as np
 
 from .config import DTYPE
+from .errors import FmnumpyError
 
 THETA, GRAD, M, V, EMA = range(5)
 ROWS = ("theta", "dtheta", "m", "v", "ema")      # names of the rows, in order
@@ -58,7 +59,6 @@ class TrainState:
     def restore(self, arrays, step, seconds, path):
         """Copy a checkpoint's ``arrays`` (as :meth:`arrays`) into this state of the
         same size, with its step count and seconds; ``path`` names it in errors."""
-        from .errors import FmnumpyError
         if arrays["theta"].shape != self.theta.shape:
             raise FmnumpyError(f"{path}: {arrays['theta'].shape[0]} parameters, the "
                                f"configuration needs {self.theta.shape[0]}")

@@ -7,8 +7,8 @@ Dimension letters: B batch, D data dimension, P parameters.
     L      = mean (v - ut)^2                  loss.cfm_loss_forward
     dv     = dL/dv                            loss.cfm_loss_backward
     dtheta = backprop(dv)                     mlp.mlp_backward
-    theta  = Adam(theta, dtheta); ema         optim.clip_grad_norm, optim.adam_update,
-                                              optim.ema_update
+    theta  = Adam(theta, dtheta); ema         apply_update: optim.clip_grad_norm,
+                                              optim.adam_update, optim.ema_update
 
 Each part is its own function (and tested on its own).  The compiled functions
 take their arguments as a few tuples, so that a reader sees what goes together:
@@ -66,9 +66,17 @@ def train_step(state, net, path, batch, hyper, work):
     loss or gradient leaves theta, the moments and the EMA untouched, so the
     caller can stop with the last good weights.
     """
+    loss = loss_and_grad(state[THETA], state[GRAD], net, path, batch, work)
+    return apply_update(state, loss, hyper)
+
+
+@njit(cache=True)
+def apply_update(state, loss, hyper):
+    """The step after the gradient, shared by every trainer that steps on the host:
+    with dtheta in state[GRAD] and its loss, clip, Adam step k, EMA update; returns
+    (loss, ||g||).  A non-finite loss or gradient leaves the state untouched."""
     k, lr, b1, b2, adam_eps, wd, decoupled, clip, ema_decay = hyper
     theta, dtheta = state[THETA], state[GRAD]
-    loss = loss_and_grad(theta, dtheta, net, path, batch, work)
     if not np.isfinite(loss):
         return loss, np.nan
     gnorm = clip_grad_norm(dtheta, clip)      # dtheta is scratch: clipping it is harmless
