@@ -116,7 +116,7 @@ def scaled_norm(y, x, xn, rtol, atol, norm):
     return np.sqrt(total / (B * D))
 
 
-@njit(cache=False)   # takes a compiled function argument: not cacheable
+@njit(cache=False, nogil=True)   # takes a compiled function argument: not cacheable
 def initial_step(field, params, x, interval, f0, tol, order_low, scratch):
     """|h| for the first step (Hairer, Norsett & Wanner I, sec. II.4, "Starting
     step size"): an Euler step of size h0 = 0.01 ||x||/||f|| probes the second
@@ -154,7 +154,7 @@ def initial_step(field, params, x, interval, f0, tol, order_low, scratch):
     return min(100.0 * h0, h1, span)
 
 
-@njit(cache=False)   # takes a compiled function argument: not cacheable
+@njit(cache=False, nogil=True)   # takes a compiled function argument: not cacheable
 def adaptive_integrate(field, params, x, interval, control, tab, work):
     """Integrate x (B, D) in place over interval = (t0, t1) (either direction) with
     an embedded FSAL pair tab = (c, A, b, e = b - b_low, order_low; 7 stages for

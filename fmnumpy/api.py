@@ -428,7 +428,8 @@ class FlowMatcher:
 
     def sample(self, n=DEFAULTS["n_samples"], method=DEFAULTS["method"],
                steps=DEFAULTS["sample_steps"], seed=1, record=0, ema=True, x0=None,
-               return_logprob=False, rtol=1e-5, atol=1e-5, labels=None, guidance=1.0):
+               return_logprob=False, rtol=1e-5, atol=1e-5, labels=None, guidance=1.0,
+               dtype="float32"):
         """Draw ``n`` samples: x0 from the source (N(0, I) unless ``fit`` was given
         another, ``draw_source`` with ``default_rng(seed)``) or the given x0,
         integrated from t = 0 to 1 with ``method`` (euler, midpoint, heun, rk4 with
@@ -440,8 +441,9 @@ class FlowMatcher:
         docs/guidance.md); labels=None samples the whole distribution (the null class).
 
         Returns (n, D); with ``record`` = R also the trajectory (R + 1, n, D); with
-        ``return_logprob`` also log p(x1) (n,) float64 from the same solve
-        (docs/likelihood.md).  ``last_solve_`` holds the NFE of adaptive solves."""
+        ``return_logprob`` also log p(x1) (n,) float64 from the same solve, the
+        network's passes in ``dtype`` ("float32", or the float64 oracle;
+        docs/likelihood.md).  ``last_solve_`` holds the NFE of adaptive solves."""
         self._check_fitted()
         s = solver(method, self.device, logprob=return_logprob)
         if return_logprob:
@@ -459,7 +461,7 @@ class FlowMatcher:
             self._set_threads()
             x1, logp, self.last_solve_ = _lik.sample_with_logprob(
                 self.ema_ if ema else self.theta_, self.spec_, x0, s.name, steps, rtol, atol,
-                return_stats=True)
+                return_stats=True, dtype=dtype)
             return x1.astype(DTYPE), logp
         x1, traj = self._solve(x0, s.name, steps, rtol, atol, record, ema, labels=labels,
                                guidance=guidance)
@@ -473,9 +475,12 @@ class FlowMatcher:
         t0, t1 = (1.0, 0.0) if reverse else (0.0, 1.0)
         return self._solve(x, method, steps, rtol, atol, 0, ema, t0, t1)[0]
 
-    def log_prob(self, x, method="rk4", steps=100, rtol=1e-5, atol=1e-5, ema=True):
+    def log_prob(self, x, method="rk4", steps=100, rtol=1e-5, atol=1e-5, ema=True,
+                 dtype="float32"):
         """log p_1(x) (N,) float64 of given points x (N, D), by the instantaneous
-        change of variables integrated from t = 1 back to t = 0 (docs/likelihood.md)."""
+        change of variables integrated from t = 1 back to t = 0 (docs/likelihood.md).
+        The state is float64; the network's forward and tangent passes run in
+        ``dtype``: "float32" (fast) or "float64" (the oracle)."""
         self._check_fitted()
         s = solver(method, self.device, logprob=True)
         self._check_gaussian_source()
@@ -485,18 +490,21 @@ class FlowMatcher:
             raise FmnumpyError(f"x must have shape (N, {self.spec_.dim}), got {x.shape}")
         self._set_threads()
         logp, self.last_solve_ = _lik.log_prob(self.ema_ if ema else self.theta_, self.spec_,
-                                               x, s.name, steps, rtol, atol, return_stats=True)
+                                               x, s.name, steps, rtol, atol, return_stats=True,
+                                               dtype=dtype)
         return logp
 
-    def density_grid(self, lim=4.0, n_grid=200, method="rk4", steps=100, ema=True):
-        """(gx, gy, log p (n_grid, n_grid)) on a square grid of cell centres (D = 2)."""
+    def density_grid(self, lim=4.0, n_grid=200, method="rk4", steps=100, ema=True,
+                     dtype="float32"):
+        """(gx, gy, log p (n_grid, n_grid)) on a square grid of cell centres (D = 2),
+        the network in ``dtype`` (as :meth:`log_prob`)."""
         self._check_fitted()
         s = solver(method, self.device, logprob=True)
         self._check_gaussian_source()
         self._check_unconditional()
         self._set_threads()
         return _lik.density_grid(self.ema_ if ema else self.theta_, self.spec_, lim, n_grid,
-                                 s.name, steps)
+                                 s.name, steps, dtype=dtype)
 
     # -- evaluation -------------------------------------------------------------------
     def evaluate(self, data=None, n=2000, seed=0, method="rk4", steps=DEFAULTS["sample_steps"],

@@ -103,7 +103,7 @@ def record_steps(steps, record):
     return np.round(np.arange(R + 1) * (steps / R)).astype(np.int64)
 
 
-@njit(cache=False)   # takes a compiled function argument: Numba cannot cache it
+@njit(cache=False, nogil=True)   # takes a compiled function argument: Numba cannot cache it
 def rk_integrate(field, params, x, grid, tab, work, out):
     """Integrate x (B, D) in place over ``grid`` with the tableau ``tab`` for any
     compiled ``field(params, x, t, out)`` (the tuples: module docstring).

@@ -1,10 +1,11 @@
 """Tests for fmnumpy.likelihood: the forward-mode Jacobian and divergence against
 central finite differences and a plain NumPy forward (float64, hypothesis
 shapes), the closed-form Gaussian flow in both directions and for every
-tableau, forward/backward consistency on the network, and the density of a
-small network integrating to 1.  B batch, D data dimension."""
+tableau, forward/backward consistency on the network, the float32 network
+against the float64 oracle, and the density of a small network integrating to 1.  B batch, D data dimension."""
 import math
 
+import numba
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
@@ -14,7 +15,7 @@ from fmnumpy import likelihood as lk
 from fmnumpy.activations import ACTIVATIONS, SELU_ALPHA, SELU_SCALE
 from fmnumpy.errors import FmnumpyError
 from fmnumpy.mlp import MLPSpec, Workspace, init_params, time_features, velocity, views
-from fmnumpy.solvers import TABLEAUS
+from fmnumpy.solvers import TABLEAUS, balanced_chunk
 
 SETTINGS = settings(max_examples=60, deadline=None, derandomize=True)
 
@@ -163,22 +164,57 @@ def small_flow(seed=0, scale=1.0, activation="silu"):
 
 def test_sample_then_score_agree_on_the_network():
     spec, theta = small_flow(1)
+    f64 = dict(dtype=np.float64)                         # the oracle build
     x0 = np.random.default_rng(2).standard_normal((40, 2))
-    x1, lp = lk.sample_with_logprob(theta, spec, x0, "rk4", steps=100)
+    x1, lp = lk.sample_with_logprob(theta, spec, x0, "rk4", steps=100, **f64)
     assert np.abs(lp - lk.gaussian_logpdf(x0)).max() > 1e-2     # the flow does something
-    lp_back = lk.log_prob(theta, spec, x1, "rk4", steps=100)
+    lp_back = lk.log_prob(theta, spec, x1, "rk4", steps=100, **f64)
     assert np.abs(lp_back - lp).max() < 1e-7
-    # dopri5 in both directions, against the rk4 answer; stats are reported
+    # dopri5 in both directions, against the rk4 answer; stats are summed over chunks
     x1d, lpd, st = lk.sample_with_logprob(theta, spec, x0, "dopri5", rtol=1e-6, atol=1e-6,
-                                          return_stats=True)
+                                          return_stats=True, chunk=40, **f64)
     lpb, stb = lk.log_prob(theta, spec, x1, "dopri5", rtol=1e-6, atol=1e-6,
-                           return_stats=True)
+                           return_stats=True, **f64)
     assert np.abs(x1d - x1).max() < 1e-5 and np.abs(lpd - lp).max() < 1e-5
     assert np.abs(lpb - lp).max() < 1e-5
-    assert st.nfe == 2 + 6 * (st.accepted + st.rejected) and stb.nfe > 0
-    # float64 weights, and chunks of 7 particles, give the same numbers
-    assert np.abs(lk.log_prob(theta.astype(np.float64), spec, x1, chunk=7)
-                  - lp_back).max() < 1e-12
+    n_chunks = -(-40 // balanced_chunk(40, 40, numba.get_num_threads()))
+    assert st.nfe == 2 * n_chunks + 6 * (st.accepted + st.rejected) and stb.nfe > 0
+    # chunks of 7 particles give the same numbers
+    assert np.abs(lk.log_prob(theta, spec, x1, chunk=7, **f64) - lp_back).max() < 1e-12
+
+
+@pytest.mark.parametrize("activation", ["silu", "tanh", "selu", "relu"])
+def test_float32_network_matches_the_float64_oracle(activation):
+    """The default build runs the network's forward and tangent passes in float32
+    and the state in float64; its log p stays within float32 rounding of the
+    float64 oracle's, for a flow that moves the prior."""
+    spec = MLPSpec(2, (32, 32, 32), activation, n_freq=2)
+    theta = (1.5 * init_params(spec.sizes, np.random.default_rng(4))).astype(np.float32)
+    x = 1.5 * np.random.default_rng(5).standard_normal((300, 2))
+    ref = lk.log_prob(theta, spec, x, "rk4", steps=20, dtype=np.float64)
+    got = lk.log_prob(theta, spec, x, "rk4", steps=20)
+    assert np.abs(ref - lk.gaussian_logpdf(x)).max() > 0.05         # not the prior
+    err = np.abs(got - ref).max()
+    print(f"{activation}: max |float32 - float64| = {err:.2e}")
+    assert err < 1e-5 * (1 + np.abs(ref).max()), err
+    x1, lp = lk.sample_with_logprob(theta, spec, x, "heun", steps=20)
+    x1r, lpr = lk.sample_with_logprob(theta, spec, x, "heun", steps=20, dtype=np.float64)
+    assert np.abs(x1 - x1r).max() < 1e-4 and np.abs(lp - lpr).max() < 1e-5 * (1 + np.abs(lpr).max())
+
+
+def test_threads_do_not_change_the_numbers():
+    """Chunks are independent solves: one thread or two, the same bits."""
+    spec, theta = small_flow(2)
+    x = np.random.default_rng(8).standard_normal((50, 2))
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = lk.log_prob(theta, spec, x, "rk4", steps=10, chunk=9)
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        two = lk.log_prob(theta, spec, x, "rk4", steps=10, chunk=9)
+    finally:
+        numba.set_num_threads(before)
+    assert np.array_equal(one, two)
 
 
 def test_density_of_small_network_integrates_to_one():
@@ -232,6 +268,8 @@ def test_user_errors():
         lk.sample_with_logprob(theta, spec, np.full((2, 2), np.nan))
     with pytest.raises(FmnumpyError, match="steps"):
         lk.log_prob(theta, spec, x, steps=0)
+    with pytest.raises(FmnumpyError, match="dtype"):
+        lk.log_prob(theta, spec, x, dtype="float16")
     with pytest.raises(FmnumpyError, match="lim"):
         lk.density_grid(theta, spec, lim=((1, 0), (0, 1)), n_grid=4)
     spec3 = MLPSpec(3, (4,))
