@@ -302,7 +302,7 @@ def dopri5_mlp(theta, spec, x0, rtol=1e-5, atol=1e-5, t0=0.0, t1=1.0, norm="rms"
     for lo in range(0, N, max(chunk, 1)):
         xc = np.ascontiguousarray(x0[lo:lo + chunk], dtype=dtype)
         B = xc.shape[0]
-        params = (theta, sizes, spec.kind, spec.n_freq,
+        params = (theta, sizes, spec.kind, spec.feats,
                   np.zeros((B, int(sizes[0])), dtype=dtype),
                   np.zeros(B * int(sizes[1:].sum()), dtype=dtype),
                   np.zeros(0, dtype=dtype),            # inference: no sigma' cache

@@ -41,7 +41,7 @@ TIME_POWER = {"straight": 2.0, "cosine": 1.0, "sb": 1.0}
 
 DEFAULTS = dict(
     dataset="2spirals", steps=20000, batch_size=256, hidden=(256, 256, 256),
-    activation="silu", time_freqs=0, lr=2e-3, weight_decay=0.0, optimizer="adamw",
+    activation="silu", time_freqs=0, x_freqs=0, lr=2e-3, weight_decay=0.0, optimizer="adamw",
     clip=1.0, ema_decay=0.999, warmup=500, schedule="cosine", lr_min=1e-5,
     sigma_min=0.0, sigma=0.0, seed=0, method="rk4", sample_steps=100, n_samples=2000,
     coupling="independent", path="straight", sb_sigma=SB_SIGMA, time_power=None,
@@ -49,7 +49,7 @@ DEFAULTS = dict(
 )
 
 
-def _check_gpu_settings(device, path, n_classes=0):
+def _check_gpu_settings(device, path, n_classes=0, x_freqs=0):
     """The GPU trainer trains the straight path (with sigma_min or sigma) without labels;
     a source, a coupling or sigma come with the host's batches (``cuda.stepper``,
     DATA_HOST)."""
@@ -61,6 +61,9 @@ def _check_gpu_settings(device, path, n_classes=0):
     if n_classes:
         raise FmnumpyError("conditional training (labels) is not supported on the GPU yet; "
                            "use --device cpu")
+    if x_freqs:
+        raise FmnumpyError("Fourier features of x (x_freqs > 0) are not supported on the GPU "
+                           "yet; use --device cpu or --x-freqs 0")
 
 
 def _labelled(data):
@@ -100,7 +103,8 @@ class FlowMatcher:
     """
 
     def __init__(self, hidden=DEFAULTS["hidden"], activation=DEFAULTS["activation"],
-                 time_freqs=DEFAULTS["time_freqs"], lr=DEFAULTS["lr"],
+                 time_freqs=DEFAULTS["time_freqs"], x_freqs=DEFAULTS["x_freqs"],
+                 lr=DEFAULTS["lr"],
                  optimizer=DEFAULTS["optimizer"], weight_decay=DEFAULTS["weight_decay"],
                  clip=DEFAULTS["clip"], ema_decay=DEFAULTS["ema_decay"],
                  warmup=DEFAULTS["warmup"], schedule=DEFAULTS["schedule"],
@@ -133,7 +137,7 @@ class FlowMatcher:
             return ManifoldFlowMatcher(manifold=manifold, **kwargs)
         return super().__new__(cls)
 
-    def _configure(self, hidden, activation, time_freqs, lr, optimizer, weight_decay, clip,
+    def _configure(self, hidden, activation, time_freqs, x_freqs, lr, optimizer, weight_decay, clip,
                    ema_decay, warmup, schedule, lr_min, sigma_min, sigma, coupling,
                    coupling_options, path, sb_sigma, time_power, label_dropout, seed, threads,
                    device, manifold="euclidean"):
@@ -180,10 +184,11 @@ class FlowMatcher:
         get_coupling(str(coupling), **coupling_options)            # validate early
         if device not in ("cpu", "cuda"):
             raise FmnumpyError(f"unknown device {device!r}; choose one of: cpu, cuda")
-        _check_gpu_settings(device, path)
+        _check_gpu_settings(device, path, x_freqs=x_freqs)
         hidden = tuple(int(h) for h in hidden)
-        MLPSpec(2, hidden, activation, int(time_freqs))             # validate early
+        MLPSpec(2, hidden, activation, int(time_freqs), x_freqs=int(x_freqs))  # validate early
         self.hidden, self.activation, self.time_freqs = hidden, activation, int(time_freqs)
+        self.x_freqs = int(x_freqs)
         self.optimizer, self.opt = optimizer, opt
         self.sigma_min, self.sigma, self.path, self.sb_sigma = sigma_min, sigma, path, sb_sigma
         self.time_power, self.label_dropout = time_power, label_dropout
@@ -217,7 +222,8 @@ class FlowMatcher:
 
     # -- state ------------------------------------------------------------------------
     def _init_state(self, dim, n_classes=0):
-        self.spec_ = MLPSpec(dim, self.hidden, self.activation, self.time_freqs, n_classes)
+        self.spec_ = MLPSpec(dim, self.hidden, self.activation, self.time_freqs, n_classes,
+                             self.x_freqs)
         rng = np.random.default_rng([self.seed, INIT_STREAM])
         self.state_ = TrainState(init_params(self.spec_.sizes, rng, DTYPE))
         self.source_ = None
@@ -247,7 +253,7 @@ class FlowMatcher:
     def check_device(self, n_classes=0):
         """Refuse settings the GPU trainer does not have (it trains the straight path
         without labels)."""
-        _check_gpu_settings(self.device, self.path, n_classes)
+        _check_gpu_settings(self.device, self.path, n_classes, self.x_freqs)
 
     def _check_fitted(self):
         if self.spec_ is None:
@@ -369,7 +375,7 @@ class FlowMatcher:
             y = np.full(x.shape[0], self.spec_.null_class, np.int64) if y is None else y
             label_features(y, self.spec_.label_offset, ws.X)
         theta = self.ema_ if ema else self.theta_
-        return velocity(theta, self.spec_.sizes, self.spec_.kind, self.spec_.n_freq, x, tt,
+        return velocity(theta, self.spec_.sizes, self.spec_.kind, self.spec_.feats, x, tt,
                         ws.X, ws.A, ws.Z).copy()
 
     def draw_source(self, n, rng):
@@ -597,7 +603,8 @@ class FlowMatcher:
         params = {k: opt[k] for k in ("lr", "weight_decay", "clip", "ema_decay", "warmup",
                                       "schedule", "lr_min")}
         return dict(params, hidden=spec["hidden"], activation=spec["activation"],
-                    time_freqs=spec.get("n_freq", 0), optimizer=meta["optimizer"],
+                    time_freqs=spec.get("n_freq", 0), x_freqs=spec.get("x_freqs", 0),
+                    optimizer=meta["optimizer"],
                     sigma_min=meta["sigma_min"], sigma=meta.get("sigma", 0.0),
                     seed=meta["seed"],
                     # checkpoints from before the path option trained the straight path

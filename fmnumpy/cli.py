@@ -82,9 +82,10 @@ def build_parser():
                    "dataset vmf) or the flat torus (points are angles; default "
                    "wrapped_gmm) (docs/manifolds.md); default euclidean, or the manifold "
                    "of a --dataset of " + ", ".join(_manifold_datasets()))
-    t.add_argument("--x-freqs", type=int, default=None, help="--manifold: Fourier features "
-                   "of the point (torus harmonics 1..K+1, plane waves on the sphere) "
-                   "(default 2)")
+    t.add_argument("--x-freqs", type=int, default=None, help="Fourier features of the "
+                   "point: K frequencies pi 2^k of plane waves along the axes and "
+                   "diagonals (R^D, the sphere), the torus harmonics 1..K+1 (default "
+                   f"{DEFAULTS['x_freqs']}; 2 with --manifold)")
     t.add_argument("--discrete", action="store_true", help="discrete flow matching on "
                    "integer tokens (default dataset discrete_checkerboard; "
                    "docs/discrete.md)")
@@ -310,9 +311,6 @@ def cmd_train(a):
     if a.vocab_size is not None:
         raise FmnumpyError("--vocab-size is an option of discrete flow matching; add "
                            "--discrete")
-    if a.x_freqs is not None:
-        raise FmnumpyError("--x-freqs is an option of flow matching on a manifold; add "
-                           "--manifold sphere or --manifold torus")
     from . import plots
     data = a.data if a.data is not None else (a.dataset or DEFAULTS["dataset"])
     os.makedirs(a.out, exist_ok=True)

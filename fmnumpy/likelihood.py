@@ -38,7 +38,7 @@ from numba import njit
 from .activations import act_cpu, dact_cpu
 from .adaptive import SolveStats, dopri5
 from .errors import FmnumpyError
-from .mlp import _slice2d, linear_forward, time_features
+from .mlp import _slice2d, input_features, input_tangents, linear_forward
 from .solvers import METHODS, balanced_chunk, rk_integrate, single_threaded_blas, tableau
 
 LOGP_METHODS = METHODS + ("dopri5",)
@@ -141,25 +141,28 @@ def jacobian_from_jvp(JU, J):
 
 def mlp_div_params(theta, spec, batch, dtype=np.float64):
     """The params tuple of :func:`mlp_div_field` for ``batch`` particles:
-    (theta, sizes, kind, n_freq, X, A, U, T1, T2), all arrays in ``dtype``."""
+    (theta, sizes, kind, feats, X, A, U, T1, T2), all arrays in ``dtype``."""
     theta = np.ascontiguousarray(theta, dtype=dtype)
-    return div_buffers(theta, spec.sizes, spec.kind, spec.n_freq, int(batch), spec.dim)
+    return div_buffers(theta, spec.sizes, spec.kind, spec.feats, int(batch), spec.dim)
 
 
 @njit(cache=True)
-def div_buffers(theta, sizes, kind, n_freq, B, D):
+def div_buffers(theta, sizes, kind, feats, B, D):
     """:func:`mlp_div_field`'s params for B particles of dimension D, buffers in
-    theta's dtype: the unit directions U and the workspaces X, A, T1, T2."""
+    theta's dtype: the tangents U (D, B, E) of X's first E columns (the unit
+    directions e_d; the field recomputes them where x has plane-wave features,
+    ``mlp.input_tangents``) and the workspaces X, A, T1, T2."""
     width = 0
     hsum = 0
     for l in range(1, sizes.shape[0]):
         width = max(width, sizes[l])
         hsum += sizes[l]
-    U = np.zeros((D, B, D), dtype=theta.dtype)
+    n_freq, K, b = feats
+    U = np.zeros((D, B, D + 2 * K * b.shape[0]), dtype=theta.dtype)
     for d in range(D):
         for i in range(B):
             U[d, i, d] = 1.0                           # U[d, i] = e_d
-    return (theta, sizes, kind, n_freq, np.zeros((B, sizes[0]), dtype=theta.dtype),
+    return (theta, sizes, kind, feats, np.zeros((B, sizes[0]), dtype=theta.dtype),
             np.zeros(B * hsum, dtype=theta.dtype), U,
             np.zeros(D * B * width, dtype=theta.dtype),
             np.zeros(D * B * width, dtype=theta.dtype))
@@ -169,8 +172,10 @@ def div_buffers(theta, sizes, kind, n_freq, B, D):
 def mlp_div_field(params, x, t, out_v, out_div):
     """The network as a field with its exact divergence:
     out_v = v(x, t) (B, D), out_div = div_x v(x, t) (B,)."""
-    theta, sizes, kind, n_freq, X, A, U, T1, T2 = params
-    time_features(x, t, n_freq, X)
+    theta, sizes, kind, feats, X, A, U, T1, T2 = params
+    input_features(x, t, feats, X)
+    if feats[1] > 0:
+        input_tangents(X, feats, U)
     v, JU = mlp_forward_jvp(theta, sizes, kind, X, A, U, T1, T2)
     out_v[:] = v
     divergence_from_jvp(JU, out_div)
@@ -182,9 +187,10 @@ def mlp_jacobian(theta, spec, x, t):
     x = _check_points(x, spec, "x")
     B = x.shape[0]
     params = mlp_div_params(theta, spec, B)
-    theta64, sizes, kind, n_freq, X, A, U, T1, T2 = params
+    theta64, sizes, kind, feats, X, A, U, T1, T2 = params
     tt = np.broadcast_to(np.asarray(t, dtype=np.float64), (B,)).copy()
-    time_features(x, tt, n_freq, X)
+    input_features(x, tt, feats, X)
+    input_tangents(X, feats, U)
     v, JU = mlp_forward_jvp(theta64, sizes, kind, X, A, U, T1, T2)
     J = np.empty((B, spec.dim, spec.dim))
     div = np.empty(B)

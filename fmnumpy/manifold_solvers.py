@@ -34,6 +34,7 @@ from numba import njit
 from .errors import positive_int
 from .likelihood import mlp_forward_jvp
 from .manifolds import SPHERE, TORUS, prior_log_density, projx, row_dot
+from .mlp import input_tangents
 from .riemannian import manifold_features, manifold_velocity
 from .solvers import record_steps, rk_combine, rk_record, rk_stage_input, tableau
 
@@ -47,26 +48,19 @@ def embedding_tangents(code, X, feats, U):
     d sin(h x_d) = h cos(h x_d); on the sphere and in R^D e_d for y (div_M uses
     J_m of the point as it enters, see the module docstring) and, with p = b . y,
     d sin(w p) = w b_d cos(w p), d cos(w p) = -w b_d sin(w p)."""
-    _, K, b = feats
+    if code != TORUS:
+        input_tangents(X, feats, U)                       # e_d and the plane waves'
+        return
+    K = feats[1]
     M, B, E = U.shape
-    J = b.shape[0]
     for d in range(M):
         for i in range(B):
             for e in range(E):
                 U[d, i, e] = 0.0
-            if code == TORUS:
-                for k in range(K + 1):
-                    c, s = 2 * M * k + d, 2 * M * k + M + d      # cos and sin columns
-                    U[d, i, c] = -(k + 1) * X[i, s]
-                    U[d, i, s] = (k + 1) * X[i, c]
-            else:
-                U[d, i, d] = 1.0
-                for k in range(K):
-                    w = np.pi * 2.0 ** k
-                    for j in range(J):
-                        sn = M + 2 * (k * J + j)                  # the sin column, then cos
-                        U[d, i, sn] = w * b[j, d] * X[i, sn + 1]
-                        U[d, i, sn + 1] = -w * b[j, d] * X[i, sn]
+            for k in range(K + 1):
+                c, s = 2 * M * k + d, 2 * M * k + M + d      # cos and sin columns
+                U[d, i, c] = -(k + 1) * X[i, s]
+                U[d, i, s] = (k + 1) * X[i, c]
 
 
 @njit(cache=True)

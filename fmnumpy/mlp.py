@@ -1,4 +1,5 @@
-"""The velocity network: a multilayer perceptron on ``concat(x, time features)``.
+"""The velocity network: a multilayer perceptron on ``concat(x, Fourier features of
+x, t, time features[, label])``.
 
 Dimension letters: B batch, D data dimension, F input features, H hidden width,
 P number of parameters.
@@ -31,24 +32,44 @@ from .errors import FmnumpyError
 # bookkeeping: sizes, offsets, views, initialisation
 # ----------------------------------------------------------------------------
 
-def feature_count(dim, n_freq, n_classes=0):
-    """F: input width for data dimension D = dim, ``n_freq`` sinusoidal
-    frequencies of t (0 means the raw t only) and, for a conditional network,
-    a one-hot label over ``n_classes`` classes plus the null class:
-    D + 1 + 2 n_freq (+ n_classes + 1)."""
-    return dim + 1 + 2 * n_freq + (n_classes + 1 if n_classes else 0)
+def feature_directions(dim):
+    """The directions b_j (J, D) of the plane-wave features of x (:func:`input_features`):
+    the D coordinate axes and the D (D - 1) diagonals (e_a + e_b) / sqrt 2,
+    (e_a - e_b) / sqrt 2, a < b (J = D^2)."""
+    rows = [np.eye(dim)[a] for a in range(dim)]
+    for a in range(dim):
+        for b in range(a + 1, dim):
+            for sign in (1.0, -1.0):
+                r = np.zeros(dim)
+                r[a], r[b] = 1.0, sign
+                rows.append(r / np.sqrt(2.0))
+    return np.array(rows).reshape(-1, dim)
 
 
-feature_count_cpu = njit(cache=True, inline="always")(feature_count)   # for compiled callers
+def feature_count(dim, n_freq, n_classes=0, x_freqs=0):
+    """F: input width for data dimension D = dim, ``x_freqs`` = K frequencies of
+    plane waves of x along J = D^2 directions (2 K J columns), ``n_freq``
+    sinusoidal frequencies of t (0 means the raw t only) and, for a conditional
+    network, a one-hot label over ``n_classes`` classes plus the null class:
+    D + 2 K D^2 + 1 + 2 n_freq (+ n_classes + 1)."""
+    return (dim + 2 * x_freqs * dim * dim + 1 + 2 * n_freq
+            + (n_classes + 1 if n_classes else 0))
 
 
-def layer_sizes(dim, hidden, n_freq=0, n_classes=0):
+def layer_sizes(dim, hidden, n_freq=0, n_classes=0, x_freqs=0):
     """(F, H_1, ..., H_k, D) as an int64 array."""
     hidden = tuple(int(h) for h in hidden)
     if len(hidden) == 0 or min(hidden) < 1:
         raise FmnumpyError(f"hidden widths must be positive integers, got {hidden}")
-    return np.array((feature_count(dim, n_freq, n_classes),) + hidden + (dim,),
+    return np.array((feature_count(dim, n_freq, n_classes, x_freqs),) + hidden + (dim,),
                     dtype=np.int64)
+
+
+@njit(cache=True)
+def label_offset(D, feats):
+    """The first one-hot column of a conditional network's X: D + 2 K J + 1 + 2 n_freq."""
+    n_freq, K, b = feats
+    return D + 2 * K * b.shape[0] + 1 + 2 * n_freq
 
 
 def param_count(sizes):
@@ -116,20 +137,72 @@ def time_feature(t, k):
 time_feature_cpu = njit(cache=True, inline="always")(time_feature)
 
 
-@njit(cache=True, parallel=False)
-def time_features(x, t, n_freq, X):
-    """X = [x, t, sin(pi 2^k t), cos(pi 2^k t) for k < n_freq].
+@njit(cache=True)
+def plane_waves(X, i, D, K, b):
+    """X[i, D + 2 (k J + j)], X[i, D + 2 (k J + j) + 1] = sin(w_k p_j), cos(w_k p_j)
+    with p_j = b_j . y, y = X[i, :D] and w_k = pi 2^k, k < K: Fourier features of
+    the point (Tancik et al. 2020), which let a smooth network resolve structure
+    finer than its own scale.  The sphere's embedding uses them too
+    (``riemannian.manifold_features``)."""
+    J = b.shape[0]
+    for k in range(K):
+        w = np.pi * 2.0 ** k
+        for j in range(J):
+            p = 0.0
+            for d in range(D):
+                p += b[j, d] * X[i, d]
+            X[i, D + 2 * (k * J + j)] = np.sin(w * p)
+            X[i, D + 2 * (k * J + j) + 1] = np.cos(w * p)
 
-    x (B, D), t (B,) -> X (B, F).  No gradient flows into t or x during
-    training, so there is no backward twin.
+
+@njit(cache=True)
+def plane_wave_tangents(X, i, D, K, b, U):
+    """The tangents of :func:`plane_waves`: U[d, i, e] = d X[i, e] / dy_d (U (D, B, E))
+    for the plane-wave columns e, read off X: d sin(w p) = w b_d cos(w p),
+    d cos(w p) = -w b_d sin(w p) (the likelihood's forward-mode pass)."""
+    J = b.shape[0]
+    for d in range(D):
+        for k in range(K):
+            w = np.pi * 2.0 ** k
+            for j in range(J):
+                sn = D + 2 * (k * J + j)                      # the sin column, then cos
+                U[d, i, sn] = w * b[j, d] * X[i, sn + 1]
+                U[d, i, sn + 1] = -w * b[j, d] * X[i, sn]
+
+
+@njit(cache=True)
+def input_features(x, t, feats, X):
+    """X = [x, plane waves of x, t, sin(pi 2^k t), cos(pi 2^k t) for k < n_freq].
+
+    x (B, D), t (B,), feats = (n_freq, K, b) (``MLPSpec.feats``: K frequencies of
+    plane waves along the directions b (J, D), :func:`plane_waves`) -> X (B, F).
+    No gradient flows into t or x during training, so there is no backward twin.
     """
+    n_freq, K, b = feats
     B, D = x.shape
+    E = D + 2 * K * b.shape[0]
     for i in range(B):
         for d in range(D):
             X[i, d] = x[i, d]
-        X[i, D] = t[i]
+        plane_waves(X, i, D, K, b)
+        X[i, E] = t[i]
         for k in range(n_freq):
-            X[i, D + 1 + 2 * k], X[i, D + 2 + 2 * k] = time_feature_cpu(t[i], k)
+            X[i, E + 1 + 2 * k], X[i, E + 2 + 2 * k] = time_feature_cpu(t[i], k)
+
+
+@njit(cache=True)
+def input_tangents(X, feats, U):
+    """U[d, i] = d X_i[:E] / dx_d (D, B, E): the tangents of :func:`input_features`'
+    x columns (e_d) and plane waves (:func:`plane_wave_tangents`); E = U.shape[2]."""
+    _, K, b = feats
+    M, B, E = U.shape
+    for d in range(M):
+        for i in range(B):
+            for e in range(E):
+                U[d, i, e] = 0.0
+            U[d, i, d] = 1.0
+    for i in range(B):
+        plane_wave_tangents(X, i, M, K, b, U)
 
 
 # ----------------------------------------------------------------------------
@@ -327,19 +400,21 @@ def label_features(y, off, X):
 
 
 @njit(cache=True)
-def velocity(theta, sizes, kind, n_freq, x, t, X, A, Z):
-    """v(x, t) for particles x (B, D) at times t (B,): time features then MLP."""
-    time_features(x, t, n_freq, X)
+def velocity(theta, sizes, kind, feats, x, t, X, A, Z):
+    """v(x, t) for particles x (B, D) at times t (B,): input features then MLP."""
+    input_features(x, t, feats, X)
     return mlp_forward(theta, sizes, kind, X, A, Z)
 
 
 class MLPSpec:
     """What defines the network apart from its weights: D, hidden widths,
-    activation, time-feature frequencies, number of classes (0: unconditional;
-    else the labels 0..n_classes-1 and the null class n_classes enter as a
-    one-hot after the time features).  Plain data, stored in checkpoints."""
+    activation, time-feature frequencies, frequencies of the plane-wave
+    features of x (``x_freqs``), number of classes (0: unconditional; else the
+    labels 0..n_classes-1 and the null class n_classes enter as a one-hot after
+    the time features).  Plain data, stored in checkpoints."""
 
-    def __init__(self, dim, hidden=(256, 256, 256), activation="silu", n_freq=0, n_classes=0):
+    def __init__(self, dim, hidden=(256, 256, 256), activation="silu", n_freq=0, n_classes=0,
+                 x_freqs=0):
         self.dim = int(dim)
         if self.dim < 1:
             raise FmnumpyError(f"data dimension must be at least 1, got {dim}")
@@ -349,12 +424,19 @@ class MLPSpec:
         self.n_freq = int(n_freq)
         if self.n_freq < 0:
             raise FmnumpyError(f"time_freqs must be >= 0, got {n_freq}")
+        self.x_freqs = int(x_freqs)
+        if self.x_freqs < 0:
+            raise FmnumpyError(f"x_freqs must be >= 0, got {x_freqs}")
         self.n_classes = int(n_classes)
         if self.n_classes < 0:
             raise FmnumpyError(f"the number of classes must be >= 0, got {n_classes}")
-        self.sizes = layer_sizes(self.dim, self.hidden, self.n_freq, self.n_classes)
+        self.sizes = layer_sizes(self.dim, self.hidden, self.n_freq, self.n_classes,
+                                 self.x_freqs)
         self.n_params = param_count(self.sizes)
-        self.label_offset = feature_count(self.dim, self.n_freq)   # first one-hot column
+        # first one-hot column
+        self.label_offset = feature_count(self.dim, self.n_freq, 0, self.x_freqs)
+        self.feats = (self.n_freq, self.x_freqs,
+                      feature_directions(self.dim) if self.x_freqs else np.zeros((0, self.dim)))
 
     @property
     def null_class(self):
@@ -364,13 +446,14 @@ class MLPSpec:
     def to_dict(self):
         return {"dim": self.dim, "hidden": list(self.hidden),
                 "activation": self.activation, "n_freq": self.n_freq,
-                "n_classes": self.n_classes}
+                "n_classes": self.n_classes, "x_freqs": self.x_freqs}
 
     @classmethod
     def from_dict(cls, d):
         return cls(d["dim"], tuple(d["hidden"]), d["activation"], d.get("n_freq", 0),
-                   d.get("n_classes", 0))
+                   d.get("n_classes", 0), d.get("x_freqs", 0))
 
     def __repr__(self):
         return (f"MLPSpec(dim={self.dim}, hidden={self.hidden}, "
-                f"activation={self.activation!r}, n_freq={self.n_freq})")
+                f"activation={self.activation!r}, n_freq={self.n_freq}, "
+                f"x_freqs={self.x_freqs})")

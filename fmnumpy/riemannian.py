@@ -29,25 +29,19 @@ from numba import njit
 
 from .loss import cfm_loss_backward, cfm_loss_forward
 from .manifolds import SPHERE, TORUS, geodesic, proju, row_dot
-from .mlp import mlp_backward, mlp_forward, time_feature_cpu, zero_grad
+from .mlp import feature_directions as mlp_feature_directions
+from .mlp import mlp_backward, mlp_forward, plane_waves, time_feature_cpu, zero_grad
 from .state import GRAD, THETA
 from .step import apply_update
 
 
 def feature_directions(code, dim):
-    """The directions b_j (J, D) of the sphere's (and R^D's) Fourier features: the D
-    coordinate axes and the D (D - 1) diagonals (e_a + e_b) / sqrt 2, (e_a - e_b) /
-    sqrt 2, a < b; none on the torus (its features are the harmonics)."""
+    """The directions b_j (J, D) of the sphere's (and R^D's) Fourier features
+    (``mlp.feature_directions``: the axes and diagonals); none on the torus (its
+    features are the harmonics)."""
     if code == TORUS:
         return np.zeros((0, dim))
-    rows = [np.eye(dim)[a] for a in range(dim)]
-    for a in range(dim):
-        for b in range(a + 1, dim):
-            for sign in (1.0, -1.0):
-                r = np.zeros(dim)
-                r[a], r[b] = 1.0, sign
-                rows.append(r / np.sqrt(2.0))
-    return np.array(rows)
+    return mlp_feature_directions(dim)
 
 
 def embed_width(code, dim, x_freqs=0):
@@ -92,14 +86,7 @@ def manifold_features(code, x, t, feats, X):
             n = np.sqrt(row_dot(x, i, x, i)) if code == SPHERE else 1.0
             for d in range(D):
                 X[i, d] = x[i, d] / n
-            for k in range(K):
-                w = np.pi * 2.0 ** k
-                for j in range(J):
-                    p = 0.0
-                    for d in range(D):
-                        p += b[j, d] * X[i, d]
-                    X[i, D + 2 * (k * J + j)] = np.sin(w * p)
-                    X[i, D + 2 * (k * J + j) + 1] = np.cos(w * p)
+            plane_waves(X, i, D, K, b)
         X[i, E] = t[i]
         for k in range(n_freq):
             X[i, E + 1 + 2 * k], X[i, E + 2 + 2 * k] = time_feature_cpu(t[i], k)

@@ -37,6 +37,9 @@ def _cuda_fixed(theta, spec, x0, method, steps, rtol, atol, record, t0=0.0, t1=1
     if spec.n_classes:
         raise FmnumpyError("conditional models do not sample on the GPU yet (its kernels "
                            "take no label features); use device='cpu'")
+    if spec.x_freqs:
+        raise FmnumpyError("models with Fourier features of x (x_freqs > 0) do not sample "
+                           "on the GPU yet; use device='cpu'")
     out = cuda_sample(theta, spec, x0, method, steps, t0=t0, t1=t1, record=record)
     return (out + (None,)) if record else (out, None, None)
 

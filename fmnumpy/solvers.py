@@ -25,7 +25,7 @@ import numpy as np
 from numba import njit, prange
 
 from .errors import FmnumpyError
-from .mlp import feature_count_cpu, label_features, mlp_forward, time_features
+from .mlp import input_features, label_features, label_offset, mlp_forward
 
 
 class Tableau:
@@ -130,17 +130,17 @@ def rk_integrate(field, params, x, grid, tab, work, out):
 def mlp_field(params, x, t, out):
     """The network as a field: out = MLP(concat(x, features(t)[, onehot(y)])).
 
-    params = (theta, sizes, kind, n_freq, X, A, Z, y, w, V).  y (B,) int64: the
+    params = (theta, sizes, kind, feats, X, A, Z, y, w, V) (feats: ``MLPSpec.feats``).  y (B,) int64: the
     particles' labels for a conditional network (the null class for none), or (0,)
     for an unconditional one.  With guidance w != 1 the field is classifier-free
     guidance (Ho & Salimans 2022; docs/guidance.md),
     v = v(x, t, null) + w (v(x, t, y) - v(x, t, null)), V (B, D) scratch."""
-    theta, sizes, kind, n_freq, X, A, Z, y, w, V = params
-    time_features(x, t, n_freq, X)
+    theta, sizes, kind, feats, X, A, Z, y, w, V = params
+    input_features(x, t, feats, X)
     if y.shape[0] == 0:
         out[:] = mlp_forward(theta, sizes, kind, X, A, Z)
         return
-    off = feature_count_cpu(x.shape[1], n_freq)        # the label's one-hot block
+    off = label_offset(x.shape[1], feats)             # the label's one-hot block
     label_features(y, off, X)
     out[:] = mlp_forward(theta, sizes, kind, X, A, Z)   # v(x, t, y)
     if w != 1.0:
@@ -179,8 +179,8 @@ def rk_integrate_mlp(params, x, grid, tab, work, out):
 def _integrate_chunks(theta, net, x, grid, tab, out, chunk, cond):
     """Split the particles into chunks of ``chunk`` and integrate them in parallel;
     each chunk owns its own buffers (no sharing between threads).  net = (sizes,
-    kind, n_freq) of the network; cond = (y (N,) labels or (0,), guidance w)."""
-    sizes, kind, n_freq = net
+    kind, feats) of the network; cond = (y (N,) labels or (0,), guidance w)."""
+    sizes, kind, feats = net
     y, w = cond
     c, A, b = tab
     traj, rec = out
@@ -204,7 +204,7 @@ def _integrate_chunks(theta, net, x, grid, tab, out, chunk, cond):
         tr = np.empty((traj.shape[0], B, D), dtype=x.dtype)
         yc = y[lo:hi] if y.shape[0] > 0 else y
         V = np.empty((B if w != 1.0 and y.shape[0] > 0 else 0, D), dtype=x.dtype)
-        rk_integrate_mlp((theta, sizes, kind, n_freq, X, Abuf, Zbuf, yc, w, V), xc, grid,
+        rk_integrate_mlp((theta, sizes, kind, feats, X, Abuf, Zbuf, yc, w, V), xc, grid,
                          tab, (K, xs, ts), (tr, rec))
         x[lo:hi] = xc
         for r in range(traj.shape[0]):
@@ -266,7 +266,7 @@ def integrate_mlp(theta, spec, x0, method="rk4", steps=100, t0=0.0, t1=1.0, reco
     chunk = balanced_chunk(x.shape[0], int(chunk), numba.get_num_threads())
     blas = single_threaded_blas()
     try:
-        _integrate_chunks(theta, (spec.sizes, spec.kind, spec.n_freq), x,
+        _integrate_chunks(theta, (spec.sizes, spec.kind, spec.feats), x,
                           (float(t0), float(t1), steps), (tab.c, tab.A, tab.b), (traj, rec),
                           chunk, conditioning(spec, x.shape[0], labels, guidance))
     finally:

@@ -13,7 +13,7 @@ Dimension letters: B batch, D data dimension, P parameters.
 Each part is its own function (and tested on its own).  The compiled functions
 take their arguments as a few tuples, so that a reader sees what goes together:
 
-    net   = (sizes, kind, n_freq)                    the network (mlp.MLPSpec)
+    net   = (sizes, kind, feats)                     the network (mlp.MLPSpec.feats)
     path  = (code, sigma)                            paths.fill_path's path and parameter
     batch = (x0, x1, t, eps, y)                      (B, D), (B, D), (B,), (B, D) or (0, D),
                                                      labels (B,) int64 or (0,) unconditional
@@ -31,7 +31,7 @@ from numba import njit
 
 from .config import DTYPE
 from .loss import cfm_loss_backward, cfm_loss_forward
-from .mlp import (Workspace, feature_count_cpu, label_features, mlp_backward, velocity,
+from .mlp import (Workspace, label_features, label_offset, mlp_backward, velocity,
                   zero_grad)
 from .optim import adam_update, clip_grad_norm, ema_decay_at, ema_update, learning_rate
 from .paths import fill_path
@@ -42,14 +42,14 @@ from .state import EMA, GRAD, M, THETA, V
 def loss_and_grad(theta, dtheta, net, path, batch, work):
     """L(theta) on ``batch`` and dtheta = dL/dtheta (overwritten); the tuples are
     described in the module docstring."""
-    sizes, kind, n_freq = net
+    sizes, kind, feats = net
     code, sigma = path
     x0, x1, t, eps, y = batch
     xt, ut, dv, X, A, Z, G1, G2, S = work
     fill_path(code, x0, x1, t, sigma, eps, xt, ut)
     if y.shape[0] > 0:                       # the label's one-hot, after the time features
-        label_features(y, feature_count_cpu(x0.shape[1], n_freq), X)
-    v = velocity(theta, sizes, kind, n_freq, xt, t, X, A, Z)
+        label_features(y, label_offset(x0.shape[1], feats), X)
+    v = velocity(theta, sizes, kind, feats, xt, t, X, A, Z)
     loss = cfm_loss_forward(v, ut)
     cfm_loss_backward(v, ut, dv)
     zero_grad(dtheta)
@@ -117,7 +117,7 @@ class CpuStepper:
     empty)."""
 
     def __init__(self, spec, opt, path, batch, noise, dtype=DTYPE):
-        self.net = (spec.sizes, spec.kind, spec.n_freq)
+        self.net = (spec.sizes, spec.kind, spec.feats)
         self.path, self.opt, self.noise = (int(path[0]), float(path[1])), opt, noise
         self.work = StepWork(spec.sizes, batch, dtype).buffers()
 

@@ -26,6 +26,11 @@ KINK_MARGIN = 1e-4
 NAME = {code: name for name, code in ACTIVATIONS.items()}
 
 
+def time_only(n_freq, dim):
+    """``MLPSpec.feats`` of a network without Fourier features of x."""
+    return (int(n_freq), 0, np.zeros((0, dim)))
+
+
 # ---- an independent NumPy reference of the forward pass -------------------------------
 
 # Klambauer et al.'s constants rounded to float32, as fmnumpy (and torch.nn.SELU on
@@ -44,8 +49,24 @@ def act_ref(z, kind):
     return np.tanh(z)
 
 
-def features_ref(x, t, n_freq):
-    cols = [x, t[:, None]]
+def directions_ref(D):
+    """The axes e_a, then for a < b the diagonals (e_a + e_b) / sqrt 2, (e_a - e_b) / sqrt 2."""
+    rows = list(np.eye(D))
+    for a in range(D):
+        for b in range(a + 1, D):
+            rows += [(np.eye(D)[a] + np.eye(D)[b]) / math.sqrt(2.0),
+                     (np.eye(D)[a] - np.eye(D)[b]) / math.sqrt(2.0)]
+    return np.array(rows)
+
+
+def features_ref(x, t, n_freq, x_freqs=0):
+    """[x, sin/cos(pi 2^k b_j . x) for k < x_freqs and each direction, t, sin/cos(pi 2^k t)]."""
+    cols = [x]
+    for k in range(x_freqs):
+        for b in directions_ref(x.shape[1]):
+            p = math.pi * 2.0 ** k * (x @ b)
+            cols += [np.sin(p)[:, None], np.cos(p)[:, None]]
+    cols.append(t[:, None])
     for k in range(n_freq):
         w = math.pi * 2.0 ** k
         cols += [np.sin(w * t)[:, None], np.cos(w * t)[:, None]]
@@ -66,11 +87,11 @@ def mlp_ref(theta, sizes, kind, X):
     return h, zs
 
 
-def cfm_loss_ref(theta, sizes, kind, n_freq, x0, x1, t, sigma_min):
+def cfm_loss_ref(theta, sizes, kind, n_freq, x0, x1, t, sigma_min, x_freqs=0):
     s = 1.0 - sigma_min
     xt = (1.0 - s * t[:, None]) * x0 + t[:, None] * x1
     ut = x1 - s * x0
-    v, zs = mlp_ref(theta, sizes, kind, features_ref(xt, t, n_freq))
+    v, zs = mlp_ref(theta, sizes, kind, features_ref(xt, t, n_freq, x_freqs))
     return np.mean((v - ut) ** 2), zs
 
 
@@ -99,9 +120,9 @@ def assert_grad_close(name, analytic, numeric, rtol=1e-6):
 
 # ---- problem generation --------------------------------------------------------------
 
-def make_problem(seed, hidden, D, B, n_freq, dtype=np.float64):
+def make_problem(seed, hidden, D, B, n_freq, dtype=np.float64, x_freqs=0):
     rng = np.random.default_rng(seed)
-    sizes = mlp.layer_sizes(D, hidden, n_freq)
+    sizes = mlp.layer_sizes(D, hidden, n_freq, 0, x_freqs)
     theta = mlp.init_params(sizes, rng, dtype=np.float64)
     # larger-than-init weights so the nonlinearity is exercised, still O(1) outputs
     theta *= 1.5
@@ -118,7 +139,7 @@ def no_noise(x0):
 
 
 def compiled_loss_and_grad(theta, sizes, kind, n_freq, x0, x1, t, sigma, dtheta=None,
-                           path=STRAIGHT, eps=None):
+                           path=STRAIGHT, eps=None, x_freqs=0):
     """step.loss_and_grad with buffers (B, D) xt, ut, dv and an mlp.Workspace; sigma is
     the path's parameter (sigma_min of the straight path)."""
     B, D = x0.shape
@@ -127,7 +148,8 @@ def compiled_loss_and_grad(theta, sizes, kind, n_freq, x0, x1, t, sigma, dtheta=
     if dtheta is None:
         dtheta = np.zeros_like(theta)
     eps = no_noise(x0) if eps is None else eps
-    L = step.loss_and_grad(theta, dtheta, (sizes, kind, n_freq), (path, sigma),
+    feats = (n_freq, x_freqs, mlp.feature_directions(D)) if x_freqs else time_only(n_freq, D)
+    L = step.loss_and_grad(theta, dtheta, (sizes, kind, feats), (path, sigma),
                            (x0, x1, t, eps, NO_LABELS), (xt, ut, dv) + ws.buffers())
     return L, dtheta
 

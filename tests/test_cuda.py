@@ -22,7 +22,7 @@ import pytest
 
 from fmnumpy import config
 from fmnumpy.errors import FmnumpyError
-from fmnumpy.mlp import MLPSpec, Workspace, init_params, time_features, velocity
+from fmnumpy.mlp import MLPSpec, Workspace, init_params, input_features, velocity
 from fmnumpy.optim import AdamConfig, adam_update, clip_grad_norm, ema_decay_at, ema_update
 from fmnumpy.paths import STRAIGHT
 from fmnumpy.solvers import TABLEAUS
@@ -95,7 +95,7 @@ def test_elements_match_the_cpu_array_code():
             assert np.isclose(g, dv[i, d])
     assert np.isclose(sq / 12, cfm_loss_forward(v, ut))
     X = np.empty((4, 2 + 1 + 6))
-    time_features(x0[:, :2].copy(), t, 3, X)
+    input_features(x0[:, :2].copy(), t, (3, 0, np.zeros((0, 2))), X)
     for k in range(3):
         sk, ck = time_feature(t[0], k)
         assert np.isclose(sk, X[0, 3 + 2 * k]) and np.isclose(ck, X[0, 4 + 2 * k])
@@ -160,7 +160,7 @@ def cpu_loss_and_grad(spec, theta, x0, x1, t, sigma_min):
     xt, ut, dv = (np.zeros((B, D), np.float32) for _ in range(3))
     dtheta = np.zeros_like(theta)
     no_noise = np.zeros((0, D), np.float32)              # the straight path draws none
-    loss = loss_and_grad(theta, dtheta, (spec.sizes, spec.kind, spec.n_freq),
+    loss = loss_and_grad(theta, dtheta, (spec.sizes, spec.kind, spec.feats),
                          (STRAIGHT, sigma_min), (x0, x1, t, no_noise, NO_LABELS),
                          (xt, ut, dv) + ws.buffers())
     return loss, dtheta
@@ -306,7 +306,7 @@ def reference_integrate(theta, spec, x0, method, steps, record=0):
         for i in range(tab.stages):
             xs = (x + h * sum(tab.A[i, j] * K[j] for j in range(i))).astype(np.float32)
             ts = np.full(N, t + tab.c[i] * h, dtype=np.float32)
-            K.append(velocity(theta, spec.sizes, spec.kind, spec.n_freq, xs, ts,
+            K.append(velocity(theta, spec.sizes, spec.kind, spec.feats, xs, ts,
                               ws.X, ws.A, ws.Z).copy())
         x = (x + h * sum(tab.b[i] * K[i] for i in range(tab.stages))).astype(np.float32)
         if record and (n + 1) % every == 0:

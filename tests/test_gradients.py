@@ -33,6 +33,24 @@ def test_loss_and_grad_matches_finite_differences_for_every_parameter(
 
 
 @SETTINGS
+@given(kind=kinds, x_freqs=st.integers(1, 3), **problem)
+def test_loss_and_grad_with_fourier_features_of_x(seed, hidden, D, B, n_freq, kind, x_freqs):
+    """The plane-wave features of x (mlp.input_features) against the independent
+    NumPy features: the loss to 1e-12 and every parameter's gradient to central
+    differences (the features are inputs: no gradient flows into them)."""
+    sizes, theta, x0, x1, t = make_problem(seed, hidden, D, B, n_freq, x_freqs=x_freqs)
+    L_ref, zs = cfm_loss_ref(theta, sizes, kind, n_freq, x0, x1, t, 0.0, x_freqs)
+    assume(away_from_kinks(zs, kind))
+    L, dtheta = compiled_loss_and_grad(theta, sizes, kind, n_freq, x0, x1, t, 0.0,
+                                       x_freqs=x_freqs)
+    assert sizes[0] == D + 2 * x_freqs * D * D + 1 + 2 * n_freq
+    assert L == pytest.approx(L_ref, rel=1e-12, abs=1e-14)
+    fd = central_diff(lambda: cfm_loss_ref(theta, sizes, kind, n_freq, x0, x1, t, 0.0,
+                                           x_freqs)[0], theta)
+    assert_grad_close(f"dL/dtheta x_freqs={x_freqs} sizes={sizes.tolist()}", dtheta, fd)
+
+
+@SETTINGS
 @given(kind=kinds, **problem)
 def test_loss_and_grad_overwrites_stale_gradient(seed, hidden, D, B, n_freq, kind):
     """loss_and_grad clears dtheta itself (zero_grad once per step)."""
@@ -167,7 +185,7 @@ def test_mlp_backward_matches_fd_and_accumulates(seed, hidden, D, B, n_freq, kin
     dv = rng.standard_normal((B, D))             # random upstream gradient
 
     ws = mlp.Workspace(sizes, B, dtype=np.float64)
-    mlp.time_features(x0, t, n_freq, ws.X)
+    mlp.input_features(x0, t, (n_freq, 0, np.zeros((0, x0.shape[1]))), ws.X)
     np.testing.assert_allclose(ws.X, X, rtol=1e-12, atol=1e-12)
     v = mlp.mlp_forward(theta, sizes, kind, ws.X, ws.A, ws.Z)
     np.testing.assert_allclose(v, v_ref, rtol=1e-10, atol=1e-12)

@@ -76,7 +76,8 @@ def test_conditional_gradient_matches_finite_differences(kind, seed, K, B, n_fre
     ws = mlp.Workspace(sizes, B, np.float64)
     bufs = tuple(np.zeros((B, D)) for _ in range(3)) + ws.buffers()
     dtheta = np.zeros_like(theta)
-    L = step.loss_and_grad(theta, dtheta, (sizes, kind, n_freq), (STRAIGHT, 0.0),
+    L = step.loss_and_grad(theta, dtheta, (sizes, kind, (n_freq, 0, np.zeros((0, D)))),
+                           (STRAIGHT, 0.0),
                            (x0, x1, t, np.zeros((0, D)), y), bufs)
     assert L == pytest.approx(L_ref, rel=1e-12)
     fd = central_diff(lambda: cond_loss_ref(theta, sizes, kind, n_freq, K, x0, x1, t, y)[0],
@@ -94,7 +95,7 @@ def test_the_guided_field_is_v_null_plus_w_times_the_difference():
     def field(labels, w):
         y_, w_ = conditioning(spec, 6, labels, w)
         out = np.empty((6, 2))
-        mlp_field((theta, spec.sizes, spec.kind, spec.n_freq, np.zeros((6, spec.sizes[0])),
+        mlp_field((theta, spec.sizes, spec.kind, spec.feats, np.zeros((6, spec.sizes[0])),
                    np.zeros(6 * int(spec.sizes[1:].sum())), np.zeros(0), y_, w_,
                    np.zeros((6, 2))), x, t, out)
         return out

@@ -14,8 +14,11 @@ from hypothesis import strategies as st
 from fmnumpy import likelihood as lk
 from fmnumpy.activations import ACTIVATIONS, SELU_ALPHA, SELU_SCALE
 from fmnumpy.errors import FmnumpyError
-from fmnumpy.mlp import MLPSpec, Workspace, init_params, time_features, velocity, views
+from fmnumpy.mlp import (MLPSpec, Workspace, init_params, input_features, input_tangents,
+                         velocity, views)
 from fmnumpy.solvers import TABLEAUS, balanced_chunk
+
+from reference import features_ref
 
 SETTINGS = settings(max_examples=60, deadline=None, derandomize=True)
 
@@ -34,11 +37,7 @@ def np_act(z, name):
 
 def np_forward(theta, spec, x, t):
     """v (B, D) and the hidden pre-activations, by the book, in float64."""
-    feats = [x, t[:, None]]
-    for k in range(spec.n_freq):
-        w = math.pi * 2.0 ** k
-        feats += [np.sin(w * t)[:, None], np.cos(w * t)[:, None]]
-    h = np.concatenate(feats, axis=1)
+    h = features_ref(x, t, spec.n_freq, spec.x_freqs)
     layers = views(theta, spec.sizes)
     zs = []
     for l, (W, b) in enumerate(layers):
@@ -57,10 +56,11 @@ def networks(draw):
     hidden = tuple(draw(st.lists(st.integers(1, 8), min_size=1, max_size=3)))
     activation = draw(st.sampled_from(sorted(ACTIVATIONS)))
     n_freq = draw(st.integers(0, 2))
+    x_freqs = draw(st.integers(0, 2))
     B = draw(st.integers(1, 4))
     seed = draw(st.integers(0, 2 ** 32 - 1))
     scale = draw(st.sampled_from([0.5, 1.0, 2.0]))
-    spec = MLPSpec(D, hidden, activation, n_freq)
+    spec = MLPSpec(D, hidden, activation, n_freq, x_freqs=x_freqs)
     rng = np.random.default_rng(seed)
     theta = scale * init_params(spec.sizes, rng, np.float64)
     x = 1.5 * rng.standard_normal((B, D))
@@ -98,16 +98,20 @@ def test_forward_jvp_matches_mlp_forward_and_jacobian(net, M):
     spec, theta, x, t = net
     B, D = x.shape
     ws = Workspace(spec.sizes, B, np.float64)
-    v_mlp = velocity(theta, spec.sizes, spec.kind, spec.n_freq, x, t, ws.X, ws.A,
+    v_mlp = velocity(theta, spec.sizes, spec.kind, spec.feats, x, t, ws.X, ws.A,
                      ws.Z).copy()
     _, J, _ = lk.mlp_jacobian(theta, spec, x, t)
     # arbitrary tangents U (M, B, D): JU[m, i] = J_i U[m, i]
     U = np.random.default_rng(B * 7 + M).standard_normal((M, B, D))
     params = lk.mlp_div_params(theta, spec, B)
-    theta64, sizes, kind, n_freq, X, A = params[:6]
+    theta64, sizes, kind, feats, X, A = params[:6]
     width = int(sizes[1:].max())
-    time_features(x, t, n_freq, X)
-    v, JU = lk.mlp_forward_jvp(theta64, sizes, kind, X, A, U, np.zeros(M * B * width),
+    input_features(x, t, feats, X)
+    # the tangents of the embedded point: U_E[m, i] = sum_d U[m, i, d] dX_i[:E]/dx_d
+    T = np.zeros((D, B, D + 2 * spec.x_freqs * feats[2].shape[0]))
+    input_tangents(X, feats, T)
+    UE = np.einsum("mid,die->mie", U, T)
+    v, JU = lk.mlp_forward_jvp(theta64, sizes, kind, X, A, UE, np.zeros(M * B * width),
                                np.zeros(M * B * width))
     assert np.abs(v - v_mlp).max() <= 1e-13 * (1 + np.abs(v_mlp).max())
     assert np.abs(JU - np.einsum("ikd,mid->mik", J, U)).max() < 1e-12 * (1 + np.abs(J).max())

@@ -53,7 +53,7 @@ def test_five_train_steps_match_a_float64_reference(kind_name, decoupled, wd, cl
     state = TrainState(theta, dtype=np.float64)
     work = StepWork(spec.sizes, 7, np.float64).buffers()
     ref = [theta.copy(), np.zeros_like(theta), np.zeros_like(theta), theta.copy()]
-    net = (spec.sizes, spec.kind, spec.n_freq)
+    net = (spec.sizes, spec.kind, spec.feats)
     for k in range(1, 6):
         x0, x1 = rng.standard_normal((7, 3)), rng.standard_normal((7, 3)) * 2
         t = rng.random(7)
