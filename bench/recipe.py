@@ -1,0 +1,112 @@
+"""Euclidean training recipes compared on the eight FFJORD sets, paired: for each
+(dataset, seed) every configuration trains with that seed (the same batches where the
+configurations share batch size and time sampling), samples from the same prior draw
+and is scored against the same 2,000 fresh data points (exact W2, WORKLOADS.md), as a
+ratio to the data floor (the mean W2 between two fresh 2,000-point draws over 20
+pairs).  Configurations alternate within a seed, so drift of the machine's speed hits
+them alike.
+
+    python bench/recipe.py [--datasets 2spirals ...] [--configs default fourier ...]
+        [--seeds 0 1 2] [--steps 20000] [--out bench/results/recipe.json]
+
+Writes the JSON after every run (an interrupted run keeps what it measured) and prints
+a table: per configuration and dataset the mean W2 / floor with its range over seeds,
+and the training seconds.
+"""
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from fmnumpy import DEFAULTS, FlowMatcher, datasets  # noqa: E402
+from fmnumpy.metrics import w2  # noqa: E402
+
+SETS = ("2spirals", "8gaussians", "checkerboard", "moons", "pinwheel", "rings",
+        "swissroll", "circles")
+# Each configuration: FlowMatcher options, plus "steps" and "batch_size" for fit.
+CONFIGS = {
+    "default": {},
+    "old": {"hidden": (256, 256, 256), "x_freqs": 0},             # the recipe before x_freqs
+    "fourier256": {"hidden": (256, 256, 256), "x_freqs": 2},
+    "fourier128": {"hidden": (128, 128, 128), "x_freqs": 3},
+}
+FLOOR_PAIRS = 20
+N = 2000
+
+
+def data_floor(name, pairs=FLOOR_PAIRS, n=N, seed=10_000):
+    vals = [w2(datasets.sample(name, n, np.random.default_rng([seed, p, 0])),
+               datasets.sample(name, n, np.random.default_rng([seed, p, 1])))
+            for p in range(pairs)]
+    return float(np.mean(vals)), float(np.std(vals))
+
+
+def table(res):
+    rows = ["| configuration | " + " | ".join(res["datasets"]) + " | train s |",
+            "|---|" + "---|" * (len(res["datasets"]) + 1)]
+    for config in res["configs"]:
+        cells, secs = [], []
+        for name in res["datasets"]:
+            runs = [r for r in res["runs"] if r["config"] == config and r["dataset"] == name]
+            if not runs:
+                cells.append("")
+                continue
+            q = [r["w2"] / res["floors"][name][0] for r in runs]
+            secs += [r["train_s"] for r in runs]
+            cells.append(f"{np.mean(q):.2f} ({min(q):.2f}-{max(q):.2f})")
+        rng = f"{np.mean(secs):.1f} ({min(secs):.1f}-{max(secs):.1f})" if secs else ""
+        rows.append(f"| {config} | " + " | ".join(cells) + f" | {rng} |")
+    return "\n".join(rows)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--datasets", nargs="+", default=list(SETS))
+    ap.add_argument("--configs", nargs="+", default=["old", "default"], choices=list(CONFIGS))
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--steps", type=int, default=DEFAULTS["steps"])
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
+                                                   "recipe.json"))
+    a = ap.parse_args(argv)
+    res = {"settings": {"steps": a.steps, "n": N, "floor_pairs": FLOOR_PAIRS,
+                        "sampler": "rk4, 100 steps, EMA weights"},
+           "configs": {c: {k: list(v) if isinstance(v, tuple) else v
+                           for k, v in CONFIGS[c].items()} for c in a.configs},
+           "datasets": a.datasets, "seeds": a.seeds,
+           "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+           "started": time.strftime("%Y-%m-%d %H:%M:%S"), "floors": {}, "runs": []}
+    for name in a.datasets:
+        res["floors"][name] = data_floor(name)
+        fresh = [datasets.sample(name, N, np.random.default_rng([20_000, seed]))
+                 for seed in a.seeds]
+        for si, seed in enumerate(a.seeds):
+            for config in a.configs:
+                opts = dict(CONFIGS[config])
+                steps = opts.pop("steps", a.steps)
+                batch = opts.pop("batch_size", DEFAULTS["batch_size"])
+                fm = FlowMatcher(seed=seed, **opts)
+                t0 = time.perf_counter()
+                fm.fit(name, steps=steps, batch_size=batch, progress=False)
+                train_s = time.perf_counter() - t0
+                x = fm.sample(N, seed=1000 + seed)
+                run = {"dataset": name, "config": config, "seed": seed, "steps": steps,
+                       "batch_size": batch, "w2": float(w2(x, fresh[si])), "train_s": train_s}
+                res["runs"].append(run)
+                print(f"{name} seed {seed} {config}: W2 {run['w2']:.4f} "
+                      f"({run['w2'] / res['floors'][name][0]:.2f}x floor) train {train_s:.1f} s",
+                      flush=True)
+                if a.out:
+                    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+                    with open(a.out, "w") as f:
+                        json.dump(res, f, indent=1)
+    print(table(res))
+    return res
+
+
+if __name__ == "__main__":
+    main()
