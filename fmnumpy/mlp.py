@@ -128,7 +128,7 @@ class Workspace:
 # ----------------------------------------------------------------------------
 
 def time_feature(t, k):
-    """(sin(pi 2^k t), cos(pi 2^k t)): frequency k of :func:`time_features`, compiled
+    """(sin(pi 2^k t), cos(pi 2^k t)): frequency k of :func:`input_features`, compiled
     for the CPU here and for the GPU in ``cuda/mlp.py``."""
     w = math.pi * 2.0 ** k
     return math.sin(w * t), math.cos(w * t)

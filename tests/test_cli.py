@@ -39,6 +39,15 @@ def test_unknown_activation_lists_the_valid_names(capsys, tmp_path):
     assert_one_line_error(capsys, code, "gelu", "relu", "selu", "silu", "tanh")
 
 
+def test_train_takes_fourier_features_of_x(tmp_path, capsys):
+    from fmnumpy import FlowMatcher
+    assert run(["train", "--steps", 5, "--x-freqs", 1, "--out", tmp_path, *TINY]) == 0
+    assert FlowMatcher.load(tmp_path / "checkpoint.npz").spec_.x_freqs == 1
+    capsys.readouterr()
+    code = run(["train", "--steps", 5, "--x-freqs", -2, "--out", tmp_path / "bad", *TINY])
+    assert_one_line_error(capsys, code, "x_freqs")
+
+
 def write(path, text):
     path.write_text(text)
     return path

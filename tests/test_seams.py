@@ -204,6 +204,26 @@ def test_get_params_round_trips_through_the_constructor_and_checkpoints(tmp_path
     assert FlowMatcher.load(tmp_path / "m.npz").get_params() == params
 
 
+def test_fourier_features_of_x_round_trip_and_the_gpu_refuses_them(tmp_path):
+    """x_freqs widens the input (D + 2 K D^2 + 1 columns), survives save/load with
+    the same samples, and is refused in one line where the kernels lack it."""
+    fm = fitted(x_freqs=2)
+    assert fm.spec_.sizes[0] == 2 + 2 * 2 * 4 + 1 and fm.get_params()["x_freqs"] == 2
+    fm.save(tmp_path / "m.npz")
+    back = FlowMatcher.load(tmp_path / "m.npz")
+    assert back.spec_.x_freqs == 2
+    np.testing.assert_array_equal(back.sample(7, seed=3), fm.sample(7, seed=3))
+    logp = fm.log_prob(fm.sample(7, seed=3))
+    assert logp.shape == (7,) and np.all(np.isfinite(logp))
+    for call in (lambda: FlowMatcher(x_freqs=2, device="cuda"),
+                 lambda: fm.set_params(device="cuda")):
+        with pytest.raises(FmnumpyError, match="Fourier features of x") as e:
+            call()
+        assert "\n" not in str(e.value)
+    with pytest.raises(FmnumpyError, match="x_freqs must be >= 0"):
+        FlowMatcher(x_freqs=-1)
+
+
 def test_set_params_validates_and_leaves_the_model_unchanged_on_error():
     fm = fitted()
     before = fm.get_params()

@@ -303,7 +303,7 @@ def make_block_mlp(cfg, D, fastmath, stage_regs=16):
     @cuda.jit(device=True, fastmath=fastmath)
     def features(h1, r, x, t, n_freq):
         """hs[r, :F] = [x (D,), t, sin(pi 2^k t), cos(pi 2^k t) for k < n_freq]
-        (``mlp.time_features``), then zeros up to the next whole k-tile; x is (D,)."""
+        (``mlp.input_features`` without the plane waves), then zeros up to the next whole k-tile; x is (D,)."""
         for d in range(D):
             h1[r * HS + d] = x[d]
         h1[r * HS + D] = t
