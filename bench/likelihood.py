@@ -6,8 +6,8 @@ and points.
     python bench/likelihood.py [--threads 2] [-n 10000] [--checkpoint results/checkpoint.npz]
                                [--float64] [--out bench/results]
 
-The model is the default one (``FlowMatcher`` defaults: 3 x 256 SiLU, input concat(x,
-t)), with the checkpoint's EMA weights or, without one, freshly initialised weights
+The model is the default one (``FlowMatcher`` defaults, its Fourier features of x
+included), with the checkpoint's EMA weights or, without one, freshly initialised weights
 (the cost of a fixed-step solve does not depend on the weights).  Before timing, the
 two log-densities are compared on the first 1,000 points.  Then rounds of
 (fmnumpy sample, fmnumpy log_prob, PyTorch log_prob[, fmnumpy float64 log_prob]),
@@ -90,9 +90,10 @@ def main(argv=None):
         fm = FlowMatcher.load(a.checkpoint)
         spec, theta, source = fm.spec_, fm.ema_.copy(), a.checkpoint
     else:
-        spec = mlp.MLPSpec(2, DEFAULTS["hidden"], DEFAULTS["activation"], DEFAULTS["time_freqs"])
+        spec = mlp.MLPSpec(2, DEFAULTS["hidden"], DEFAULTS["activation"], DEFAULTS["time_freqs"],
+                           x_freqs=DEFAULTS["x_freqs"])
         theta, source = mlp.init_params(spec.sizes, np.random.default_rng(0)), "initial weights"
-    model = build_model(spec.sizes, spec.activation, theta)
+    model = build_model(spec.sizes, spec.activation, theta, x_freqs=spec.x_freqs)
     rng = np.random.default_rng(1)
     x0 = rng.standard_normal((a.n, spec.dim)).astype(np.float32)
     x = integrate_mlp(theta, spec, x0, "rk4", a.steps)           # points where the model puts mass
@@ -134,7 +135,7 @@ def main(argv=None):
     best = {name: min(ts) for name, ts in times.items()}
     evals = a.n * a.steps * 4                                    # RK4: 4 evaluations a step
     res = dict(machine=machine_info(), threads=thread_report(), n=a.n, steps=a.steps,
-               method="rk4", weights=source, hidden=list(spec.sizes[1:-1]),
+               method="rk4", weights=source, hidden=[int(h) for h in spec.sizes[1:-1]], x_freqs=spec.x_freqs,
                activation=spec.activation, validation=dict(
                    points=k, fmnumpy_float32=err32, torch_float32=errt),
                times=times, best=best,
@@ -145,7 +146,7 @@ def main(argv=None):
     rows = [[name, fmt(best[name]), fmt(evals / best[name] / 1e3),
              fmt(best[name] / best["fmnumpy sample"])] for name in runs]
     md = (f"# Likelihood throughput\n\n{a.n:,} points, RK4 {a.steps} steps, model "
-          f"{res['hidden']} {res['activation']} ({source}), {a.threads} threads, "
+          f"{res['hidden']} {res['activation']} x_freqs {spec.x_freqs} ({source}), {a.threads} threads, "
           f"best of {a.runs} alternated rounds; {res['machine']['cpu']}, "
           f"{res['machine']['started']}.\n\n"
           + markdown_table(["run", "best s", "k particle-evals/s", "x sample"], rows)

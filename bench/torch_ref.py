@@ -22,16 +22,40 @@ import numpy as np
 import torch
 from torch import nn
 
+from fmnumpy.mlp import feature_directions
+
 ACTIVATIONS = {"silu": nn.SiLU, "selu": nn.SELU, "relu": nn.ReLU, "tanh": nn.Tanh}
 
 
-def build_model(sizes, activation, theta=None, device="cpu", dtype=torch.float32):
-    """nn.Sequential for layer sizes (F, H_1, ..., H_k, D) with raw-t input (F = D + 1);
-    weights from fmnumpy's flat ``theta`` (P,) when given."""
+class FourierInput(nn.Module):
+    """concat(x, t) (B, D + 1) -> [x, sin(w_k b_j . x), cos(w_k b_j . x) (k < K, each
+    direction b_j), t]: fmnumpy's Fourier features of x (``mlp.input_features``,
+    w_k = pi 2^k), written with torch ops; B (J, D) holds the directions."""
+
+    def __init__(self, directions, x_freqs):
+        super().__init__()
+        d = torch.as_tensor(np.asarray(directions, dtype=np.float32))
+        w = torch.tensor([math.pi * 2.0 ** k for k in range(x_freqs)], dtype=torch.float32)
+        self.register_buffer("P", (w[:, None, None] * d[None]).reshape(-1, d.shape[1]).T)
+
+    def forward(self, xt):
+        x, t = xt[:, :-1], xt[:, -1:]
+        p = x @ self.P                                   # (B, K J): k-major, as fmnumpy
+        waves = torch.stack([torch.sin(p), torch.cos(p)], dim=2).reshape(x.shape[0], -1)
+        return torch.cat([x, waves, t], dim=1)
+
+
+def build_model(sizes, activation, theta=None, device="cpu", dtype=torch.float32,
+                x_freqs=0):
+    """nn.Sequential for layer sizes (F, H_1, ..., H_k, D) on the input concat(x, t)
+    (F = D + 1), or with ``x_freqs`` K its Fourier features first (F = D + 2 K D^2 + 1,
+    :class:`FourierInput`); weights from fmnumpy's flat ``theta`` (P,) when given."""
     sizes = [int(s) for s in sizes]
-    if sizes[0] != sizes[-1] + 1:
-        raise ValueError(f"only the raw-t input concat(x, t) is supported, got sizes {sizes}")
-    layers = []
+    D = sizes[-1]
+    if sizes[0] != D + 2 * x_freqs * D * D + 1:
+        raise ValueError(f"only concat(x, t) with x_freqs={x_freqs} Fourier features is "
+                         f"supported, got sizes {sizes}")
+    layers = [FourierInput(feature_directions(D), x_freqs)] if x_freqs else []
     for l in range(len(sizes) - 1):
         layers.append(nn.Linear(sizes[l], sizes[l + 1]))
         if l < len(sizes) - 2:
