@@ -4,7 +4,7 @@ configurations share batch size and time sampling), samples from the same prior 
 and is scored against the same 2,000 fresh data points (exact W2, WORKLOADS.md), as a
 ratio to the data floor (the mean W2 between two fresh 2,000-point draws over 20
 pairs).  Configurations alternate within a seed, so drift of the machine's speed hits
-them alike.
+them alike; each run trains in a fresh process.
 
     python bench/recipe.py [--datasets 2spirals ...] [--configs default fourier ...]
         [--seeds 0 1 2] [--steps 20000] [--out bench/results/recipe.json]
@@ -46,6 +46,33 @@ def data_floor(name, pairs=FLOOR_PAIRS, n=N, seed=10_000):
     return float(np.mean(vals)), float(np.std(vals))
 
 
+def train_and_sample(name, config, seed, steps, out):
+    """One run (in a fresh process): train, then N samples (RK4 100 steps, EMA
+    weights, prior draw default_rng(1000 + seed)) saved to ``out``; prints a JSON line."""
+    opts = dict(CONFIGS[config])
+    steps = opts.pop("steps", steps)
+    batch = opts.pop("batch_size", DEFAULTS["batch_size"])
+    fm = FlowMatcher(seed=seed, **opts)
+    t0 = time.perf_counter()
+    fm.fit(name, steps=steps, batch_size=batch, progress=False)
+    train_s = time.perf_counter() - t0
+    np.save(out, fm.sample(N, seed=1000 + seed))
+    print(json.dumps({"dataset": name, "config": config, "seed": seed, "steps": steps,
+                      "batch_size": batch, "train_s": train_s, "samples": out}))
+
+
+def child_run(name, config, seed, steps):
+    """:func:`train_and_sample` in a child process, so that every run's training time
+    is that of a fresh process (no thread pools left spinning by an earlier run)."""
+    import subprocess
+    import tempfile
+    out = os.path.join(tempfile.mkdtemp(), "x.npy")
+    line = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", name, config,
+                           str(seed), str(steps), out], check=True, capture_output=True,
+                          text=True).stdout.strip().splitlines()[-1]
+    return json.loads(line)
+
+
 def table(res):
     rows = ["| configuration | " + " | ".join(res["datasets"]) + " | train s |",
             "|---|" + "---|" * (len(res["datasets"]) + 1)]
@@ -65,6 +92,10 @@ def table(res):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["--child"]:
+        name, config, seed, steps, out = argv[1:]
+        return train_and_sample(name, config, int(seed), int(steps), out)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--datasets", nargs="+", default=list(SETS))
     ap.add_argument("--configs", nargs="+", default=["old", "default"], choices=list(CONFIGS))
@@ -86,16 +117,8 @@ def main(argv=None):
                  for seed in a.seeds]
         for si, seed in enumerate(a.seeds):
             for config in a.configs:
-                opts = dict(CONFIGS[config])
-                steps = opts.pop("steps", a.steps)
-                batch = opts.pop("batch_size", DEFAULTS["batch_size"])
-                fm = FlowMatcher(seed=seed, **opts)
-                t0 = time.perf_counter()
-                fm.fit(name, steps=steps, batch_size=batch, progress=False)
-                train_s = time.perf_counter() - t0
-                x = fm.sample(N, seed=1000 + seed)
-                run = {"dataset": name, "config": config, "seed": seed, "steps": steps,
-                       "batch_size": batch, "w2": float(w2(x, fresh[si])), "train_s": train_s}
+                run = child_run(name, config, seed, a.steps)
+                run["w2"] = float(w2(np.load(run.pop("samples")), fresh[si]))
                 res["runs"].append(run)
                 print(f"{name} seed {seed} {config}: W2 {run['w2']:.4f} "
                       f"({run['w2'] / res['floors'][name][0]:.2f}x floor) train {train_s:.1f} s",
