@@ -121,7 +121,8 @@ def main(argv=None):
                 run["w2"] = float(w2(np.load(run.pop("samples")), fresh[si]))
                 res["runs"].append(run)
                 print(f"{name} seed {seed} {config}: W2 {run['w2']:.4f} "
-                      f"({run['w2'] / res['floors'][name][0]:.2f}x floor) train {run["train_s"]:.1f} s",
+                      f"({run['w2'] / res['floors'][name][0]:.2f}x floor) "
+                      f"train {run['train_s']:.1f} s",
                       flush=True)
                 if a.out:
                     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
