@@ -27,7 +27,7 @@ its calls serialise).  :class:`CpuStepper` takes steps of this function for
 ``train.run``; ``cuda.stepper.CudaStepper`` is its GPU twin.
 """
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from .config import DTYPE
 from .loss import cfm_loss_backward, cfm_loss_forward
@@ -100,6 +100,84 @@ class StepWork:
         return (self.xt, self.ut, self.dv) + self.ws.buffers()
 
 
+# ----------------------------------------------------------------------------
+# the data-parallel step: slices of the batch on Numba's threads
+# ----------------------------------------------------------------------------
+# For narrow networks the matrix products of one step are too small for BLAS's
+# threads to pay; instead each of T threads takes a slice of the batch's rows with
+# single-threaded BLAS, and the slices' gradients are summed.  The loss is a mean
+# over the B rows, so with n_s rows in slice s
+#
+#     L = sum_s (n_s / B) L_s,      dL/dtheta = sum_s (n_s / B) dL_s/dtheta.
+
+class SplitWork:
+    """The buffers of the data-parallel step (``split`` of :func:`split_loss_and_grad`):
+    for each of T threads a gradient row and the buffers of :class:`StepWork` for a
+    slice of ceil(B / T) rows, stacked along a leading T axis (Numba's parallel loop
+    takes arrays, not tuples of them)."""
+
+    def __init__(self, sizes, batch, threads, dtype=DTYPE):
+        T = max(1, min(int(threads), int(batch)))
+        rows = -(-int(batch) // T)
+        P = int(sum(sizes[l] * sizes[l + 1] + sizes[l + 1] for l in range(len(sizes) - 1)))
+        parts = [StepWork(sizes, rows, dtype).buffers() for _ in range(T)]
+        self.grads = np.zeros((T, P), dtype=dtype)
+        self.losses = np.zeros(T)
+        self.works = tuple(np.stack([p[i] for p in parts]) for i in range(len(parts[0])))
+
+    def buffers(self):
+        return (self.grads, self.losses) + self.works
+
+
+@njit(cache=True, parallel=True)
+def split_loss_and_grad(theta, dtheta, net, path, batch, split):
+    """:func:`loss_and_grad` with the batch's rows cut into T slices solved in
+    parallel; split = (grads (T, P), losses (T,), then the nine work buffers of
+    :class:`StepWork` stacked (T, ...)).  The same L and dtheta up to the order of
+    the sums.  (The tuples are unpacked before the parallel loop and rebuilt in it:
+    Numba's parallel loop takes arrays and scalars.)"""
+    grads, losses, XT, UT, DV, X, A, Z, G1, G2, S = split
+    sizes, kind, feats = net
+    n_freq, K, b = feats
+    code, sigma = path
+    x0, x1, t, eps, y = batch
+    B = x0.shape[0]
+    T = grads.shape[0]
+    rows = (B + T - 1) // T
+    for s in prange(T):
+        lo = min(B, s * rows)
+        hi = min(B, lo + rows)
+        n = hi - lo
+        losses[s] = 0.0
+        grads[s, :] = 0.0                     # an empty slice adds nothing
+        if n > 0:
+            work = (XT[s, :n], UT[s, :n], DV[s, :n], X[s, :n], A[s], Z[s], G1[s], G2[s], S[s])
+            part = (x0[lo:hi], x1[lo:hi], t[lo:hi], eps[lo:hi], y[lo:hi])
+            losses[s] = loss_and_grad(theta, grads[s], (sizes, kind, (n_freq, K, b)),
+                                      (code, sigma), part, work) * n / B
+            for p in range(grads.shape[1]):
+                grads[s, p] *= n / B
+    loss = 0.0
+    for s in range(T):
+        loss += losses[s]
+    for p in prange(dtheta.shape[0]):
+        acc = grads[0, p]
+        for s in range(1, T):
+            acc += grads[s, p]
+        dtheta[p] = acc
+    return loss
+
+
+@njit(cache=True)
+def split_train_step(state, net, path, batch, hyper, split):
+    """:func:`train_step` with the data-parallel gradient (:func:`split_loss_and_grad`)."""
+    loss = split_loss_and_grad(state[THETA], state[GRAD], net, path, batch, split)
+    return apply_update(state, loss, hyper)
+
+
+SPLIT_MAX_WIDTH = 128   # widest hidden layer the data-parallel step is used for (bench)
+
+
 def hyper_at(opt, k, total):
     """The ``hyper`` tuple of 1-based step k of a run of ``total`` steps
     (optim.AdamConfig ``opt``: schedule, EMA warm-up)."""
@@ -114,26 +192,46 @@ class CpuStepper:
 
     spec: mlp.MLPSpec; opt: optim.AdamConfig; path: (code, sigma); batch: B;
     noise: a ``train.PathNoise`` (the eps of each step of the sb and sigma paths, or
-    empty)."""
+    empty); threads: the data-parallel step's slices (:func:`split_train_step`, with
+    single-threaded BLAS) when > 1, else the serial step (BLAS's threads).  By
+    default the split step for networks at most ``SPLIT_MAX_WIDTH`` wide on Numba's
+    threads, the serial one for wider networks, whose products keep BLAS busy."""
 
-    def __init__(self, spec, opt, path, batch, noise, dtype=DTYPE):
+    def __init__(self, spec, opt, path, batch, noise, dtype=DTYPE, threads=None):
         self.net = (spec.sizes, spec.kind, spec.feats)
         self.path, self.opt, self.noise = (int(path[0]), float(path[1])), opt, noise
-        self.work = StepWork(spec.sizes, batch, dtype).buffers()
+        if threads is None:
+            import numba
+            threads = numba.get_num_threads() if max(spec.hidden) <= SPLIT_MAX_WIDTH else 1
+        self.threads = max(1, min(int(threads), int(batch)))
+        if self.threads > 1:
+            self.work = SplitWork(spec.sizes, batch, self.threads, dtype).buffers()
+        else:
+            self.work = StepWork(spec.sizes, batch, dtype).buffers()
 
     def run(self, state, stream, n, total):
         """Take up to n steps of a run of ``total`` on ``stream``'s batches; returns
         the 1-based step whose loss was not finite (state left before it), else 0."""
-        for _ in range(n):
-            k = state.step + 1
-            x0, x1, t = stream.batch_at(state.step)
-            batch = (x0, x1, t, self.noise.noise_at(state.step), stream.labels_at(state.step))
-            loss, _ = train_step(state.buf, self.net, self.path, batch,
-                                 hyper_at(self.opt, k, total), self.work)
-            if not np.isfinite(loss):
-                return k
-            state.step = k
-            state.losses.append(float(loss))
+        step = split_train_step if self.threads > 1 else train_step
+        blas = None
+        if self.threads > 1:
+            from .solvers import single_threaded_blas
+            blas = single_threaded_blas()
+        try:
+            for _ in range(n):
+                k = state.step + 1
+                x0, x1, t = stream.batch_at(state.step)
+                batch = (x0, x1, t, self.noise.noise_at(state.step),
+                         stream.labels_at(state.step))
+                loss, _ = step(state.buf, self.net, self.path, batch,
+                               hyper_at(self.opt, k, total), self.work)
+                if not np.isfinite(loss):
+                    return k
+                state.step = k
+                state.losses.append(float(loss))
+        finally:
+            if blas is not None:
+                blas.restore_original_limits()
         return 0
 
     def pull(self, state):

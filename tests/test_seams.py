@@ -15,9 +15,10 @@ import pytest
 from fmnumpy import FlowMatcher, FmnumpyError, config, datasets, reflow as reflow_mod, train
 from fmnumpy.mlp import MLPSpec, init_params
 from fmnumpy.optim import AdamConfig, ema_decay_at
-from fmnumpy.paths import STRAIGHT, time_from_uniform
+from fmnumpy.paths import SB, STRAIGHT, time_from_uniform
 from fmnumpy.state import EMA, M, THETA, V, TrainState
-from fmnumpy.step import StepWork, hyper_at, train_step
+from fmnumpy.step import (SplitWork, StepWork, hyper_at, loss_and_grad, split_loss_and_grad,
+                          split_train_step, train_step)
 from fmnumpy.train import NO_LABELS
 
 from reference import TINY, run, train_step_ref
@@ -40,18 +41,22 @@ def fitted(**kw):
 
 # ---- the whole step against float64 NumPy ----------------------------------------------
 
+@pytest.mark.parametrize("threads", [1, 3])   # the serial step, the data-parallel one
 @pytest.mark.parametrize("kind_name,decoupled,wd,clip", [
     ("tanh", True, 0.1, 0.05),          # AdamW, every step clipped
     ("silu", False, 0.01, 0.0),         # Adam with L2, no clipping
 ])
-def test_five_train_steps_match_a_float64_reference(kind_name, decoupled, wd, clip):
+def test_five_train_steps_match_a_float64_reference(kind_name, decoupled, wd, clip, threads):
     rng = np.random.default_rng(4)
     spec = MLPSpec(3, (6, 5), kind_name, n_freq=1)
     theta = init_params(spec.sizes, rng, np.float64) * 1.5
     opt = AdamConfig(lr=3e-2, weight_decay=wd, decoupled=decoupled, clip=clip, warmup=2,
                      schedule="cosine", ema_decay=0.9)
     state = TrainState(theta, dtype=np.float64)
-    work = StepWork(spec.sizes, 7, np.float64).buffers()
+    if threads == 1:
+        step, work = train_step, StepWork(spec.sizes, 7, np.float64).buffers()
+    else:
+        step, work = split_train_step, SplitWork(spec.sizes, 7, threads, np.float64).buffers()
     ref = [theta.copy(), np.zeros_like(theta), np.zeros_like(theta), theta.copy()]
     net = (spec.sizes, spec.kind, spec.feats)
     for k in range(1, 6):
@@ -59,7 +64,7 @@ def test_five_train_steps_match_a_float64_reference(kind_name, decoupled, wd, cl
         t = rng.random(7)
         hyper = hyper_at(opt, k, 5)
         batch = (x0, x1, t, np.zeros((0, 3)), NO_LABELS)
-        loss, _ = train_step(state.buf, net, (STRAIGHT, 0.0), batch, hyper, work)
+        loss, _ = step(state.buf, net, (STRAIGHT, 0.0), batch, hyper, work)
         *ref, ref_loss = train_step_ref(*ref, spec.sizes, spec.kind, spec.n_freq, (x0, x1, t),
                                         k, opt, hyper[1], ema_decay_at(k, opt.ema_decay))
         assert loss == pytest.approx(ref_loss, rel=1e-12)
@@ -68,6 +73,35 @@ def test_five_train_steps_match_a_float64_reference(kind_name, decoupled, wd, cl
             print(f"step {k} row {row}: max |fmnumpy - reference| = {diff:.2e}")
             assert diff <= 1e-10
     assert np.abs(state.buf[THETA] - theta).max() > 1e-3        # the steps moved the weights
+
+
+@pytest.mark.parametrize("threads", [2, 3, 7, 9])
+def test_the_data_parallel_gradient_is_the_serial_one(threads):
+    """Slices of 7 rows (the last ones short or, with 9 threads, empty) on the
+    conditional network and the noisy Schrodinger-bridge path: the same loss and
+    gradient as one serial pass, to rounding."""
+    rng = np.random.default_rng(5)
+    spec = MLPSpec(2, (6, 5), "silu", n_freq=1, n_classes=3, x_freqs=1)
+    theta = init_params(spec.sizes, rng, np.float64) * 1.5
+    x0, x1, t = rng.standard_normal((7, 2)), rng.standard_normal((7, 2)), rng.random(7)
+    batch = (x0, x1, t, rng.standard_normal((7, 2)), rng.integers(0, 4, 7))
+    net, path = (spec.sizes, spec.kind, spec.feats), (SB, 0.5)
+    g1, g2 = np.zeros_like(theta), np.full_like(theta, 7.0)          # g2 starts stale
+    L1 = loss_and_grad(theta, g1, net, path, batch, StepWork(spec.sizes, 7, np.float64).buffers())
+    split = SplitWork(spec.sizes, 7, threads, np.float64)
+    split.grads[:] = 3.0                                               # stale slices too
+    L2 = split_loss_and_grad(theta, g2, net, path, batch, split.buffers())
+    assert L2 == pytest.approx(L1, rel=1e-13)
+    assert np.abs(g2 - g1).max() < 1e-13 * (1 + np.abs(g1).max())
+
+
+def test_the_stepper_splits_narrow_networks_only():
+    from fmnumpy.step import CpuStepper
+    opt, noise = AdamConfig(), train.PathNoise(False, 2, 8, 0, np.float32)
+    narrow = CpuStepper(MLPSpec(2, (64, 64)), opt, (STRAIGHT, 0.0), 8, noise)
+    wide = CpuStepper(MLPSpec(2, (256, 256)), opt, (STRAIGHT, 0.0), 8, noise)
+    import numba
+    assert narrow.threads == min(numba.get_num_threads(), 8) and wide.threads == 1
 
 
 # ---- one state, one loop -----------------------------------------------------------------
