@@ -175,6 +175,48 @@ def split_train_step(state, net, path, batch, hyper, split):
     return apply_update(state, loss, hyper)
 
 
+# ----------------------------------------------------------------------------
+# many steps in one compiled call
+# ----------------------------------------------------------------------------
+# Python would otherwise run once per step: unpacking the step's tuples of arrays
+# costs tens of microseconds a call, a tenth of a narrow network's step.  The
+# loops below take the batches of n steps stacked, batches = (X0 (n, B, D), X1,
+# T (n, B), EPS (n, B, D) or (n, 0, D), Y (n, B) or (n, 0)), and one hyper row per
+# step, hypers (n, 9) = (k, lr, b1, b2, eps, wd, decoupled, clip, ema_decay) as
+# :func:`hyper_at` gives them; they write each step's loss into losses (n,) and
+# return the steps taken: n, or the index of the first non-finite loss (the state
+# is left before it, as :func:`apply_update` leaves it).
+
+@njit(cache=True)
+def hyper_of(h):
+    """The ``hyper`` tuple from a row of ``hypers`` (its k and flag typed back)."""
+    return (np.int64(h[0]), h[1], h[2], h[3], h[4], h[5], h[6] != 0.0, h[7], h[8])
+
+
+@njit(cache=True)
+def train_steps(state, net, path, batches, hypers, work, losses):
+    """n steps of :func:`train_step` in one call (the block comment above)."""
+    X0, X1, T, EPS, Y = batches
+    for i in range(X0.shape[0]):
+        losses[i], _ = train_step(state, net, path, (X0[i], X1[i], T[i], EPS[i], Y[i]),
+                                  hyper_of(hypers[i]), work)
+        if not np.isfinite(losses[i]):
+            return i
+    return X0.shape[0]
+
+
+@njit(cache=True)
+def split_train_steps(state, net, path, batches, hypers, split, losses):
+    """n steps of :func:`split_train_step` in one call: :func:`train_steps`' twin."""
+    X0, X1, T, EPS, Y = batches
+    for i in range(X0.shape[0]):
+        losses[i], _ = split_train_step(state, net, path, (X0[i], X1[i], T[i], EPS[i], Y[i]),
+                                        hyper_of(hypers[i]), split)
+        if not np.isfinite(losses[i]):
+            return i
+    return X0.shape[0]
+
+
 SPLIT_MAX_WIDTH = 128   # widest hidden layer the data-parallel step is used for (bench)
 
 
@@ -210,25 +252,31 @@ class CpuStepper:
             self.work = StepWork(spec.sizes, batch, dtype).buffers()
 
     def run(self, state, stream, n, total):
-        """Take up to n steps of a run of ``total`` on ``stream``'s batches; returns
-        the 1-based step whose loss was not finite (state left before it), else 0."""
-        step = split_train_step if self.threads > 1 else train_step
+        """Take up to n steps of a run of ``total`` on ``stream``'s batches, a data
+        chunk's steps per compiled call (:func:`train_steps`); returns the 1-based step
+        whose loss was not finite (state left before it), else 0."""
+        from .train import chunk_steps
+        steps = split_train_steps if self.threads > 1 else train_steps
         blas = None
         if self.threads > 1:
             from .solvers import single_threaded_blas
             blas = single_threaded_blas()
         try:
-            for _ in range(n):
-                k = state.step + 1
-                x0, x1, t = stream.batch_at(state.step)
-                batch = (x0, x1, t, self.noise.noise_at(state.step),
-                         stream.labels_at(state.step))
-                loss, _ = step(state.buf, self.net, self.path, batch,
-                               hyper_at(self.opt, k, total), self.work)
-                if not np.isfinite(loss):
-                    return k
-                state.step = k
-                state.losses.append(float(loss))
+            left = n
+            while left > 0:
+                s = state.step
+                m = chunk_steps(s, left)
+                x0, x1, t, y = stream.batches(s, m)
+                hypers = np.array([hyper_at(self.opt, k, total) for k in range(s + 1, s + m + 1)],
+                                  dtype=np.float64)
+                losses = np.empty(m)
+                taken = steps(state.buf, self.net, self.path,
+                              (x0, x1, t, self.noise.noises(s, m), y), hypers, self.work, losses)
+                state.step = s + taken
+                state.losses.extend(losses[:taken].tolist())
+                if taken < m:
+                    return s + taken + 1
+                left -= m
         finally:
             if blas is not None:
                 blas.restore_original_limits()

@@ -108,6 +108,16 @@ class BatchStream:
             self._fill(k)
         return self.x0[r], self.x1[r], self.t[r]
 
+    def batches(self, step, n):
+        """The batches of steps [step, step + n) as views (n, B, D), (n, B, D), (n, B)
+        and labels (n, B) int64 (or (n, 0) unconditional); the steps must lie in one
+        chunk of ``config.DATA_CHUNK_STEPS`` (:func:`chunk_steps`)."""
+        k, r = divmod(step, config.DATA_CHUNK_STEPS)
+        if k != self.chunk:
+            self._fill(k)
+        y = self.y[r:r + n] if self.y is not None else np.zeros((n, 0), dtype=np.int64)
+        return self.x0[r:r + n], self.x1[r:r + n], self.t[r:r + n], y
+
     def labels_at(self, step):
         """The labels (B,) int64 of step ``step`` (after :meth:`batch_at`), the null
         class where dropped; an empty (0,) array for an unconditional model."""
@@ -134,6 +144,17 @@ class PathNoise:
             self.eps[...] = rng.standard_normal(self.eps.shape)
             self.chunk = k
         return self.eps[r]
+
+    def noises(self, step, n):
+        """The noise of steps [step, step + n) in one chunk: (n, B, D), or (n, 0, D)."""
+        self.noise_at(step)
+        r = step % config.DATA_CHUNK_STEPS
+        return self.eps[r:r + n]
+
+
+def chunk_steps(step, n):
+    """How many of the next n steps from 0-based ``step`` lie in its data chunk."""
+    return min(n, config.DATA_CHUNK_STEPS - step % config.DATA_CHUNK_STEPS)
 
 
 BAR_EVERY = 50        # steps between progress-bar updates
