@@ -38,10 +38,13 @@ INIT_STREAM = 0
 # of 3 seeds), 1 (uniform) on the others, whose targets are not smooth near t = 1 (the
 # bridge's noise term grows like 1 / sqrt(1 - t)); docs/flow_matching.md#time-sampling
 TIME_POWER = {"straight": 2.0, "cosine": 1.0, "sb": 1.0}
+# x_freqs=None: Fourier features of x on the CPU (bench/results/recipe.md), none on
+# the GPU, whose kernels do not have them yet
+X_FREQS = {"cpu": 3, "cuda": 0}
 
 DEFAULTS = dict(
-    dataset="2spirals", steps=20000, batch_size=256, hidden=(256, 256, 256),
-    activation="silu", time_freqs=0, x_freqs=0, lr=2e-3, weight_decay=0.0, optimizer="adamw",
+    dataset="2spirals", steps=20000, batch_size=256, hidden=(128, 128, 128),
+    activation="silu", time_freqs=0, x_freqs=None, lr=2e-3, weight_decay=0.0, optimizer="adamw",
     clip=1.0, ema_decay=0.999, warmup=500, schedule="cosine", lr_min=1e-5,
     sigma_min=0.0, sigma=0.0, seed=0, method="rk4", sample_steps=100, n_samples=2000,
     coupling="independent", path="straight", sb_sigma=SB_SIGMA, time_power=None,
@@ -184,11 +187,12 @@ class FlowMatcher:
         get_coupling(str(coupling), **coupling_options)            # validate early
         if device not in ("cpu", "cuda"):
             raise FmnumpyError(f"unknown device {device!r}; choose one of: cpu, cuda")
-        _check_gpu_settings(device, path, x_freqs=x_freqs)
+        x_freqs = None if x_freqs is None else int(x_freqs)
+        _check_gpu_settings(device, path, x_freqs=x_freqs or 0)
         hidden = tuple(int(h) for h in hidden)
-        MLPSpec(2, hidden, activation, int(time_freqs), x_freqs=int(x_freqs))  # validate early
+        MLPSpec(2, hidden, activation, int(time_freqs), x_freqs=x_freqs or 0)  # validate early
         self.hidden, self.activation, self.time_freqs = hidden, activation, int(time_freqs)
-        self.x_freqs = int(x_freqs)
+        self.x_freqs = x_freqs
         self.optimizer, self.opt = optimizer, opt
         self.sigma_min, self.sigma, self.path, self.sb_sigma = sigma_min, sigma, path, sb_sigma
         self.time_power, self.label_dropout = time_power, label_dropout
@@ -222,8 +226,9 @@ class FlowMatcher:
 
     # -- state ------------------------------------------------------------------------
     def _init_state(self, dim, n_classes=0):
+        x_freqs = X_FREQS[self.device] if self.x_freqs is None else self.x_freqs
         self.spec_ = MLPSpec(dim, self.hidden, self.activation, self.time_freqs, n_classes,
-                             self.x_freqs)
+                             x_freqs)
         rng = np.random.default_rng([self.seed, INIT_STREAM])
         self.state_ = TrainState(init_params(self.spec_.sizes, rng, DTYPE))
         self.source_ = None
@@ -253,7 +258,7 @@ class FlowMatcher:
     def check_device(self, n_classes=0):
         """Refuse settings the GPU trainer does not have (it trains the straight path
         without labels)."""
-        _check_gpu_settings(self.device, self.path, n_classes, self.x_freqs)
+        _check_gpu_settings(self.device, self.path, n_classes, self.x_freqs or 0)
 
     def _check_fitted(self):
         if self.spec_ is None:
@@ -339,6 +344,7 @@ class FlowMatcher:
         noise = _train.PathNoise(path[0] in NOISY, self.spec_.dim, batch_size, self.seed,
                                  DTYPE)
         if self.device == "cuda":
+            _check_gpu_settings(self.device, self.path, self.spec_.n_classes, self.spec_.x_freqs)
             from .cuda import cuda_stepper
             host = (self.source_ is not None or self.coupling != "independent"
                     or self.sigma > 0.0)
@@ -584,6 +590,7 @@ class FlowMatcher:
         return dict(spec=self.spec_.to_dict(), opt=self.opt.to_dict(),
                     optimizer=self.optimizer, sigma_min=self.sigma_min, sigma=self.sigma,
                     seed=self.seed, path=self.path, label_dropout=self.label_dropout,
+                    x_freqs=self.x_freqs,                 # as configured: None = by device
                     # the source: a dataset name, or the name of the array stored beside
                     source=None if self.source_ is None else self.source_.name, sb_sigma=self.sb_sigma, time_power=self.time_power,
                     step=self.step_, total_steps=self.total_steps_,
@@ -603,7 +610,9 @@ class FlowMatcher:
         params = {k: opt[k] for k in ("lr", "weight_decay", "clip", "ema_decay", "warmup",
                                       "schedule", "lr_min")}
         return dict(params, hidden=spec["hidden"], activation=spec["activation"],
-                    time_freqs=spec.get("n_freq", 0), x_freqs=spec.get("x_freqs", 0),
+                    time_freqs=spec.get("n_freq", 0),
+                    # the configured value; checkpoints from before x_freqs had none
+                    x_freqs=meta.get("x_freqs", spec.get("x_freqs", 0)),
                     optimizer=meta["optimizer"],
                     sigma_min=meta["sigma_min"], sigma=meta.get("sigma", 0.0),
                     seed=meta["seed"],

@@ -84,8 +84,8 @@ def build_parser():
                    "of a --dataset of " + ", ".join(_manifold_datasets()))
     t.add_argument("--x-freqs", type=int, default=None, help="Fourier features of the "
                    "point: K frequencies pi 2^k of plane waves along the axes and "
-                   "diagonals (R^D, the sphere), the torus harmonics 1..K+1 (default "
-                   f"{DEFAULTS['x_freqs']}; 2 with --manifold)")
+                   "diagonals (R^D, the sphere), the torus harmonics 1..K+1 (default 3 "
+                   "on the CPU, 0 on the GPU; 2 with --manifold)")
     t.add_argument("--discrete", action="store_true", help="discrete flow matching on "
                    "integer tokens (default dataset discrete_checkerboard; "
                    "docs/discrete.md)")
@@ -114,7 +114,8 @@ def build_parser():
     t.add_argument("--lr", type=float, default=DEFAULTS["lr"],
                    help="peak learning rate (default %(default)s)")
     t.add_argument("--hidden", type=_hidden, default=DEFAULTS["hidden"],
-                   help="hidden widths, comma-separated (default 256,256,256)")
+                   help="hidden widths, comma-separated (default "
+                   + ",".join(map(str, DEFAULTS["hidden"])) + ")")
     t.add_argument("--activation", default=DEFAULTS["activation"],
                    help="silu, relu, selu or tanh (default %(default)s)")
     t.add_argument("--time-freqs", type=int, default=DEFAULTS["time_freqs"],

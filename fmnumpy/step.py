@@ -217,7 +217,11 @@ def split_train_steps(state, net, path, batches, hypers, split, losses):
     return X0.shape[0]
 
 
-SPLIT_MAX_WIDTH = 128   # widest hidden layer the data-parallel step is used for (bench)
+# The widest hidden layer for which CpuStepper takes the data-parallel step by
+# default: bench/results/split_step.md measured 1.38x at 128 wide, 0.96x at 64 (the
+# step is too short for a parallel region to pay) and 1.05x at 256 (BLAS's threads
+# are busy enough), batch 256 on 2 threads.
+SPLIT_WIDTHS = (96, 160)
 
 
 def hyper_at(opt, k, total):
@@ -236,15 +240,16 @@ class CpuStepper:
     noise: a ``train.PathNoise`` (the eps of each step of the sb and sigma paths, or
     empty); threads: the data-parallel step's slices (:func:`split_train_step`, with
     single-threaded BLAS) when > 1, else the serial step (BLAS's threads).  By
-    default the split step for networks at most ``SPLIT_MAX_WIDTH`` wide on Numba's
-    threads, the serial one for wider networks, whose products keep BLAS busy."""
+    default the split step on Numba's threads for networks whose widest layer is in
+    ``SPLIT_WIDTHS``, where it was measured faster, the serial one otherwise."""
 
     def __init__(self, spec, opt, path, batch, noise, dtype=DTYPE, threads=None):
         self.net = (spec.sizes, spec.kind, spec.feats)
         self.path, self.opt, self.noise = (int(path[0]), float(path[1])), opt, noise
         if threads is None:
             import numba
-            threads = numba.get_num_threads() if max(spec.hidden) <= SPLIT_MAX_WIDTH else 1
+            lo, hi = SPLIT_WIDTHS
+            threads = numba.get_num_threads() if lo <= max(spec.hidden) <= hi else 1
         self.threads = max(1, min(int(threads), int(batch)))
         if self.threads > 1:
             self.work = SplitWork(spec.sizes, batch, self.threads, dtype).buffers()
