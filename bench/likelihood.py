@@ -82,7 +82,7 @@ def main(argv=None):
         write_json
     from bench.torch_ref import build_model
     from fmnumpy import FlowMatcher, likelihood, mlp
-    from fmnumpy.api import DEFAULTS
+    from fmnumpy.api import DEFAULTS, X_FREQS
     from fmnumpy.solvers import integrate_mlp
 
     torch.set_num_threads(a.threads)
@@ -91,7 +91,8 @@ def main(argv=None):
         spec, theta, source = fm.spec_, fm.ema_.copy(), a.checkpoint
     else:
         spec = mlp.MLPSpec(2, DEFAULTS["hidden"], DEFAULTS["activation"], DEFAULTS["time_freqs"],
-                           x_freqs=DEFAULTS["x_freqs"])
+                           x_freqs=X_FREQS["cpu"] if DEFAULTS["x_freqs"] is None
+                           else DEFAULTS["x_freqs"])
         theta, source = mlp.init_params(spec.sizes, np.random.default_rng(0)), "initial weights"
     model = build_model(spec.sizes, spec.activation, theta, x_freqs=spec.x_freqs)
     rng = np.random.default_rng(1)

@@ -225,8 +225,11 @@ class FlowMatcher:
         return self
 
     # -- state ------------------------------------------------------------------------
-    def _init_state(self, dim, n_classes=0):
-        x_freqs = X_FREQS[self.device] if self.x_freqs is None else self.x_freqs
+    def _init_state(self, dim, n_classes=0, x_freqs=None):
+        """A fresh state for data of dimension ``dim``; ``x_freqs`` (a checkpoint's)
+        overrides the configured one, whose None means ``X_FREQS`` of the device."""
+        if x_freqs is None:
+            x_freqs = X_FREQS[self.device] if self.x_freqs is None else self.x_freqs
         self.spec_ = MLPSpec(dim, self.hidden, self.activation, self.time_freqs, n_classes,
                              x_freqs)
         rng = np.random.default_rng([self.seed, INIT_STREAM])
@@ -648,7 +651,8 @@ class FlowMatcher:
         try:
             fm = cls(**cls.params_from_meta(meta))
             fm._load_extra(meta.get("extra", {}))
-            fm._init_state(int(meta["spec"]["dim"]), int(meta["spec"].get("n_classes", 0)))
+            fm._init_state(int(meta["spec"]["dim"]), int(meta["spec"].get("n_classes", 0)),
+                           int(meta["spec"].get("x_freqs", 0)))
             P = fm.spec_.n_params
             for i, name in enumerate(ROWS):
                 if name == "dtheta":

@@ -160,8 +160,8 @@ def test_every_tableau_converges_at_its_order(method):
 
 # ---- the network ---------------------------------------------------------------------
 
-def small_flow(seed=0, scale=1.0, activation="silu"):
-    spec = MLPSpec(2, (16, 16), activation, n_freq=1)
+def small_flow(seed=0, scale=1.0, activation="silu", x_freqs=0):
+    spec = MLPSpec(2, (16, 16), activation, n_freq=1, x_freqs=x_freqs)
     theta = scale * init_params(spec.sizes, np.random.default_rng(seed))
     return spec, theta.astype(np.float32)
 
@@ -221,10 +221,14 @@ def test_threads_do_not_change_the_numbers():
     assert np.array_equal(one, two)
 
 
-def test_density_of_small_network_integrates_to_one():
+@pytest.mark.parametrize("x_freqs,scale", [(0, 2.0), (1, 1.0)])
+def test_density_of_small_network_integrates_to_one(x_freqs, scale):
     # tanh with doubled init weights: bends the prior (total variation ~0.2) while
-    # keeping the mass well inside the box (density ~1e-9 on its edge)
-    spec, theta = small_flow(3, scale=2.0, activation="tanh")
+    # keeping the mass well inside the box (density ~1e-9 on its edge); with Fourier
+    # features of x at init scale (doubled, they make peaks of density ~9 that this
+    # grid cannot resolve: its mass then moves 1.015, 0.990, 0.999 at 100, 200, 400
+    # cells a side)
+    spec, theta = small_flow(3, scale=scale, activation="tanh", x_freqs=x_freqs)
     gx, gy, logp = lk.density_grid(theta, spec, lim=7.0, n_grid=100, steps=20)
     assert logp.shape == (100, 100) and gx.shape == gy.shape == (100,)
     dA = (gx[1] - gx[0]) * (gy[1] - gy[0])
@@ -245,7 +249,7 @@ def test_density_of_a_trained_model_integrates_to_one_and_sits_on_the_data():
     most of that mass lies near the eight modes."""
     from fmnumpy import FlowMatcher
     from fmnumpy.datasets import sample as draw
-    fm = FlowMatcher(hidden=(32, 32), seed=0, lr=3e-3, warmup=20, threads=1)
+    fm = FlowMatcher(hidden=(32, 32), seed=0, lr=3e-3, warmup=20, threads=1, x_freqs=0)
     fm.fit("8gaussians", steps=600, batch_size=128)
     gx, gy, logp = fm.density_grid(lim=6.0, n_grid=90, steps=20)
     dA = (gx[1] - gx[0]) * (gy[1] - gy[0])

@@ -157,7 +157,8 @@ def fresh_and_prior_w2():
 @pytest.mark.parametrize("path", ["cosine", "sb"])
 def test_short_run_on_each_path_learns_2spirals(path, fresh_and_prior_w2):
     data, w_prior = fresh_and_prior_w2
-    fm = FlowMatcher(hidden=(64, 64), seed=0, lr=3e-3, warmup=50, threads=1, path=path)
+    fm = FlowMatcher(hidden=(64, 64), seed=0, lr=3e-3, warmup=50, threads=1, path=path,
+                     x_freqs=0)
     fm.fit("2spirals", steps=400, batch_size=128)
     assert np.isfinite(fm.losses_).all()
     x = fm.sample(N, method="rk4", steps=20, seed=102)

@@ -28,7 +28,8 @@ def _threads(restore_numba_threads):
 
 
 def tiny(seed=0, **kw):
-    args = dict(hidden=(32, 32), seed=seed, warmup=20, lr=3e-3, threads=THREADS)
+    args = dict(hidden=(32, 32), seed=seed, warmup=20, lr=3e-3, threads=THREADS,
+                x_freqs=0)                    # the thresholds below were set without them
     args.update(kw)
     return FlowMatcher(**args)
 
