@@ -67,7 +67,8 @@ def fm_options(model, seed, threads):
     """FlowMatcher keyword arguments that realise the workload: plain Adam, constant lr,
     no clipping, no warm-up, no weight decay, t ~ U(0, 1)."""
     m = MODELS[model]
-    return dict(hidden=m["hidden"], activation=m["activation"], lr=LR, optimizer="adam",
+    return dict(hidden=m["hidden"], activation=m["activation"], x_freqs=0,   # concat(x, t)
+                lr=LR, optimizer="adam",
                 weight_decay=0.0, clip=0.0, warmup=0, schedule="constant", time_power=1.0,
                 seed=seed, threads=threads)
 

@@ -161,7 +161,7 @@ class Validate:
         ws, dtheta = Workspace(spec.sizes, batch), np.zeros_like(theta)
         xt, ut, dv = (np.zeros_like(x0) for _ in range(3))             # (B, D)
         no_eps = np.zeros((0, x0.shape[1]), x0.dtype)                  # the straight path
-        loss = float(loss_and_grad(theta, dtheta, (spec.sizes, spec.kind, spec.n_freq),
+        loss = float(loss_and_grad(theta, dtheta, (spec.sizes, spec.kind, spec.feats),
                                    (STRAIGHT, 0.0), (x0, x1, t, no_eps, NO_LABELS),
                                    (xt, ut, dv) + ws.buffers()))
         ref = R.build_model(spec.sizes, spec.activation, theta)

@@ -90,7 +90,7 @@ def main():
 
     threadpool_limits(numba.get_num_threads())        # every BLAS loaded so far
     hidden, act = MODELS[args.model]
-    fm = FlowMatcher(hidden=hidden, activation=act, seed=0)
+    fm = FlowMatcher(hidden=hidden, activation=act, x_freqs=0, seed=0)   # the workload model
     fm.fit(DATASET, steps=64, batch_size=256)                        # compile
     rng = np.random.default_rng(0)
     chunks = {B: draw_chunks(B, n, K, rng) for B, (n, K) in OT_CHUNKS.items()}
