@@ -39,7 +39,8 @@ from .activations import act_cpu, dact_cpu
 from .adaptive import SolveStats, dopri5
 from .errors import FmnumpyError
 from .mlp import _slice2d, input_features, input_tangents, linear_forward
-from .solvers import METHODS, balanced_chunk, rk_integrate, single_threaded_blas, tableau
+from .solvers import (METHODS, balanced_chunk, check_steps, rk_integrate, single_threaded_blas,
+                      tableau)
 
 LOGP_METHODS = METHODS + ("dopri5",)
 LOG_2PI = math.log(2.0 * math.pi)
@@ -299,13 +300,6 @@ def integrate_logp(field, params, x, l, t0=0.0, t1=1.0, method="rk4", steps=100,
 
 
 NO_RECORD = (np.empty((0, 0, 0)), np.zeros(0, dtype=np.int64))
-
-
-def check_steps(steps):
-    steps = int(steps)
-    if steps < 1:
-        raise FmnumpyError(f"steps must be a positive integer, got {steps}")
-    return steps
 
 
 def _check_points(x, spec, name):

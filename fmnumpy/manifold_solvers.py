@@ -49,7 +49,7 @@ def embedding_tangents(code, X, feats, U):
     J_m of the point as it enters, see the module docstring) and, with p = b . y,
     d sin(w p) = w b_d cos(w p), d cos(w p) = -w b_d sin(w p)."""
     if code != TORUS:
-        input_tangents(X, feats, U)                       # e_d and the plane waves'
+        input_tangents(X, feats, U)                       # e_d and the plane waves
         return
     K = feats[1]
     M, B, E = U.shape

@@ -96,6 +96,15 @@ def rk_record(traj, x, n, rec):
             traj[r] = x
 
 
+def check_steps(steps):
+    """A fixed-step solve's step count as an int (truncated), at least 1, else one
+    FmnumpyError line."""
+    steps = int(steps)
+    if steps < 1:
+        raise FmnumpyError(f"steps must be a positive integer, got {steps}")
+    return steps
+
+
 def record_steps(steps, record):
     """Step counts of R + 1 evenly spread trajectory rows: round(r steps / R),
     r = 0..R (R = min(record, steps)), so the last row is the final state."""
@@ -130,7 +139,8 @@ def rk_integrate(field, params, x, grid, tab, work, out):
 def mlp_field(params, x, t, out):
     """The network as a field: out = MLP(concat(x, features(t)[, onehot(y)])).
 
-    params = (theta, sizes, kind, feats, X, A, Z, y, w, V) (feats: ``MLPSpec.feats``).  y (B,) int64: the
+    params = (theta, sizes, kind, feats, X, A, Z, y, w, V) (feats: ``MLPSpec.feats``).
+    y (B,) int64: the
     particles' labels for a conditional network (the null class for none), or (0,)
     for an unconditional one.  With guidance w != 1 the field is classifier-free
     guidance (Ho & Salimans 2022; docs/guidance.md),
@@ -252,9 +262,7 @@ def integrate_mlp(theta, spec, x0, method="rk4", steps=100, t0=0.0, t1=1.0, reco
     the ``guidance`` weight w (:func:`mlp_field`).
     """
     tab = tableau(method)
-    steps = int(steps)
-    if steps < 1:
-        raise FmnumpyError(f"steps must be a positive integer, got {steps}")
+    steps = check_steps(steps)
     x = np.ascontiguousarray(x0, dtype=theta.dtype).copy()
     if x.ndim != 2 or x.shape[1] != spec.dim:
         raise FmnumpyError(f"x0 must have shape (N, {spec.dim}), got {x.shape}")

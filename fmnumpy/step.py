@@ -31,7 +31,7 @@ from numba import njit, prange
 
 from .config import DTYPE
 from .loss import cfm_loss_backward, cfm_loss_forward
-from .mlp import (Workspace, label_features, label_offset, mlp_backward, velocity,
+from .mlp import (Workspace, label_features, label_offset, mlp_backward, param_count, velocity,
                   zero_grad)
 from .optim import adam_update, clip_grad_norm, ema_decay_at, ema_update, learning_rate
 from .paths import fill_path
@@ -119,7 +119,7 @@ class SplitWork:
     def __init__(self, sizes, batch, threads, dtype=DTYPE):
         T = max(1, min(int(threads), int(batch)))
         rows = -(-int(batch) // T)
-        P = int(sum(sizes[l] * sizes[l + 1] + sizes[l + 1] for l in range(len(sizes) - 1)))
+        P = param_count(sizes)
         parts = [StepWork(sizes, rows, dtype).buffers() for _ in range(T)]
         self.grads = np.zeros((T, P), dtype=dtype)
         self.losses = np.zeros(T)
@@ -217,8 +217,8 @@ def split_train_steps(state, net, path, batches, hypers, split, losses):
     return X0.shape[0]
 
 
-# The widest hidden layer for which CpuStepper takes the data-parallel step by
-# default: bench/results/split_step.md measured 1.38x at 128 wide, 0.96x at 64 (the
+# The range of widest hidden layers for which CpuStepper takes the data-parallel
+# step by default: bench/results/split_step.md measured 1.38x at 128 wide, 0.96x at 64 (the
 # step is too short for a parallel region to pay) and 1.05x at 256 (BLAS's threads
 # are busy enough), batch 256 on 2 threads.
 SPLIT_WIDTHS = (96, 160)

@@ -18,7 +18,7 @@ import numpy as np
 from numba import cuda
 
 from ..errors import FmnumpyError
-from ..solvers import tableau
+from ..solvers import check_steps, tableau
 from .device import cuda_module, device_functions, fastmath, launch, simulator, threads_per_block
 from .layout import B_OFF, N_IN, N_OUT, W_OFF, layer_table
 from .mlp import make_block_mlp
@@ -221,9 +221,7 @@ def cuda_sample(theta, spec, x0, method="rk4", steps=100, t0=0.0, t1=1.0, record
     """Same arguments and results as ``solvers.integrate_mlp``: x(t1) (N, D) and,
     with ``record`` > 0, the trajectory (record + 1, N, D)."""
     tableau(method)
-    steps = int(steps)
-    if steps < 1:
-        raise FmnumpyError(f"steps must be a positive integer, got {steps}")
+    steps = check_steps(steps)
     x = np.ascontiguousarray(x0, dtype=np.float32)
     if x.ndim != 2 or x.shape[1] != spec.dim:
         raise FmnumpyError(f"x0 must have shape (N, {spec.dim}), got {x.shape}")
