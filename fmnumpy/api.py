@@ -52,7 +52,7 @@ DEFAULTS = dict(
 )
 
 
-def _check_gpu_settings(device, path, n_classes=0, x_freqs=0):
+def _check_gpu_settings(device, path, n_classes=0):
     """The GPU trainer trains the straight path (with sigma_min or sigma) without labels;
     a source, a coupling or sigma come with the host's batches (``cuda.stepper``,
     DATA_HOST)."""
@@ -64,9 +64,6 @@ def _check_gpu_settings(device, path, n_classes=0, x_freqs=0):
     if n_classes:
         raise FmnumpyError("conditional training (labels) is not supported on the GPU yet; "
                            "use --device cpu")
-    if x_freqs:
-        raise FmnumpyError("Fourier features of x (x_freqs > 0) are not supported on the GPU "
-                           "yet; use --device cpu or --x-freqs 0")
 
 
 def _labelled(data):
@@ -188,7 +185,7 @@ class FlowMatcher:
         if device not in ("cpu", "cuda"):
             raise FmnumpyError(f"unknown device {device!r}; choose one of: cpu, cuda")
         x_freqs = None if x_freqs is None else int(x_freqs)
-        _check_gpu_settings(device, path, x_freqs=x_freqs or 0)
+        _check_gpu_settings(device, path)
         hidden = tuple(int(h) for h in hidden)
         MLPSpec(2, hidden, activation, int(time_freqs), x_freqs=x_freqs or 0)  # validate early
         self.hidden, self.activation, self.time_freqs = hidden, activation, int(time_freqs)
@@ -261,7 +258,7 @@ class FlowMatcher:
     def check_device(self, n_classes=0):
         """Refuse settings the GPU trainer does not have (it trains the straight path
         without labels)."""
-        _check_gpu_settings(self.device, self.path, n_classes, self.x_freqs or 0)
+        _check_gpu_settings(self.device, self.path, n_classes)
 
     def _check_fitted(self):
         if self.spec_ is None:
@@ -347,7 +344,7 @@ class FlowMatcher:
         noise = _train.PathNoise(path[0] in NOISY, self.spec_.dim, batch_size, self.seed,
                                  DTYPE)
         if self.device == "cuda":
-            _check_gpu_settings(self.device, self.path, self.spec_.n_classes, self.spec_.x_freqs)
+            _check_gpu_settings(self.device, self.path, self.spec_.n_classes)
             from .cuda import cuda_stepper
             host = (self.source_ is not None or self.coupling != "independent"
                     or self.sigma > 0.0)
@@ -476,7 +473,7 @@ class FlowMatcher:
             self._set_threads()
             x1, logp, self.last_solve_ = _lik.sample_with_logprob(
                 self.ema_ if ema else self.theta_, self.spec_, x0, s.name, steps, rtol, atol,
-                return_stats=True, dtype=dtype)
+                return_stats=True, dtype=dtype, device=self.device)
             return x1.astype(DTYPE), logp
         x1, traj = self._solve(x0, s.name, steps, rtol, atol, record, ema, labels=labels,
                                guidance=guidance)
@@ -506,7 +503,7 @@ class FlowMatcher:
         self._set_threads()
         logp, self.last_solve_ = _lik.log_prob(self.ema_ if ema else self.theta_, self.spec_,
                                                x, s.name, steps, rtol, atol, return_stats=True,
-                                               dtype=dtype)
+                                               dtype=dtype, device=self.device)
         return logp
 
     def density_grid(self, lim=4.0, n_grid=200, method="rk4", steps=100, ema=True,
@@ -519,7 +516,7 @@ class FlowMatcher:
         self._check_unconditional()
         self._set_threads()
         return _lik.density_grid(self.ema_ if ema else self.theta_, self.spec_, lim, n_grid,
-                                 s.name, steps, dtype=dtype)
+                                 s.name, steps, dtype=dtype, device=self.device)
 
     # -- evaluation -------------------------------------------------------------------
     def evaluate(self, data=None, n=2000, seed=0, method="rk4", steps=DEFAULTS["sample_steps"],

@@ -355,34 +355,55 @@ def _solve_chunks(theta, spec, x, l, t0, t1, method, steps, rtol, atol, norm, ch
     return x_end, l_end, SolveStats(*(sum(st[k] for st in stats) for k in range(3)))
 
 
+def _solve(theta, spec, x, l, t0, t1, method, steps, rtol, atol, norm, chunk, dtype,
+           device):
+    """(x(t1), l(t1), SolveStats) on ``device``: the chunked CPU solve, or the
+    fused GPU kernel (``cuda/likelihood.py``: fixed steps, the network in float32,
+    l in float64)."""
+    if device == "cpu":
+        return _solve_chunks(theta, spec, x, l, t0, t1, method, steps, rtol, atol, norm,
+                             chunk, dtype)
+    if device != "cuda":
+        raise FmnumpyError(f"unknown device {device!r}; choose one of: cpu, cuda")
+    if check_dtype(dtype) != np.float32:
+        raise FmnumpyError("the GPU runs the network in float32; the float64 oracle is "
+                           "device='cpu'")
+    from .cuda import cuda_solve_logp
+    xe, le = cuda_solve_logp(theta, spec, x, l, method, steps, t0, t1)
+    steps = check_steps(steps)
+    return xe.astype(np.float64), le, SolveStats(steps * tableau(method).stages, steps, 0)
+
+
 def sample_with_logprob(theta, spec, x0, method="rk4", steps=100, rtol=1e-5, atol=1e-5,
-                        norm="rms", chunk=CHUNK, return_stats=False, dtype=np.float32):
+                        norm="rms", chunk=CHUNK, return_stats=False, dtype=np.float32,
+                        device="cpu"):
     """Push x0 (N, D) from t = 0 to 1 and return the samples x1 (N, D) and
     log p_1(x1) (N,) = log N(x0; 0, I) - int_0^1 div v(x_t, t) dt, from one
-    solve of the augmented state (float64; the network in ``dtype``).  With
-    ``return_stats`` also the SolveStats (summed over chunks of ``chunk`` particles)."""
+    solve of the augmented state (float64; the network in ``dtype``) on ``device``.
+    With ``return_stats`` also the SolveStats (summed over chunks of ``chunk``
+    particles)."""
     x0 = _check_points(x0, spec, "x0")
     l0 = gaussian_logpdf(x0)
-    x1, l1, stats = _solve_chunks(theta, spec, x0, l0, 0.0, 1.0, method, steps, rtol,
-                                  atol, norm, chunk, dtype)
+    x1, l1, stats = _solve(theta, spec, x0, l0, 0.0, 1.0, method, steps, rtol, atol, norm,
+                           chunk, dtype, device)
     return (x1, l1, stats) if return_stats else (x1, l1)
 
 
 def log_prob(theta, spec, x, method="rk4", steps=100, rtol=1e-5, atol=1e-5, norm="rms",
-             chunk=CHUNK, return_stats=False, dtype=np.float32):
+             chunk=CHUNK, return_stats=False, dtype=np.float32, device="cpu"):
     """log p_1(x) (N,) of data points x (N, D) under the flow: solve backwards
     from t = 1 to 0 with l(1) = 0, so l(0) = int_0^1 div v(x_t, t) dt, and
-    return log N(x(0); 0, I) - l(0) (float64; the network in ``dtype``).  With
-    ``return_stats`` also the SolveStats."""
+    return log N(x(0); 0, I) - l(0) (float64; the network in ``dtype``) on
+    ``device``.  With ``return_stats`` also the SolveStats."""
     x = _check_points(x, spec, "x")
-    xz, lz, stats = _solve_chunks(theta, spec, x, np.zeros(x.shape[0]), 1.0, 0.0, method,
-                                  steps, rtol, atol, norm, chunk, dtype)
+    xz, lz, stats = _solve(theta, spec, x, np.zeros(x.shape[0]), 1.0, 0.0, method, steps,
+                           rtol, atol, norm, chunk, dtype, device)
     logp = gaussian_logpdf(xz) - lz
     return (logp, stats) if return_stats else logp
 
 
 def density_grid(theta, spec, lim=4.0, n_grid=200, method="rk4", steps=100, rtol=1e-5,
-                 atol=1e-5, norm="rms", chunk=CHUNK, dtype=np.float32):
+                 atol=1e-5, norm="rms", chunk=CHUNK, dtype=np.float32, device="cpu"):
     """log p_1 on the cell centres of an n_grid x n_grid partition of a 2-D box.
 
     ``lim`` is L (the box [-L, L]^2) or ((x_lo, x_hi), (y_lo, y_hi)).  Returns
@@ -404,5 +425,6 @@ def density_grid(theta, spec, lim=4.0, n_grid=200, method="rk4", steps=100, rtol
     gx = x_lo + (np.arange(n_grid) + 0.5) * (x_hi - x_lo) / n_grid
     gy = y_lo + (np.arange(n_grid) + 0.5) * (y_hi - y_lo) / n_grid
     pts = np.stack(np.meshgrid(gx, gy, indexing="xy"), axis=-1).reshape(-1, 2)
-    logp = log_prob(theta, spec, pts, method, steps, rtol, atol, norm, chunk, dtype=dtype)
+    logp = log_prob(theta, spec, pts, method, steps, rtol, atol, norm, chunk, dtype=dtype,
+                    device=device)
     return gx, gy, logp.reshape(n_grid, n_grid)

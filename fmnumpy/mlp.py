@@ -137,6 +137,18 @@ def time_feature(t, k):
 time_feature_cpu = njit(cache=True, inline="always")(time_feature)
 
 
+def wave_tangent(sk, ck, k, bd):
+    """d/dy_d of (sin(w p), cos(w p)), p = b . y, w = pi 2^k, from sk = sin(w p),
+    ck = cos(w p) and bd = b_d: (w b_d cos(w p), -w b_d sin(w p)).  The tangent
+    rule of the plane waves, compiled for the CPU here and for the GPU in
+    ``cuda/mlp.py``."""
+    w = math.pi * 2.0 ** k
+    return w * bd * ck, -w * bd * sk
+
+
+wave_tangent_cpu = njit(cache=True, inline="always")(wave_tangent)
+
+
 @njit(cache=True)
 def plane_waves(X, i, D, K, b):
     """X[i, D + 2 (k J + j)], X[i, D + 2 (k J + j) + 1] = sin(w_k p_j), cos(w_k p_j)
@@ -146,13 +158,12 @@ def plane_waves(X, i, D, K, b):
     (``riemannian.manifold_features``)."""
     J = b.shape[0]
     for k in range(K):
-        w = np.pi * 2.0 ** k
         for j in range(J):
             p = 0.0
             for d in range(D):
                 p += b[j, d] * X[i, d]
-            X[i, D + 2 * (k * J + j)] = np.sin(w * p)
-            X[i, D + 2 * (k * J + j) + 1] = np.cos(w * p)
+            # the time feature's formula at the projection p (one formula, CPU and GPU)
+            X[i, D + 2 * (k * J + j)], X[i, D + 2 * (k * J + j) + 1] = time_feature_cpu(p, k)
 
 
 @njit(cache=True)
@@ -163,11 +174,10 @@ def plane_wave_tangents(X, i, D, K, b, U):
     J = b.shape[0]
     for d in range(D):
         for k in range(K):
-            w = np.pi * 2.0 ** k
             for j in range(J):
                 sn = D + 2 * (k * J + j)                      # the sin column, then cos
-                U[d, i, sn] = w * b[j, d] * X[i, sn + 1]
-                U[d, i, sn + 1] = -w * b[j, d] * X[i, sn]
+                U[d, i, sn], U[d, i, sn + 1] = wave_tangent_cpu(X[i, sn], X[i, sn + 1], k,
+                                                                b[j, d])
 
 
 @njit(cache=True)

@@ -8,11 +8,11 @@ rtol, atol, record, t0, t1, labels, guidance) -> (x(t1) (N, D), trajectory (R + 
 N, D) or None, stats or None)`` (t1 < t0 integrates backwards; labels and
 guidance condition a conditional network, ``solvers.conditioning``): ``steps`` for the fixed-step tableaus (``solvers.TABLEAUS``), rtol/atol
 for the adaptive Dormand-Prince (``adaptive.py``).  Log-probabilities come from
-the augmented solve of ``likelihood.py``.  A combination the table does not have
+the augmented solve of ``likelihood.py`` (on the GPU ``cuda/likelihood.py``).  A combination the table does not have
 raises one line naming what is available; nothing falls back silently.
 
     method     CPU solver                 GPU solver            log p on
-    euler ..   solvers.integrate_mlp      cuda.cuda_sample      cpu
+    euler ..   solvers.integrate_mlp      cuda.cuda_sample      cpu, cuda
     dopri5     adaptive.dopri5_mlp        (none)                cpu
 """
 from collections import namedtuple
@@ -37,9 +37,6 @@ def _cuda_fixed(theta, spec, x0, method, steps, rtol, atol, record, t0=0.0, t1=1
     if spec.n_classes:
         raise FmnumpyError("conditional models do not sample on the GPU yet (its kernels "
                            "take no label features); use device='cpu'")
-    if spec.x_freqs:
-        raise FmnumpyError("models with Fourier features of x (x_freqs > 0) do not sample "
-                           "on the GPU yet; use device='cpu'")
     out = cuda_sample(theta, spec, x0, method, steps, t0=t0, t1=t1, record=record)
     return (out + (None,)) if record else (out, None, None)
 
@@ -55,7 +52,7 @@ Solver = namedtuple("Solver", "name adaptive sample logprob")
 """``sample``: {device: solve function}; ``logprob``: the devices where
 ``likelihood.py`` integrates log p with this method."""
 
-SOLVERS = {m: Solver(m, False, {"cpu": _cpu_fixed, "cuda": _cuda_fixed}, ("cpu",))
+SOLVERS = {m: Solver(m, False, {"cpu": _cpu_fixed, "cuda": _cuda_fixed}, ("cpu", "cuda"))
            for m in METHODS}
 SOLVERS["dopri5"] = Solver("dopri5", True, {"cpu": _cpu_dopri5}, ("cpu",))
 

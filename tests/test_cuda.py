@@ -144,6 +144,8 @@ SPECS = {   # widths that are multiples of no tile; time features on and off; an
     "silu": MLPSpec(2, (9, 17), "silu", n_freq=1),
     "selu": MLPSpec(2, (5,), "selu", n_freq=0),
     "full": MLPSpec(2, (8, 8), "tanh", n_freq=0),
+    # plane-wave features of x (the CPU's default model)
+    "fourier": MLPSpec(2, (9, 7), "silu", n_freq=1, x_freqs=2),
 }
 
 
@@ -315,7 +317,8 @@ def reference_integrate(theta, spec, x0, method, steps, record=0):
 
 
 @kernels
-@pytest.mark.parametrize("method,name", [(m, "silu") for m in TABLEAUS] + [("euler", "full")])
+@pytest.mark.parametrize("method,name", [(m, "silu") for m in TABLEAUS] + [("euler", "full"),
+                                                                         ("rk4", "fourier")])
 def test_sampler(tiny, method, name):
     from fmnumpy.cuda.solvers import cuda_sample
     spec = SPECS[name]
@@ -375,6 +378,90 @@ def test_sampler_trajectory(tiny):
     assert traj.shape == (3, 9, 2)
     np.testing.assert_allclose(got, ref, **TOL)
     np.testing.assert_allclose(traj, ref_traj, **TOL)
+
+
+# ---- the exact likelihood (cuda/likelihood.py) against the float64 CPU oracle -----------
+
+LOGP_SPECS = dict(SPECS, d3=MLPSpec(3, (6,), "tanh", n_freq=1, x_freqs=1))   # G = 4 rows
+
+
+def cpu_logp(theta, spec, x, method, steps, backward):
+    """(x(t1), l(t1)) of likelihood.integrate_logp in float64: the oracle."""
+    from fmnumpy.likelihood import integrate_logp, mlp_div_field, mlp_div_params
+    l0 = np.linspace(-1.0, 1.0, x.shape[0])
+    t0, t1 = (1.0, 0.0) if backward else (0.0, 1.0)
+    params = mlp_div_params(theta.astype(np.float64), spec, x.shape[0])
+    xe, le, _ = integrate_logp(mlp_div_field, params, x.astype(np.float64), l0, t0, t1,
+                               method, steps)
+    return l0, (t0, t1), xe, le
+
+
+@kernels
+@pytest.mark.parametrize("method,name,backward", [("rk4", "silu", False), ("euler", "full", True),
+                                                  ("heun", "selu", True),
+                                                  ("midpoint", "fourier", False),
+                                                  ("rk4", "d3", True)])
+def test_logp_kernel(tiny, method, name, backward):
+    """The fused augmented solve [x, l] (forward-mode divergence in the block MLP's
+    row groups) against the CPU's float64 solve, forwards and backwards in time."""
+    from fmnumpy.cuda.likelihood import CudaLikelihood, cuda_solve_logp
+    spec = LOGP_SPECS[name]
+    theta = init_params(spec.sizes, np.random.default_rng(6))
+    N = 13
+    x = np.random.default_rng(7).standard_normal((N, spec.dim)).astype(np.float32)
+    l0, (t0, t1), ref_x, ref_l = cpu_logp(theta, spec, x, method, 2, backward)
+    cfg = CudaLikelihood(theta, spec).cfg
+    assert cfg.TM % (spec.dim + 1) == 0 and -(-N // (cfg.PB // (spec.dim + 1))) > 1
+    got_x, got_l = cuda_solve_logp(theta, spec, x, l0, method, 2, t0, t1)
+    assert got_l.dtype == np.float64
+    print("max |dl|", np.abs(got_l - ref_l).max())
+    np.testing.assert_allclose(got_x, ref_x, **TOL)
+    np.testing.assert_allclose(got_l, ref_l, rtol=1e-5, atol=1e-5)
+
+
+@kernels
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_logp_kernel_layouts(tiny, monkeypatch, layout):
+    """Resident weights and dynamic shared memory with D + 1 rows per particle."""
+    from fmnumpy.cuda import tiles
+    from fmnumpy.cuda.likelihood import CudaLikelihood, cuda_solve_logp
+    for k, v in LAYOUTS[layout].items():
+        monkeypatch.setitem(tiles.TILES, k, v)
+    if "dynamic" in layout:
+        small_static_limit(monkeypatch)
+    spec = SPECS["silu"]
+    theta = init_params(spec.sizes, np.random.default_rng(6))
+    x = np.random.default_rng(8).standard_normal((17, 2)).astype(np.float32)
+    cfg = CudaLikelihood(theta, spec).cfg
+    assert cfg.RES == ("resident" in layout) and (cfg.DYN > 0) == ("dynamic" in layout)
+    l0, (t0, t1), ref_x, ref_l = cpu_logp(theta, spec, x, "rk4", 2, True)
+    got_x, got_l = cuda_solve_logp(theta, spec, x, l0, "rk4", 2, t0, t1)
+    np.testing.assert_allclose(got_x, ref_x, **TOL)
+    np.testing.assert_allclose(got_l, ref_l, rtol=1e-5, atol=1e-5)
+
+
+@kernels
+def test_flowmatcher_likelihood_on_the_gpu(tiny):
+    """FlowMatcher(device="cuda"): log_prob, sample(return_logprob=True) and
+    density_grid run the kernel and agree with the same model on the CPU."""
+    from fmnumpy import FlowMatcher
+    fm = FlowMatcher(hidden=(6,), activation="silu", seed=2, x_freqs=1).fit(
+        "moons", steps=3, batch_size=8)
+    x = np.random.default_rng(3).standard_normal((9, 2))
+    cpu = fm.log_prob(x, steps=3)
+    x1_c, lp1_c = fm.sample(7, steps=3, return_logprob=True)
+    grid_c = fm.density_grid(lim=2.0, n_grid=3, steps=2)[2]
+    fm.set_params(device="cuda")
+    np.testing.assert_allclose(fm.log_prob(x, steps=3), cpu, rtol=1e-5, atol=1e-5)
+    x1_g, lp1_g = fm.sample(7, steps=3, return_logprob=True)
+    np.testing.assert_allclose(x1_g, x1_c, **TOL)
+    np.testing.assert_allclose(lp1_g, lp1_c, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(fm.density_grid(lim=2.0, n_grid=3, steps=2)[2], grid_c,
+                               rtol=1e-5, atol=1e-5)
+    for bad in (dict(method="dopri5"), dict(dtype="float64")):
+        with pytest.raises(FmnumpyError) as e:
+            fm.log_prob(x, **bad)
+        assert "\n" not in str(e.value) and "cpu" in str(e.value)
 
 
 @kernels

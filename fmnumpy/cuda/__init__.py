@@ -2,12 +2,13 @@
 each CPU function to its kernel.
 
 Importing this package never needs a GPU or numba-cuda: the kernel modules
-(``mlp``, ``step``, ``stepper``, ``solvers``) import ``numba.cuda`` and are
+(``mlp``, ``step``, ``stepper``, ``solvers``, ``likelihood``) import ``numba.cuda`` and are
 loaded only by the functions below.  :func:`require_gpu` is called where a GPU
 is actually required and fails with one clear line when there is none.
 
     cuda_stepper(spec, opt, state, ...)              the twin of step.CpuStepper
     cuda_sample(theta, spec, x0, method, steps, ...) the twin of solvers.integrate_mlp
+    cuda_solve_logp(theta, spec, x, l, ...)          the twin of likelihood.integrate_logp
     CudaTrainer, CudaSampler                         the device state and launches
 """
 from ..errors import FmnumpyError
@@ -47,6 +48,13 @@ def cuda_sample(theta, spec, x0, method="rk4", steps=100, t0=0.0, t1=1.0, record
     require_gpu()
     from .solvers import cuda_sample as _sample
     return _sample(theta, spec, x0, method, steps, t0, t1, record)
+
+
+def cuda_solve_logp(theta, spec, x, l, method="rk4", steps=100, t0=0.0, t1=1.0):
+    """Solve the augmented state [x, l] on the GPU (see ``likelihood.cuda_solve_logp``)."""
+    require_gpu()
+    from .likelihood import cuda_solve_logp as _solve
+    return _solve(theta, spec, x, l, method, steps, t0, t1)
 
 
 def __getattr__(name):

@@ -5,8 +5,9 @@ The scalar formulas are the ones the CPU uses, compiled a second time with
 ``cuda.jit(device=True)`` (STYLE.md rule 3): activations from
 ``fmnumpy.activations``, the Adam and EMA element updates and the clipping
 factor from ``fmnumpy.optim``, the path elements (straight, constant sigma) and
-the time draw from ``fmnumpy.paths``, the loss element from ``fmnumpy.loss``, the time feature
-from ``fmnumpy.mlp`` and the 2spirals point from ``fmnumpy.datasets``.  Never
+the time draw from ``fmnumpy.paths``, the loss element from ``fmnumpy.loss``, the
+time feature and the plane waves' tangent from ``fmnumpy.mlp`` and the 2spirals
+point from ``fmnumpy.datasets``.  Never
 copy a formula here.
 
 Launch settings (threads per block, fastmath) are read from ``fmnumpy.config``
@@ -18,7 +19,7 @@ from .. import config
 from ..activations import act, dact
 from ..datasets import spiral_point
 from ..loss import cfm_element
-from ..mlp import time_feature
+from ..mlp import time_feature, wave_tangent
 from ..optim import adam_element, clip_scale, ema_element
 from ..paths import gaussian_element, path_element, time_from_uniform
 
@@ -99,6 +100,7 @@ class DeviceFunctions:
         self.time_from_uniform = dev(time_from_uniform)
         self.cfm_element = dev(cfm_element)
         self.time_feature = dev(time_feature)
+        self.wave_tangent = dev(wave_tangent)
         self.spiral_point = dev(spiral_point)
 
 

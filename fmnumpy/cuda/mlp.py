@@ -44,7 +44,7 @@ import functools
 from numba import cuda
 
 from .device import device_functions, simulator_compat
-from .layout import N_IN, N_OUT, W_OFF
+from .layout import B_OFF, N_IN, N_OUT, W_OFF
 
 
 def owned_columns(cg, j, NCG, TN):
@@ -56,18 +56,42 @@ def owned_columns(cg, j, NCG, TN):
     return cg + j * NCG
 
 
+def group_row(p, s, NRG, G):
+    """Row of member s < G of particle p (plain Python and device code): a thread
+    owns rows rg + i NRG, i < TM, and particle p = rg + q NRG gets i = q G + s, so
+    the thread that owns a particle's row owns all G of them (TM % G == 0)."""
+    return p % NRG + ((p // NRG) * G + s) * NRG
+
+
 @functools.lru_cache(maxsize=None)
-def make_block_mlp(cfg, D, fastmath, stage_regs=16):
+def make_block_mlp(cfg, D, fastmath, stage_regs=16, x_freqs=0, group=1, kind=0):
     """Device functions for block layout ``cfg`` (``tiles.MlpConfig``) and output
-    width D; ``stage_regs`` bounds the registers a thread stages W through.
+    width D; ``stage_regs`` bounds the registers a thread stages W through;
+    ``x_freqs`` the octaves K of plane-wave features of x (``mlp.input_features``),
+    compile-time constants like the directions ``mlp.feature_directions(D)``.
+
+    ``group`` G > 1: each particle has G rows, row s = 0 the forward pass and rows
+    s = 1..G-1 its tangents (``row_of``; the exact divergence, ``cuda/likelihood.py``):
+    :func:`hidden_stack` applies the tangent rule da = sigma'(z) dz to them and
+    :func:`narrow_linear` gives them no bias.  ``kind``: the activation of
+    :func:`hidden_stack`.
     Returns a namespace with ``tile_matmul``, ``narrow_linear``, ``features``,
-    ``col_of`` and the sizes of the shared buffers (HSIZE, WSIZE, RED)."""
+    ``tangent_features``, ``hidden_stack``, ``row_of``, ``col_of`` and the sizes of
+    the shared buffers (HSIZE, WSIZE, RED)."""
     import numpy as np
     from numba import float32, uint64
+
+    from ..mlp import feature_directions
     simulator_compat()
     dev = device_functions(fastmath)
-    time_feature = dev.time_feature
-    PB, TM, TN, BK = cfg.PB, cfg.TM, cfg.TN, cfg.BK
+    time_feature, wave_tangent, act, dact = dev.time_feature, dev.wave_tangent, dev.act, dev.dact
+    G, KIND, K = int(group), int(kind), int(x_freqs)
+    if cfg.TM % G:
+        raise ValueError(f"TM = {cfg.TM} is not a multiple of the group of {G} rows")
+    J = D * D if K else 0                # plane-wave directions (J, D), constants
+    DIRS = feature_directions(D).astype(np.float32) if K else np.zeros((1, D), np.float32)
+    E = D + 2 * K * J                    # first column after x and its plane waves
+    PB, TM, TN, BK, RES = cfg.PB, cfg.TM, cfg.TN, cfg.BK, cfg.RES
     NRG, NCG, NT, HP, HS = cfg.NRG, cfg.NCG, cfg.NT, cfg.HP, cfg.HS
     WS = cfg.WS                          # ws row length (HP + 4: transposed staging hits
                                          # all banks; HP when W is resident)
@@ -295,25 +319,107 @@ def make_block_mlp(cfg, D, fastmath, stage_regs=16):
             r = p // D
             d = p % D
             tot = theta[b_off + d]
+            if G > 1 and (r // NRG) % G != 0:
+                tot = float32(0.0)       # a tangent row: dv = dh W, no bias
             for s in range(NS):
                 tot += red[s * NP + p]
             out[r, d] = tot
         cuda.syncthreads()
 
     @cuda.jit(device=True, fastmath=fastmath)
-    def features(h1, r, x, t, n_freq):
-        """hs[r, :F] = [x (D,), t, sin(pi 2^k t), cos(pi 2^k t) for k < n_freq]
-        (``mlp.input_features`` without the plane waves), then zeros up to the next whole k-tile; x is (D,)."""
+    def hidden_stack(h1, theta, lay, w1, tid):
+        """hs <- the last hidden layer's activations: z = h W + b, a = sigma(z) for
+        l < L - 1, and with G > 1 the tangents da = sigma'(z) * (dh W) in each
+        particle's rows s > 0 (no bias; sigma'(z) from its row 0, held by the same
+        thread).  Resident W (cfg.RES) or streamed k-tiles.  Ends with a barrier."""
+        rg = tid // NCG
+        cg = tid % NCG
+        w_row = 0                       # first row of W_l in the resident ws
+        for l in range(lay.shape[0] - 1):
+            n_in = lay[l, N_IN]
+            n_out = lay[l, N_OUT]
+            b_off = lay[l, B_OFF]
+            if RES:
+                resident_matmul(h1, n_in, w1, w_row, tid)
+                w_row += (n_in + BK - 1) // BK * BK
+            else:
+                tile_matmul(h1, n_in, n_out, theta, lay[l, W_OFF], False, w1, tid)
+            if G == 1:
+                for i in range(TM):
+                    r = rg + i * NRG
+                    for j in range(TN):
+                        col = col_of(cg, j, NCG, TN)
+                        e = r * HS + col        # hs[r, col]
+                        if col < n_out:
+                            h1[e] = act(h1[e] + theta[b_off + col], KIND)
+                        else:
+                            h1[e] = 0.0         # whole k-tiles read zeros
+            else:
+                for q in range(TM // G):
+                    e0 = (rg + q * G * NRG) * HS     # row 0 of the thread's q-th particle
+                    for j in range(TN):
+                        col = col_of(cg, j, NCG, TN)
+                        if col < n_out:
+                            z = h1[e0 + col] + theta[b_off + col]
+                            sp = dact(z, KIND)
+                            for s in range(1, G):
+                                h1[e0 + s * NRG * HS + col] *= sp
+                            h1[e0 + col] = act(z, KIND)
+                        else:
+                            for s in range(G):
+                                h1[e0 + s * NRG * HS + col] = 0.0
+            cuda.syncthreads()
+
+    @cuda.jit(device=True, fastmath=fastmath)
+    def features(h1, r, x, t, n_freq, n_in, y):
+        """hs[r, :n_in] = [x (D,), plane waves of x, t, sin(pi 2^k t), cos(pi 2^k t)
+        for k < n_freq, one-hot of the label y (none if y < 0)] (``mlp.input_features``
+        and ``mlp.label_features``), then zeros up to the next whole k-tile."""
         for d in range(D):
             h1[r * HS + d] = x[d]
-        h1[r * HS + D] = t
+        for k in range(K):
+            for j in range(J):
+                p = float32(0.0)
+                for d in range(D):
+                    p += DIRS[j, d] * x[d]
+                sk, ck = time_feature(p, k)
+                h1[r * HS + D + 2 * (k * J + j)] = sk
+                h1[r * HS + D + 2 * (k * J + j) + 1] = ck
+        h1[r * HS + E] = t
         for k in range(n_freq):
             sk, ck = time_feature(t, k)
-            h1[r * HS + D + 1 + 2 * k] = sk
-            h1[r * HS + D + 2 + 2 * k] = ck
-        F = D + 1 + 2 * n_freq
-        for f in range(F, (F + BK - 1) // BK * BK):
+            h1[r * HS + E + 1 + 2 * k] = sk
+            h1[r * HS + E + 2 + 2 * k] = ck
+        F = E + 1 + 2 * n_freq
+        for f in range(F, (n_in + BK - 1) // BK * BK):
             h1[r * HS + f] = 0.0
+        if y >= 0:
+            h1[r * HS + F + y] = 1.0
+
+    @cuda.jit(device=True, fastmath=fastmath)
+    def tangent_features(h1, r, x, m, n_in):
+        """hs[r, :n_in] = d X / dx_m, the tangent of :func:`features` along e_m:
+        e_m in the x columns, ``mlp.wave_tangent`` in the plane waves (as
+        ``mlp.input_tangents``), zero for the time and label columns."""
+        for d in range(D):
+            h1[r * HS + d] = 1.0 if d == m else 0.0
+        for k in range(K):
+            for j in range(J):
+                p = float32(0.0)
+                for d in range(D):
+                    p += DIRS[j, d] * x[d]
+                sk, ck = time_feature(p, k)
+                ts, tc = wave_tangent(sk, ck, k, DIRS[j, m])
+                h1[r * HS + D + 2 * (k * J + j)] = ts
+                h1[r * HS + D + 2 * (k * J + j) + 1] = tc
+        for f in range(E, (n_in + BK - 1) // BK * BK):
+            h1[r * HS + f] = 0.0
+
+    grow = cuda.jit(device=True)(group_row)
+
+    @cuda.jit(device=True)
+    def row_of(p, s):
+        return grow(p, s, NRG, G)
 
     class Namespace:
         pass
@@ -321,6 +427,8 @@ def make_block_mlp(cfg, D, fastmath, stage_regs=16):
     ns = Namespace()
     ns.tile_matmul, ns.narrow_linear, ns.features, ns.col_of = \
         tile_matmul, narrow_linear, features, col_of
+    ns.tangent_features, ns.hidden_stack, ns.row_of = tangent_features, hidden_stack, row_of
+    ns.G, ns.PP = G, PB // G                 # rows per particle, particles per block
     ns.load_resident, ns.resident_matmul = load_resident, resident_matmul
     ns.RED, ns.WS, ns.cfg, ns.D = RED, WS, cfg, D
     ns.HSIZE, ns.WSIZE = HSIZE, WSIZE

@@ -19,8 +19,8 @@ from numba import cuda
 
 from ..errors import FmnumpyError
 from ..solvers import check_steps, tableau
-from .device import cuda_module, device_functions, fastmath, launch, simulator, threads_per_block
-from .layout import B_OFF, N_IN, N_OUT, W_OFF, layer_table
+from .device import cuda_module, fastmath, launch, simulator, threads_per_block
+from .layout import B_OFF, N_IN, W_OFF, layer_table
 from .mlp import make_block_mlp
 from .tiles import TILES, mlp_config, register_cap
 
@@ -28,19 +28,16 @@ SMAX = 4      # stages of the largest tableau (rk4)
 
 
 @functools.lru_cache(maxsize=None)
-def make_rk_mlp(cfg, D, fastmath, max_registers=0, stage_regs=16, kind=0):
-    """The fused sampler kernel for block layout ``cfg``, data dimension D and
-    activation code ``kind`` (a compile-time constant: no branch on the activation
-    in the epilogue); ``max_registers`` > 0 caps the registers per thread."""
+def make_rk_mlp(cfg, D, fastmath, max_registers=0, stage_regs=16, kind=0, x_freqs=0):
+    """The fused sampler kernel for block layout ``cfg``, data dimension D,
+    activation code ``kind`` and ``x_freqs`` octaves of plane waves (compile-time
+    constants: no branch on the activation in the epilogue); ``max_registers`` > 0
+    caps the registers per thread."""
     from numba import float32
-    act = device_functions(fastmath).act
-    mlp = make_block_mlp(cfg, D, fastmath, stage_regs)
-    tile_matmul, narrow_linear, features = mlp.tile_matmul, mlp.narrow_linear, mlp.features
-    load_resident, resident_matmul = mlp.load_resident, mlp.resident_matmul
-    col_of = mlp.col_of
-    PB, TM, TN, NRG, NCG, NT, HS = cfg.PB, cfg.TM, cfg.TN, cfg.NRG, cfg.NCG, cfg.NT, cfg.HS
-    BK, RES, DYN = cfg.BK, cfg.RES, cfg.DYN > 0
-    KIND = int(kind)
+    mlp = make_block_mlp(cfg, D, fastmath, stage_regs, x_freqs, 1, kind)
+    narrow_linear, features, hidden_stack = mlp.narrow_linear, mlp.features, mlp.hidden_stack
+    load_resident = mlp.load_resident
+    PB, NT, RES, DYN = cfg.PB, cfg.NT, cfg.RES, cfg.DYN > 0
     RED, HSIZE, HSTATIC, WSTATIC = mlp.RED, mlp.HSIZE, mlp.HSTATIC, mlp.WSTATIC
 
     cap = {"max_registers": max_registers} if max_registers and not simulator() else {}
@@ -60,12 +57,11 @@ def make_rk_mlp(cfg, D, fastmath, max_registers=0, stage_regs=16, kind=0):
         ks = cuda.shared.array((SMAX, PB, D), float32)    # stage velocities
         xin = cuda.local.array(D, float32)
         tid = cuda.threadIdx.x
-        rg = tid // NCG
-        cg = tid % NCG
         N = x.shape[0]
         row0 = cuda.blockIdx.x * PB
         L = lay.shape[0]
         S = tab.shape[1]
+        F = lay[0, N_IN]
         for e in range(tid, HSIZE, NT):
             h1[e] = 0.0                 # columns past a layer's width stay zero
         if RES:
@@ -87,27 +83,9 @@ def make_rk_mlp(cfg, D, fastmath, max_registers=0, stage_regs=16, kind=0):
                         for j in range(st):
                             v += h * tab[2 + st, j] * ks[j, r, d]
                         xin[d] = v
-                    features(h1, r, xin, ts, n_freq)
+                    features(h1, r, xin, ts, n_freq, F, -1)
                 cuda.syncthreads()
-                w_row = 0                   # first row of W_l in the resident ws
-                for l in range(L - 1):
-                    n_in = lay[l, N_IN]
-                    n_out = lay[l, N_OUT]
-                    if RES:
-                        resident_matmul(h1, n_in, w1, w_row, tid)
-                        w_row += (n_in + BK - 1) // BK * BK
-                    else:
-                        tile_matmul(h1, n_in, n_out, theta, lay[l, W_OFF], False, w1, tid)
-                    for i in range(TM):
-                        r = rg + i * NRG
-                        for j in range(TN):
-                            col = col_of(cg, j, NCG, TN)
-                            e = r * HS + col        # hs[r, col]
-                            if col < n_out:
-                                h1[e] = act(h1[e] + theta[lay[l, B_OFF] + col], KIND)
-                            else:
-                                h1[e] = 0.0         # whole k-tiles read zeros
-                    cuda.syncthreads()
+                hidden_stack(h1, theta, lay, w1, tid)
                 lo = L - 1
                 narrow_linear(h1, lay[lo, N_IN], theta, lay[lo, W_OFF], lay[lo, B_OFF], red,
                               ks[st], tid)
@@ -164,7 +142,12 @@ class CudaSampler:
         self._no_traj = cu.device_array((1, 1, spec.dim), dtype=np.float32)
 
     @staticmethod
-    def layouts(spec):
+    def group(spec):
+        """Rows per particle in the block MLP (1: the forward pass alone)."""
+        return 1
+
+    @classmethod
+    def layouts(cls, spec):
         """Block layouts to try, best first (``tiles.mlp_config``)."""
         width, threads = int(max(spec.sizes)), threads_per_block()
         dyn = int(TILES["mlp_dynamic_shared"])
@@ -174,17 +157,18 @@ class CudaSampler:
         # PB = 32 or less it is no fallback for a refused dynamic layout
         for r, d in ((res, dyn), ((), dyn), ((), 0), (res, 0)):
             try:
-                cfg = mlp_config(width, threads, resident=r, dynamic=d)
+                cfg = mlp_config(width, threads, resident=r, dynamic=d, group=cls.group(spec))
             except FmnumpyError:        # resident weights too large for shared memory
                 continue
             if cfg not in out:
                 out.append(cfg)
-        return out or [mlp_config(width, threads)]    # (raises: too wide)
+        return out or [mlp_config(width, threads, group=cls.group(spec))]   # (raises: too wide)
 
     def _use(self, cfg):
         self.cfg = cfg
         self.kernel = make_rk_mlp(cfg, self.spec.dim, fastmath("sampler"), register_cap(cfg.NT),
-                                  int(TILES["mlp_stage_regs"]), int(self.spec.kind))
+                                  int(TILES["mlp_stage_regs"]), int(self.spec.kind),
+                                  self.spec.x_freqs)
         self._ready = False
 
     def tab(self, method):
@@ -201,15 +185,21 @@ class CudaSampler:
         h = (float(t1) - float(t0)) / int(steps)
         n_rec = 0 if traj is None else traj.shape[0]
         spec = self.spec
-        args = (self.theta, self.lay, self.tab(method), x,
-                self._no_traj if traj is None else traj, float(t0), h, int(steps), int(every),
-                n_rec, spec.n_freq)
+        self._launch(N, (self.theta, self.lay, self.tab(method), x,
+                         self._no_traj if traj is None else traj, float(t0), h, int(steps),
+                         int(every), n_rec, spec.n_freq))
+        return x
+
+    def _launch(self, N, args):
+        """One launch over N particles (PB / group per block); on the first launch a
+        layout that does not build or launch here falls back to the next."""
         while True:
             cfg = self.cfg
             try:
-                launch(self.kernel, -(-N // cfg.PB), cfg.NT, cfg.DYN, args, not self._ready)
+                launch(self.kernel, -(-N // (cfg.PB // self.group(self.spec))), cfg.NT,
+                       cfg.DYN, args, not self._ready)
                 self._ready = True
-                return x
+                return
             except Exception as e:      # the layout does not build or launch here
                 if self._ready or not self._layouts:
                     raise

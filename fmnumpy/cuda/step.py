@@ -40,11 +40,12 @@ DATA_2SPIRALS = 2    # everything drawn on the device (D = 2)
 
 @functools.lru_cache(maxsize=None)
 def make_forward_backward(cfg, D, fastmath, max_registers=0, stage_regs=16, kind=0,
-                          gauss=False):
+                          gauss=False, x_freqs=0):
     """The fused forward + loss + backward-data kernel for block layout ``cfg`` and
     activation code ``kind`` (a compile-time constant, as in the sampler);
     ``gauss``: the constant-sigma path (``paths.gaussian_element``, sigma in the
     ``sigma_min`` argument, eps in xin[c, i, 2D + 1 + d] of DATA_ARRAYS batches);
+    ``x_freqs``: octaves of plane-wave features of xt (inputs: no backward);
     ``max_registers`` > 0 caps the registers per thread; launched with cfg.DYN
     bytes of dynamic shared memory."""
     from numba import float32, float64
@@ -55,7 +56,7 @@ def make_forward_backward(cfg, D, fastmath, max_registers=0, stage_regs=16, kind
     GAUSS = bool(gauss)
     time_from_uniform = dev.time_from_uniform
     cfm_element, spiral_point = dev.cfm_element, dev.spiral_point
-    mlp = make_block_mlp(cfg, D, fastmath, stage_regs)
+    mlp = make_block_mlp(cfg, D, fastmath, stage_regs, x_freqs)
     tile_matmul, narrow_linear, features = mlp.tile_matmul, mlp.narrow_linear, mlp.features
     col_of = mlp.col_of
     PB, TM, TN, BK, NRG, NCG, NT, HS = cfg.PB, cfg.TM, cfg.TN, cfg.BK, cfg.NRG, cfg.NCG, \
@@ -130,7 +131,7 @@ def make_forward_backward(cfg, D, fastmath, max_registers=0, stage_regs=16, kind
                         xtd, utd = path_element(x0, x1, t, sigma_min)
                     xt[d] = xtd
                     us[r, d] = utd
-                features(h1, r, xt, t, n_freq)
+                features(h1, r, xt, t, n_freq, F, -1)
                 for f in range(F):
                     work[lay[0, H_OFF] + i * F + f] = h1[r * HS + f]
         cuda.syncthreads()

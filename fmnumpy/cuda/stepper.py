@@ -64,19 +64,7 @@ class CudaTrainer:
         sizes = spec.sizes
         P = spec.n_params
         fm = fastmath()
-        width, threads = int(max(sizes)), threads_per_block()
-        dyn = int(TILES["mlp_dynamic_shared"])
-        # block layouts of forward_backward, best first (see _forward_backward)
-        self._layouts = []
-        for d in (dyn, 0):
-            try:
-                cfg = mlp_config(width, threads, rows=self.B, dynamic=d)
-            except FmnumpyError:
-                if d or self._layouts:
-                    continue
-                raise
-            if cfg not in self._layouts:
-                self._layouts.append(cfg)
+        self._layouts = self.layouts(spec, self.B)
         self.fallbacks = []
         self.wg = wg_config()
         self.NT = threads_per_block()
@@ -118,6 +106,23 @@ class CudaTrainer:
         rseed = int(np.random.SeedSequence([self.seed, DEVICE_RNG_STREAM, int(start_step)])
                     .generate_state(1, np.uint32)[0])
         self.rng = create_xoroshiro128p_states(self.B, seed=rseed)
+
+    @staticmethod
+    def layouts(spec, B):
+        """Block layouts of forward_backward for batches of B rows, best first
+        (dynamic shared memory where TILES allow it; see _forward_backward)."""
+        width, threads = int(max(spec.sizes)), threads_per_block()
+        out = []
+        for d in (int(TILES["mlp_dynamic_shared"]), 0):
+            try:
+                cfg = mlp_config(width, threads, rows=B, dynamic=d)
+            except FmnumpyError:
+                if d or out:
+                    continue
+                raise
+            if cfg not in out:
+                out.append(cfg)
+        return out
 
     # -- state ----------------------------------------------------------------------
     def set_state(self, theta, m, v, ema):
@@ -163,7 +168,7 @@ class CudaTrainer:
         self.cfg = cfg
         self.k_fb = make_forward_backward(cfg, self.D, fastmath("forward_backward"),
                                           register_cap(cfg.NT), int(TILES["mlp_stage_regs"]),
-                                          int(self.spec.kind), self.gauss)
+                                          int(self.spec.kind), self.gauss, self.spec.x_freqs)
         self._fb_ready = False
 
     def _forward_backward(self, *args):

@@ -71,7 +71,7 @@ def small_shared(NT, PB):
     return 4 * (max(NT, 2 * PB) + 10 * PB) + 8 * NT + 512
 
 
-def mlp_config(width, threads, rows=None, tiles=None, resident=(), dynamic=0):
+def mlp_config(width, threads, rows=None, tiles=None, resident=(), dynamic=0, group=1):
     """Block layout for an MLP whose widest layer (input features included) has
     ``width`` units, with about ``threads`` threads per block.
 
@@ -81,6 +81,8 @@ def mlp_config(width, threads, rows=None, tiles=None, resident=(), dynamic=0):
     k-tiles.  ``dynamic``: bytes of shared memory allowed (0: SHARED_LIMIT); a
     layout above SHARED_LIMIT puts hs in dynamic shared memory (DYN > 0), ws and
     the small arrays stay static (at most STATIC_MAX).  Shrinks BK, then TM, to fit.
+    ``group``: TM is a multiple of it (G rows per particle, ``mlp.group_row``; the
+    likelihood's D + 1), so TM = G m with m a power of 2.
     """
     t = TILES if tiles is None else tiles
     TN, TM, BK = int(t["mlp_tn"]), int(t["mlp_tm"]), int(t["mlp_bk"])
@@ -96,6 +98,9 @@ def mlp_config(width, threads, rows=None, tiles=None, resident=(), dynamic=0):
     if rows is not None:
         while TM > 1 and -(-int(rows) // (NRG * TM)) < int(t["min_blocks"]):
             TM //= 2
+    G = int(group)
+    if G > 1:
+        TM = G * max(1, TM // G)
     if TM == 1:
         BK = int(t["mlp_bk_small"])
 
@@ -123,8 +128,8 @@ def mlp_config(width, threads, rows=None, tiles=None, resident=(), dynamic=0):
     while not fits(TM, BK):
         if BK > 4:
             BK //= 2
-        elif TM > 1:
-            TM //= 2
+        elif TM > G:
+            TM = G * max(1, TM // G // 2)
         else:
             raise FmnumpyError(f"layer width {width} is too wide for the CUDA kernels "
                                "(shared memory); use --device cpu")

@@ -1,0 +1,176 @@
+"""Registers and local-memory spills of the benchmark kernels, without a GPU.
+
+    python bench/ptxas.py [--arch sm_90] [--out bench/results/ptxas]
+
+Each kernel of the GPU benchmarks (``bench/gpu.py``: the samplers of models A and
+B, the likelihood kernel, training's forward/backward and weight-gradient GEMM) is
+built with the production TILES and the layout the launcher would pick first,
+compiled to PTX by numba-cuda (``cuda.compile_ptx``, no device needed) and
+assembled by ``ptxas -v`` with the launcher's register cap; the table lists
+registers, stack frame and spill bytes per kernel.  Needs numba-cuda and the CUDA
+toolkit wheels::
+
+    pip install "numba-cuda[cu12]"
+
+Writes <out>.md and <out>.json.
+"""
+import argparse
+import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+MODELS = {"A": ((64, 64, 64), "selu", 0), "B": ((256, 256, 256), "silu", 0),
+          # FlowMatcher's default model on the CPU: Fourier features of x
+          "default": ((128, 128, 128), "silu", 3)}
+
+
+def ptxas_path():
+    """ptxas of the nvidia-cuda-nvcc wheel, else the one on PATH."""
+    try:
+        import nvidia.cuda_nvcc as nv
+        p = pathlib.Path(list(nv.__path__)[0]) / "bin" / "ptxas"
+        if p.exists():
+            return str(p)
+    except ImportError:
+        pass
+    return "ptxas"
+
+
+def without_device(cc):
+    """Let device functions compile for ``cc`` with no GPU: numba-cuda asks the current
+    device for its compute capability when it compiles a device function that a
+    kernel calls (``cuda.compile_ptx`` itself takes cc)."""
+    from numba.cuda import dispatcher
+
+    class Device:
+        compute_capability = cc
+
+    dispatcher.get_current_device = lambda: Device()
+
+
+def signature(args):
+    from numba import typeof, types
+    return types.void(*(typeof(a) for a in args))
+
+
+def kernels():
+    """[(workload, kernel name, dispatcher, example args, fastmath, register cap, layout)]."""
+    from numba.cuda.random import xoroshiro128p_dtype
+
+    from fmnumpy.cuda.device import fastmath
+    from fmnumpy.cuda.layout import layer_table
+    from fmnumpy.cuda.likelihood import CudaLikelihood, make_rk_logp
+    from fmnumpy.cuda.solvers import CudaSampler, make_rk_mlp, tableau_array
+    from fmnumpy.cuda.step import make_forward_backward, make_weight_grad
+    from fmnumpy.cuda.stepper import CudaTrainer
+    from fmnumpy.cuda.tiles import TILES, register_cap, wg_config
+    from fmnumpy.mlp import MLPSpec
+    out = []
+    regs = int(TILES["mlp_stage_regs"])
+    tab = tableau_array("rk4")
+    for name, (hidden, act, xf) in MODELS.items():
+        spec = MLPSpec(2, hidden, act, x_freqs=xf)
+        lay = layer_table(spec.sizes)[0]
+        theta = np.zeros(spec.n_params, np.float32)
+        x = np.zeros((4, 2), np.float32)
+        cfg = CudaSampler.layouts(spec)[0]
+        k = make_rk_mlp(cfg, 2, fastmath("sampler"), register_cap(cfg.NT), regs, spec.kind, xf)
+        out.append((f"sample {name}", "rk_mlp", k,
+                    (theta, lay, tab, x, np.zeros((1, 1, 2), np.float32), 0.0, 0.01, 100, 1, 0,
+                     spec.n_freq), fastmath("sampler"), register_cap(cfg.NT), cfg))
+        cfg = CudaLikelihood.layouts(spec)[0]
+        k = make_rk_logp(cfg, 2, fastmath("sampler"), register_cap(cfg.NT), regs, spec.kind, xf)
+        out.append((f"log_prob {name}", "rk_logp", k,
+                    (theta, lay, tab, x, np.zeros(4), 1.0, -0.04, 25, spec.n_freq),
+                    fastmath("sampler"), register_cap(cfg.NT), cfg))
+    for name, B in (("A", 256), ("B", 256), ("B", 65536), ("default", 256)):
+        hidden, act, xf = MODELS[name]
+        spec = MLPSpec(2, hidden, act, x_freqs=xf)
+        wg = wg_config()
+        lay, n_work, _ = layer_table(spec.sizes, B, wg)
+        cfg = CudaTrainer.layouts(spec, B)[0]
+        fm = fastmath("forward_backward")
+        k = make_forward_backward(cfg, 2, fm, register_cap(cfg.NT), regs, spec.kind, False, xf)
+        args = (np.zeros((5, spec.n_params), np.float32), lay, np.zeros(n_work, np.float32),
+                np.zeros(B, xoroshiro128p_dtype), np.zeros((1, 1, 5), np.float32),
+                np.zeros((1, 2)), 0, B, spec.n_freq, 0.0, 1.0, 0)
+        out.append((f"train {name}/{B}", "forward_backward", k, args, fm, register_cap(cfg.NT),
+                    cfg))
+    wg = wg_config()
+    spec = MLPSpec(2, *MODELS["B"][:2])
+    lay, n_work, _ = layer_table(spec.sizes, 65536, wg)
+    out.append(("train B/65536", "weight_grad", make_weight_grad(wg, fastmath()),
+                (lay, np.zeros(n_work, np.float32), np.zeros((2, spec.n_params), np.float32),
+                 65536, 256), fastmath(), 0, wg))
+    return out
+
+
+def ptxas_report(ptx, arch, cap, ptxas):
+    """{registers, stack, spill_stores, spill_loads, smem} from ``ptxas -v``."""
+    with tempfile.TemporaryDirectory() as d:
+        src = os.path.join(d, "k.ptx")
+        pathlib.Path(src).write_text(ptx)
+        cmd = [ptxas, "-v", f"-arch={arch}", src, "-o", os.path.join(d, "k.cubin")]
+        if cap:
+            cmd[2:2] = ["-maxrregcount", str(cap)]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+    text = r.stdout + r.stderr
+    if r.returncode:
+        raise RuntimeError(text[-2000:])
+
+    def num(pat):
+        m = re.search(pat, text)
+        return int(m.group(1)) if m else 0
+
+    return dict(registers=num(r"Used (\d+) registers"), stack=num(r"(\d+) bytes stack frame"),
+                spill_stores=num(r"(\d+) bytes spill stores"),
+                spill_loads=num(r"(\d+) bytes spill loads"), smem=num(r"(\d+) bytes smem"),
+                log=text.strip())
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--arch", default="sm_90")
+    ap.add_argument("--out", default=str(pathlib.Path(__file__).parent / "results" / "ptxas"))
+    a = ap.parse_args(argv)
+    from numba import cuda
+    import numba_cuda
+    cc = tuple(int(c) for c in a.arch.split("_")[1])
+    without_device(cc)
+    ptxas = ptxas_path()
+    rows = []
+    for workload, kname, k, args, fm, cap, cfg in kernels():
+        ptx, _ = cuda.compile_ptx(k.py_func, signature(args), fastmath=fm, cc=cc)
+        rep = ptxas_report(ptx, a.arch, cap, ptxas)
+        rows.append(dict(workload=workload, kernel=kname, cap=cap, layout=str(cfg), **rep))
+        print(f"{workload:14s} {kname:17s} regs {rep['registers']:3d} (cap {cap or '-'}) "
+              f"stack {rep['stack']:4d} spill st/ld {rep['spill_stores']}/{rep['spill_loads']}",
+              flush=True)
+    ver = subprocess.run([ptxas, "--version"], capture_output=True, text=True).stdout
+    meta = dict(arch=a.arch, numba_cuda=numba_cuda.__version__,
+                ptxas=ver.strip().splitlines()[-1] if ver.strip() else "?")
+    pathlib.Path(a.out + ".json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
+    lines = [f"# Registers and spills of the GPU benchmark kernels ({a.arch}, no GPU needed)",
+             "", f"`python bench/ptxas.py --arch {a.arch}`; numba-cuda {meta['numba_cuda']}, "
+             f"ptxas {meta['ptxas']}. Each kernel as its launcher builds it first (production "
+             "TILES, register cap of `tiles.register_cap`); spill bytes from `ptxas -v`.", "",
+             "| workload | kernel | registers (cap) | stack frame B | spill stores B | "
+             "spill loads B | layout |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['workload']} | {r['kernel']} | {r['registers']} ({r['cap'] or '-'})"
+                     f" | {r['stack']} | {r['spill_stores']} | {r['spill_loads']} | "
+                     f"{r['layout']} |")
+    pathlib.Path(a.out + ".md").write_text("\n".join(lines) + "\n")
+    print("wrote", a.out + ".md")
+
+
+if __name__ == "__main__":
+    main()
