@@ -12,7 +12,8 @@ fmnumpy vs PyTorch), then times, alternating fmnumpy and PyTorch run by run:
 training steps/s of model B at batch 256 and 65,536 (50 warm-up steps, then
 timed runs of 200 steps, median) and sampling time of models A and B for 1M
 particles (Euler 100 steps; RK4 25 steps), median of timed solves after one
-warm-up.  Compilation is timed separately; host/device copies are outside the
+warm-up; log_prob of 1M points (RK4 25 steps) against PyTorch's exact divergence
+on the GPU and fmnumpy's CPU build.  Compilation is timed separately; host/device copies are outside the
 timed regions.  PyTorch: eager float32, TF32 off.  Every workload is wrapped so
 that one failure still reports the rest.  Writes gpu.json and gpu.md to $OUT if
 set, else bench/results/, after every workload.
@@ -28,8 +29,10 @@ import traceback
 
 if __package__:
     from . import gpu_common as C
+    from .likelihood import torch_log_prob
 else:
     import gpu_common as C       # python bench/gpu.py (first: it may set up the simulator)
+    from likelihood import torch_log_prob
 
 import numpy as np  # noqa: E402
 
@@ -253,6 +256,64 @@ def bench_sample(torch, dev, cfg, name, method, steps, sync_all, settings=None):
     return out
 
 
+def bench_logprob(torch, dev, cfg, name, steps, sync_all):
+    """log_prob of N points (RK4, ``steps`` steps from t = 1 back to 0) by the fused
+    GPU kernel, against PyTorch's exact divergence on the GPU (alternated runs) and
+    fmnumpy's CPU build on all cores (``logp_cpu_points`` of the points, scaled to N:
+    the cost is linear in N).  Validated first on ``val_particles`` points against the
+    CPU's float64 oracle."""
+    import numba
+
+    from fmnumpy.cuda.device import cuda_module
+    from fmnumpy.cuda.likelihood import CudaLikelihood, cuda_solve_logp
+    from fmnumpy.likelihood import gaussian_logpdf, log_prob
+    spec, theta = C.model_of(name)
+    N, nv, nc = cfg["particles"], cfg["val_particles"], cfg["logp_cpu_points"]
+    x = np.random.default_rng(2).standard_normal((N, 2)).astype(np.float32)
+    out = dict(model=name, method="rk4", steps=steps, particles=N, params=spec.n_params)
+    model = torch_model(torch, spec, theta, dev)
+    oracle = log_prob(theta, spec, x[:nv], "rk4", steps, dtype="float64")
+    xz, lz = cuda_solve_logp(theta, spec, x[:nv], np.zeros(nv), "rk4", steps, 1.0, 0.0)
+    ours_v = gaussian_logpdf(xz.astype(np.float64)) - lz
+    ref_v = torch_log_prob(model, torch.from_numpy(x[:nv]).to(dev), steps)
+    out["max_err_nats"] = dict(fmnumpy=float(np.abs(ours_v - oracle).max()),
+                               torch=float(np.abs(ref_v - oracle).max()))
+    if out["max_err_nats"]["fmnumpy"] > 1e-3:
+        raise RuntimeError(f"GPU log_prob differs from the CPU oracle: {out['max_err_nats']}")
+    cu = cuda_module()
+    t0 = time.perf_counter()
+    lik = CudaLikelihood(theta, spec)
+
+    def ours():
+        x_d, l_d = cu.to_device(x), cu.to_device(np.zeros(N))
+        return C.timed(lambda: lik.integrate_logp(x_d, l_d, "rk4", steps, 1.0, 0.0), sync_all)
+
+    ours()
+    out["compile_s"] = time.perf_counter() - t0
+    out["cfg"], out["fallbacks"] = lik.cfg._asdict(), [e for _, e in lik.fallbacks]
+    x_t = torch.from_numpy(x).to(dev)
+    torch_log_prob(model, x_t[:1000], steps)
+    t_ours, t_ref = [], []
+    for r in range(cfg["sample_runs"]):
+        t_ours.append(ours())
+        t_ref.append(C.timed(lambda: torch_log_prob(model, x_t, steps), sync_all))
+    log_prob(theta, spec, x[:64], "rk4", steps)          # compile the CPU build
+    t_cpu = []
+    for r in range(2):
+        t1 = time.perf_counter()
+        log_prob(theta, spec, x[:nc], "rk4", steps)
+        t_cpu.append(time.perf_counter() - t1)
+    evals = 4 * steps
+    flops = 2 * spec.n_params * N * evals * 3           # forward + D = 2 tangent passes
+    for who, ts in (("fmnumpy", t_ours), ("torch", t_ref)):
+        s = statistics.median(ts)
+        out[who] = dict(seconds=s, tflops=flops / s / 1e12, runs=len(ts))
+    out["cpu"] = dict(threads=numba.get_num_threads(), points=nc,
+                      seconds=min(t_cpu), seconds_scaled=min(t_cpu) * N / nc)
+    out["gpu_vs_cpu"] = out["cpu"]["seconds_scaled"] / out["fmnumpy"]["seconds"]
+    return out
+
+
 def load_best(path):
     """The sweep's winners {workload: settings} from a gpu_sweep.json (missing: {})."""
     try:
@@ -295,24 +356,40 @@ def markdown(res):
                      f"{r['fmnumpy']['seconds']:.4f} | {r['torch']['seconds']:.4f} | "
                      f"{r['fmnumpy']['tflops']:.2f} | {r['torch']['tflops']:.2f} | "
                      f"{r['compile_s']:.1f} |")
+    for r in res.get("logprob", []):
+        if "error" in r:
+            lines.append(f"| log_prob {r['model']} | error: {r['error'][:60]} | | | | |")
+            continue
+        lines.append(f"| log_prob {r['model']} rk4 {r['steps']} N={r['particles']:,} (s) | "
+                     f"{r['fmnumpy']['seconds']:.4f} | {r['torch']['seconds']:.4f} | "
+                     f"{r['fmnumpy']['tflops']:.2f} | {r['torch']['tflops']:.2f} | "
+                     f"{r['compile_s']:.1f} |")
+    for r in res.get("logprob", []):
+        if "error" not in r:
+            c = r["cpu"]
+            lines.append(f"\nlog_prob {r['model']}: GPU {r['gpu_vs_cpu']:.1f}x the CPU build "
+                         f"({c['threads']} threads, {c['points']:,} points in "
+                         f"{c['seconds']:.2f} s, scaled to N); max error vs the float64 oracle "
+                         f"{r['max_err_nats']['fmnumpy']:.1e} nats (PyTorch "
+                         f"{r['max_err_nats']['torch']:.1e})")
     return "\n".join(lines + C.errors_markdown(res)) + "\n"
 
 
 def main(argv=None):
     def own(ap):
-        ap.add_argument("--only", default="", help="comma list of: validate,train,sample "
+        ap.add_argument("--only", default="", help="comma list of: validate,train,sample,logprob "
                         "(default: all; the sweep is bench/gpu_sweep.py)")
         ap.add_argument("--best-from", default="", help="gpu_sweep.json: time train B "
                         "(largest batch) and sampling with the sweep's fastest valid variants")
 
     a, cfg = C.parse_args(__doc__, argv, own)
-    parts = ("validate", "train", "sample")
+    parts = ("validate", "train", "sample", "logprob")
     only = set(a.only.split(",")) if a.only else set(parts)
     if only - set(parts):
         a.error(f"--only: unknown {sorted(only - set(parts))} (the sweep is bench/gpu_sweep.py)")
     best = load_best(a.best_from) if a.best_from else {}
     torch, dev, sync_all, res, dump = C.start(a.smoke, "gpu", markdown)
-    res.update(validation={}, train=[], sample=[], best_from=best)
+    res.update(validation={}, train=[], sample=[], logprob=[], best_from=best)
     t_all = time.perf_counter()
 
     if "validate" in only:
@@ -343,6 +420,16 @@ def main(argv=None):
                 res["errors"].append(f"sample {name} {method}: " + traceback.format_exc())
             res["sample"].append(r)
             print("sample", r, flush=True)
+            dump()
+    if "logprob" in only:
+        for name, steps in cfg["logprob"]:
+            try:
+                r = bench_logprob(torch, dev, cfg, name, steps, sync_all)
+            except Exception as e:
+                r = dict(model=name, steps=steps, error=repr(e))
+                res["errors"].append(f"logprob {name}: " + traceback.format_exc())
+            res["logprob"].append(r)
+            print("logprob", r, flush=True)
             dump()
     return C.finish(res, t_all, dump, markdown)
 

@@ -48,6 +48,10 @@ SWEEP = {
     ),
     "sample_B": (
         ("default", {}),
+        # no local-memory spills at the 128-register cap (bench/results/ptxas.md)
+        ("k1_stage4", {"mlp_kpass": 1, "mlp_stage_regs": 4}),
+        ("k1_tm4", {"mlp_kpass": 1, "mlp_tm": 4}),
+        ("k1_1sm", {"mlp_kpass": 1, "min_blocks_per_sm": 1}),
         ("exact", {"CUDA_FASTMATH_SAMPLER": False}),                          # old default
         ("w256_dyn_1sm", {"mlp_threads_wide": K256, "min_blocks_per_sm": 1}),
         ("w256_dyn", {"mlp_threads_wide": K256}),
@@ -59,6 +63,8 @@ SWEEP = {
     ),
     "train_B": (
         ("default", {}),
+        ("stage8", {"fb_stage_regs": 8}),                  # no spills (ptxas.md)
+        ("k1_stage8", {"fb_kpass": 1, "fb_stage_regs": 8}),
         ("fb256_dyn_1sm", {"fb_threads": K256, "min_blocks_per_sm": 1}),
         ("fb_fast", {"CUDA_FASTMATH_FORWARD_BACKWARD": True}),
         ("fb256_dyn_1sm_fast", {"fb_threads": K256, "min_blocks_per_sm": 1,

@@ -39,24 +39,27 @@ def parse(argv):
 
 def torch_log_prob(model, x, steps):
     """log p_1(x) by RK4 from t = 1 back to 0 on [x, l] in float32, the divergence
-    exact: one autograd backward pass per data dimension (what a PyTorch user writes)."""
+    exact: one autograd backward pass per data dimension (what a PyTorch user writes).
+    On x's device; returns a NumPy array."""
+    import math
+
     import torch
     B, D = x.shape
-    tcol = torch.empty(B, 1, dtype=x.dtype)
+    tcol = torch.empty(B, 1, dtype=x.dtype, device=x.device)
 
     def rate(x, t):
         tcol.fill_(t)
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
             v = model(torch.cat([xg, tcol], dim=1))
-            div = torch.zeros(B, dtype=x.dtype)
+            div = torch.zeros(B, dtype=x.dtype, device=x.device)
             for d in range(D):
                 g, = torch.autograd.grad(v[:, d].sum(), xg, retain_graph=d < D - 1)
                 div += g[:, d]
         return v.detach(), -div
 
     h = -1.0 / steps
-    l = torch.zeros(B, dtype=x.dtype)
+    l = torch.zeros(B, dtype=x.dtype, device=x.device)
     for n in range(steps):
         t = 1.0 + n * h
         k1, m1 = rate(x, t)
@@ -66,8 +69,8 @@ def torch_log_prob(model, x, steps):
         x = x + (h / 6.0) * (k1 + 2 * k2 + 2 * k3 + k4)
         l = l + (h / 6.0) * (m1 + 2 * m2 + 2 * m3 + m4)
     # l(0) = -int_1^0 div dt reversed: dl/dt = -div, so l(0) = int_0^1 div v dt
-    logp0 = -0.5 * (x * x).sum(1) - 0.5 * D * torch.log(torch.tensor(2 * torch.pi))
-    return (logp0 - l).numpy()
+    logp0 = -0.5 * (x * x).sum(1) - 0.5 * D * math.log(2 * math.pi)
+    return (logp0 - l).cpu().numpy()
 
 
 def main(argv=None):

@@ -71,10 +71,10 @@ def kernels():
     from fmnumpy.cuda.solvers import CudaSampler, make_rk_mlp, tableau_array
     from fmnumpy.cuda.step import make_forward_backward, make_weight_grad
     from fmnumpy.cuda.stepper import CudaTrainer
-    from fmnumpy.cuda.tiles import TILES, register_cap, wg_config
+    from fmnumpy.cuda.tiles import TILES, fb_stage_regs, register_cap, wg_config
     from fmnumpy.mlp import MLPSpec
     out = []
-    regs = int(TILES["mlp_stage_regs"])
+    regs, kp = int(TILES["mlp_stage_regs"]), int(TILES["mlp_kpass"])
     tab = tableau_array("rk4")
     for name, (hidden, act, xf) in MODELS.items():
         spec = MLPSpec(2, hidden, act, x_freqs=xf)
@@ -82,12 +82,15 @@ def kernels():
         theta = np.zeros(spec.n_params, np.float32)
         x = np.zeros((4, 2), np.float32)
         cfg = CudaSampler.layouts(spec)[0]
-        k = make_rk_mlp(cfg, 2, fastmath("sampler"), register_cap(cfg.NT), regs, spec.kind, xf)
+        k = make_rk_mlp(cfg, 2, fastmath("sampler"), register_cap(cfg.NT), regs, spec.kind, xf,
+                        kp)
         out.append((f"sample {name}", "rk_mlp", k,
-                    (theta, lay, tab, x, np.zeros((1, 1, 2), np.float32), 0.0, 0.01, 100, 1, 0,
-                     spec.n_freq), fastmath("sampler"), register_cap(cfg.NT), cfg))
+                    (theta, lay, tab, x, np.zeros((1, 1, 2), np.float32), 0.0, 0.01, 100, 0,
+                     spec.n_freq, np.full(1, -1, np.int64), 1.0), fastmath("sampler"),
+                    register_cap(cfg.NT), cfg))
         cfg = CudaLikelihood.layouts(spec)[0]
-        k = make_rk_logp(cfg, 2, fastmath("sampler"), register_cap(cfg.NT), regs, spec.kind, xf)
+        k = make_rk_logp(cfg, 2, fastmath("sampler"), register_cap(cfg.NT), regs, spec.kind,
+                         xf, kp)
         out.append((f"log_prob {name}", "rk_logp", k,
                     (theta, lay, tab, x, np.zeros(4), 1.0, -0.04, 25, spec.n_freq),
                     fastmath("sampler"), register_cap(cfg.NT), cfg))
@@ -98,7 +101,8 @@ def kernels():
         lay, n_work, _ = layer_table(spec.sizes, B, wg)
         cfg = CudaTrainer.layouts(spec, B)[0]
         fm = fastmath("forward_backward")
-        k = make_forward_backward(cfg, 2, fm, register_cap(cfg.NT), regs, spec.kind, False, xf)
+        k = make_forward_backward(cfg, 2, fm, register_cap(cfg.NT), fb_stage_regs(), spec.kind,
+                                  False, xf, int(TILES["fb_kpass"]))
         args = (np.zeros((5, spec.n_params), np.float32), lay, np.zeros(n_work, np.float32),
                 np.zeros(B, xoroshiro128p_dtype), np.zeros((1, 1, 5), np.float32),
                 np.zeros((1, 2)), 0, B, spec.n_freq, 0.0, 1.0, 0)
@@ -136,38 +140,78 @@ def ptxas_report(ptx, arch, cap, ptxas):
                 log=text.strip())
 
 
+# the sweep's workloads (bench/gpu_sweep.py) and the kernels their settings change
+SWEPT = {"sample_A": ("sample A", "log_prob A"), "sample_B": ("sample B", "log_prob B"),
+         "train_B": ("train B/65536",)}
+
+
+def compiled(want, arch, ptxas):
+    """Rows of :func:`ptxas_report` for the kernels of the workloads in ``want``
+    (None: all), under the TILES and config in force."""
+    from numba import cuda
+    from fmnumpy.cuda import likelihood, mlp, solvers, step
+    for f in (mlp.make_block_mlp, solvers.make_rk_mlp, likelihood.make_rk_logp,
+              step.make_forward_backward, step.make_weight_grad):
+        f.cache_clear()                 # the settings in force, not a cached build
+    cc = tuple(int(c) for c in arch.split("_")[1])
+    rows = []
+    for workload, kname, k, args, fm, cap, cfg in kernels():
+        if want is not None and (workload not in want or kname == "weight_grad"):
+            continue
+        ptx, _ = cuda.compile_ptx(k.py_func, signature(args), fastmath=fm, cc=cc)
+        rep = ptxas_report(ptx, arch, cap, ptxas)
+        rows.append(dict(workload=workload, kernel=kname, cap=cap, layout=str(cfg), **rep))
+        print(f"{workload:16s} {kname:17s} regs {rep['registers']:3d} (cap {cap or '-'}) "
+              f"stack {rep['stack']:4d} spill st/ld {rep['spill_stores']}/{rep['spill_loads']}",
+              flush=True)
+    return rows
+
+
+def table(rows, variant=False):
+    head = "| variant " if variant else ""
+    out = [f"{head}| workload | kernel | registers (cap) | stack frame B | spill stores B | "
+           "spill loads B | layout |",
+           "|---" * (7 + variant) + "|"]
+    for r in rows:
+        v = f"| {r['variant']} " if variant else ""
+        out.append(f"{v}| {r['workload']} | {r['kernel']} | {r['registers']} "
+                   f"({r['cap'] or '-'}) | {r['stack']} | {r['spill_stores']} | "
+                   f"{r['spill_loads']} | {r['layout']} |")
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--arch", default="sm_90")
+    ap.add_argument("--sweep", action="store_true",
+                    help="also every variant of bench/gpu_sweep.py's SWEEP")
     ap.add_argument("--out", default=str(pathlib.Path(__file__).parent / "results" / "ptxas"))
     a = ap.parse_args(argv)
-    from numba import cuda
     import numba_cuda
-    cc = tuple(int(c) for c in a.arch.split("_")[1])
-    without_device(cc)
+    without_device(tuple(int(c) for c in a.arch.split("_")[1]))
     ptxas = ptxas_path()
-    rows = []
-    for workload, kname, k, args, fm, cap, cfg in kernels():
-        ptx, _ = cuda.compile_ptx(k.py_func, signature(args), fastmath=fm, cc=cc)
-        rep = ptxas_report(ptx, a.arch, cap, ptxas)
-        rows.append(dict(workload=workload, kernel=kname, cap=cap, layout=str(cfg), **rep))
-        print(f"{workload:14s} {kname:17s} regs {rep['registers']:3d} (cap {cap or '-'}) "
-              f"stack {rep['stack']:4d} spill st/ld {rep['spill_stores']}/{rep['spill_loads']}",
-              flush=True)
+    rows = compiled(None, a.arch, ptxas)
+    swept = []
+    if a.sweep:
+        from gpu_sweep import SWEEP, applied
+        for w, variants in SWEEP.items():
+            for name, settings in variants[1:]:
+                with applied(settings):
+                    for r in compiled(SWEPT[w], a.arch, ptxas):
+                        swept.append(dict(r, variant=f"{w}:{name}"))
     ver = subprocess.run([ptxas, "--version"], capture_output=True, text=True).stdout
     meta = dict(arch=a.arch, numba_cuda=numba_cuda.__version__,
                 ptxas=ver.strip().splitlines()[-1] if ver.strip() else "?")
-    pathlib.Path(a.out + ".json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
+    pathlib.Path(a.out + ".json").write_text(
+        json.dumps(dict(meta=meta, rows=rows, sweep=swept), indent=1))
     lines = [f"# Registers and spills of the GPU benchmark kernels ({a.arch}, no GPU needed)",
-             "", f"`python bench/ptxas.py --arch {a.arch}`; numba-cuda {meta['numba_cuda']}, "
-             f"ptxas {meta['ptxas']}. Each kernel as its launcher builds it first (production "
-             "TILES, register cap of `tiles.register_cap`); spill bytes from `ptxas -v`.", "",
-             "| workload | kernel | registers (cap) | stack frame B | spill stores B | "
-             "spill loads B | layout |", "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['workload']} | {r['kernel']} | {r['registers']} ({r['cap'] or '-'})"
-                     f" | {r['stack']} | {r['spill_stores']} | {r['spill_loads']} | "
-                     f"{r['layout']} |")
+             "", f"`python bench/ptxas.py --arch {a.arch}{' --sweep' if a.sweep else ''}`; "
+             f"numba-cuda {meta['numba_cuda']}, ptxas {meta['ptxas']}. Each kernel as its "
+             "launcher builds it first (production TILES, register cap of "
+             "`tiles.register_cap`); spill bytes from `ptxas -v`.", ""] + table(rows)
+    if swept:
+        lines += ["", "## The sweep's variants (bench/gpu_sweep.py SWEEP)", ""] + \
+            table(swept, variant=True)
     pathlib.Path(a.out + ".md").write_text("\n".join(lines) + "\n")
     print("wrote", a.out + ".md")
 

@@ -52,18 +52,15 @@ DEFAULTS = dict(
 )
 
 
-def _check_gpu_settings(device, path, n_classes=0):
-    """The GPU trainer trains the straight path (with sigma_min or sigma) without labels;
-    a source, a coupling or sigma come with the host's batches (``cuda.stepper``,
+def _check_gpu_settings(device, path):
+    """The GPU trainer trains the straight path (with sigma_min or sigma); a source, a
+    coupling, sigma or labels come with the host's batches (``cuda.stepper``,
     DATA_HOST)."""
     if device != "cuda":
         return
     if path != "straight":
         raise FmnumpyError(f"the {path} path is not supported on the GPU yet; "
                            "use --device cpu or --path straight")
-    if n_classes:
-        raise FmnumpyError("conditional training (labels) is not supported on the GPU yet; "
-                           "use --device cpu")
 
 
 def _labelled(data):
@@ -255,10 +252,10 @@ class FlowMatcher:
             return GAUSS, self.sigma
         return code, {STRAIGHT: self.sigma_min, SB: self.sb_sigma}.get(code, 0.0)
 
-    def check_device(self, n_classes=0):
-        """Refuse settings the GPU trainer does not have (it trains the straight path
-        without labels)."""
-        _check_gpu_settings(self.device, self.path, n_classes)
+    def check_device(self):
+        """Refuse settings the GPU trainer does not have (it trains the straight path,
+        with or without labels)."""
+        _check_gpu_settings(self.device, self.path)
 
     def _check_fitted(self):
         if self.spec_ is None:
@@ -306,7 +303,7 @@ class FlowMatcher:
                                "a source of the data's dimension")
         if warm_start and self.spec_ is not None and source is None:
             src = self.source_                      # continue from the model's own source
-        self.check_device(data.n_classes)
+        self.check_device()
         if warm_start and self.spec_ is not None:
             if self.spec_.dim != data.dim:
                 raise FmnumpyError(f"the model was trained on D={self.spec_.dim} data, "
@@ -344,10 +341,10 @@ class FlowMatcher:
         noise = _train.PathNoise(path[0] in NOISY, self.spec_.dim, batch_size, self.seed,
                                  DTYPE)
         if self.device == "cuda":
-            _check_gpu_settings(self.device, self.path, self.spec_.n_classes)
+            _check_gpu_settings(self.device, self.path)
             from .cuda import cuda_stepper
             host = (self.source_ is not None or self.coupling != "independent"
-                    or self.sigma > 0.0)
+                    or self.sigma > 0.0 or self.spec_.n_classes > 0)
             return cuda_stepper(self.spec_, self.opt, self.state_, batch_size, self.sigma_min,
                                 stream, data_name == "2spirals" and self.spec_.dim == 2
                                 and not host, self.seed, self.time_power, host, self.sigma,

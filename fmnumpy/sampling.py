@@ -34,10 +34,8 @@ def _cpu_fixed(theta, spec, x0, method, steps, rtol, atol, record, t0=0.0, t1=1.
 def _cuda_fixed(theta, spec, x0, method, steps, rtol, atol, record, t0=0.0, t1=1.0,
                 labels=None, guidance=1.0):
     from .cuda import cuda_sample
-    if spec.n_classes:
-        raise FmnumpyError("conditional models do not sample on the GPU yet (its kernels "
-                           "take no label features); use device='cpu'")
-    out = cuda_sample(theta, spec, x0, method, steps, t0=t0, t1=t1, record=record)
+    out = cuda_sample(theta, spec, x0, method, steps, t0=t0, t1=t1, record=record,
+                      labels=labels, guidance=guidance)
     return (out + (None,)) if record else (out, None, None)
 
 

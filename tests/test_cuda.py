@@ -127,16 +127,36 @@ TINY = dict(mlp_tm=2, mlp_tn=4, mlp_bk=4, mlp_bk_small=8, mlp_stage_regs=16, min
             mlp_threads_wide=0, fb_threads=0)
 
 
-@pytest.fixture(params=[16, 2], ids=["prefetch", "chunked"])
-def tiny(monkeypatch, request):
-    """Tiny launch settings: a handful of threads, tiles of 2-8; W staged through 16
-    registers (whole k-tiles, the next one prefetched) or 2 (k-tiles in chunks)."""
+def shrink(monkeypatch, stage_regs):
     from fmnumpy.cuda import tiles
     monkeypatch.setattr(config, "CUDA_THREADS_PER_BLOCK", 8)
     # exact math at the tight tolerances here; fastmath: test_default_tiles_on_the_gpu
     monkeypatch.setattr(config, "CUDA_FASTMATH_SAMPLER", False)
-    for k, v in dict(TINY, mlp_stage_regs=request.param).items():
+    for k, v in dict(TINY, mlp_stage_regs=stage_regs).items():
         monkeypatch.setitem(tiles.TILES, k, v)
+
+
+@pytest.fixture(params=[16, 2], ids=["prefetch", "chunked"])
+def tiny(monkeypatch, request):
+    """Tiny launch settings: a handful of threads, tiles of 2-8; W staged through 16
+    registers (whole k-tiles, the next one prefetched) or 2 (k-tiles in chunks)."""
+    shrink(monkeypatch, request.param)
+
+
+@pytest.fixture(params=[(16, 4), (2, 1)], ids=["prefetch-kpass4", "chunked-kpass1"])
+def tiny_k(monkeypatch, request):
+    """:func:`tiny` with the products' k per pass (TILES mlp_kpass, fb_kpass) 4 or 1."""
+    from fmnumpy.cuda import tiles
+    shrink(monkeypatch, request.param[0])
+    monkeypatch.setitem(tiles.TILES, "mlp_kpass", request.param[1])
+    monkeypatch.setitem(tiles.TILES, "fb_kpass", request.param[1])
+
+
+@pytest.fixture
+def tiny1(monkeypatch):
+    """:func:`tiny` with one staging setting (the slow likelihood tests: the staging
+    is the sampler's, tested there with both)."""
+    shrink(monkeypatch, 16)
 
 
 SPECS = {   # widths that are multiples of no tile; time features on and off; and
@@ -156,21 +176,21 @@ def batch(B, D, seed):
             rng.random(B).astype(np.float32))
 
 
-def cpu_loss_and_grad(spec, theta, x0, x1, t, sigma_min):
+def cpu_loss_and_grad(spec, theta, x0, x1, t, sigma_min, y=NO_LABELS):
     B, D = x0.shape
     ws = Workspace(spec.sizes, B)
     xt, ut, dv = (np.zeros((B, D), np.float32) for _ in range(3))
     dtheta = np.zeros_like(theta)
     no_noise = np.zeros((0, D), np.float32)              # the straight path draws none
     loss = loss_and_grad(theta, dtheta, (spec.sizes, spec.kind, spec.feats),
-                         (STRAIGHT, sigma_min), (x0, x1, t, no_noise, NO_LABELS),
+                         (STRAIGHT, sigma_min), (x0, x1, t, no_noise, y),
                          (xt, ut, dv) + ws.buffers())
     return loss, dtheta
 
 
 @kernels
 @pytest.mark.parametrize("name", list(SPECS))
-def test_loss_and_grad(tiny, name):
+def test_loss_and_grad(tiny_k, name):
     """Fused forward/backward + weight-gradient GEMM + reduction vs step.loss_and_grad."""
     from fmnumpy.cuda.stepper import CudaTrainer
     spec = SPECS[name]
@@ -185,6 +205,28 @@ def test_loss_and_grad(tiny, name):
     print("max |dtheta - ref|", np.abs(dtheta - ref).max())
     assert np.isclose(loss, ref_loss, rtol=1e-5)
     np.testing.assert_allclose(dtheta, ref, rtol=1e-4, atol=1e-6)
+
+
+COND = MLPSpec(2, (9, 6), "silu", n_freq=1, n_classes=3, x_freqs=1)   # labels 0..2, null 3
+
+
+@kernels
+def test_loss_and_grad_with_labels(tiny1):
+    """A conditional network: each row's class (the null class included) as a one-hot
+    input from the last column of the batch, against step.loss_and_grad."""
+    from fmnumpy.cuda.stepper import CudaTrainer
+    B = 11
+    theta = init_params(COND.sizes, np.random.default_rng(1))
+    x0, x1, t = batch(B, 2, 2)
+    y = np.random.default_rng(3).integers(0, 4, B)
+    tr = CudaTrainer(COND, AdamConfig(), B)
+    tr.set_state(theta, 0 * theta, 0 * theta, theta)
+    loss, dtheta = tr.loss_and_grad(x0, x1, t, y)
+    ref_loss, ref = cpu_loss_and_grad(COND, theta, x0, x1, t, 0.0, y)
+    assert np.isclose(loss, ref_loss, rtol=1e-5)
+    np.testing.assert_allclose(dtheta, ref, rtol=1e-4, atol=1e-6)
+    with pytest.raises(FmnumpyError, match="labels"):
+        tr.loss_and_grad(x0, x1, t)
 
 
 @kernels
@@ -319,7 +361,7 @@ def reference_integrate(theta, spec, x0, method, steps, record=0):
 @kernels
 @pytest.mark.parametrize("method,name", [(m, "silu") for m in TABLEAUS] + [("euler", "full"),
                                                                          ("rk4", "fourier")])
-def test_sampler(tiny, method, name):
+def test_sampler(tiny_k, method, name):
     from fmnumpy.cuda.solvers import cuda_sample
     spec = SPECS[name]
     theta = init_params(spec.sizes, np.random.default_rng(6))
@@ -368,6 +410,22 @@ def test_sampler_layouts(tiny, monkeypatch, layout, method, name):
 
 
 @kernels
+@pytest.mark.parametrize("labels,guidance", [(None, 1.0), ("given", 1.0), ("given", 2.5)])
+def test_sampler_with_labels_and_guidance(tiny1, labels, guidance):
+    """A conditional network on the GPU: the null class (labels=None), the given
+    labels, and classifier-free guidance (two rows per particle: v_y and v_null),
+    against solvers.integrate_mlp."""
+    from fmnumpy.cuda.solvers import cuda_sample
+    from fmnumpy.solvers import integrate_mlp
+    theta = init_params(COND.sizes, np.random.default_rng(4))
+    x0 = np.random.default_rng(5).standard_normal((7, 2)).astype(np.float32)
+    y = None if labels is None else np.random.default_rng(6).integers(0, 3, 7)
+    got = cuda_sample(theta, COND, x0, "heun", 2, labels=y, guidance=guidance)
+    ref = integrate_mlp(theta, COND, x0, "heun", 2, labels=y, guidance=guidance)
+    np.testing.assert_allclose(got, ref, **TOL)
+
+
+@kernels
 def test_sampler_trajectory(tiny):
     from fmnumpy.cuda.solvers import cuda_sample
     spec = SPECS["selu"]
@@ -400,19 +458,20 @@ def cpu_logp(theta, spec, x, method, steps, backward):
 @pytest.mark.parametrize("method,name,backward", [("rk4", "silu", False), ("euler", "full", True),
                                                   ("heun", "selu", True),
                                                   ("midpoint", "fourier", False),
-                                                  ("rk4", "d3", True)])
-def test_logp_kernel(tiny, method, name, backward):
+                                                  ("heun", "d3", True)])
+def test_logp_kernel(tiny1, method, name, backward):
     """The fused augmented solve [x, l] (forward-mode divergence in the block MLP's
     row groups) against the CPU's float64 solve, forwards and backwards in time."""
     from fmnumpy.cuda.likelihood import CudaLikelihood, cuda_solve_logp
     spec = LOGP_SPECS[name]
     theta = init_params(spec.sizes, np.random.default_rng(6))
-    N = 13
+    N = 5
     x = np.random.default_rng(7).standard_normal((N, spec.dim)).astype(np.float32)
-    l0, (t0, t1), ref_x, ref_l = cpu_logp(theta, spec, x, method, 2, backward)
+    steps = 1 if method == "rk4" else 2
+    l0, (t0, t1), ref_x, ref_l = cpu_logp(theta, spec, x, method, steps, backward)
     cfg = CudaLikelihood(theta, spec).cfg
     assert cfg.TM % (spec.dim + 1) == 0 and -(-N // (cfg.PB // (spec.dim + 1))) > 1
-    got_x, got_l = cuda_solve_logp(theta, spec, x, l0, method, 2, t0, t1)
+    got_x, got_l = cuda_solve_logp(theta, spec, x, l0, method, steps, t0, t1)
     assert got_l.dtype == np.float64
     print("max |dl|", np.abs(got_l - ref_l).max())
     np.testing.assert_allclose(got_x, ref_x, **TOL)
@@ -421,7 +480,7 @@ def test_logp_kernel(tiny, method, name, backward):
 
 @kernels
 @pytest.mark.parametrize("layout", list(LAYOUTS))
-def test_logp_kernel_layouts(tiny, monkeypatch, layout):
+def test_logp_kernel_layouts(tiny1, monkeypatch, layout):
     """Resident weights and dynamic shared memory with D + 1 rows per particle."""
     from fmnumpy.cuda import tiles
     from fmnumpy.cuda.likelihood import CudaLikelihood, cuda_solve_logp
@@ -431,33 +490,35 @@ def test_logp_kernel_layouts(tiny, monkeypatch, layout):
         small_static_limit(monkeypatch)
     spec = SPECS["silu"]
     theta = init_params(spec.sizes, np.random.default_rng(6))
-    x = np.random.default_rng(8).standard_normal((17, 2)).astype(np.float32)
+    x = np.random.default_rng(8).standard_normal((7, 2)).astype(np.float32)
     cfg = CudaLikelihood(theta, spec).cfg
     assert cfg.RES == ("resident" in layout) and (cfg.DYN > 0) == ("dynamic" in layout)
-    l0, (t0, t1), ref_x, ref_l = cpu_logp(theta, spec, x, "rk4", 2, True)
-    got_x, got_l = cuda_solve_logp(theta, spec, x, l0, "rk4", 2, t0, t1)
+    assert -(-7 // (cfg.PB // 3)) > 1                   # several blocks
+    l0, (t0, t1), ref_x, ref_l = cpu_logp(theta, spec, x, "midpoint", 1, True)
+    got_x, got_l = cuda_solve_logp(theta, spec, x, l0, "midpoint", 1, t0, t1)
     np.testing.assert_allclose(got_x, ref_x, **TOL)
     np.testing.assert_allclose(got_l, ref_l, rtol=1e-5, atol=1e-5)
 
 
 @kernels
-def test_flowmatcher_likelihood_on_the_gpu(tiny):
+def test_flowmatcher_likelihood_on_the_gpu(tiny1):
     """FlowMatcher(device="cuda"): log_prob, sample(return_logprob=True) and
     density_grid run the kernel and agree with the same model on the CPU."""
     from fmnumpy import FlowMatcher
     fm = FlowMatcher(hidden=(6,), activation="silu", seed=2, x_freqs=1).fit(
         "moons", steps=3, batch_size=8)
-    x = np.random.default_rng(3).standard_normal((9, 2))
-    cpu = fm.log_prob(x, steps=3)
-    x1_c, lp1_c = fm.sample(7, steps=3, return_logprob=True)
-    grid_c = fm.density_grid(lim=2.0, n_grid=3, steps=2)[2]
+    x = np.random.default_rng(3).standard_normal((4, 2))
+    cpu = fm.log_prob(x, method="midpoint", steps=1)
+    x1_c, lp1_c = fm.sample(3, method="euler", steps=2, return_logprob=True)
+    grid_c = fm.density_grid(lim=2.0, n_grid=2, method="euler", steps=1)[2]
     fm.set_params(device="cuda")
-    np.testing.assert_allclose(fm.log_prob(x, steps=3), cpu, rtol=1e-5, atol=1e-5)
-    x1_g, lp1_g = fm.sample(7, steps=3, return_logprob=True)
+    np.testing.assert_allclose(fm.log_prob(x, method="midpoint", steps=1), cpu, rtol=1e-5,
+                               atol=1e-5)
+    x1_g, lp1_g = fm.sample(3, method="euler", steps=2, return_logprob=True)
     np.testing.assert_allclose(x1_g, x1_c, **TOL)
     np.testing.assert_allclose(lp1_g, lp1_c, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(fm.density_grid(lim=2.0, n_grid=3, steps=2)[2], grid_c,
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(fm.density_grid(lim=2.0, n_grid=2, method="euler", steps=1)[2],
+                               grid_c, rtol=1e-5, atol=1e-5)
     for bad in (dict(method="dopri5"), dict(dtype="float64")):
         with pytest.raises(FmnumpyError) as e:
             fm.log_prob(x, **bad)
@@ -508,6 +569,22 @@ def test_cuda_stepper_trains_a_flowmatcher(tiny, tmp_path, monkeypatch):
     assert not np.array_equal(seen[0][1], fm.theta_)
     assert FlowMatcher.load(ckpt).step_ == 5
     assert np.all(np.isfinite(fm.velocity(np.zeros((3, 2)), 0.5)))
+
+
+@kernels
+def test_flowmatcher_conditional_on_the_gpu(tiny1, monkeypatch):
+    """fit(labels=True) with label dropout on the GPU: the host's batches and labels,
+    the CPU's losses and weights; then guided samples agree with the CPU's."""
+    from fmnumpy import FlowMatcher
+    monkeypatch.setattr(config, "DATA_CHUNK_STEPS", 2)
+    kw = dict(hidden=(5,), activation="tanh", warmup=1, seed=3, x_freqs=0, label_dropout=0.3)
+    gpu = FlowMatcher(device="cuda", **kw).fit("moons", steps=3, batch_size=4, labels=True)
+    cpu = FlowMatcher(**kw).fit("moons", steps=3, batch_size=4, labels=True)
+    np.testing.assert_allclose(gpu.losses_, cpu.losses_, rtol=1e-4)
+    np.testing.assert_allclose(gpu.theta_, cpu.theta_, rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(gpu.sample(5, method="euler", steps=2, labels=1, guidance=2.0),
+                               cpu.sample(5, method="euler", steps=2, labels=1, guidance=2.0),
+                               rtol=1e-3, atol=1e-4)
 
 
 @kernels

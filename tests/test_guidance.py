@@ -174,8 +174,6 @@ def test_bad_labels_and_guidance_are_one_line(eight):
         plain.sample(3, labels=0)
     with pytest.raises(FmnumpyError, match="conditional model"):
         eight.log_prob(np.zeros((2, 2)))
-    with pytest.raises(FmnumpyError, match="GPU"):
-        FlowMatcher(device="cuda").fit("8gaussians", steps=2, batch_size=4, labels=True)
 
 
 # ---- the command line ------------------------------------------------------------------------

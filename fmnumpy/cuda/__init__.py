@@ -43,11 +43,12 @@ def cuda_stepper(spec, opt, state, batch, sigma_min, stream, spirals, seed, time
     return CudaStepper(tr, state)
 
 
-def cuda_sample(theta, spec, x0, method="rk4", steps=100, t0=0.0, t1=1.0, record=0):
+def cuda_sample(theta, spec, x0, method="rk4", steps=100, t0=0.0, t1=1.0, record=0,
+                labels=None, guidance=1.0):
     """Integrate particles on the GPU (see ``solvers.cuda_sample``)."""
     require_gpu()
     from .solvers import cuda_sample as _sample
-    return _sample(theta, spec, x0, method, steps, t0, t1, record)
+    return _sample(theta, spec, x0, method, steps, t0, t1, record, labels, guidance)
 
 
 def cuda_solve_logp(theta, spec, x, l, method="rk4", steps=100, t0=0.0, t1=1.0):

@@ -36,13 +36,13 @@ from .tiles import TILES, register_cap
 
 
 @functools.lru_cache(maxsize=None)
-def make_rk_logp(cfg, D, fastmath, max_registers=0, stage_regs=16, kind=0, x_freqs=0):
+def make_rk_logp(cfg, D, fastmath, max_registers=0, stage_regs=16, kind=0, x_freqs=0, kpass=4):
     """The fused likelihood kernel for block layout ``cfg`` (TM a multiple of
     D + 1, ``tiles.mlp_config(group=D + 1)``), data dimension D, activation code
     ``kind`` and ``x_freqs`` octaves of plane waves (compile-time constants)."""
     from numba import float32, float64
     G = D + 1
-    mlp = make_block_mlp(cfg, D, fastmath, stage_regs, x_freqs, G, kind)
+    mlp = make_block_mlp(cfg, D, fastmath, stage_regs, x_freqs, G, kind, kpass)
     narrow_linear, features, tangent_features = (mlp.narrow_linear, mlp.features,
                                                  mlp.tangent_features)
     hidden_stack, load_resident, row_of = mlp.hidden_stack, mlp.load_resident, mlp.row_of
@@ -143,7 +143,7 @@ class CudaLikelihood(CudaSampler):
         self.cfg = cfg
         self.kernel = make_rk_logp(cfg, self.spec.dim, fastmath("sampler"), register_cap(cfg.NT),
                                    int(TILES["mlp_stage_regs"]), int(self.spec.kind),
-                                   self.spec.x_freqs)
+                                   self.spec.x_freqs, int(TILES["mlp_kpass"]))
         self._ready = False
 
     def integrate_logp(self, x, l, method="rk4", steps=100, t0=0.0, t1=1.0):

@@ -64,7 +64,7 @@ def group_row(p, s, NRG, G):
 
 
 @functools.lru_cache(maxsize=None)
-def make_block_mlp(cfg, D, fastmath, stage_regs=16, x_freqs=0, group=1, kind=0):
+def make_block_mlp(cfg, D, fastmath, stage_regs=16, x_freqs=0, group=1, kind=0, kpass=4):
     """Device functions for block layout ``cfg`` (``tiles.MlpConfig``) and output
     width D; ``stage_regs`` bounds the registers a thread stages W through;
     ``x_freqs`` the octaves K of plane-wave features of x (``mlp.input_features``),
@@ -74,7 +74,9 @@ def make_block_mlp(cfg, D, fastmath, stage_regs=16, x_freqs=0, group=1, kind=0):
     s = 1..G-1 its tangents (``row_of``; the exact divergence, ``cuda/likelihood.py``):
     :func:`hidden_stack` applies the tangent rule da = sigma'(z) dz to them and
     :func:`narrow_linear` gives them no bias.  ``kind``: the activation of
-    :func:`hidden_stack`.
+    :func:`hidden_stack`.  ``kpass``: k per pass of the products' inner loop, 4
+    (the loads of four k pair up into 16-byte loads), 2 or 1 (fewer live registers:
+    fewer spills where the register cap is tight, bench/results/ptxas.md).
     Returns a namespace with ``tile_matmul``, ``narrow_linear``, ``features``,
     ``tangent_features``, ``hidden_stack``, ``row_of``, ``col_of`` and the sizes of
     the shared buffers (HSIZE, WSIZE, RED)."""
@@ -101,7 +103,7 @@ def make_block_mlp(cfg, D, fastmath, stage_regs=16, x_freqs=0, group=1, kind=0):
     RED = max(NT, NP * NS)               # shared scratch for the narrow layer's partial sums
     col_of = cuda.jit(device=True)(owned_columns)
     NLOAD = -(-BK * HP // NT)            # elements of a W k-tile per thread
-    U0, U1, U2, U3, U4 = (np.uint64(q) for q in (0, 1, 2, 3, 4))
+    U0, U1, U2, U3 = (np.uint64(q) for q in (0, 1, 2, 3))
     QCH = min(NLOAD, stage_regs)         # ... staged QCH at a time (registers, not memory)
     NCH = -(-NLOAD // QCH)               # chunks per k-tile; 1: prefetch the next k-tile
 
@@ -112,7 +114,7 @@ def make_block_mlp(cfg, D, fastmath, stage_regs=16, x_freqs=0, group=1, kind=0):
     UWS = np.uint64(WS)                  # flat distance between rows of ws
     UCOL = tuple(np.uint64(owned_columns(0, j, NCG, TN)) for j in range(TN))
     UC = np.uint64(4 if TN % 4 == 0 else 1)    # column step between column groups
-    UWS2, UWS3, UWS4 = (np.uint64(q * WS) for q in (2, 3, 4))
+    UWS2, UWS3 = (np.uint64(q * WS) for q in (2, 3))
 
     @cuda.jit(device=True, fastmath=fastmath)
     def mac(h1, w1, ka, kb, a, w, acc):
@@ -133,6 +135,22 @@ def make_block_mlp(cfg, D, fastmath, stage_regs=16, x_freqs=0, group=1, kind=0):
         mac(h1, w1, ka + U1, kb + UWS, a, w, acc)
         mac(h1, w1, ka + U2, kb + UWS2, a, w, acc)
         mac(h1, w1, ka + U3, kb + UWS3, a, w, acc)
+
+    KP = int(kpass)
+    if KP not in (1, 2, 4) or BK % KP:
+        raise ValueError(f"kpass must be 1, 2 or 4 and divide BK = {BK}, got {kpass}")
+    UKP, UWSKP = np.uint64(KP), np.uint64(KP * WS)
+
+    @cuda.jit(device=True, fastmath=fastmath)
+    def mac_pass(h1, w1, ka, kb, a, w, acc):
+        """KP k of the product in one pass: :func:`mac4`, two :func:`mac` or one."""
+        if KP == 4:
+            mac4(h1, w1, ka, kb, a, w, acc)
+        elif KP == 2:
+            mac(h1, w1, ka, kb, a, w, acc)
+            mac(h1, w1, ka + U1, kb + UWS, a, w, acc)
+        else:
+            mac(h1, w1, ka, kb, a, w, acc)
 
     @cuda.jit(device=True, fastmath=fastmath)
     def store_tile(h1, acc, rg, cg):
@@ -251,10 +269,10 @@ def make_block_mlp(cfg, D, fastmath, stage_regs=16, x_freqs=0, group=1, kind=0):
                 fetch(buf, theta, w_off, n_k, n_c, k0 + BK, transposed, tid, 0)
             ka = uint64(rg * HS + k0)    # hs[rg, k0]
             kb = uint64(cg) * UC         # ws[0, cols_0]
-            for kq in range(BK // 4):    # four k per pass
-                mac4(h1, w1, ka, kb, a, w, acc)
-                ka += U4
-                kb += UWS4
+            for kq in range(BK // KP):   # KP k per pass
+                mac_pass(h1, w1, ka, kb, a, w, acc)
+                ka += UKP
+                kb += UWSKP
             cuda.syncthreads()
         store_tile(h1, acc, rg, cg)      # the block's registers hold the whole product
 
@@ -292,11 +310,11 @@ def make_block_mlp(cfg, D, fastmath, stage_regs=16, x_freqs=0, group=1, kind=0):
             for j in range(TN):
                 acc[i, j] = 0.0
         kb0 = uint64(cg) * UC + uint64(w_row) * UWS    # ws[w_row, cols_0]
-        for kq in range((n_k + BK - 1) // BK * (BK // 4)):  # 4 k at a time, whole k-tiles
-            k0 = kq * 4                  # addresses from k0, not carried from the last
+        for kq in range((n_k + BK - 1) // BK * (BK // KP)):  # KP k at a time, whole k-tiles
+            k0 = kq * KP                 # addresses from k0, not carried from the last
             ka = uint64(rg * HS + k0)    # pass: the compiler sees their alignment and
             kb = kb0 + uint64(k0) * UWS  # merges the loads of ws (16-byte)
-            mac4(h1, w1, ka, kb, a, w, acc)
+            mac_pass(h1, w1, ka, kb, a, w, acc)
         cuda.syncthreads()               # every thread has read hs
         store_tile(h1, acc, rg, cg)
 
@@ -429,6 +447,7 @@ def make_block_mlp(cfg, D, fastmath, stage_regs=16, x_freqs=0, group=1, kind=0):
         tile_matmul, narrow_linear, features, col_of
     ns.tangent_features, ns.hidden_stack, ns.row_of = tangent_features, hidden_stack, row_of
     ns.G, ns.PP = G, PB // G                 # rows per particle, particles per block
+    ns.E = E                                 # the t column (after x and its plane waves)
     ns.load_resident, ns.resident_matmul = load_resident, resident_matmul
     ns.RED, ns.WS, ns.cfg, ns.D = RED, WS, cfg, D
     ns.HSIZE, ns.WSIZE = HSIZE, WSIZE

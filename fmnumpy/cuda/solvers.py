@@ -18,7 +18,7 @@ import numpy as np
 from numba import cuda
 
 from ..errors import FmnumpyError
-from ..solvers import check_steps, tableau
+from ..solvers import check_steps, conditioning, tableau
 from .device import cuda_module, fastmath, launch, simulator, threads_per_block
 from .layout import B_OFF, N_IN, W_OFF, layer_table
 from .mlp import make_block_mlp
@@ -28,45 +28,59 @@ SMAX = 4      # stages of the largest tableau (rk4)
 
 
 @functools.lru_cache(maxsize=None)
-def make_rk_mlp(cfg, D, fastmath, max_registers=0, stage_regs=16, kind=0, x_freqs=0):
+def make_rk_mlp(cfg, D, fastmath, max_registers=0, stage_regs=16, kind=0, x_freqs=0, kpass=4,
+                guided=False):
     """The fused sampler kernel for block layout ``cfg``, data dimension D,
     activation code ``kind`` and ``x_freqs`` octaves of plane waves (compile-time
     constants: no branch on the activation in the epilogue); ``max_registers`` > 0
-    caps the registers per thread."""
+    caps the registers per thread; ``kpass``: see ``mlp.make_block_mlp``.
+
+    ``guided``: classifier-free guidance, v = v_null + w (v_y - v_null)
+    (``solvers.mlp_field``): each particle has two rows in the block MLP, p with its
+    label y and PP + p with the null class, so a block carries PP = PB / 2 particles."""
     from numba import float32
-    mlp = make_block_mlp(cfg, D, fastmath, stage_regs, x_freqs, 1, kind)
+    mlp = make_block_mlp(cfg, D, fastmath, stage_regs, x_freqs, 1, kind, kpass)
     narrow_linear, features, hidden_stack = mlp.narrow_linear, mlp.features, mlp.hidden_stack
     load_resident = mlp.load_resident
     PB, NT, RES, DYN = cfg.PB, cfg.NT, cfg.RES, cfg.DYN > 0
     RED, HSIZE, HSTATIC, WSTATIC = mlp.RED, mlp.HSIZE, mlp.HSTATIC, mlp.WSTATIC
+    GUIDED = bool(guided)
+    PP = PB // 2 if GUIDED else PB
+    E = mlp.E
 
     cap = {"max_registers": max_registers} if max_registers and not simulator() else {}
 
     @cuda.jit(fastmath=fastmath, **cap)
-    def rk_mlp(theta, lay, tab, x, traj, t0, h, steps, every, n_rec, n_freq):
+    def rk_mlp(theta, lay, tab, x, traj, t0, h, steps, every, n_freq, y, w):
         """Integrate x (N, D) in place from t0 with ``steps`` steps of size h; if
-        n_rec > 0, traj[0] = x(t0) and traj[r] = x after r * every steps.  Launched
-        with cfg.DYN bytes of dynamic shared memory."""
+        every > 0, traj[0] = x(t0) and traj[r] = x after r * every steps.  y: the
+        particles' labels (N,) of a conditional network, or one -1 (no label input);
+        w: the guidance weight (``guided``).  Launched with cfg.DYN bytes of dynamic
+        shared memory."""
         hst = cuda.shared.array(HSTATIC, float32, alignment=16)  # activations (PB, HS), flat
         wst = cuda.shared.array(WSTATIC, float32, alignment=16)  # k-tile of W, or all W
         dyn = cuda.shared.array(0, float32, alignment=16)        # hs when DYN
         h1 = dyn if DYN else hst
         w1 = wst
         red = cuda.shared.array(RED, float32)
-        xs = cuda.shared.array((PB, D), float32)          # particle states
-        ks = cuda.shared.array((SMAX, PB, D), float32)    # stage velocities
+        xs = cuda.shared.array((PP, D), float32)          # particle states
+        ks = cuda.shared.array((SMAX, PP, D), float32)    # stage velocities
+        vo = cuda.shared.array((PB if GUIDED else 1, D), float32)  # v_y and v_null rows
         xin = cuda.local.array(D, float32)
         tid = cuda.threadIdx.x
         N = x.shape[0]
-        row0 = cuda.blockIdx.x * PB
+        row0 = cuda.blockIdx.x * PP
         L = lay.shape[0]
         S = tab.shape[1]
         F = lay[0, N_IN]
+        n_rec = traj.shape[0] if every > 0 else 0
+        null = F - (E + 1 + 2 * n_freq) - 1     # the null class: the last one-hot column
+        last = y.shape[0] - 1
         for e in range(tid, HSIZE, NT):
             h1[e] = 0.0                 # columns past a layer's width stay zero
         if RES:
             load_resident(theta, lay, w1, tid)
-        for r in range(tid, PB, NT):
+        for r in range(tid, PP, NT):
             for d in range(D):
                 xs[r, d] = x[row0 + r, d] if row0 + r < N else 0.0
                 if n_rec > 0 and row0 + r < N:
@@ -77,20 +91,29 @@ def make_rk_mlp(cfg, D, fastmath, max_registers=0, stage_regs=16, kind=0, x_freq
             for st in range(S):
                 # stage input x + h sum_j a_ij k_j at time t + c_i h, as features
                 ts = float32(t + tab[0, st] * h)
-                for r in range(tid, PB, NT):
+                for r in range(tid, PP, NT):
                     for d in range(D):
                         v = float32(xs[r, d])
                         for j in range(st):
                             v += h * tab[2 + st, j] * ks[j, r, d]
                         xin[d] = v
-                    features(h1, r, xin, ts, n_freq, F, -1)
+                    features(h1, r, xin, ts, n_freq, F, y[min(row0 + r, last)])
+                    if GUIDED:
+                        features(h1, PP + r, xin, ts, n_freq, F, null)
                 cuda.syncthreads()
                 hidden_stack(h1, theta, lay, w1, tid)
                 lo = L - 1
-                narrow_linear(h1, lay[lo, N_IN], theta, lay[lo, W_OFF], lay[lo, B_OFF], red,
-                              ks[st], tid)
+                if GUIDED:
+                    narrow_linear(h1, lay[lo, N_IN], theta, lay[lo, W_OFF], lay[lo, B_OFF],
+                                  red, vo, tid)
+                    for r in range(tid, PP, NT):
+                        for d in range(D):
+                            ks[st, r, d] = vo[PP + r, d] + w * (vo[r, d] - vo[PP + r, d])
+                else:
+                    narrow_linear(h1, lay[lo, N_IN], theta, lay[lo, W_OFF], lay[lo, B_OFF],
+                                  red, ks[st], tid)
             # x <- x + h sum_i b_i k_i
-            for r in range(tid, PB, NT):
+            for r in range(tid, PP, NT):
                 for d in range(D):
                     inc = 0.0
                     for st in range(S):
@@ -100,7 +123,7 @@ def make_rk_mlp(cfg, D, fastmath, max_registers=0, stage_regs=16, kind=0, x_freq
                             and row0 + r < N:
                         traj[(n + 1) // every, row0 + r, d] = xs[r, d]
             cuda.syncthreads()
-        for r in range(tid, PB, NT):
+        for r in range(tid, PP, NT):
             if row0 + r < N:
                 for d in range(D):
                     x[row0 + r, d] = xs[r, d]
@@ -130,9 +153,10 @@ class CudaSampler:
     them, else the streamed layout in static shared memory.  ``fallbacks`` lists
     the layouts given up and why."""
 
-    def __init__(self, theta, spec):
+    def __init__(self, theta, spec, guided=False):
         cu = cuda_module()
         self.spec = spec
+        self.guided = bool(guided)       # classifier-free guidance: two rows per particle
         self.fallbacks = []
         self._layouts = self.layouts(spec)
         self._use(self._layouts.pop(0))
@@ -140,11 +164,16 @@ class CudaSampler:
         self.lay = cu.to_device(layer_table(spec.sizes)[0])
         self._tabs = {}
         self._no_traj = cu.device_array((1, 1, spec.dim), dtype=np.float32)
+        self._no_labels = cu.to_device(np.full(1, -1, dtype=np.int64))
 
     @staticmethod
     def group(spec):
-        """Rows per particle in the block MLP (1: the forward pass alone)."""
+        """The multiple of TM the layout needs (rows of a particle one thread owns)."""
         return 1
+
+    def rows(self):
+        """Rows per particle in the block MLP: 1, or 2 with guidance (v_y, v_null)."""
+        return 2 if self.guided else 1
 
     @classmethod
     def layouts(cls, spec):
@@ -168,7 +197,7 @@ class CudaSampler:
         self.cfg = cfg
         self.kernel = make_rk_mlp(cfg, self.spec.dim, fastmath("sampler"), register_cap(cfg.NT),
                                   int(TILES["mlp_stage_regs"]), int(self.spec.kind),
-                                  self.spec.x_freqs)
+                                  self.spec.x_freqs, int(TILES["mlp_kpass"]), self.guided)
         self._ready = False
 
     def tab(self, method):
@@ -176,18 +205,20 @@ class CudaSampler:
             self._tabs[method] = cuda_module().to_device(tableau_array(method))
         return self._tabs[method]
 
-    def integrate(self, x, method="rk4", steps=100, t0=0.0, t1=1.0, traj=None, every=1):
+    def integrate(self, x, method="rk4", steps=100, t0=0.0, t1=1.0, traj=None, every=1,
+                  labels=None, guidance=1.0):
         """Integrate the device array x (N, D) in place; fill the device array traj
-        (R + 1, N, D) every ``every`` steps if given.  Asynchronous."""
+        (R + 1, N, D) every ``every`` steps if given; a conditional network takes the
+        particles' labels, a device array (N,) int64, and with ``guided`` the guidance
+        weight (``solvers.conditioning``).  Asynchronous."""
         N = x.shape[0]
         if N == 0:
             return x
         h = (float(t1) - float(t0)) / int(steps)
-        n_rec = 0 if traj is None else traj.shape[0]
-        spec = self.spec
         self._launch(N, (self.theta, self.lay, self.tab(method), x,
                          self._no_traj if traj is None else traj, float(t0), h, int(steps),
-                         int(every), n_rec, spec.n_freq))
+                         0 if traj is None else int(every), self.spec.n_freq,
+                         self._no_labels if labels is None else labels, float(guidance)))
         return x
 
     def _launch(self, N, args):
@@ -196,7 +227,7 @@ class CudaSampler:
         while True:
             cfg = self.cfg
             try:
-                launch(self.kernel, -(-N // (cfg.PB // self.group(self.spec))), cfg.NT,
+                launch(self.kernel, -(-N // (cfg.PB // self.rows())), cfg.NT,
                        cfg.DYN, args, not self._ready)
                 self._ready = True
                 return
@@ -207,16 +238,20 @@ class CudaSampler:
                 self._use(self._layouts.pop(0))
 
 
-def cuda_sample(theta, spec, x0, method="rk4", steps=100, t0=0.0, t1=1.0, record=0):
+def cuda_sample(theta, spec, x0, method="rk4", steps=100, t0=0.0, t1=1.0, record=0,
+                labels=None, guidance=1.0):
     """Same arguments and results as ``solvers.integrate_mlp``: x(t1) (N, D) and,
-    with ``record`` > 0, the trajectory (record + 1, N, D)."""
+    with ``record`` > 0, the trajectory (record + 1, N, D); a conditional network
+    samples ``labels`` (None: the null class) with the ``guidance`` weight."""
     tableau(method)
     steps = check_steps(steps)
     x = np.ascontiguousarray(x0, dtype=np.float32)
     if x.ndim != 2 or x.shape[1] != spec.dim:
         raise FmnumpyError(f"x0 must have shape (N, {spec.dim}), got {x.shape}")
     cu = cuda_module()
-    sampler = CudaSampler(theta, spec)
+    y, w = conditioning(spec, x.shape[0], labels, guidance)
+    sampler = CudaSampler(theta, spec, guided=bool(spec.n_classes) and w != 1.0)
+    y_d = cu.to_device(y) if spec.n_classes and x.shape[0] else None
     x_d = cu.to_device(x)
     traj_d = None
     every = 1
@@ -224,6 +259,6 @@ def cuda_sample(theta, spec, x0, method="rk4", steps=100, t0=0.0, t1=1.0, record
         record = min(int(record), steps)
         every = steps // record
         traj_d = cu.device_array((steps // every + 1, x.shape[0], x.shape[1]), dtype=np.float32)
-    sampler.integrate(x_d, method, steps, t0, t1, traj_d, every)
+    sampler.integrate(x_d, method, steps, t0, t1, traj_d, every, y_d, w)
     out = x_d.copy_to_host()
     return (out, traj_d.copy_to_host()) if record else out

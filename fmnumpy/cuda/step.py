@@ -40,12 +40,15 @@ DATA_2SPIRALS = 2    # everything drawn on the device (D = 2)
 
 @functools.lru_cache(maxsize=None)
 def make_forward_backward(cfg, D, fastmath, max_registers=0, stage_regs=16, kind=0,
-                          gauss=False, x_freqs=0):
+                          gauss=False, x_freqs=0, kpass=4, labels=False):
     """The fused forward + loss + backward-data kernel for block layout ``cfg`` and
     activation code ``kind`` (a compile-time constant, as in the sampler);
     ``gauss``: the constant-sigma path (``paths.gaussian_element``, sigma in the
     ``sigma_min`` argument, eps in xin[c, i, 2D + 1 + d] of DATA_ARRAYS batches);
     ``x_freqs``: octaves of plane-wave features of xt (inputs: no backward);
+    ``kpass``: see ``mlp.make_block_mlp``; ``labels``: a conditional network, the
+    class of row i in xin[c, i, YC] of DATA_ARRAYS batches (after x0, x1, t and eps),
+    a one-hot input (``mlp.label_features``);
     ``max_registers`` > 0 caps the registers per thread; launched with cfg.DYN
     bytes of dynamic shared memory."""
     from numba import float32, float64
@@ -56,7 +59,7 @@ def make_forward_backward(cfg, D, fastmath, max_registers=0, stage_regs=16, kind
     GAUSS = bool(gauss)
     time_from_uniform = dev.time_from_uniform
     cfm_element, spiral_point = dev.cfm_element, dev.spiral_point
-    mlp = make_block_mlp(cfg, D, fastmath, stage_regs, x_freqs)
+    mlp = make_block_mlp(cfg, D, fastmath, stage_regs, x_freqs, kpass=kpass)
     tile_matmul, narrow_linear, features = mlp.tile_matmul, mlp.narrow_linear, mlp.features
     col_of = mlp.col_of
     PB, TM, TN, BK, NRG, NCG, NT, HS = cfg.PB, cfg.TM, cfg.TN, cfg.BK, cfg.NRG, cfg.NCG, \
@@ -64,6 +67,8 @@ def make_forward_backward(cfg, D, fastmath, max_registers=0, stage_regs=16, kind
     RED, HSTATIC, WSTATIC = mlp.RED, mlp.HSTATIC, mlp.WSTATIC
     DYN = cfg.DYN > 0
     DK = (D + BK - 1) // BK * BK
+    LABELS = bool(labels)
+    YC = 2 * D + 1 + (D if GAUSS else 0)       # the label column of xin
     KIND = int(kind)
 
     cap = {"max_registers": max_registers} if max_registers and not simulator() else {}
@@ -131,7 +136,10 @@ def make_forward_backward(cfg, D, fastmath, max_registers=0, stage_regs=16, kind
                         xtd, utd = path_element(x0, x1, t, sigma_min)
                     xt[d] = xtd
                     us[r, d] = utd
-                features(h1, r, xt, t, n_freq, F, -1)
+                y = -1
+                if LABELS and data_mode == DATA_ARRAYS:
+                    y = int(xin[c, i, YC])
+                features(h1, r, xt, t, n_freq, F, y)
                 for f in range(F):
                     work[lay[0, H_OFF] + i * F + f] = h1[r * HS + f]
         cuda.syncthreads()

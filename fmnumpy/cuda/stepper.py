@@ -21,7 +21,7 @@ from ..errors import FmnumpyError
 from ..optim import ema_decay_at, learning_rate
 from .device import cuda_module, fastmath, grid_stride_blocks, launch, threads_per_block
 from .layout import layer_table
-from .tiles import TILES, mlp_config, register_cap, wg_config
+from .tiles import TILES, fb_stage_regs, mlp_config, register_cap, wg_config
 from .step import (DATA_2SPIRALS, DATA_ARRAYS, DATA_STREAM, EMA, GRAD, M, THETA, V,
                             make_adam_ema, make_forward_backward, make_reduce_grad,
                             make_weight_grad)
@@ -58,6 +58,12 @@ class CudaTrainer:
         if self.gauss and not (host_batches and noise is not None):
             raise FmnumpyError("the constant-sigma path trains on the host's batches and noise "
                                "(host_batches=True, noise=PathNoise)")
+        # a conditional network: each row's class in the last column of the host's batches
+        self.labels = spec.n_classes > 0
+        if self.labels and stream is not None and not host_batches:
+            raise FmnumpyError("a conditional model trains on the host's batches and labels "
+                               "(host_batches=True)")
+        self.n_in = 2 * self.D + 1 + (self.D if self.gauss else 0) + int(self.labels)
         self.time_power = float(time_power)      # t of device-drawn batches (paths.time_from_uniform)
         self.seed = int(seed)
         self.C = int(config.DATA_CHUNK_STEPS)
@@ -167,8 +173,9 @@ class CudaTrainer:
     def _use(self, cfg):
         self.cfg = cfg
         self.k_fb = make_forward_backward(cfg, self.D, fastmath("forward_backward"),
-                                          register_cap(cfg.NT), int(TILES["mlp_stage_regs"]),
-                                          int(self.spec.kind), self.gauss, self.spec.x_freqs)
+                                          register_cap(cfg.NT), fb_stage_regs(),
+                                          int(self.spec.kind), self.gauss, self.spec.x_freqs,
+                                          int(TILES["fb_kpass"]), self.labels)
         self._fb_ready = False
 
     def _forward_backward(self, *args):
@@ -251,47 +258,56 @@ class CudaTrainer:
     def _upload_chunk(self, chunk):
         if self.chunk_id == chunk:
             return
-        if self.mode == DATA_HOST:    # [x0 | x1 | t (| eps)] (C, B, 2D + 1 (+ D)) of a chunk
+        if self.mode == DATA_HOST:    # [x0 | x1 | t (| eps) (| y)] (C, B, n_in) of a chunk
             s, D = self.stream, self.D
             s.batch_at(chunk * self.C)
-            xin = np.empty((self.C, self.B, 3 * D + 1 if self.gauss else 2 * D + 1),
-                           dtype=np.float32)
+            xin = np.empty((self.C, self.B, self.n_in), dtype=np.float32)
             xin[:, :, :D], xin[:, :, D:2 * D], xin[:, :, 2 * D] = s.x0, s.x1, s.t
             if self.gauss:
                 self.noise.noise_at(chunk * self.C)
-                xin[:, :, 2 * D + 1:] = self.noise.eps
+                xin[:, :, 2 * D + 1:3 * D + 1] = self.noise.eps
+            if self.labels:
+                xin[:, :, -1] = s.y           # small integers: exact in float32
         else:
             xin = np.ascontiguousarray(self.stream.x1_chunk(chunk), dtype=np.float32)
         self.xin = cuda_module().to_device(xin)
         self.chunk_id = chunk
 
-    def run_arrays(self, x0, x1, t, step=0, total=None):
-        """Take len(x0) steps on the given batches x0, x1 (n, B, D), t (n, B)
-        (n <= C).  Returns (losses (n,), bad)."""
+    def run_arrays(self, x0, x1, t, step=0, total=None, y=None):
+        """Take len(x0) steps on the given batches x0, x1 (n, B, D), t (n, B) and,
+        conditional, labels y (n, B) (n <= C).  Returns (losses (n,), bad)."""
         x0, x1 = np.asarray(x0, np.float32), np.asarray(x1, np.float32)
         n = x0.shape[0]
         if n > self.C:
             raise ValueError(f"at most {self.C} steps per call")
-        self._load_arrays(x0, x1, t)
+        self._load_arrays(x0, x1, t, y)
         self._begin(0, n, step + 1, total if total is not None else step + n)
         for c in range(n):
             self._step(c, step + 1 + c)
         return self._finish(0, n)
 
-    def _load_arrays(self, x0, x1, t):
+    def _load_arrays(self, x0, x1, t, y=None):
         n, B, D = x0.shape
-        xin = np.empty((n, B, 2 * D + 1), dtype=np.float32)
+        if self.gauss:
+            raise FmnumpyError("the constant-sigma path trains on the host's stream and noise")
+        if self.labels and y is None:
+            raise FmnumpyError("a conditional model needs the batches' labels y")
+        xin = np.empty((n, B, self.n_in), dtype=np.float32)
         xin[:, :, :D], xin[:, :, D:2 * D], xin[:, :, 2 * D] = x0, x1, t
+        if self.labels:
+            xin[:, :, -1] = y
         self.xin = cuda_module().to_device(xin)
         self.chunk_id = None
         self.mode_now = DATA_ARRAYS
         self.launched = (0, 0)
 
-    def loss_and_grad(self, x0, x1, t):
-        """The twin of ``step.loss_and_grad`` on one batch x0, x1 (B, D), t (B,):
-        returns (loss, dtheta (P,)); the parameters are not changed."""
+    def loss_and_grad(self, x0, x1, t, y=None):
+        """The twin of ``step.loss_and_grad`` on one batch x0, x1 (B, D), t (B,)
+        (and labels y (B,) of a conditional network): returns (loss, dtheta (P,));
+        the parameters are not changed."""
         self._load_arrays(np.asarray(x0, np.float32)[None], np.asarray(x1, np.float32)[None],
-                          np.asarray(t, np.float32)[None])
+                          np.asarray(t, np.float32)[None],
+                          None if y is None else np.asarray(y)[None])
         self.stats.copy_to_device(np.zeros((self.C, 2)))
         self._gradient(0)
         loss = float(self.stats.copy_to_host()[0, 0])

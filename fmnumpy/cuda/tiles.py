@@ -25,6 +25,10 @@ TILES = {
     "mlp_bk": 8,          # rows of W staged in shared memory per k-tile
     "mlp_bk_small": 32,   # the same when TM = 1 (small batches: fewer, larger k-tiles)
     "mlp_stage_regs": 16, # registers a thread stages W through (more would go to memory)
+    "mlp_kpass": 4,       # k per pass of the samplers' products: 4, 2 or 1 (fewer live
+                          # registers, fewer spills at a tight register cap: ptxas.md)
+    "fb_stage_regs": 0,   # the same for forward_backward (0: mlp_stage_regs)
+    "fb_kpass": 4,        # k per pass of forward_backward's products
     "min_blocks": 128,    # training: lower TM until the batch spans this many blocks
     # weight-gradient GEMM dW = H^T dZ, split over the batch
     "wg_bm": 128, "wg_bn": 128,   # output tile (rows of W x columns of W)
@@ -137,6 +141,12 @@ def mlp_config(width, threads, rows=None, tiles=None, resident=(), dynamic=0, gr
     dyn = 4 * NRG * TM * HS if nbytes(TM, BK) > SHARED_LIMIT else 0
     return MlpConfig(PB=NRG * TM, TM=TM, TN=TN, BK=BK, NRG=NRG, NCG=NCG, NT=NRG * NCG,
                      HP=HP, HS=HS, WS=WS, WROWS=w_rows(BK), RES=bool(resident), DYN=dyn)
+
+
+def fb_stage_regs(tiles=None):
+    """Registers forward_backward stages W through: fb_stage_regs, else mlp_stage_regs."""
+    t = TILES if tiles is None else tiles
+    return int(t.get("fb_stage_regs", 0)) or int(t["mlp_stage_regs"])
 
 
 def register_cap(threads, tiles=None):
