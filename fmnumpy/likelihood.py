@@ -365,6 +365,9 @@ def _solve(theta, spec, x, l, t0, t1, method, steps, rtol, atol, norm, chunk, dt
                              chunk, dtype)
     if device != "cuda":
         raise FmnumpyError(f"unknown device {device!r}; choose one of: cpu, cuda")
+    if check_method(method) == "dopri5":
+        raise FmnumpyError("the GPU likelihood takes the fixed-step methods; "
+                           "use device='cpu' for dopri5")
     if check_dtype(dtype) != np.float32:
         raise FmnumpyError("the GPU runs the network in float32; the float64 oracle is "
                            "device='cpu'")

@@ -25,8 +25,6 @@ import functools
 import numpy as np
 from numba import cuda
 
-from ..errors import FmnumpyError
-from ..likelihood import check_method
 from ..solvers import check_steps
 from .device import cuda_module, fastmath, simulator
 from .layout import B_OFF, N_IN, W_OFF
@@ -139,6 +137,9 @@ class CudaLikelihood(CudaSampler):
     def group(spec):
         return spec.dim + 1
 
+    def rows(self):
+        return self.spec.dim + 1
+
     def _use(self, cfg):
         self.cfg = cfg
         self.kernel = make_rk_logp(cfg, self.spec.dim, fastmath("sampler"), register_cap(cfg.NT),
@@ -162,9 +163,6 @@ def cuda_solve_logp(theta, spec, x, l, method="rk4", steps=100, t0=0.0, t1=1.0):
     """(x(t1) (N, D) float32, l(t1) (N,) float64) from host arrays x, l at t0, in
     one launch: the GPU twin of ``likelihood.integrate_logp`` for the network
     (fixed-step methods)."""
-    if check_method(method) == "dopri5":
-        raise FmnumpyError("the GPU likelihood takes the fixed-step methods; "
-                           "use device='cpu' for dopri5")
     steps = check_steps(steps)
     tableau_array(method)
     cu = cuda_module()
