@@ -39,7 +39,7 @@ INIT_STREAM = 0
 # bridge's noise term grows like 1 / sqrt(1 - t)); docs/flow_matching.md#time-sampling
 TIME_POWER = {"straight": 2.0, "cosine": 1.0, "sb": 1.0}
 # x_freqs=None: Fourier features of x on the CPU (bench/results/recipe.md), none on
-# the GPU, whose kernels do not have them yet
+# the GPU: its kernels have them but have not been timed with them on a GPU yet
 X_FREQS = {"cpu": 3, "cuda": 0}
 
 DEFAULTS = dict(
