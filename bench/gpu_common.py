@@ -33,7 +33,7 @@ FULL = dict(train=(("B", 256), ("B", 65536)), warmup=50, runs=7, steps=200,
                     ("B", "rk4", 25)),
             particles=1_000_000, sample_runs=3, val_batch=1000, val_particles=4096,
             val_steps=100, budget_s=25.0, sweep_steps=100, sweep_budget_s=200.0,
-            logprob=(("A", 25), ("B", 25)), logp_cpu_points=20_000)
+            logprob=(("A", 25), ("B", 25)), logp_cpu_points=10_000)
 QUICK = dict(train=(("B", 12), ("B", 40)), warmup=2, runs=2, steps=3,
              sample=(("A", "euler", 3), ("B", "rk4", 2)), particles=40, sample_runs=2,
              val_batch=12, val_particles=16, val_steps=3, budget_s=60.0, sweep_steps=2,

@@ -547,6 +547,11 @@ def test_default_tiles_on_the_gpu(hidden, activation):
     np.testing.assert_allclose(cuda_sample(theta, spec, xs, "rk4", 5),
                                reference_integrate(theta, spec, xs, "rk4", 5),
                                rtol=1e-4, atol=1e-4)
+    from fmnumpy.cuda.likelihood import cuda_solve_logp
+    l0, (t0, t1), ref_x, ref_l = cpu_logp(theta, spec, xs, "rk4", 5, True)
+    got_x, got_l = cuda_solve_logp(theta, spec, xs, l0, "rk4", 5, t0, t1)
+    np.testing.assert_allclose(got_x, ref_x, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(got_l, ref_l, rtol=1e-4, atol=1e-4)
 
 
 @kernels
