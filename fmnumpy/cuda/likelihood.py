@@ -29,7 +29,7 @@ from ..solvers import check_steps
 from .device import cuda_module, fastmath, simulator
 from .layout import B_OFF, N_IN, W_OFF
 from .mlp import make_block_mlp
-from .solvers import SMAX, CudaSampler, tableau_array
+from .solvers import SMAX, CudaSampler, rk_stage_functions, tableau_array
 from .tiles import TILES, register_cap
 
 
@@ -46,6 +46,8 @@ def make_rk_logp(cfg, D, fastmath, max_registers=0, stage_regs=16, kind=0, x_fre
     hidden_stack, load_resident, row_of = mlp.hidden_stack, mlp.load_resident, mlp.row_of
     PB, PP, NT, RES, DYN = cfg.PB, mlp.PP, cfg.NT, cfg.RES, cfg.DYN > 0
     RED, HSIZE, HSTATIC, WSTATIC = mlp.RED, mlp.HSIZE, mlp.HSTATIC, mlp.WSTATIC
+    rk = rk_stage_functions(D, fastmath)
+    stage_input, increment = rk.stage_input, rk.increment
 
     cap = {"max_registers": max_registers} if max_registers and not simulator() else {}
 
@@ -87,11 +89,7 @@ def make_rk_logp(cfg, D, fastmath, max_registers=0, stage_regs=16, kind=0, x_fre
                 # stage input x + h sum_j a_ij k_j at t + c_i h: features and tangents
                 ts = float32(t + tab[0, st] * h)
                 for p in range(tid, PP, NT):
-                    for d in range(D):
-                        v = float32(xs[p, d])
-                        for j in range(st):
-                            v += h * tab[2 + st, j] * ks[j, p, d]
-                        xin[d] = v
+                    stage_input(xs, ks, tab, st, h, p, xin)
                     features(h1, row_of(p, 0), xin, ts, n_freq, F, -1)
                     for m in range(D):
                         tangent_features(h1, row_of(p, 1 + m), xin, m, F)
@@ -110,10 +108,7 @@ def make_rk_logp(cfg, D, fastmath, max_registers=0, stage_regs=16, kind=0, x_fre
             # [x, l] <- [x, l] + h sum_i b_i [k_i, kl_i]
             for p in range(tid, PP, NT):
                 for d in range(D):
-                    inc = 0.0
-                    for st in range(S):
-                        inc += tab[1, st] * ks[st, p, d]
-                    xs[p, d] += h * inc
+                    xs[p, d] += h * increment(ks, tab, p, d)
                 inc_l = float64(0.0)
                 for st in range(S):
                     inc_l += tab[1, st] * kl[st, p]

@@ -389,6 +389,14 @@ def make_block_mlp(cfg, D, fastmath, stage_regs=16, x_freqs=0, group=1, kind=0, 
             cuda.syncthreads()
 
     @cuda.jit(device=True, fastmath=fastmath)
+    def projection(x, j):
+        """p_j = b_j . x, the argument of the plane waves along direction j."""
+        p = float32(0.0)
+        for d in range(D):
+            p += DIRS[j, d] * x[d]
+        return p
+
+    @cuda.jit(device=True, fastmath=fastmath)
     def features(h1, r, x, t, n_freq, n_in, y):
         """hs[r, :n_in] = [x (D,), plane waves of x, t, sin(pi 2^k t), cos(pi 2^k t)
         for k < n_freq, one-hot of the label y (none if y < 0)] (``mlp.input_features``
@@ -397,10 +405,7 @@ def make_block_mlp(cfg, D, fastmath, stage_regs=16, x_freqs=0, group=1, kind=0, 
             h1[r * HS + d] = x[d]
         for k in range(K):
             for j in range(J):
-                p = float32(0.0)
-                for d in range(D):
-                    p += DIRS[j, d] * x[d]
-                sk, ck = time_feature(p, k)
+                sk, ck = time_feature(projection(x, j), k)
                 h1[r * HS + D + 2 * (k * J + j)] = sk
                 h1[r * HS + D + 2 * (k * J + j) + 1] = ck
         h1[r * HS + E] = t
@@ -423,10 +428,7 @@ def make_block_mlp(cfg, D, fastmath, stage_regs=16, x_freqs=0, group=1, kind=0, 
             h1[r * HS + d] = 1.0 if d == m else 0.0
         for k in range(K):
             for j in range(J):
-                p = float32(0.0)
-                for d in range(D):
-                    p += DIRS[j, d] * x[d]
-                sk, ck = time_feature(p, k)
+                sk, ck = time_feature(projection(x, j), k)
                 ts, tc = wave_tangent(sk, ck, k, DIRS[j, m])
                 h1[r * HS + D + 2 * (k * J + j)] = ts
                 h1[r * HS + D + 2 * (k * J + j) + 1] = tc

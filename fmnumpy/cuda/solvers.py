@@ -47,6 +47,8 @@ def make_rk_mlp(cfg, D, fastmath, max_registers=0, stage_regs=16, kind=0, x_freq
     GUIDED = bool(guided)
     PP = PB // 2 if GUIDED else PB
     E = mlp.E
+    rk = rk_stage_functions(D, fastmath)
+    stage_input, increment = rk.stage_input, rk.increment
 
     cap = {"max_registers": max_registers} if max_registers and not simulator() else {}
 
@@ -92,11 +94,7 @@ def make_rk_mlp(cfg, D, fastmath, max_registers=0, stage_regs=16, kind=0, x_freq
                 # stage input x + h sum_j a_ij k_j at time t + c_i h, as features
                 ts = float32(t + tab[0, st] * h)
                 for r in range(tid, PP, NT):
-                    for d in range(D):
-                        v = float32(xs[r, d])
-                        for j in range(st):
-                            v += h * tab[2 + st, j] * ks[j, r, d]
-                        xin[d] = v
+                    stage_input(xs, ks, tab, st, h, r, xin)
                     features(h1, r, xin, ts, n_freq, F, y[min(row0 + r, last)])
                     if GUIDED:
                         features(h1, PP + r, xin, ts, n_freq, F, null)
@@ -115,10 +113,7 @@ def make_rk_mlp(cfg, D, fastmath, max_registers=0, stage_regs=16, kind=0, x_freq
             # x <- x + h sum_i b_i k_i
             for r in range(tid, PP, NT):
                 for d in range(D):
-                    inc = 0.0
-                    for st in range(S):
-                        inc += tab[1, st] * ks[st, r, d]
-                    xs[r, d] += h * inc
+                    xs[r, d] += h * increment(ks, tab, r, d)
                     if n_rec > 0 and (n + 1) % every == 0 and (n + 1) // every < n_rec \
                             and row0 + r < N:
                         traj[(n + 1) // every, row0 + r, d] = xs[r, d]
@@ -129,6 +124,38 @@ def make_rk_mlp(cfg, D, fastmath, max_registers=0, stage_regs=16, kind=0, x_freq
                     x[row0 + r, d] = xs[r, d]
 
     return rk_mlp
+
+
+@functools.lru_cache(maxsize=None)
+def rk_stage_functions(D, fastmath):
+    """The Runge-Kutta stage combinations of the fused kernels (this sampler and
+    ``cuda/likelihood.py``), for the tableau array ``tab`` of :func:`tableau_array`:
+    ``stage_input`` and ``increment``."""
+    from numba import float32
+
+    @cuda.jit(device=True, fastmath=fastmath)
+    def stage_input(xs, ks, tab, st, h, p, xin):
+        """xin = x_p + h sum_{j < st} a_{st, j} k_j[p]: particle p's input to stage st."""
+        for d in range(D):
+            v = float32(xs[p, d])
+            for j in range(st):
+                v += h * tab[2 + st, j] * ks[j, p, d]
+            xin[d] = v
+
+    @cuda.jit(device=True, fastmath=fastmath)
+    def increment(ks, tab, p, d):
+        """sum_i b_i k_i[p, d]: the step's slope of coordinate d of particle p."""
+        inc = 0.0
+        for st in range(tab.shape[1]):
+            inc += tab[1, st] * ks[st, p, d]
+        return inc
+
+    class Namespace:
+        pass
+
+    ns = Namespace()
+    ns.stage_input, ns.increment = stage_input, increment
+    return ns
 
 
 def tableau_array(method):
