@@ -52,17 +52,6 @@ DEFAULTS = dict(
 )
 
 
-def _check_gpu_settings(device, path):
-    """The GPU trainer trains the straight path (with sigma_min or sigma); a source, a
-    coupling, sigma or labels come with the host's batches (``cuda.stepper``,
-    DATA_HOST)."""
-    if device != "cuda":
-        return
-    if path != "straight":
-        raise FmnumpyError(f"the {path} path is not supported on the GPU yet; "
-                           "use --device cpu or --path straight")
-
-
 def _labelled(data):
     """``data`` as a labelled ``datasets.Data`` when it has labels (a labelled Data, or
     the name of a toy set with labels), else None."""
@@ -182,7 +171,6 @@ class FlowMatcher:
         if device not in ("cpu", "cuda"):
             raise FmnumpyError(f"unknown device {device!r}; choose one of: cpu, cuda")
         x_freqs = None if x_freqs is None else int(x_freqs)
-        _check_gpu_settings(device, path)
         hidden = tuple(int(h) for h in hidden)
         MLPSpec(2, hidden, activation, int(time_freqs), x_freqs=x_freqs or 0)  # validate early
         self.hidden, self.activation, self.time_freqs = hidden, activation, int(time_freqs)
@@ -252,11 +240,6 @@ class FlowMatcher:
             return GAUSS, self.sigma
         return code, {STRAIGHT: self.sigma_min, SB: self.sb_sigma}.get(code, 0.0)
 
-    def check_device(self):
-        """Refuse settings the GPU trainer does not have (it trains the straight path,
-        with or without labels)."""
-        _check_gpu_settings(self.device, self.path)
-
     def _check_fitted(self):
         if self.spec_ is None:
             raise FmnumpyError("this FlowMatcher is not trained yet; call fit() or load()")
@@ -303,7 +286,6 @@ class FlowMatcher:
                                "a source of the data's dimension")
         if warm_start and self.spec_ is not None and source is None:
             src = self.source_                      # continue from the model's own source
-        self.check_device()
         if warm_start and self.spec_ is not None:
             if self.spec_.dim != data.dim:
                 raise FmnumpyError(f"the model was trained on D={self.spec_.dim} data, "
@@ -341,14 +323,12 @@ class FlowMatcher:
         noise = _train.PathNoise(path[0] in NOISY, self.spec_.dim, batch_size, self.seed,
                                  DTYPE)
         if self.device == "cuda":
-            _check_gpu_settings(self.device, self.path)
             from .cuda import cuda_stepper
             host = (self.source_ is not None or self.coupling != "independent"
-                    or self.sigma > 0.0 or self.spec_.n_classes > 0)
-            return cuda_stepper(self.spec_, self.opt, self.state_, batch_size, self.sigma_min,
+                    or path[0] in NOISY or self.spec_.n_classes > 0)
+            return cuda_stepper(self.spec_, self.opt, self.state_, batch_size, path,
                                 stream, data_name == "2spirals" and self.spec_.dim == 2
-                                and not host, self.seed, self.time_power, host, self.sigma,
-                                noise)
+                                and not host, self.seed, self.time_power, host, noise)
         return CpuStepper(self.spec_, self.opt, path, batch_size, noise)
 
     def _run(self, stream, stepper, steps, progress=False, callback=None, **kwargs):

@@ -144,6 +144,18 @@ def gaussian_path(x0, x1, t, sigma, eps, xt, ut):
             xt[i, d], ut[i, d] = gaussian_element_cpu(x0[i, d], x1[i, d], ti, sigma, eps[i, d])
 
 
+def cosine_element(x0, x1, t):
+    """(xt, ut) of one coordinate on the variance-preserving cosine path:
+    xt = cos(pi t / 2) x0 + sin(pi t / 2) x1, ut = pi / 2 (cos(pi t / 2) x1 - sin(pi t / 2) x0)."""
+    half_pi = 0.5 * math.pi
+    c = math.cos(half_pi * t)
+    s = math.sin(half_pi * t)
+    return c * x0 + s * x1, half_pi * (c * x1 - s * x0)
+
+
+cosine_element_cpu = njit(cache=True, inline="always")(cosine_element)
+
+
 @njit(cache=True)
 def cosine_path(x0, x1, t, sigma_min, xt, ut):
     """Fill xt, ut (B, D) for the variance-preserving cosine path above.
@@ -152,13 +164,22 @@ def cosine_path(x0, x1, t, sigma_min, xt, ut):
     ``paths.straight_path`` and is ignored: this path has no minimum width.
     """
     B, D = x0.shape
-    half_pi = 0.5 * math.pi
     for i in range(B):
-        c = math.cos(half_pi * t[i])
-        s = math.sin(half_pi * t[i])
         for d in range(D):
-            xt[i, d] = c * x0[i, d] + s * x1[i, d]
-            ut[i, d] = half_pi * (c * x1[i, d] - s * x0[i, d])
+            xt[i, d], ut[i, d] = cosine_element_cpu(x0[i, d], x1[i, d], t[i])
+
+
+def sb_element(x0, x1, t, sigma, eps):
+    """(xt, ut) of one coordinate on the Schrodinger-bridge path with noise eps:
+    xt = (1 - t) x0 + t x1 + s_t eps, ut = x1 - x0 + s_t' eps, with
+    s_t = sigma sqrt(t (1 - t)) and s_t' = (1 - 2t) s_t / (2 t (1 - t) + SB_DENOM_EPS)."""
+    a = 1.0 - t
+    st = sigma * math.sqrt(t * a)                                 # s_t
+    dst = (1.0 - 2.0 * t) * st / (2.0 * t * a + SB_DENOM_EPS)     # s_t' (guarded)
+    return a * x0 + t * x1 + st * eps, x1 - x0 + dst * eps
+
+
+sb_element_cpu = njit(cache=True, inline="always")(sb_element)
 
 
 @njit(cache=True)
@@ -169,13 +190,8 @@ def sb_path(x0, x1, t, sigma, eps, xt, ut):
     """
     B, D = x0.shape
     for i in range(B):
-        ti = t[i]
-        a = 1.0 - ti
-        st = sigma * math.sqrt(ti * a)                     # s_t
-        dst = (1.0 - 2.0 * ti) * st / (2.0 * ti * a + SB_DENOM_EPS)   # s_t' (guarded)
         for d in range(D):
-            xt[i, d] = a * x0[i, d] + ti * x1[i, d] + st * eps[i, d]
-            ut[i, d] = x1[i, d] - x0[i, d] + dst * eps[i, d]
+            xt[i, d], ut[i, d] = sb_element_cpu(x0[i, d], x1[i, d], t[i], sigma, eps[i, d])
 
 
 @njit(cache=True)

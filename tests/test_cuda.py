@@ -599,7 +599,9 @@ def test_host_batches_train_from_a_source_with_exact_ot(tiny, monkeypatch):
     first steps are the CPU's."""
     from fmnumpy import FlowMatcher
     monkeypatch.setattr(config, "DATA_CHUNK_STEPS", 2)
-    for extra in (dict(coupling="ot"), dict(sigma=0.3)):     # and the constant-sigma path
+    # and the paths: constant sigma, the Schrodinger bridge (both with the host's eps), cosine
+    for extra in (dict(coupling="ot"), dict(sigma=0.3), dict(path="sb", sb_sigma=0.5),
+                  dict(path="cosine")):
         kw = dict(hidden=(5,), activation="tanh", warmup=1, seed=3, x_freqs=0, **extra)
         gpu = FlowMatcher(device="cuda", **kw).fit("moons", steps=3, batch_size=4,
                                                    source="8gaussians")

@@ -29,17 +29,18 @@ def require_gpu():
                            "found, use --device cpu")
 
 
-def cuda_stepper(spec, opt, state, batch, sigma_min, stream, spirals, seed, time_power,
-                 host_batches=False, sigma=0.0, noise=None):
+def cuda_stepper(spec, opt, state, batch, path, stream, spirals, seed, time_power,
+                 host_batches=False, noise=None):
     """A ``stepper.CudaStepper`` for ``train.run``, with ``state`` uploaded: batches of
-    ``batch`` rows, x1 drawn on the device (``spirals``) or ``stream``'s x1, or (with
-    ``host_batches``: a source, a coupling or the constant-sigma path with the host's
-    ``noise``) the stream's whole batches."""
+    ``batch`` rows on the path (code, parameter) (``FlowMatcher.path_args``), x1 drawn
+    on the device (``spirals``) or ``stream``'s x1, or (with ``host_batches``: a
+    source, a coupling, labels or a noisy path with the host's ``noise``) the
+    stream's whole batches."""
     require_gpu()
     from .stepper import CudaStepper, CudaTrainer
-    tr = CudaTrainer(spec, opt, batch, sigma_min, stream=stream, spirals=spirals, seed=seed,
+    tr = CudaTrainer(spec, opt, batch, stream=stream, spirals=spirals, seed=seed,
                      start_step=state.step, time_power=time_power, host_batches=host_batches,
-                     sigma=sigma, noise=noise)
+                     noise=noise, path=path)
     return CudaStepper(tr, state)
 
 

@@ -4,7 +4,7 @@ scalar formulas compiled for the device, and launch settings.
 The scalar formulas are the ones the CPU uses, compiled a second time with
 ``cuda.jit(device=True)`` (STYLE.md rule 3): activations from
 ``fmnumpy.activations``, the Adam and EMA element updates and the clipping
-factor from ``fmnumpy.optim``, the path elements (straight, constant sigma) and
+factor from ``fmnumpy.optim``, the path elements (straight, constant sigma, cosine, bridge) and
 the time draw from ``fmnumpy.paths``, the loss element from ``fmnumpy.loss``, the
 time feature and the plane waves' tangent from ``fmnumpy.mlp`` and the 2spirals
 point from ``fmnumpy.datasets``.  Never
@@ -21,7 +21,8 @@ from ..datasets import spiral_point
 from ..loss import cfm_element
 from ..mlp import time_feature, wave_tangent
 from ..optim import adam_element, clip_scale, ema_element
-from ..paths import gaussian_element, path_element, time_from_uniform
+from ..paths import (cosine_element, gaussian_element, path_element, sb_element,
+                     time_from_uniform)
 
 
 def cuda_module():
@@ -97,6 +98,8 @@ class DeviceFunctions:
         self.clip_scale = dev(clip_scale)
         self.path_element = dev(path_element)
         self.gaussian_element = dev(gaussian_element)
+        self.cosine_element = dev(cosine_element)
+        self.sb_element = dev(sb_element)
         self.time_from_uniform = dev(time_from_uniform)
         self.cfm_element = dev(cfm_element)
         self.time_feature = dev(time_feature)

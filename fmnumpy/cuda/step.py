@@ -27,6 +27,7 @@ import math
 from .mlp import make_block_mlp
 from numba import cuda
 
+from ..paths import COSINE, GAUSS, NOISY, SB, STRAIGHT
 from .device import device_functions, simulator, simulator_compat
 from .layout import B_OFF, DZ_OFF, H_OFF, N_IN, N_OUT, T_START, W_OFF, Z_OFF
 
@@ -40,11 +41,14 @@ DATA_2SPIRALS = 2    # everything drawn on the device (D = 2)
 
 @functools.lru_cache(maxsize=None)
 def make_forward_backward(cfg, D, fastmath, max_registers=0, stage_regs=16, kind=0,
-                          gauss=False, x_freqs=0, kpass=4, labels=False):
+                          path=STRAIGHT, x_freqs=0, kpass=4, labels=False):
     """The fused forward + loss + backward-data kernel for block layout ``cfg`` and
     activation code ``kind`` (a compile-time constant, as in the sampler);
-    ``gauss``: the constant-sigma path (``paths.gaussian_element``, sigma in the
-    ``sigma_min`` argument, eps in xin[c, i, 2D + 1 + d] of DATA_ARRAYS batches);
+    ``path``: the path's code (``paths.STRAIGHT``, ``COSINE``, ``SB``, ``GAUSS``: the
+    elements ``paths.path_element``, ``cosine_element``, ``sb_element``,
+    ``gaussian_element``), its parameter in the ``sigma_min`` argument (sigma_min,
+    none, the bridge's sigma, the constant sigma) and the noise eps of SB and GAUSS
+    in xin[c, i, 2D + 1 + d] of DATA_ARRAYS batches;
     ``x_freqs``: octaves of plane-wave features of xt (inputs: no backward);
     ``kpass``: see ``mlp.make_block_mlp``; ``labels``: a conditional network, the
     class of row i in xin[c, i, YC] of DATA_ARRAYS batches (after x0, x1, t and eps),
@@ -55,8 +59,10 @@ def make_forward_backward(cfg, D, fastmath, max_registers=0, stage_regs=16, kind
     from numba.cuda.random import xoroshiro128p_normal_float32, xoroshiro128p_uniform_float32
     dev = device_functions(fastmath)
     act, dact, path_element = dev.act, dev.dact, dev.path_element
-    gaussian_element = dev.gaussian_element
-    GAUSS = bool(gauss)
+    gaussian_element, cosine_element, sb_element = (dev.gaussian_element, dev.cosine_element,
+                                                    dev.sb_element)
+    PATH = int(path)
+    EPS = PATH in NOISY                       # eps in the batch (the host's noise)
     time_from_uniform = dev.time_from_uniform
     cfm_element, spiral_point = dev.cfm_element, dev.spiral_point
     mlp = make_block_mlp(cfg, D, fastmath, stage_regs, x_freqs, kpass=kpass)
@@ -68,7 +74,7 @@ def make_forward_backward(cfg, D, fastmath, max_registers=0, stage_regs=16, kind
     DYN = cfg.DYN > 0
     DK = (D + BK - 1) // BK * BK
     LABELS = bool(labels)
-    YC = 2 * D + 1 + (D if GAUSS else 0)       # the label column of xin
+    YC = 2 * D + 1 + (D if EPS else 0)        # the label column of xin
     KIND = int(kind)
 
     cap = {"max_registers": max_registers} if max_registers and not simulator() else {}
@@ -129,9 +135,13 @@ def make_forward_backward(cfg, D, fastmath, max_registers=0, stage_regs=16, kind
                             x1 = float32(p1x)
                         else:
                             x1 = float32(p1y)
-                    if GAUSS:
+                    if PATH == GAUSS:
                         xtd, utd = gaussian_element(x0, x1, t, sigma_min,
                                                     xin[c, i, 2 * D + 1 + d])
+                    elif PATH == SB:
+                        xtd, utd = sb_element(x0, x1, t, sigma_min, xin[c, i, 2 * D + 1 + d])
+                    elif PATH == COSINE:
+                        xtd, utd = cosine_element(x0, x1, t)
                     else:
                         xtd, utd = path_element(x0, x1, t, sigma_min)
                     xt[d] = xtd

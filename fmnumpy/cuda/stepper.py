@@ -22,6 +22,7 @@ from ..optim import ema_decay_at, learning_rate
 from .device import cuda_module, fastmath, grid_stride_blocks, launch, threads_per_block
 from .layout import layer_table
 from .tiles import TILES, fb_stage_regs, mlp_config, register_cap, wg_config
+from ..paths import GAUSS, NOISY, STRAIGHT
 from .step import (DATA_2SPIRALS, DATA_ARRAYS, DATA_STREAM, EMA, GRAD, M, THETA, V,
                             make_adam_ema, make_forward_backward, make_reduce_grad,
                             make_weight_grad)
@@ -42,28 +43,33 @@ class CudaTrainer:
     """
 
     def __init__(self, spec, opt, batch, sigma_min=0.0, stream=None, spirals=False, seed=0,
-                 start_step=0, time_power=1.0, host_batches=False, sigma=0.0, noise=None):
+                 start_step=0, time_power=1.0, host_batches=False, sigma=0.0, noise=None,
+                 path=None):
         cu = cuda_module()
         self.spec, self.opt = spec, opt
         self.B = int(batch)
         if self.B < 1:
             raise FmnumpyError(f"batch size must be a positive integer, got {batch}")
         self.D = spec.dim
-        # the path's one parameter: sigma_min of the straight path, or the constant
-        # sigma of the Gaussian path, whose eps comes from the host's ``noise``
-        # (train.PathNoise) with the host's batches
-        self.gauss = float(sigma) > 0.0
-        self.sigma_min = float(sigma) if self.gauss else float(sigma_min)
+        # the path (code, parameter) of ``FlowMatcher.path_args``; without it the
+        # straight path with sigma_min, or with sigma > 0 the constant-sigma one.
+        # The parameter rides in the kernel's sigma_min argument; the eps of the
+        # noisy paths (SB, GAUSS) comes from the host's ``noise`` (train.PathNoise)
+        # with the host's batches
+        if path is None:
+            path = (GAUSS, float(sigma)) if float(sigma) > 0.0 else (STRAIGHT, sigma_min)
+        self.path, self.sigma_min = int(path[0]), float(path[1])
+        self.noisy = self.path in NOISY
         self.noise = noise
-        if self.gauss and not (host_batches and noise is not None):
-            raise FmnumpyError("the constant-sigma path trains on the host's batches and noise "
-                               "(host_batches=True, noise=PathNoise)")
+        if self.noisy and not (host_batches and noise is not None):
+            raise FmnumpyError("the sb and constant-sigma paths train on the host's batches "
+                               "and noise (host_batches=True, noise=PathNoise)")
         # a conditional network: each row's class in the last column of the host's batches
         self.labels = spec.n_classes > 0
         if self.labels and stream is not None and not host_batches:
             raise FmnumpyError("a conditional model trains on the host's batches and labels "
                                "(host_batches=True)")
-        self.n_in = 2 * self.D + 1 + (self.D if self.gauss else 0) + int(self.labels)
+        self.n_in = 2 * self.D + 1 + (self.D if self.noisy else 0) + int(self.labels)
         self.time_power = float(time_power)      # t of device-drawn batches (paths.time_from_uniform)
         self.seed = int(seed)
         self.C = int(config.DATA_CHUNK_STEPS)
@@ -174,7 +180,7 @@ class CudaTrainer:
         self.cfg = cfg
         self.k_fb = make_forward_backward(cfg, self.D, fastmath("forward_backward"),
                                           register_cap(cfg.NT), fb_stage_regs(),
-                                          int(self.spec.kind), self.gauss, self.spec.x_freqs,
+                                          int(self.spec.kind), self.path, self.spec.x_freqs,
                                           int(TILES["fb_kpass"]), self.labels)
         self._fb_ready = False
 
@@ -263,7 +269,7 @@ class CudaTrainer:
             s.batch_at(chunk * self.C)
             xin = np.empty((self.C, self.B, self.n_in), dtype=np.float32)
             xin[:, :, :D], xin[:, :, D:2 * D], xin[:, :, 2 * D] = s.x0, s.x1, s.t
-            if self.gauss:
+            if self.noisy:
                 self.noise.noise_at(chunk * self.C)
                 xin[:, :, 2 * D + 1:3 * D + 1] = self.noise.eps
             if self.labels:
@@ -288,8 +294,9 @@ class CudaTrainer:
 
     def _load_arrays(self, x0, x1, t, y=None):
         n, B, D = x0.shape
-        if self.gauss:
-            raise FmnumpyError("the constant-sigma path trains on the host's stream and noise")
+        if self.noisy:
+            raise FmnumpyError("the sb and constant-sigma paths train on the host's stream and "
+                               "noise")
         if self.labels and y is None:
             raise FmnumpyError("a conditional model needs the batches' labels y")
         xin = np.empty((n, B, self.n_in), dtype=np.float32)
