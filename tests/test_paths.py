@@ -241,13 +241,33 @@ def test_sigma_min_belongs_to_the_straight_path():
     one_line(e, "sigma_min", "straight")
 
 
+def test_path_elements_are_the_array_paths():
+    """The scalar formulas the GPU compiles (paths.cosine_element, sb_element), called
+    as plain Python, against the CPU's compiled array paths built from them."""
+    from fmnumpy.paths import cosine_element, cosine_path, sb_element, sb_path
+    rng = np.random.default_rng(0)
+    x0, x1, eps = (rng.standard_normal((5, 3)) for _ in range(3))
+    t = np.concatenate([[0.0, 1.0], rng.random(3)])
+    xt, ut = np.empty((5, 3)), np.empty((5, 3))
+    for fill, element in ((lambda: cosine_path(x0, x1, t, 0.0, xt, ut),
+                           lambda i, d: cosine_element(x0[i, d], x1[i, d], t[i])),
+                          (lambda: sb_path(x0, x1, t, 0.7, eps, xt, ut),
+                           lambda i, d: sb_element(x0[i, d], x1[i, d], t[i], 0.7, eps[i, d]))):
+        fill()
+        for i in range(5):
+            for d in range(3):
+                np.testing.assert_allclose(element(i, d), (xt[i, d], ut[i, d]), rtol=1e-14,
+                                           atol=1e-15)
+
+
 @pytest.mark.parametrize("path", ["cosine", "sb"])
-def test_gpu_refuses_other_paths_before_looking_for_a_gpu(path):
-    with pytest.raises(FmnumpyError) as e:
-        FlowMatcher(path=path, device="cuda")
-    one_line(e, path, "GPU", "--device cpu")
-    fm = FlowMatcher(hidden=(4,), path=path)
-    fm.device = "cuda"                               # as the command line sets it
+def test_every_path_is_configured_for_the_gpu(path):
+    """The GPU trains every path; without a GPU fit says so in one line."""
+    from fmnumpy.cuda import gpu_available
+    fm = FlowMatcher(hidden=(4,), path=path, device="cuda")
+    assert fm.get_params()["path"] == path
+    if gpu_available():
+        pytest.skip("a GPU is present")
     with pytest.raises(FmnumpyError) as e:
         fm.fit("2spirals", steps=2, batch_size=8)
-    one_line(e, path, "GPU")
+    one_line(e, "GPU", "--device cpu")
