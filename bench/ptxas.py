@@ -89,11 +89,12 @@ def kernels():
                      spec.n_freq, np.full(1, -1, np.int64), 1.0), fastmath("sampler"),
                     register_cap(cfg.NT), cfg))
         cfg = CudaLikelihood.layouts(spec)[0]
-        k = make_rk_logp(cfg, 2, fastmath("sampler"), register_cap(cfg.NT), regs, spec.kind,
-                         xf, kp)
+        cap = register_cap(cfg.NT, per_sm_key="logp_min_blocks_per_sm")
+        k = make_rk_logp(cfg, 2, fastmath("sampler"), cap, fb_stage_regs(key="logp_stage_regs"),
+                         spec.kind, xf, kp)
         out.append((f"log_prob {name}", "rk_logp", k,
                     (theta, lay, tab, x, np.zeros(4), 1.0, -0.04, 25, spec.n_freq),
-                    fastmath("sampler"), register_cap(cfg.NT), cfg))
+                    fastmath("sampler"), cap, cfg))
     for name, B in (("A", 256), ("B", 256), ("B", 65536), ("default", 256)):
         hidden, act, xf = MODELS[name]
         spec = MLPSpec(2, hidden, act, x_freqs=xf)

@@ -133,7 +133,6 @@ def test_bad_numbers(capsys, tmp_path, flags, words):
     (["--path", "sb", "--sb-sigma", -1], ["sb_sigma", "positive"]),
     (["--sb-sigma", 0.5], ["--sb-sigma", "--path sb"]),
     (["--path", "cosine", "--sigma-min", 0.1], ["sigma_min", "straight"]),
-    (["--path", "sb", "--device", "cuda"], ["sb path", "GPU", "--device cpu"]),
 ], ids=lambda v: " ".join(map(str, v)) if str(v[0]).startswith("--") else "")
 def test_bad_path_settings(capsys, tmp_path, flags, words):
     code = run(["train", "--out", tmp_path, "--steps", 5, *TINY, *flags])

@@ -124,7 +124,7 @@ def test_spiral_point_is_the_2spirals_formula():
 TINY = dict(mlp_tm=2, mlp_tn=4, mlp_bk=4, mlp_bk_small=8, mlp_stage_regs=16, min_blocks=3,
             mlp_threads_narrow=8, max_registers=0, wg_bm=8, wg_bn=8, wg_tm=4, wg_tn=2, wg_bk=4,
             wg_target_blocks=24, max_grid=4, mlp_resident=0, mlp_dynamic_shared=0,
-            mlp_threads_wide=0, fb_threads=0)
+            mlp_threads_wide=0, fb_threads=0, fb_stage_regs=0, logp_stage_regs=0)
 
 
 def shrink(monkeypatch, stage_regs):
@@ -593,7 +593,7 @@ def test_flowmatcher_conditional_on_the_gpu(tiny1, monkeypatch):
 
 
 @kernels
-def test_host_batches_train_from_a_source_with_exact_ot(tiny, monkeypatch):
+def test_host_batches_train_from_a_source_with_exact_ot(tiny1, monkeypatch):
     """A source, a coupling and the sigma path on the GPU: the host's batches (x0 from
     8gaussians, exact OT pairs; the path's eps) uploaded per chunk; the losses of the
     first steps are the CPU's."""

@@ -30,7 +30,7 @@ from .device import cuda_module, fastmath, simulator
 from .layout import B_OFF, N_IN, W_OFF
 from .mlp import make_block_mlp
 from .solvers import SMAX, CudaSampler, rk_stage_functions, tableau_array
-from .tiles import TILES, register_cap
+from .tiles import TILES, fb_stage_regs, register_cap
 
 
 @functools.lru_cache(maxsize=None)
@@ -137,8 +137,9 @@ class CudaLikelihood(CudaSampler):
 
     def _use(self, cfg):
         self.cfg = cfg
-        self.kernel = make_rk_logp(cfg, self.spec.dim, fastmath("sampler"), register_cap(cfg.NT),
-                                   int(TILES["mlp_stage_regs"]), int(self.spec.kind),
+        self.kernel = make_rk_logp(cfg, self.spec.dim, fastmath("sampler"),
+                                   register_cap(cfg.NT, per_sm_key="logp_min_blocks_per_sm"),
+                                   fb_stage_regs(key="logp_stage_regs"), int(self.spec.kind),
                                    self.spec.x_freqs, int(TILES["mlp_kpass"]))
         self._ready = False
 

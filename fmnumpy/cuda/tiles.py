@@ -24,11 +24,17 @@ TILES = {
     "mlp_tn": 8,          # columns per thread
     "mlp_bk": 8,          # rows of W staged in shared memory per k-tile
     "mlp_bk_small": 32,   # the same when TM = 1 (small batches: fewer, larger k-tiles)
-    "mlp_stage_regs": 16, # registers a thread stages W through (more would go to memory)
-    "mlp_kpass": 4,       # k per pass of the samplers' products: 4, 2 or 1 (fewer live
-                          # registers, fewer spills at a tight register cap: ptxas.md)
-    "fb_stage_regs": 0,   # the same for forward_backward (0: mlp_stage_regs)
+    # The five entries below make every benchmark kernel compile for sm_90 without
+    # local-memory spills (bench/results/ptxas.md).  Measured on an H200 before they
+    # existed: mlp_stage_regs 16, mlp_kpass 4, forward_backward staging 16, the
+    # likelihood at 2 blocks per SM (bench/gpu_sweep.py keeps them as "prev_default").
+    "mlp_stage_regs": 4,  # registers a thread stages W through (more would go to memory)
+    "mlp_kpass": 1,       # k per pass of the samplers' products: 4, 2 or 1 (fewer live
+                          # registers: no spills at the 128-register cap of 256 threads)
+    "fb_stage_regs": 8,   # the same for forward_backward (0: mlp_stage_regs)
     "fb_kpass": 4,        # k per pass of forward_backward's products
+    "logp_stage_regs": 16,  # the likelihood kernel's (0: mlp_stage_regs); its other tiles
+    "logp_min_blocks_per_sm": 1,  # are the sampler's; blocks per SM of its register cap
     "min_blocks": 128,    # training: lower TM until the batch spans this many blocks
     # weight-gradient GEMM dW = H^T dZ, split over the batch
     "wg_bm": 128, "wg_bn": 128,   # output tile (rows of W x columns of W)
@@ -143,19 +149,20 @@ def mlp_config(width, threads, rows=None, tiles=None, resident=(), dynamic=0, gr
                      HP=HP, HS=HS, WS=WS, WROWS=w_rows(BK), RES=bool(resident), DYN=dyn)
 
 
-def fb_stage_regs(tiles=None):
-    """Registers forward_backward stages W through: fb_stage_regs, else mlp_stage_regs."""
+def fb_stage_regs(tiles=None, key="fb_stage_regs"):
+    """Registers forward_backward stages W through: fb_stage_regs, else mlp_stage_regs
+    (``key`` = "logp_stage_regs": the same for the likelihood kernel)."""
     t = TILES if tiles is None else tiles
-    return int(t.get("fb_stage_regs", 0)) or int(t["mlp_stage_regs"])
+    return int(t.get(key, 0)) or int(t["mlp_stage_regs"])
 
 
-def register_cap(threads, tiles=None):
+def register_cap(threads, tiles=None, per_sm_key="min_blocks_per_sm"):
     """max_registers for a fused MLP kernel of ``threads`` threads per block: the
-    TILES cap, at most 65536 / (threads min_blocks_per_sm) so that many blocks fit
-    an SM (0: no cap)."""
+    TILES cap, at most 65536 / (threads per_sm) so that per_sm = TILES[per_sm_key]
+    blocks fit an SM (0: no cap)."""
     t = TILES if tiles is None else tiles
     cap = int(t["max_registers"])
-    per_sm = max(1, int(t.get("min_blocks_per_sm", 2)))
+    per_sm = max(1, int(t.get(per_sm_key, 2)))
     return min(cap, 255, 65536 // (int(threads) * per_sm)) if cap else 0
 
 
