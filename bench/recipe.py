@@ -34,6 +34,9 @@ CONFIGS = {
     "old": {"hidden": (256, 256, 256), "x_freqs": 0},             # the recipe before x_freqs
     "fourier256": {"hidden": (256, 256, 256), "x_freqs": 2},
     "fourier128": {"hidden": (128, 128, 128), "x_freqs": 3},
+    "tp3": {"time_power": 3.0},                                  # more training near t = 1
+    "xf4": {"x_freqs": 4},                                       # one octave finer
+    "b512": {"batch_size": 512},
 }
 FLOOR_PAIRS = 20
 N = 2000
