@@ -100,8 +100,8 @@ def pictures(fm, data, x, frames, out, seed):
 
 def _threads(threads):
     if threads is not None:
-        from threadpoolctl import threadpool_limits
-        threadpool_limits(limits=int(threads), user_api="blas")
+        from .solvers import limit_blas
+        limit_blas(threads)
 
 
 def sample(a):

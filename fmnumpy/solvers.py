@@ -231,11 +231,22 @@ def balanced_chunk(N, chunk, threads):
     return max(1, -(-N // (rounds * threads)))
 
 
+def limit_blas(threads):
+    """Limit every BLAS to ``threads`` threads until ``.restore_original_limits()``.
+
+    Compiled ``np.dot`` calls SciPy's BLAS (``scipy.linalg.cython_blas``), a second
+    OpenBLAS beside NumPy's that is loaded on first use; it is loaded here first,
+    else threadpoolctl would not see it: the first parallel training run then
+    nested two BLAS threads in each of Numba's (20x slower steps on 2 cores)."""
+    import scipy.linalg.cython_blas  # noqa: F401  (loads SciPy's OpenBLAS)
+    from threadpoolctl import threadpool_limits
+    return threadpool_limits(limits=int(threads), user_api="blas")
+
+
 def single_threaded_blas():
     """Limit BLAS to one thread until ``.restore_original_limits()``: the sampler's
     particle chunks run on Numba's threads (see DEVELOPERS.md, Threads)."""
-    from threadpoolctl import threadpool_limits
-    return threadpool_limits(limits=1, user_api="blas")
+    return limit_blas(1)
 
 
 def conditioning(spec, n, labels=None, guidance=1.0):
