@@ -319,3 +319,22 @@ def test_balanced_chunks_come_in_whole_rounds_of_threads():
                 # thread carries at most its fair share plus one particle per round
                 busiest = min(-(-n_chunks // threads) * c, N)
                 assert busiest <= -(-N // threads) + rounds
+
+
+def test_single_threaded_blas_reaches_the_blas_that_compiled_code_calls():
+    """Compiled np.dot calls SciPy's BLAS, loaded on first use: the limit must reach
+    it in a fresh process too (it did not, and the first data-parallel training run
+    nested BLAS threads in Numba's)."""
+    import os
+    import subprocess
+    import sys
+    code = ("from fmnumpy.solvers import single_threaded_blas\n"
+            "from threadpoolctl import threadpool_info\n"
+            "lim = single_threaded_blas()\n"
+            "import scipy.linalg.cython_blas\n"          # what a compiled np.dot loads
+            "print([(i['filepath'], i['num_threads']) for i in threadpool_info()"
+            " if i['user_api'] == 'blas'])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=os.path.dirname(os.path.dirname(__file__))).stdout
+    libs = eval(out)
+    assert libs and all(n == 1 for _, n in libs), libs
