@@ -249,7 +249,12 @@ def bench_sample(torch, dev, cfg, name, method, steps, sync_all, settings=None):
         t_ours.append(C.timed_solve(smp, x0, method, steps, sync_all))
         t_ref.append(C.timed(lambda: step_fn(torch, model, x_t, steps), sync_all))
     evals = steps * (1 if method == "euler" else 4)
-    flops = 2 * spec.n_params * N * evals
+    return dict(out, **medians(t_ours, t_ref, 2 * spec.n_params * N * evals))
+
+
+def medians(t_ours, t_ref, flops):
+    """{fmnumpy, torch: {seconds (median), tflops, runs}} of alternated timed solves."""
+    out = {}
     for who, ts in (("fmnumpy", t_ours), ("torch", t_ref)):
         s = statistics.median(ts)
         out[who] = dict(seconds=s, tflops=flops / s / 1e12, runs=len(ts))
@@ -304,10 +309,8 @@ def bench_logprob(torch, dev, cfg, name, steps, sync_all):
         log_prob(theta, spec, x[:nc], "rk4", steps)
         t_cpu.append(time.perf_counter() - t1)
     evals = 4 * steps
-    flops = 2 * spec.n_params * N * evals * 3           # forward + D = 2 tangent passes
-    for who, ts in (("fmnumpy", t_ours), ("torch", t_ref)):
-        s = statistics.median(ts)
-        out[who] = dict(seconds=s, tflops=flops / s / 1e12, runs=len(ts))
+    # forward + D = 2 tangent passes per evaluation
+    out.update(medians(t_ours, t_ref, 2 * spec.n_params * N * evals * 3))
     out["cpu"] = dict(threads=numba.get_num_threads(), points=nc,
                       seconds=min(t_cpu), seconds_scaled=min(t_cpu) * N / nc)
     out["gpu_vs_cpu"] = out["cpu"]["seconds_scaled"] / out["fmnumpy"]["seconds"]
@@ -346,24 +349,17 @@ def markdown(res):
                      f"{r['fmnumpy']['steps_per_s']:,.0f} | {r['torch']['steps_per_s']:,.0f} | "
                      f"{r['fmnumpy']['tflops']:.2f} | {r['torch']['tflops']:.2f} | "
                      f"{r['compile_s']:.1f} |")
-    for r in res["sample"]:
-        if "error" in r:
-            lines.append(f"| sample {r['model']} {r['method']} | error: {r['error'][:60]} "
-                         "| | | | |")
-            continue
-        lines.append(f"| sample {r['model']} {r['method']} {r['steps']} N={r['particles']:,} (s)"
-                     f"{variant(r)} | "
-                     f"{r['fmnumpy']['seconds']:.4f} | {r['torch']['seconds']:.4f} | "
-                     f"{r['fmnumpy']['tflops']:.2f} | {r['torch']['tflops']:.2f} | "
-                     f"{r['compile_s']:.1f} |")
-    for r in res.get("logprob", []):
-        if "error" in r:
-            lines.append(f"| log_prob {r['model']} | error: {r['error'][:60]} | | | | |")
-            continue
-        lines.append(f"| log_prob {r['model']} rk4 {r['steps']} N={r['particles']:,} (s) | "
-                     f"{r['fmnumpy']['seconds']:.4f} | {r['torch']['seconds']:.4f} | "
-                     f"{r['fmnumpy']['tflops']:.2f} | {r['torch']['tflops']:.2f} | "
-                     f"{r['compile_s']:.1f} |")
+    for part, name in (("sample", "sample"), ("logprob", "log_prob")):
+        for r in res.get(part, []):
+            if "error" in r:
+                lines.append(f"| {name} {r['model']} {r.get('method', '')} | error: "
+                             f"{r['error'][:60]} | | | | |")
+                continue
+            lines.append(f"| {name} {r['model']} {r['method']} {r['steps']} "
+                         f"N={r['particles']:,} (s){variant(r)} | "
+                         f"{r['fmnumpy']['seconds']:.4f} | {r['torch']['seconds']:.4f} | "
+                         f"{r['fmnumpy']['tflops']:.2f} | {r['torch']['tflops']:.2f} | "
+                         f"{r['compile_s']:.1f} |")
     for r in res.get("logprob", []):
         if "error" not in r:
             c = r["cpu"]
@@ -399,38 +395,31 @@ def main(argv=None):
             res["errors"].append("validate: " + traceback.format_exc())
         print("validation", res["validation"], flush=True)
         dump()
+    def workload(part, label, meta, bench, *args, **kw):
+        """bench(torch, dev, cfg, *args, sync_all, **kw) -> its result, or ``meta``
+        with the error: one failure still reports the rest."""
+        try:
+            r = bench(torch, dev, cfg, *args, sync_all, **kw)
+        except Exception as e:
+            r = dict(meta, error=repr(e))
+            res["errors"].append(f"{label}: " + traceback.format_exc())
+        res[part].append(r)
+        print(part, r, flush=True)
+        dump()
+
     if "train" in only:
         for name, B in cfg["train"]:
-            try:
-                r = bench_train(torch, dev, cfg, name, B, sync_all,
-                                best.get("train_B") if B == cfg["train"][-1][1] else None)
-            except Exception as e:
-                r = dict(model=name, batch=B, error=repr(e))
-                res["errors"].append(f"train {name} {B}: " + traceback.format_exc())
-            res["train"].append(r)
-            print("train", r, flush=True)
-            dump()
+            workload("train", f"train {name} {B}", dict(model=name, batch=B), bench_train,
+                     name, B, settings=best.get("train_B") if B == cfg["train"][-1][1] else None)
     if "sample" in only:
         for name, method, steps in cfg["sample"]:
-            try:
-                r = bench_sample(torch, dev, cfg, name, method, steps, sync_all,
-                                 best.get("sample_" + name))
-            except Exception as e:
-                r = dict(model=name, method=method, steps=steps, error=repr(e))
-                res["errors"].append(f"sample {name} {method}: " + traceback.format_exc())
-            res["sample"].append(r)
-            print("sample", r, flush=True)
-            dump()
+            workload("sample", f"sample {name} {method}",
+                     dict(model=name, method=method, steps=steps), bench_sample,
+                     name, method, steps, settings=best.get("sample_" + name))
     if "logprob" in only:
         for name, steps in cfg["logprob"]:
-            try:
-                r = bench_logprob(torch, dev, cfg, name, steps, sync_all)
-            except Exception as e:
-                r = dict(model=name, steps=steps, error=repr(e))
-                res["errors"].append(f"logprob {name}: " + traceback.format_exc())
-            res["logprob"].append(r)
-            print("logprob", r, flush=True)
-            dump()
+            workload("logprob", f"logprob {name}", dict(model=name, method="rk4", steps=steps),
+                     bench_logprob, name, steps)
     return C.finish(res, t_all, dump, markdown)
 
 

@@ -71,10 +71,10 @@ def kernels():
     from fmnumpy.cuda.solvers import CudaSampler, make_rk_mlp, tableau_array
     from fmnumpy.cuda.step import make_forward_backward, make_weight_grad
     from fmnumpy.cuda.stepper import CudaTrainer
-    from fmnumpy.cuda.tiles import TILES, fb_stage_regs, register_cap, wg_config
+    from fmnumpy.cuda.tiles import TILES, register_cap, stage_regs, wg_config
     from fmnumpy.mlp import MLPSpec
     out = []
-    regs, kp = int(TILES["mlp_stage_regs"]), int(TILES["mlp_kpass"])
+    regs, kp = stage_regs("mlp"), int(TILES["mlp_kpass"])
     tab = tableau_array("rk4")
     for name, (hidden, act, xf) in MODELS.items():
         spec = MLPSpec(2, hidden, act, x_freqs=xf)
@@ -90,7 +90,7 @@ def kernels():
                     register_cap(cfg.NT), cfg))
         cfg = CudaLikelihood.layouts(spec)[0]
         cap = register_cap(cfg.NT, per_sm_key="logp_min_blocks_per_sm")
-        k = make_rk_logp(cfg, 2, fastmath("sampler"), cap, fb_stage_regs(key="logp_stage_regs"),
+        k = make_rk_logp(cfg, 2, fastmath("sampler"), cap, stage_regs("logp"),
                          spec.kind, xf, kp)
         out.append((f"log_prob {name}", "rk_logp", k,
                     (theta, lay, tab, x, np.zeros(4), 1.0, -0.04, 25, spec.n_freq),
@@ -102,7 +102,7 @@ def kernels():
         lay, n_work, _ = layer_table(spec.sizes, B, wg)
         cfg = CudaTrainer.layouts(spec, B)[0]
         fm = fastmath("forward_backward")
-        k = make_forward_backward(cfg, 2, fm, register_cap(cfg.NT), fb_stage_regs(), spec.kind,
+        k = make_forward_backward(cfg, 2, fm, register_cap(cfg.NT), stage_regs("fb"), spec.kind,
                                   False, xf, int(TILES["fb_kpass"]))
         args = (np.zeros((5, spec.n_params), np.float32), lay, np.zeros(n_work, np.float32),
                 np.zeros(B, xoroshiro128p_dtype), np.zeros((1, 1, 5), np.float32),

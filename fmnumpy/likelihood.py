@@ -372,8 +372,8 @@ def _solve(theta, spec, x, l, t0, t1, method, steps, rtol, atol, norm, chunk, dt
         raise FmnumpyError("the GPU runs the network in float32; the float64 oracle is "
                            "device='cpu'")
     from .cuda import cuda_solve_logp
-    xe, le = cuda_solve_logp(theta, spec, x, l, method, steps, t0, t1)
     steps = check_steps(steps)
+    xe, le = cuda_solve_logp(theta, spec, x, l, method, steps, t0, t1)
     return xe.astype(np.float64), le, SolveStats(steps * tableau(method).stages, steps, 0)
 
 

@@ -262,7 +262,7 @@ def test_train_steps(tiny):
                      warmup=2, schedule="cosine", lr_min=1e-4)
     theta = init_params(spec.sizes, np.random.default_rng(3))
     data = [batch(B, spec.dim, 10 + k) for k in range(n)]
-    tr = CudaTrainer(spec, opt, B, sigma_min=sigma_min)
+    tr = CudaTrainer(spec, opt, B, path=(STRAIGHT, sigma_min))
     tr.set_state(theta, 0 * theta, 0 * theta, theta.copy())
     losses, bad = tr.run_arrays(np.stack([d[0] for d in data]), np.stack([d[1] for d in data]),
                                 np.stack([d[2] for d in data]), step=0, total=10)

@@ -30,7 +30,7 @@ from .device import cuda_module, fastmath, simulator
 from .layout import B_OFF, N_IN, W_OFF
 from .mlp import make_block_mlp
 from .solvers import SMAX, CudaSampler, rk_stage_functions, tableau_array
-from .tiles import TILES, fb_stage_regs, register_cap
+from .tiles import TILES, register_cap, stage_regs
 
 
 @functools.lru_cache(maxsize=None)
@@ -66,7 +66,7 @@ def make_rk_logp(cfg, D, fastmath, max_registers=0, stage_regs=16, kind=0, x_fre
         xs = cuda.shared.array((PP, D), float32)          # particle states
         ls = cuda.shared.array(PP, float64)               # their log-densities
         ks = cuda.shared.array((SMAX, PP, D), float32)    # stage velocities
-        kl = cuda.shared.array((SMAX, PP), float64)       # stage slopes -div v
+        kl = cuda.shared.array((SMAX, PP, 1), float64)    # stage slopes -div v
         xin = cuda.local.array(D, float32)
         tid = cuda.threadIdx.x
         N = x.shape[0]
@@ -104,15 +104,12 @@ def make_rk_logp(cfg, D, fastmath, max_registers=0, stage_regs=16, kind=0, x_fre
                     for d in range(D):
                         ks[st, p, d] = vo[r0, d]
                         div += vo[row_of(p, 1 + d), d]        # (J e_d)_d
-                    kl[st, p] = -div                          # d/dt log p_t(x_t)
+                    kl[st, p, 0] = -div                       # d/dt log p_t(x_t)
             # [x, l] <- [x, l] + h sum_i b_i [k_i, kl_i]
             for p in range(tid, PP, NT):
                 for d in range(D):
                     xs[p, d] += h * increment(ks, tab, p, d)
-                inc_l = float64(0.0)
-                for st in range(S):
-                    inc_l += tab[1, st] * kl[st, p]
-                ls[p] += h * inc_l
+                ls[p] += h * increment(kl, tab, p, 0)
             cuda.syncthreads()
         for p in range(tid, PP, NT):
             if p0 + p < N:
@@ -133,13 +130,13 @@ class CudaLikelihood(CudaSampler):
         return spec.dim + 1
 
     def rows(self):
-        return self.spec.dim + 1
+        return self.group(self.spec)
 
     def _use(self, cfg):
         self.cfg = cfg
         self.kernel = make_rk_logp(cfg, self.spec.dim, fastmath("sampler"),
                                    register_cap(cfg.NT, per_sm_key="logp_min_blocks_per_sm"),
-                                   fb_stage_regs(key="logp_stage_regs"), int(self.spec.kind),
+                                   stage_regs("logp"), int(self.spec.kind),
                                    self.spec.x_freqs, int(TILES["mlp_kpass"]))
         self._ready = False
 

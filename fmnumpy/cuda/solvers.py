@@ -22,7 +22,7 @@ from ..solvers import check_steps, conditioning, tableau
 from .device import cuda_module, fastmath, launch, simulator, threads_per_block
 from .layout import B_OFF, N_IN, W_OFF, layer_table
 from .mlp import make_block_mlp
-from .tiles import TILES, mlp_config, register_cap
+from .tiles import TILES, mlp_config, register_cap, stage_regs
 
 SMAX = 4      # stages of the largest tableau (rk4)
 
@@ -144,7 +144,8 @@ def rk_stage_functions(D, fastmath):
 
     @cuda.jit(device=True, fastmath=fastmath)
     def increment(ks, tab, p, d):
-        """sum_i b_i k_i[p, d]: the step's slope of coordinate d of particle p."""
+        """sum_i b_i k_i[p, d]: the step's slope of coordinate d of particle p (ks: the
+        stage slopes (SMAX, PP, D), or the likelihood's (SMAX, PP, 1) of log p)."""
         inc = 0.0
         for st in range(tab.shape[1]):
             inc += tab[1, st] * ks[st, p, d]
@@ -223,7 +224,7 @@ class CudaSampler:
     def _use(self, cfg):
         self.cfg = cfg
         self.kernel = make_rk_mlp(cfg, self.spec.dim, fastmath("sampler"), register_cap(cfg.NT),
-                                  int(TILES["mlp_stage_regs"]), int(self.spec.kind),
+                                  stage_regs("mlp"), int(self.spec.kind),
                                   self.spec.x_freqs, int(TILES["mlp_kpass"]), self.guided)
         self._ready = False
 
@@ -241,6 +242,8 @@ class CudaSampler:
         N = x.shape[0]
         if N == 0:
             return x
+        if float(guidance) != 1.0 and not self.guided:
+            raise ValueError("guidance != 1 needs the sampler built with guided=True")
         h = (float(t1) - float(t0)) / int(steps)
         self._launch(N, (self.theta, self.lay, self.tab(method), x,
                          self._no_traj if traj is None else traj, float(t0), h, int(steps),

@@ -21,8 +21,8 @@ from ..errors import FmnumpyError
 from ..optim import ema_decay_at, learning_rate
 from .device import cuda_module, fastmath, grid_stride_blocks, launch, threads_per_block
 from .layout import layer_table
-from .tiles import TILES, fb_stage_regs, mlp_config, register_cap, wg_config
-from ..paths import GAUSS, NOISY, STRAIGHT
+from .tiles import TILES, mlp_config, register_cap, stage_regs, wg_config
+from ..paths import NOISY, STRAIGHT
 from .step import (DATA_2SPIRALS, DATA_ARRAYS, DATA_STREAM, EMA, GRAD, M, THETA, V,
                             make_adam_ema, make_forward_backward, make_reduce_grad,
                             make_weight_grad)
@@ -42,22 +42,18 @@ class CudaTrainer:
     per chunk; neither: batches are given to :meth:`run_arrays` only.
     """
 
-    def __init__(self, spec, opt, batch, sigma_min=0.0, stream=None, spirals=False, seed=0,
-                 start_step=0, time_power=1.0, host_batches=False, sigma=0.0, noise=None,
-                 path=None):
+    def __init__(self, spec, opt, batch, path=(STRAIGHT, 0.0), stream=None, spirals=False,
+                 seed=0, start_step=0, time_power=1.0, host_batches=False, noise=None):
         cu = cuda_module()
         self.spec, self.opt = spec, opt
         self.B = int(batch)
         if self.B < 1:
             raise FmnumpyError(f"batch size must be a positive integer, got {batch}")
         self.D = spec.dim
-        # the path (code, parameter) of ``FlowMatcher.path_args``; without it the
-        # straight path with sigma_min, or with sigma > 0 the constant-sigma one.
-        # The parameter rides in the kernel's sigma_min argument; the eps of the
-        # noisy paths (SB, GAUSS) comes from the host's ``noise`` (train.PathNoise)
-        # with the host's batches
-        if path is None:
-            path = (GAUSS, float(sigma)) if float(sigma) > 0.0 else (STRAIGHT, sigma_min)
+        # the path (code, parameter) of ``FlowMatcher.path_args``.  The parameter
+        # rides in the kernel's sigma_min argument; the eps of the noisy paths (SB,
+        # GAUSS) comes from the host's ``noise`` (train.PathNoise) with the host's
+        # batches
         self.path, self.sigma_min = int(path[0]), float(path[1])
         self.noisy = self.path in NOISY
         self.noise = noise
@@ -179,7 +175,7 @@ class CudaTrainer:
     def _use(self, cfg):
         self.cfg = cfg
         self.k_fb = make_forward_backward(cfg, self.D, fastmath("forward_backward"),
-                                          register_cap(cfg.NT), fb_stage_regs(),
+                                          register_cap(cfg.NT), stage_regs("fb"),
                                           int(self.spec.kind), self.path, self.spec.x_freqs,
                                           int(TILES["fb_kpass"]), self.labels)
         self._fb_ready = False

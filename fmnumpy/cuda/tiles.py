@@ -149,11 +149,12 @@ def mlp_config(width, threads, rows=None, tiles=None, resident=(), dynamic=0, gr
                      HP=HP, HS=HS, WS=WS, WROWS=w_rows(BK), RES=bool(resident), DYN=dyn)
 
 
-def fb_stage_regs(tiles=None, key="fb_stage_regs"):
-    """Registers forward_backward stages W through: fb_stage_regs, else mlp_stage_regs
-    (``key`` = "logp_stage_regs": the same for the likelihood kernel)."""
+def stage_regs(kernel="mlp", tiles=None):
+    """Registers ``kernel`` ("mlp": the samplers, "fb": forward_backward, "logp": the
+    likelihood) stages W through: TILES[kernel + "_stage_regs"], where 0 means
+    mlp_stage_regs."""
     t = TILES if tiles is None else tiles
-    return int(t.get(key, 0)) or int(t["mlp_stage_regs"])
+    return int(t.get(f"{kernel}_stage_regs", 0)) or int(t["mlp_stage_regs"])
 
 
 def register_cap(threads, tiles=None, per_sm_key="min_blocks_per_sm"):
