@@ -37,14 +37,17 @@ CONFIGS = {
     "tp3": {"time_power": 3.0},                                  # more training near t = 1
     "xf4": {"x_freqs": 4},                                       # one octave finer
     "b512": {"batch_size": 512},
+    "lr4": {"lr": 4e-3},
+    "deep4": {"hidden": (128, 128, 128, 128), "lr": 4e-3},             # 4 x 128, lr 4e-3
+    "deep4_30k": {"hidden": (128, 128, 128, 128), "lr": 4e-3, "steps": 30000},
 }
 FLOOR_PAIRS = 20
 N = 2000
 
 
-def data_floor(name, pairs=FLOOR_PAIRS, n=N, seed=10_000):
-    vals = [w2(datasets.sample(name, n, np.random.default_rng([seed, p, 0])),
-               datasets.sample(name, n, np.random.default_rng([seed, p, 1])))
+def data_floor(name, pairs=FLOOR_PAIRS, n=N, seed=10_000, stratified=True):
+    vals = [w2(datasets.sample(name, n, np.random.default_rng([seed, p, 0]), stratified=stratified),
+               datasets.sample(name, n, np.random.default_rng([seed, p, 1]), stratified=stratified))
             for p in range(pairs)]
     return float(np.mean(vals)), float(np.std(vals))
 
@@ -60,6 +63,7 @@ def train_and_sample(name, config, seed, steps, out):
     fm.fit(name, steps=steps, batch_size=batch, progress=False)
     train_s = time.perf_counter() - t0
     np.save(out, fm.sample(N, seed=1000 + seed))
+    np.save(out.replace(".npy", "_qmc.npy"), fm.sample(N, seed=1000 + seed, qmc=True))
     print(json.dumps({"dataset": name, "config": config, "seed": seed, "steps": steps,
                       "batch_size": batch, "train_s": train_s, "samples": out}))
 
@@ -76,17 +80,19 @@ def child_run(name, config, seed, steps):
     return json.loads(line)
 
 
-def table(res):
+def table(res, key="w2", floors="floors"):
+    """Markdown table of run[key] / res[floors][name] per configuration and set."""
     rows = ["| configuration | " + " | ".join(res["datasets"]) + " | train s |",
             "|---|" + "---|" * (len(res["datasets"]) + 1)]
     for config in res["configs"]:
         cells, secs = [], []
         for name in res["datasets"]:
-            runs = [r for r in res["runs"] if r["config"] == config and r["dataset"] == name]
+            runs = [r for r in res["runs"] if r["config"] == config and r["dataset"] == name
+                    and key in r]
             if not runs:
                 cells.append("")
                 continue
-            q = [r["w2"] / res["floors"][name][0] for r in runs]
+            q = [r[key] / res[floors][name][0] for r in runs]
             secs += [r["train_s"] for r in runs]
             cells.append(f"{np.mean(q):.2f} ({min(q):.2f}-{max(q):.2f})")
         rng = f"{np.mean(secs):.1f} ({min(secs):.1f}-{max(secs):.1f})" if secs else ""
@@ -113,15 +119,26 @@ def main(argv=None):
                            for k, v in CONFIGS[c].items()} for c in a.configs},
            "datasets": a.datasets, "seeds": a.seeds,
            "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-           "started": time.strftime("%Y-%m-%d %H:%M:%S"), "floors": {}, "runs": []}
+           "started": time.strftime("%Y-%m-%d %H:%M:%S"), "floors": {}, "floors_iid": {},
+           "runs": []}
     for name in a.datasets:
         res["floors"][name] = data_floor(name)
+        # independent draws: the same set without stratification (datasets.STRATIFIED)
+        res["floors_iid"][name] = (data_floor(name, stratified=False)
+                                   if name in datasets.STRATIFIED else res["floors"][name])
         fresh = [datasets.sample(name, N, np.random.default_rng([20_000, seed]))
                  for seed in a.seeds]
+        fresh_iid = [datasets.sample(name, N, np.random.default_rng([20_001, seed]),
+                                     stratified=False) for seed in a.seeds]
         for si, seed in enumerate(a.seeds):
             for config in a.configs:
                 run = child_run(name, config, seed, a.steps)
-                run["w2"] = float(w2(np.load(run.pop("samples")), fresh[si]))
+                path = run.pop("samples")
+                x, xq = np.load(path), np.load(path.replace(".npy", "_qmc.npy"))
+                run["w2"] = float(w2(x, fresh[si]))
+                run["w2_qmc"] = float(w2(xq, fresh[si]))
+                run["w2_iid"] = (float(w2(x, fresh_iid[si])) if name in datasets.STRATIFIED
+                                 else run["w2"])
                 res["runs"].append(run)
                 print(f"{name} seed {seed} {config}: W2 {run['w2']:.4f} "
                       f"({run['w2'] / res['floors'][name][0]:.2f}x floor) "
@@ -132,6 +149,10 @@ def main(argv=None):
                     with open(a.out, "w") as f:
                         json.dump(res, f, indent=1)
     print(table(res))
+    print("\nAgainst independent draws of the same sets (W2 / their floor):")
+    print(table(res, "w2_iid", "floors_iid"))
+    print("\nQuasi-random source points (sample(qmc=True)) against the protocol's data:")
+    print(table(res, "w2_qmc"))
     return res
 
 

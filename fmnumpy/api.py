@@ -361,10 +361,17 @@ class FlowMatcher:
         return velocity(theta, self.spec_.sizes, self.spec_.kind, self.spec_.feats, x, tt,
                         ws.X, ws.A, ws.Z).copy()
 
-    def draw_source(self, n, rng):
+    def draw_source(self, n, rng, qmc=False):
         """n points (n, D) of the model's source: N(0, I), or the distribution
-        given to ``fit(source=...)``."""
+        given to ``fit(source=...)``; ``qmc=True``: quasi-random N(0, I) points
+        (``quasi.sobol_normal``; the N(0, I) source only)."""
         self._check_fitted()
+        if qmc:
+            if self.source_ is not None:
+                raise FmnumpyError(f"qmc=True draws the N(0, I) source quasi-randomly; this "
+                                   f"model transports from {self.source_.name!r}")
+            from .quasi import sobol_normal
+            return sobol_normal(n, self.spec_.dim, rng)
         if self.source_ is None:
             return rng.standard_normal((n, self.spec_.dim))
         return self.source_.draw(n, rng)
@@ -418,9 +425,11 @@ class FlowMatcher:
     def sample(self, n=DEFAULTS["n_samples"], method=DEFAULTS["method"],
                steps=DEFAULTS["sample_steps"], seed=1, record=0, ema=True, x0=None,
                return_logprob=False, rtol=1e-5, atol=1e-5, labels=None, guidance=1.0,
-               dtype="float32"):
+               dtype="float32", qmc=False):
         """Draw ``n`` samples: x0 from the source (N(0, I) unless ``fit`` was given
-        another, ``draw_source`` with ``default_rng(seed)``) or the given x0,
+        another, ``draw_source`` with ``default_rng(seed)``; ``qmc=True``: quasi-random
+        N(0, I) points, more even sample sets that are no longer independent draws,
+        fmnumpy/quasi.py) or the given x0,
         integrated from t = 0 to 1 with ``method`` (euler, midpoint, heun, rk4 with
         ``steps`` steps, or adaptive dopri5 with ``rtol``/``atol``) on
         ``self.device`` (``sampling.SOLVERS``: what is not available there raises).
@@ -440,7 +449,9 @@ class FlowMatcher:
             self._check_unconditional()
         if x0 is None:
             n = positive_int("number of samples", n)
-            x0 = self.draw_source(n, np.random.default_rng(seed))
+            x0 = self.draw_source(n, np.random.default_rng(seed), qmc=qmc)
+        elif qmc:
+            raise FmnumpyError("qmc=True draws x0; pass either x0 or qmc=True")
         if record and (return_logprob or s.adaptive):
             raise FmnumpyError("record needs a fixed-step method and no return_logprob")
         if return_logprob:

@@ -175,6 +175,8 @@ def build_parser():
                    "distribution)")
     s.add_argument("--guidance", type=float, default=1.0,
                    help="classifier-free guidance weight w (default %(default)s)")
+    s.add_argument("--qmc", action="store_true", help="quasi-random (scrambled Sobol) "
+                   "source points: a more even sample set, not independent draws")
 
     a = sub.add_parser("animate", help="write a GIF of particles flowing from noise to data")
     _add_sampling_args(a, 2000)
@@ -420,10 +422,10 @@ def cmd_sample(a):
         raise FmnumpyError(f"--out must name a .npy file, got {a.out!r}")
     if a.log_prob:
         x, logp = fm.sample(a.n, method=a.method, steps=a.steps, seed=a.seed,
-                            return_logprob=True, rtol=a.rtol, atol=a.atol)
+                            return_logprob=True, rtol=a.rtol, atol=a.atol, qmc=a.qmc)
     else:
         x = fm.sample(a.n, method=a.method, steps=a.steps, seed=a.seed, rtol=a.rtol,
-                      atol=a.atol, labels=a.label, guidance=a.guidance)
+                      atol=a.atol, labels=a.label, guidance=a.guidance, qmc=a.qmc)
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     np.save(a.out, x)
     if a.log_prob:

@@ -48,6 +48,24 @@ def _labeled(x, y, labels):
     return (x, y) if labels else x
 
 
+def _counts(fixed, rng, stratified):
+    """Points per component: ``fixed`` (FFJORD's split of n) when stratified, else
+    multinomial with equal weights, so that every point picks its component alone."""
+    fixed = np.asarray(fixed)
+    if stratified:
+        return fixed
+    k = fixed.size
+    return rng.multinomial(int(fixed.sum()), np.full(k, 1.0 / k))
+
+
+def _spread(count, stop, rng, stratified, endpoint=False):
+    """``count`` positions on [0, stop]: FFJORD's even grid when stratified, else
+    independent uniform draws."""
+    if stratified:
+        return np.linspace(0.0, stop, count, endpoint=endpoint)
+    return rng.random(count) * stop
+
+
 # ---- FFJORD's eight 2-D distributions: each (n, rng) -> (n, 2) float64 ----------
 
 def spiral_point(u_s, u_x, u_y, u_arm, n_x, n_y):
@@ -120,16 +138,17 @@ def checkerboard(n, rng):
     return np.stack((x1, x2), axis=1) * 2
 
 
-def moons(n, rng, labels=False):
+def moons(n, rng, labels=False, stratified=True):
     """scikit-learn ``make_moons(n, noise=0.1)``, then x * 2 + (-1, -0.2).
 
     Outer half circle (cos pi l, sin pi l) gets n // 2 points, inner
-    (1 - cos pi l, 1/2 - sin pi l) the rest, l on an even grid in [0, 1].
+    (1 - cos pi l, 1/2 - sin pi l) the rest, l on an even grid in [0, 1]
+    (``stratified=False``: each point picks its moon and l independently).
     Label: the moon (0 outer, 1 inner).
     """
-    n_out = n // 2
-    l_out = np.linspace(0.0, np.pi, n_out)
-    l_in = np.linspace(0.0, np.pi, n - n_out)
+    n_out, n_in = _counts((n // 2, n - n // 2), rng, stratified)
+    l_out = _spread(n_out, np.pi, rng, stratified, endpoint=True)
+    l_in = _spread(n_in, np.pi, rng, stratified, endpoint=True)
     x = np.vstack((np.stack((np.cos(l_out), np.sin(l_out)), axis=1),
                    np.stack((1 - np.cos(l_in), 1 - np.sin(l_in) - 0.5), axis=1)))
     x, y = _shuffle(x, rng, (np.arange(n) >= n_out).astype(np.int64))
@@ -137,17 +156,19 @@ def moons(n, rng, labels=False):
     return _labeled(x * 2 + np.array([-1.0, -0.2]), y, labels)
 
 
-def pinwheel(n, rng, labels=False):
+def pinwheel(n, rng, labels=False, stratified=True):
     """Five arms: radial N(1, 0.3^2), tangential N(0, 0.1^2), each point turned by
     its arm's angle 2*pi*k/5 plus 0.25 * exp(radial), then scaled by 2.
 
     FFJORD draws n // 5 per arm; here the first n % 5 arms get one more point so
-    exactly n come back (identical counts when 5 divides n). Rows are shuffled.
+    exactly n come back (identical counts when 5 divides n); ``stratified=False``:
+    each point picks its arm independently. Rows are shuffled.
     Label: the arm k.
     """
     num_classes, radial_std, tangential_std, rate = 5, 0.3, 0.1, 0.25
     rads = np.linspace(0, TWO_PI, num_classes, endpoint=False)
-    counts = n // num_classes + (np.arange(num_classes) < n % num_classes)
+    counts = _counts(n // num_classes + (np.arange(num_classes) < n % num_classes), rng,
+                     stratified)
     arm = np.repeat(np.arange(num_classes), counts).astype(np.int64)  # (n,)
     features = rng.standard_normal((n, 2)) * np.array([radial_std, tangential_std])
     features[:, 0] += 1.0
@@ -158,17 +179,19 @@ def pinwheel(n, rng, labels=False):
     return _labeled(2 * x, y, labels)
 
 
-def rings(n, rng, labels=False):
+def rings(n, rng, labels=False, stratified=True):
     """Four concentric rings of radius 3, 2.25, 1.5, 0.75 (FFJORD's 1, 0.75, 0.5,
     0.25 times 3), evenly spaced angles, plus N(0, 0.08^2).
 
-    The three outer rings get n // 4 points each, the innermost the rest.
+    The three outer rings get n // 4 points each, the innermost the rest
+    (``stratified=False``: each point picks its ring and angle independently).
     Label: the ring (0 outermost .. 3 innermost).
     """
     q = n // 4
+    counts = _counts((q, q, q, n - 3 * q), rng, stratified)
     parts, y = [], []
-    for k, (radius, count) in enumerate(((1.0, q), (0.75, q), (0.5, q), (0.25, n - 3 * q))):
-        theta = np.linspace(0, TWO_PI, count, endpoint=False)
+    for k, (radius, count) in enumerate(zip((1.0, 0.75, 0.5, 0.25), counts)):
+        theta = _spread(count, TWO_PI, rng, stratified)
         parts.append(np.stack((np.cos(theta), np.sin(theta)), axis=1) * radius)
         y.append(np.full(count, k, dtype=np.int64))
     x, y = _shuffle(np.vstack(parts) * 3.0, rng, np.concatenate(y))
@@ -185,16 +208,17 @@ def swissroll(n, rng):
     return x[:, [0, 2]] / 5.0
 
 
-def circles(n, rng, labels=False):
+def circles(n, rng, labels=False, stratified=True):
     """scikit-learn ``make_circles(n, factor=0.5, noise=0.08)`` times 3: radius 3
-    with n // 2 points and radius 1.5 with the rest, evenly spaced angles.
+    with n // 2 points and radius 1.5 with the rest, evenly spaced angles
+    (``stratified=False``: each point picks its circle and angle independently).
     Label: the circle (0 outer, 1 inner)."""
-    n_out = n // 2
+    counts = _counts((n // 2, n - n // 2), rng, stratified)
     parts = []
-    for radius, count in ((1.0, n_out), (0.5, n - n_out)):
-        theta = np.linspace(0, TWO_PI, count, endpoint=False)
+    for radius, count in zip((1.0, 0.5), counts):
+        theta = _spread(count, TWO_PI, rng, stratified)
         parts.append(np.stack((np.cos(theta), np.sin(theta)), axis=1) * radius)
-    x, y = _shuffle(np.vstack(parts), rng, (np.arange(n) >= n_out).astype(np.int64))
+    x, y = _shuffle(np.vstack(parts), rng, np.repeat(np.arange(2), counts).astype(np.int64))
     x = x + rng.normal(scale=0.08, size=(n, 2))
     return _labeled(x * 3.0, y, labels)
 
@@ -266,6 +290,8 @@ _DIMS = {"gmm8d": 8, "gmm32d": 32}
 CLASSES = {"2spirals": 2, "8gaussians": 8, "moons": 2, "pinwheel": 5, "rings": 4,
            "circles": 2}
 DATASETS = tuple(_SAMPLERS)
+# the sets whose draws are stratified (fixed counts per component, even grids)
+STRATIFIED = ("moons", "pinwheel", "rings", "circles")
 
 
 def _check_name(name, or_file=""):
@@ -275,17 +301,24 @@ def _check_name(name, or_file=""):
     return name
 
 
-def sample(name, n, rng, labels=False):
+def sample(name, n, rng, labels=False, stratified=True):
     """(n, D) ``DTYPE`` draws from the named distribution; rng: Generator or int seed.
     ``labels=True``: (x, y) with y (n,) int64 the class of each row (``CLASSES``:
-    the mode, arm, moon, ring or circle); the x are the same draws either way."""
+    the mode, arm, moon, ring or circle); the x are the same draws either way.
+
+    The sets in ``STRATIFIED`` split n over their components by fixed counts and
+    (except pinwheel) place points on an even grid along each curve, as FFJORD and
+    scikit-learn do; ``stratified=False`` draws every point independently from the
+    same distribution instead (what a sampler of the distribution can at best
+    produce; bench/iid_floor.py).  The other sets are independent draws either way."""
     fn = _SAMPLERS[_check_name(name)]
+    kw = {} if name not in STRATIFIED else {"stratified": bool(stratified)}
     if not labels:
-        return fn(_check_n(n), _as_rng(rng)).astype(DTYPE)
+        return fn(_check_n(n), _as_rng(rng), **kw).astype(DTYPE)
     if name not in CLASSES:
         raise FmnumpyError(f"dataset {name!r} has no labels; the labelled ones are: "
                            + ", ".join(CLASSES))
-    x, y = fn(_check_n(n), _as_rng(rng), labels=True)
+    x, y = fn(_check_n(n), _as_rng(rng), labels=True, **kw)
     return x.astype(DTYPE), y
 
 
