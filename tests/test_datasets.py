@@ -380,3 +380,58 @@ def test_sampler_from_path_and_bad_array(tmp_path):
         ds.make_sampler(np.ones(5))
     with pytest.raises(FmnumpyError, match="positive int"):
         ds.make_sampler(np.ones((3, 2)))(0, 0)
+
+
+# ---- stratified sets drawn independently --------------------------------------------
+
+COUNTS = {"moons": [1000, 1001], "pinwheel": [401, 400, 400, 400, 400],
+          "rings": [500, 500, 500, 501], "circles": [1000, 1001]}
+
+
+@pytest.mark.parametrize("name", ds.STRATIFIED)
+def test_stratified_counts_fixed_independent_counts_multinomial(name):
+    n, k = 2001, len(COUNTS[name])
+    _, y = ds.sample(name, n, 0, labels=True)
+    np.testing.assert_array_equal(np.bincount(y), COUNTS[name])
+    counts = np.array([np.bincount(ds.sample(name, n, s, labels=True, stratified=False)[1],
+                                   minlength=k) for s in range(40)])                  # (40, k)
+    assert (counts.sum(1) == n).all()
+    sd = np.sqrt(n * (1 / k) * (1 - 1 / k))                   # binomial sd of one count
+    assert 0.6 * sd < counts.std() < 1.5 * sd
+    assert abs(counts.mean() - n / k) < 0.5 * sd
+
+
+@pytest.mark.parametrize("name", ["rings", "circles"])
+def test_independent_angles_are_uniform_not_a_grid(name):
+    def gaps(stratified):
+        """Gaps between the sorted angles of the outer curve's points (about 10 of them,
+        far apart next to the noise), in units of their mean, over 60 draws."""
+        out = []
+        for s in range(60):
+            x, y = ds.sample(name, 40 if name == "rings" else 20, s, labels=True,
+                             stratified=stratified)
+            a = np.sort(np.arctan2(x[y == 0, 1], x[y == 0, 0]))
+            g = np.diff(np.append(a, a[0] + 2 * np.pi))
+            out.append(g / g.mean())
+        return np.concatenate(out)
+    # an even grid plus small noise: gaps near 1; uniform angles: about exponential (sd 1)
+    assert gaps(True).std() < 0.3 and 0.75 < gaps(False).std() < 1.1
+
+
+def test_independent_draws_keep_the_distribution():
+    x = ds.sample("rings", 20000, 2, stratified=False).astype(np.float64)
+    radii = np.array([3.0, 2.25, 1.5, 0.75])
+    r = radius(x)
+    k = np.argmin(np.abs(r[:, None] - radii[None]), axis=1)
+    assert np.all(np.abs(np.bincount(k) / len(x) - 0.25) < 0.012)
+    for j, rad in enumerate(radii):
+        assert abs((r[k == j] - rad).std() - 0.08) < 0.01
+    m = ds.sample("moons", 40000, 2, stratified=False).astype(np.float64)
+    np.testing.assert_allclose(m.mean(0), [0.0, 0.3], atol=0.03)
+    np.testing.assert_allclose((m ** 2).mean(0), [3.04, 2.34 - 4 / np.pi + 0.04], atol=0.06)
+
+
+@pytest.mark.parametrize("name", ["2spirals", "8gaussians", "checkerboard", "swissroll"])
+def test_stratified_flag_leaves_independent_sets_alone(name):
+    np.testing.assert_array_equal(ds.sample(name, 500, 4, stratified=False),
+                                  ds.sample(name, 500, 4))
