@@ -4,7 +4,6 @@
 P is the number of parameters."""
 import json
 import os
-import zipfile
 
 import numba
 import numpy as np
