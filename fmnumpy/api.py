@@ -511,7 +511,7 @@ class FlowMatcher:
 
     # -- evaluation -------------------------------------------------------------------
     def evaluate(self, data=None, n=2000, seed=0, method="rk4", steps=DEFAULTS["sample_steps"],
-                 ema=True):
+                 ema=True, qmc=False):
         """Sample quality and transport cost of the flow, as a dict (docs/metrics.md):
 
         w1, w2 (exact, n samples against n fresh points of ``data``, by default the
@@ -521,7 +521,8 @@ class FlowMatcher:
         (metrics.straightness from the same source points, at most 1,000), nfe, n.
         Draws: source points ``default_rng([seed, 10])``, fresh data
         ``default_rng([seed, 9])``, and n more source points ``[seed, 11]`` for
-        W2(source, data)."""
+        W2(source, data); ``qmc=True`` draws the first source points quasi-randomly
+        (as ``sample(qmc=True)``), the others stay independent."""
         from . import metrics
         from .solvers import tableau
         self._check_fitted()
@@ -534,7 +535,8 @@ class FlowMatcher:
         if data is None:
             data = self.source_data()
         draw = datasets.make_sampler(data)
-        x0 = np.asarray(self.draw_source(n, np.random.default_rng([seed, 10])), dtype=DTYPE)
+        x0 = np.asarray(self.draw_source(n, np.random.default_rng([seed, 10]), qmc=qmc),
+                        dtype=DTYPE)
         fresh = np.asarray(draw(n, np.random.default_rng([seed, 9])))
         x1, traj = self._solve(x0, method, steps, 1e-5, 1e-5, steps, ema)
         out = metrics.evaluate(x1, fresh, max_points=n)

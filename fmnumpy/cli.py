@@ -193,6 +193,8 @@ def build_parser():
                       "(default: the one the checkpoint was trained on)")
     esrc.add_argument("--data", default=None, help="compare with rows of this .npy/.csv file")
     e.add_argument("--json", default=None, help="also write the metrics to this JSON file")
+    e.add_argument("--qmc", action="store_true", help="quasi-random source points for the "
+                   "samples (as sample --qmc)")
     d = sub.add_parser("density", help="heatmap of the model's exact density p(x) (D = 2)",
                        description="Score a grid of points by the exact log-likelihood "
                        "(reverse solve with the forward-mode divergence) and draw p(x).")
@@ -467,8 +469,8 @@ def cmd_evaluate(a):
     if a.n < 2:
         raise FmnumpyError(f"-n must be at least 2, got {a.n}")
     m = fm.evaluate(datasets.as_data(data), n=a.n, seed=a.seed, method=a.method,
-                    steps=a.steps)
-    m.update(checkpoint=a.checkpoint, data=str(data), method=a.method, steps=a.steps,
+                    steps=a.steps, qmc=a.qmc)
+    m.update(checkpoint=a.checkpoint, data=str(data), method=a.method, steps=a.steps, qmc=a.qmc,
              source="N(0, I)" if fm.source_ is None else fm.source_.name)
     for k in EVALUATE_KEYS:
         print(f"{k:>13}: {m[k]:.6g}" if isinstance(m[k], float) else f"{k:>13}: {m[k]}")

@@ -83,3 +83,20 @@ def test_cli_sample_qmc(gaussians_model, tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     np.testing.assert_array_equal(np.load(out),
                                   gaussians_model.sample(64, steps=5, seed=2, qmc=True))
+
+
+def test_evaluate_with_qmc_uses_the_quasi_random_samples(gaussians_model, tmp_path, capsys):
+    fm = gaussians_model
+    plain, quasi = fm.evaluate(n=256, steps=10), fm.evaluate(n=256, steps=10, qmc=True)
+    fresh = datasets.make_sampler("8gaussians")(256, np.random.default_rng([0, 9]))
+    x0 = sobol_normal(256, 2, np.random.default_rng([0, 10])).astype(np.float32)
+    assert quasi["w2"] == pytest.approx(metrics.w2(fm.sample(x0=x0, steps=10), fresh), rel=1e-9)
+    assert quasi["w2"] != plain["w2"]
+    assert quasi["w2_source_data"] == plain["w2_source_data"]      # the others stay iid
+    fm.save(tmp_path / "m.npz")
+    code = run(["evaluate", "--checkpoint", tmp_path / "m.npz", "-n", 256, "--steps", 10,
+                "--seed", 0, "--qmc", "--json", tmp_path / "m.json"])
+    assert code == 0, capsys.readouterr().err
+    import json
+    got = json.loads((tmp_path / "m.json").read_text())
+    assert got["qmc"] is True and got["w2"] == pytest.approx(quasi["w2"], rel=1e-9)
