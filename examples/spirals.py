@@ -15,7 +15,7 @@ from fmnumpy.metrics import w2
 
 OUT = "examples_out"
 
-fm = FlowMatcher(hidden=(256, 256, 256), activation="silu", seed=0)
+fm = FlowMatcher(seed=0)             # the default model: 4 x 128 SiLU, Fourier features of x
 fm.fit("2spirals", steps=20000, batch_size=256, progress=True)
 
 x, traj = fm.sample(2000, method="rk4", steps=100, seed=1, record=50)   # (2000, 2), (51, 2000, 2)
