@@ -72,7 +72,7 @@ def main(argv=None):
             timed(lambda: velocity(theta, spec.sizes, spec.kind, spec.feats, x, t, ws.X, ws.A,
                                    ws.Z)),
     }
-    n_hh = sum(1 for i in range(len(spec.hidden) - 1))
+    n_hh = len(spec.hidden) - 1                        # hidden-to-hidden layers
     print(f"model {[int(n) for n in spec.sizes]}, {B} particles, 1 thread")
     for k, us in rows.items():
         print(f"  {k}: {us:.0f} us")

@@ -36,4 +36,4 @@ def sobol_normal(n, dim, rng):
         # low discrepancy; the warning would repeat for every such n.
         warnings.simplefilter("ignore", UserWarning)
         u = qmc.Sobol(dim, scramble=True, seed=rng).random(n)
-    return ndtri(np.clip(u, _EPS, 1.0))
+    return ndtri(np.maximum(u, _EPS))
