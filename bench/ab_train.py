@@ -1,12 +1,14 @@
 """Training speed of two checkouts of fmnumpy, alternated in one window.
 
     python bench/ab_train.py OLD_DIR NEW_DIR [--threads 2] [--runs 7] [--steps 200]
+                             [--persistent] [--workloads A/256 ...]
 
 Each checkout runs in its own child process (``PYTHONPATH`` set to it, every thread
 pool pinned to ``--threads``) and trains the benchmark workloads of
 ../shared/WORKLOADS.md (model A / batch 256, B / 256, B / 4096) through the public
-``FlowMatcher.fit(..., warm_start=True, until=k + steps)``, the same call in both;
-after a warm-up the timed runs alternate old, new, old, new...  The ratio is the
+``FlowMatcher.fit(..., warm_start=True, until=k + steps)``, the same call in both
+(``--persistent``: one data stream and stepper for all runs, as bench/cpu.py times
+them, without fit's set-up per call); after a warm-up the timed runs alternate old, new, old, new...  The ratio is the
 median of the paired ratios new/old of steps per second.  Writes a JSON file.
 """
 import argparse
@@ -17,40 +19,52 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench.common import PAUSE_S, fm_options  # noqa: E402  (the workloads' options; the
+#                                  pause lets the other child's idle BLAS threads stop spinning)
+
 WORKLOADS = (("A", 256), ("B", 256), ("B", 4096))
-MODELS = {"A": dict(hidden=(64, 64, 64), activation="selu"),
-          "B": dict(hidden=(256, 256, 256), activation="silu")}
 TOTAL = 1_000_000          # the schedule's length: stays in its first part
 
 CHILD = r"""
 import sys, time, json
 from fmnumpy import FlowMatcher
 model, batch, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+persistent = sys.argv[5] == "1"
 opts = json.loads(sys.argv[4])
-fm = FlowMatcher(**opts, seed=0, lr=1e-3, optimizer="adam", clip=0.0, ema_decay=0.999,
-                 warmup=0, schedule="constant", time_power=1.0, threads=threads)
+fm = FlowMatcher(**opts)
 fm.fit("2spirals", steps=TOTAL, batch_size=batch, until=50)
+if persistent:                       # one stream and stepper, as bench/cpu.py times them
+    import numpy as np
+    from fmnumpy import datasets, train
+    stream = train.BatchStream(datasets.make_sampler("2spirals"), 2, batch, 0, np.float32)
+    stepper = fm._stepper(stream, batch)
 print("ready", flush=True)
 for line in sys.stdin:
     n = int(line)
     t0 = time.perf_counter()
-    fm.fit("2spirals", steps=TOTAL, batch_size=batch, warm_start=True, until=fm.step_ + n)
+    if persistent:
+        fm._run(stream, stepper, TOTAL, until=fm.step_ + n)
+    else:
+        fm.fit("2spirals", steps=TOTAL, batch_size=batch, warm_start=True, until=fm.step_ + n)
     print(time.perf_counter() - t0, flush=True)
 """.replace("TOTAL", str(TOTAL))
 
 
-def start(src, model, batch, threads):
+def start(src, model, batch, threads, persistent=False):
     env = dict(os.environ, PYTHONPATH=os.path.abspath(src))
     for k in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[k] = str(threads)
     p = subprocess.Popen([sys.executable, "-c", CHILD, model, str(batch), str(threads),
-                          json.dumps(MODELS[model])], stdin=subprocess.PIPE,
+                          json.dumps(fm_options(model, 0, threads)),
+                          "1" if persistent else "0"], stdin=subprocess.PIPE,
                          stdout=subprocess.PIPE, text=True, env=env, cwd="/")
     assert p.stdout.readline().strip() == "ready"
     return p
 
 
 def timed(p, steps):
+    time.sleep(PAUSE_S)
     p.stdin.write(f"{steps}\n")
     p.stdin.flush()
     return float(p.stdout.readline())
@@ -63,15 +77,23 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--persistent", action="store_true",
+                    help="time runs of one data stream and stepper (as bench/cpu.py does) "
+                         "instead of fit(warm_start=True) calls")
+    ap.add_argument("--workloads", nargs="+", default=["A/256", "B/256", "B/4096"],
+                    choices=["A/256", "B/256", "B/4096"])
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
                                                    "ab_train.json"))
     a = ap.parse_args(argv)
     res = dict(old=a.old, new=a.new, threads=a.threads, runs=a.runs, steps=a.steps,
+               persistent=a.persistent,
                machine=platform.processor() or platform.machine(), cpus=os.cpu_count(),
                started=time.strftime("%Y-%m-%d %H:%M:%S"), rows=[])
     for model, batch in WORKLOADS:
+        if f"{model}/{batch}" not in a.workloads:
+            continue
         steps = a.steps if batch <= 256 else max(10, a.steps // 10)
-        old, new = start(a.old, model, batch, a.threads), start(a.new, model, batch, a.threads)
+        old, new = (start(src, model, batch, a.threads, a.persistent) for src in (a.old, a.new))
         for p in (old, new):
             timed(p, steps)                                         # warm-up
         t_old, t_new = [], []

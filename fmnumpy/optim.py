@@ -48,13 +48,28 @@ adam_element_cpu = njit(cache=True, inline="always")(adam_element)
 ema_element_cpu = njit(cache=True, inline="always")(ema_element)
 
 
+NORM_LANES = 8     # grad_norm's partial sums
+
+
 @njit(cache=True)
 def grad_norm(dtheta):
-    """||g||_2 accumulated in float64."""
-    s = 0.0
-    for i in range(dtheta.shape[0]):
+    """||g||_2 accumulated in float64: NORM_LANES partial sums (entry i goes to sum
+    i mod NORM_LANES), added in order at the end.  The order is fixed, so the norm
+    is the same on every machine; the independent sums vectorise, where one running
+    sum waits on each addition."""
+    P = dtheta.shape[0]
+    lanes = np.zeros(NORM_LANES)
+    body = P - P % NORM_LANES
+    for i in range(0, body, NORM_LANES):
+        for j in range(NORM_LANES):
+            gi = np.float64(dtheta[i + j])
+            lanes[j] += gi * gi
+    for i in range(body, P):
         gi = np.float64(dtheta[i])
-        s += gi * gi
+        lanes[i - body] += gi * gi
+    s = 0.0
+    for j in range(NORM_LANES):
+        s += lanes[j]
     return math.sqrt(s)
 
 
@@ -82,9 +97,12 @@ def clip_grad_norm(dtheta, max_norm):
     return n
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")   # no zero-division check: the loop vectorises
 def adam_update(theta, dtheta, m, v, k, lr, b1, b2, eps, wd, decoupled):
-    """Apply step k (1-based) of Adam/AdamW to the flat buffers (P,)."""
+    """Apply step k (1-based) of Adam/AdamW to the flat buffers (P,).  The divisors
+    are positive (:class:`AdamConfig` keeps eps > 0 and the betas below 1); the
+    vectorised loop was measured 4.4x faster than with Python's division check,
+    with the same bits (bench/results/adam_update.md)."""
     bc1 = 1.0 - b1 ** k
     bc2 = 1.0 - b2 ** k
     for i in range(theta.shape[0]):
@@ -130,6 +148,10 @@ class AdamConfig:
                  schedule="constant", lr_min=0.0):
         if not (np.isfinite(lr) and lr > 0):
             raise FmnumpyError(f"learning rate must be a positive number, got {lr}")
+        if len(tuple(betas)) != 2 or not all(0.0 <= float(b) < 1.0 for b in betas):
+            raise FmnumpyError(f"Adam betas must be two numbers in [0, 1), got {betas}")
+        if not (np.isfinite(eps) and eps > 0):
+            raise FmnumpyError(f"Adam eps must be a positive number, got {eps}")
         if schedule not in ("constant", "cosine"):
             raise FmnumpyError(f"unknown schedule {schedule!r}; choose one of: constant, cosine")
         self.lr, self.betas, self.eps = float(lr), tuple(float(b) for b in betas), float(eps)

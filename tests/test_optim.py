@@ -3,6 +3,7 @@ EMA and the learning-rate schedule.  P is the number of parameters."""
 import math
 
 import numpy as np
+from numba import njit
 import pytest
 from hypothesis import given, settings, strategies as st
 
@@ -93,6 +94,31 @@ def test_adam_element_is_the_same_formula(variant):
                 assert v == pytest.approx(wv, rel=1e-12, abs=1e-15)
 
 
+@njit(error_model="python")
+def _adam_scalar(theta, g, m, v, k, lr, b1, b2, eps, wd, decoupled):
+    """adam_update's loop with Python's zero-division check, which keeps it scalar."""
+    bc1, bc2 = 1.0 - b1 ** k, 1.0 - b2 ** k
+    for i in range(theta.shape[0]):
+        theta[i], m[i], v[i] = optim.adam_element_cpu(theta[i], g[i], m[i], v[i], lr, b1, b2,
+                                                      eps, wd, decoupled, bc1, bc2)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("P", [1, 3, 8, 13, 1000])
+def test_adam_update_vectorised_keeps_the_scalar_bits(P, dtype):
+    """The compiled loop (vectorised: no division check) gives the bits of the scalar
+    loop, whatever the length (vector body and tail)."""
+    rng = np.random.default_rng(P)
+    a = [rng.standard_normal(P).astype(dtype) for _ in range(4)]
+    a[3] = np.abs(a[3])                                       # v >= 0
+    b = [x.copy() for x in a]
+    for k in (1, 5):
+        optim.adam_update(*a, k, LR, B1, B2, EPS, 0.01, True)
+        _adam_scalar(*b, k, LR, B1, B2, EPS, 0.01, True)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+
+
 def test_first_adam_step_moves_each_weight_by_lr_against_the_gradient_sign():
     """With bias correction, step 1 is p - lr g / (|g| + eps): a move of lr whatever |g|
     (a hand value independent of the reference above)."""
@@ -159,6 +185,14 @@ def test_grad_norm_of_float32_gradient_accumulates_in_float64():
     assert optim.grad_norm(big) == pytest.approx(2e20, rel=1e-6)
 
 
+@pytest.mark.parametrize("P", [0, 1, 7, 8, 9, 17, 1001])
+def test_grad_norm_partial_sums_any_length(P):
+    """The norm in NORM_LANES partial sums (the tail entries too) is the exact norm."""
+    g = np.random.default_rng(P).standard_normal(P).astype(np.float32)
+    exact = math.sqrt(math.fsum(float(x) ** 2 for x in g))
+    assert optim.grad_norm(g) == pytest.approx(exact, rel=1e-14, abs=0.0)
+
+
 # ---- EMA -----------------------------------------------------------------------------
 
 def test_ema_update_formula():
@@ -208,6 +242,15 @@ def test_learning_rate_unknown_schedule_lists_choices():
 def test_adam_config_rejects_bad_lr(lr):
     with pytest.raises(FmnumpyError, match="learning rate"):
         optim.AdamConfig(lr=lr)
+
+
+@pytest.mark.parametrize("kw, what", [
+    (dict(betas=(1.0, 0.999)), "betas"), (dict(betas=(0.9, -0.1)), "betas"),
+    (dict(betas=(0.9,)), "betas"), (dict(eps=0.0), "eps"), (dict(eps=float("nan")), "eps")])
+def test_adam_config_rejects_bad_betas_and_eps(kw, what):
+    """A beta of 1 or an eps of 0 would divide by zero in every step."""
+    with pytest.raises(FmnumpyError, match=what):
+        optim.AdamConfig(**kw)
 
 
 def test_adam_config_round_trip():
