@@ -85,14 +85,16 @@ spiral_point_cpu = njit(cache=True, inline="always")(spiral_point)
 
 
 @njit(cache=True)
-def _spiral_points(u, noise, out):
-    """out[i] = spiral_point of row i: u (m, 3) the uniforms of the m first-arm
-    points, rows m.. of out the second arm from the same uniforms; noise (n, 2)."""
+def _spiral_points(u, noise, p, out):
+    """out[j] = spiral_point of row p[j] (the rows in the order of the permutation p,
+    gathered as they are made): u (m, 3) the uniforms of the m first-arm rows, rows
+    m.. the second arm from the same uniforms; noise (n, 2) by row."""
     m = u.shape[0]
-    for i in range(out.shape[0]):
-        j = i if i < m else i - m
+    for j in range(out.shape[0]):
+        i = p[j]
+        k = i if i < m else i - m
         arm = 0.0 if i < m else 1.0
-        out[i, 0], out[i, 1] = spiral_point_cpu(u[j, 0], u[j, 1], u[j, 2], arm,
+        out[j, 0], out[j, 1] = spiral_point_cpu(u[k, 0], u[k, 1], u[k, 2], arm,
                                                 noise[i, 0], noise[i, 1])
 
 
@@ -108,9 +110,10 @@ def two_spirals(n, rng, labels=False):
     for c in range(3):                  # u_s, u_x, u_y: each drawn as one (m,) block
         u[:, c] = rng.random(m)
     noise = rng.standard_normal((n, 2))
+    p = rng.permutation(n)              # the shuffle (_shuffle's draw), fused in the loop
     x = np.empty((n, 2))
-    _spiral_points(u, noise, x)
-    return _labeled(*_shuffle(x, rng, (np.arange(n) >= m).astype(np.int64)), labels)
+    _spiral_points(u, noise, p, x)
+    return (x, (p >= m).astype(np.int64)) if labels else x
 
 
 EIGHT_CENTRES = 4.0 * np.array(

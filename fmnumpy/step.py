@@ -218,10 +218,11 @@ def split_train_steps(state, net, path, batches, hypers, split, losses):
 
 
 # The range of widest hidden layers for which CpuStepper takes the data-parallel
-# step by default: bench/results/split_step.md measured 1.38x at 128 wide, 0.96x at 64 (the
-# step is too short for a parallel region to pay) and 1.05x at 256 (BLAS's threads
-# are busy enough), batch 256 on 2 threads.
-SPLIT_WIDTHS = (96, 160)
+# step by default, measured on 2 threads with each variant in its own process
+# (bench/results/split_step.md, batch 256): 1.38x at 64 wide, 1.20x at 128 and
+# 0.96x at 256 (paired 1.10x: level), and 1.12x for 256 wide at batch 4096
+# (bench/results/split_step_4096/).  Outside it (unmeasured) the serial step.
+SPLIT_WIDTHS = (64, 256)
 
 
 def hyper_at(opt, k, total):
