@@ -26,13 +26,8 @@ from fmnumpy import optim  # noqa: E402
 ROUNDS = 7
 
 
-@njit(error_model="python")
-def adam_scalar(theta, g, m, v, k, lr, b1, b2, eps, wd, decoupled):
-    """optim.adam_update's loop with Python's zero-division check (it stays scalar)."""
-    bc1, bc2 = 1.0 - b1 ** k, 1.0 - b2 ** k
-    for i in range(theta.shape[0]):
-        theta[i], m[i], v[i] = optim.adam_element_cpu(theta[i], g[i], m[i], v[i], lr, b1, b2,
-                                                      eps, wd, decoupled, bc1, bc2)
+# optim.adam_update's own source compiled with Python's zero-division check (it stays scalar)
+adam_scalar = njit(error_model="python")(optim.adam_update.py_func)
 
 
 @njit

@@ -94,13 +94,8 @@ def test_adam_element_is_the_same_formula(variant):
                 assert v == pytest.approx(wv, rel=1e-12, abs=1e-15)
 
 
-@njit(error_model="python")
-def _adam_scalar(theta, g, m, v, k, lr, b1, b2, eps, wd, decoupled):
-    """adam_update's loop with Python's zero-division check, which keeps it scalar."""
-    bc1, bc2 = 1.0 - b1 ** k, 1.0 - b2 ** k
-    for i in range(theta.shape[0]):
-        theta[i], m[i], v[i] = optim.adam_element_cpu(theta[i], g[i], m[i], v[i], lr, b1, b2,
-                                                      eps, wd, decoupled, bc1, bc2)
+# adam_update's own source compiled with Python's zero-division check: a scalar loop
+_adam_scalar = njit(error_model="python")(optim.adam_update.py_func)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
