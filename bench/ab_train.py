@@ -8,8 +8,9 @@ pool pinned to ``--threads``) and trains the benchmark workloads of
 ../shared/WORKLOADS.md (model A / batch 256, B / 256, B / 4096) through the public
 ``FlowMatcher.fit(..., warm_start=True, until=k + steps)``, the same call in both
 (``--persistent``: one data stream and stepper for all runs, as bench/cpu.py times
-them, without fit's set-up per call); after a warm-up the timed runs alternate old, new, old, new...  The ratio is the
-median of the paired ratios new/old of steps per second.  Writes a JSON file.
+them, without fit's set-up per call); after a warm-up the timed runs alternate old,
+new, old, new...  The ratio is the median of the paired ratios new/old of steps per
+second.  Writes a JSON file.
 """
 import argparse
 import json
@@ -20,8 +21,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench.common import PAUSE_S, fm_options  # noqa: E402  (the workloads' options; the
-#                                  pause lets the other child's idle BLAS threads stop spinning)
+# the workloads' options; the pause lets the other child's idle BLAS threads stop spinning
+from bench.common import PAUSE_S, fm_options, pinned_env  # noqa: E402
 
 WORKLOADS = (("A", 256), ("B", 256), ("B", 4096))
 TOTAL = 1_000_000          # the schedule's length: stays in its first part
@@ -52,9 +53,7 @@ for line in sys.stdin:
 
 
 def start(src, model, batch, threads, persistent=False):
-    env = dict(os.environ, PYTHONPATH=os.path.abspath(src))
-    for k in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[k] = str(threads)
+    env = pinned_env(threads, {"PYTHONPATH": os.path.abspath(src)})   # that checkout alone
     p = subprocess.Popen([sys.executable, "-c", CHILD, model, str(batch), str(threads),
                           json.dumps(fm_options(model, 0, threads)),
                           "1" if persistent else "0"], stdin=subprocess.PIPE,

@@ -73,8 +73,9 @@ def main(argv=None):
     a = ap.parse_args(argv)
     rng = np.random.default_rng(0)
     rows = []
-    for name, P in (("A", C.MODELS["A"]["params"]), ("B", C.MODELS["B"]["params"])):
-        reps = max(20, a.reps * 8706 // P)
+    for name in ("A", "B"):
+        P = C.MODELS[name]["params"]
+        reps = max(20, a.reps * C.MODELS["A"]["params"] // P)    # --reps are model A's
         bufs = [rng.standard_normal(P).astype(np.float32) for _ in range(4)]
         bufs[3] = np.abs(bufs[3])
         ours = [x.copy() for x in bufs]
