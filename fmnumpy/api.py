@@ -65,6 +65,16 @@ def _labelled(data):
     return None
 
 
+def _same_source(a, b):
+    """Whether two sources (``datasets.Data`` or None for N(0, I)) are one distribution:
+    the same name, and for arrays the same rows."""
+    if a is None or b is None:
+        return a is b
+    if a.name != b.name:
+        return False
+    return a.array is None or b.array is None or np.array_equal(a.array, b.array)
+
+
 def _row(i, doc):
     """A property: row i of the training state (a view); assigning copies into it."""
     def get(self):
@@ -289,6 +299,10 @@ class FlowMatcher:
                                "a source of the data's dimension")
         if warm_start and self.spec_ is not None and source is None:
             src = self.source_                      # continue from the model's own source
+        elif warm_start and self.spec_ is not None and not _same_source(src, self.source_):
+            had = "N(0, I)" if self.source_ is None else repr(self.source_.name)
+            raise FmnumpyError(f"this model was trained from the source {had}; warm_start "
+                               "continues it, so leave source out (or train a new model)")
         if warm_start and self.spec_ is not None:
             if self.spec_.dim != data.dim:
                 raise FmnumpyError(f"the model was trained on D={self.spec_.dim} data, "

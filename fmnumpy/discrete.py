@@ -254,12 +254,15 @@ def draw_categorical(P, rows, cols, u, D, xt):
 
 
 def jump_probability(t, h, n, last):
-    """The Euler step's jump probability h lambda_t (capped at 1).  On the last step
-    it is 1: lambda integrates to infinity over [1 - h, 1], so every position not
-    yet at x1 reaches it by t = 1."""
+    """The probability that a position not yet at x1 at time t gets there by t + h:
+    (kappa_(t+h) - kappa_t) / (1 - kappa_t), exact for every power n (h lambda_t, the
+    left-end Euler rule, is infinite at t = 0 when n < 1 and would unmask every
+    position at once from the t = 0 posterior).  It is 1 on the last step, where
+    kappa reaches 1."""
     if last:
         return 1.0
-    return min(1.0, h * jump_rate(t, n))
+    k0, k1 = kappa(t, n), kappa(min(t + h, 1.0), n)
+    return min(1.0, (k1 - k0) / (1.0 - k0))
 
 
 # ----------------------------------------------------------------------------
@@ -271,3 +274,15 @@ def gauss_legendre01(q):
     s, w = np.polynomial.legendre.leggauss(int(q))
     return 0.5 * (s + 1.0), 0.5 * w
 
+
+ELBO_TAU_MAX = 12.0     # tau = -log(1 - s) runs to 12: 1 - s = 6e-6 at the end
+
+
+def elbo_nodes(q, tau_max=ELBO_TAU_MAX):
+    """Nodes s and weights of the uniform source's ELBO integral in tau = -log(1 - s)
+    (docs/discrete.md#elbo): q-point Gauss-Legendre on [0, tau_max] in tau, where the
+    integrand (1 - s) F + s G is bounded; in s its weight s / (1 - s) is singular at
+    s = 1.  -> (s (q,), weights in tau (q,))."""
+    u, w = gauss_legendre01(q)
+    tau = tau_max * u
+    return -np.expm1(-tau), tau_max * w

@@ -170,7 +170,7 @@ class DiscreteFlowMatcher(HostModel):
         """(n, D) int64 tokens by the discrete Euler jump sampler from t = 0 to 1 on a
         uniform grid of ``steps`` (default sample_steps): in each step every position
         still to move (the masked ones with the mask source, all with the uniform one)
-        jumps with probability h kappa'_t / (1 - kappa_t) (1 on the last step) to a
+        jumps with probability (kappa_(t+h) - kappa_t) / (1 - kappa_t) (1 on the last step) to a
         draw of p(x1 | xt).  ``record``: times at which to keep a copy of xt, returned
         as (tokens, [(t, xt), ...])."""
         self._check_fitted()
@@ -214,14 +214,20 @@ class DiscreteFlowMatcher(HostModel):
         """A lower bound on log p(x) (N,) in nats for each row of ``tokens``
         (docs/discrete.md#elbo): the path-space bound of the CTMC, integrated in
         s = kappa_t by ``quad``-point Gauss-Legendre, with ``mc`` draws of the other
-        positions per node and position."""
+        positions per node and position.  The uniform source's bound is integrated in
+        tau = -log(1 - s) on [0, discrete.ELBO_TAU_MAX] (its weight s / (1 - s) is
+        singular at s = 1); ``elbo_tail_`` is then the mean integrand at the last
+        node in nats per unit tau, near 0 when the integral has converged."""
         self._check_fitted()
         x1 = check_tokens(tokens, self.vocab_size)
         if x1.shape[1] != self.dim_:
             raise FmnumpyError(f"tokens have D = {x1.shape[1]} positions, the model "
                                f"{self.dim_}")
         N, D, V = x1.shape[0], self.dim_, self.vocab_size
-        nodes, weights = dfm.gauss_legendre01(positive_int("quad", quad))
+        q = positive_int("quad", quad)
+        mask = self.source == dfm.MASK
+        nodes, weights = dfm.gauss_legendre01(q) if mask else dfm.elbo_nodes(q)
+        tail = np.zeros(N)
         rng = np.random.default_rng([int(seed), ELBO_STREAM])
         total = np.zeros(N)
         rows = np.arange(N)
@@ -236,7 +242,7 @@ class DiscreteFlowMatcher(HostModel):
                     P = self.posterior(xt, t, ema)
                     p1 = P[rows, d, x1[:, d]].astype(np.float64)
                     nll = -np.log(np.maximum(p1, 1e-30))
-                    if self.source == dfm.MASK:
+                    if mask:
                         # lambda (1 - kappa) = kappa': the weight is ds
                         total -= ws * nll
                         continue
@@ -246,7 +252,14 @@ class DiscreteFlowMatcher(HostModel):
                     xt[:, d] = x1[:, d]                   # the kept branch, weight kappa
                     Pk = self.posterior(xt, t, ema)
                     g = 1.0 - Pk[rows, d, x1[:, d]].astype(np.float64)
-                    total -= ws * (f + s / (1.0 - s) * g)
+                    # in tau = -log(1 - s): ds = (1 - s) dtau, s / (1 - s) ds = s dtau
+                    total -= ws * ((1.0 - s) * f + s * g)
+                    if s == nodes[-1]:
+                        tail += (1.0 - s) * f + s * g
+        if not mask:
+            # the integrand at the last node, per unit tau: what the bound would lose
+            # per unit of tau beyond ELBO_TAU_MAX (0 when p(x1 | x) reaches 1)
+            self.elbo_tail_ = float(tail.mean() / mc)
         return total / mc
 
     # -- evaluation --------------------------------------------------------------------
@@ -269,6 +282,7 @@ class DiscreteFlowMatcher(HostModel):
             logp = data.log_prob(pts)
             out.update(elbo=float(e.mean()), logp=float(logp.mean()),
                        elbo_gap=float(logp.mean() - e.mean()), entropy=data.entropy(),
+                       **({} if self.source == dfm.MASK else {"elbo_tail": self.elbo_tail_}),
                        elbo_n=elbo_n)
         return out
 

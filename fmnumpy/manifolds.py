@@ -83,6 +83,22 @@ def sphere_log_row(x, y, i, out):
         r2 += r * r
     s = math.sqrt(r2)
     w = math.atan2(s, c)
+    if s <= TINY and c < 0.0:
+        # y = -x: every direction is a shortest way; take e, the unit tangent toward
+        # the axis least aligned with x, so that exp_x(pi e) = -x and |log| = dist = pi
+        k = 0
+        for d in range(1, D):
+            if abs(float(x[i, d])) < abs(float(x[i, k])):
+                k = d
+        n2 = 0.0
+        for d in range(D):
+            e = (1.0 if d == k else 0.0) - float(x[i, k]) * float(x[i, d])
+            out[i, d] = e
+            n2 += e * e
+        scale = math.pi / math.sqrt(n2)
+        for d in range(D):
+            out[i, d] *= scale
+        return math.pi
     scale = w / s if s > TINY else 1.0          # w / sin w -> 1 as w -> 0
     for d in range(D):
         out[i, d] *= scale
@@ -148,7 +164,8 @@ def expmap(code, x, u, out):
 @njit(cache=True)
 def logmap(code, x, y, out):
     """log_x(y): the tangent vector at x whose geodesic reaches y at time 1 by the
-    shortest way (on the sphere, for antipodal y one of the shortest ways)."""
+    shortest way (on the sphere, for antipodal y one of the shortest ways: pi times a
+    unit tangent, so |log_x(y)| = dist(x, y) = pi)."""
     B, D = x.shape
     for i in range(B):
         if code == SPHERE:

@@ -5,6 +5,7 @@ W2, checkpoints, and every bad label in one line.
 
 Dimension letters: B batch, D data dimension, K classes."""
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 import pytest
 from hypothesis import assume, given, strategies as st
 
@@ -113,7 +114,7 @@ def test_label_dropout_and_ot_within_classes():
     s = BatchStream(d.draw, 2, 64, 0, np.float32, coupling=exact_ot, labeled=d.draw_labeled,
                     label_dropout=0.25, null_class=8)
     plain = BatchStream(d.draw, 2, 64, 0, np.float32, labeled=d.draw_labeled, null_class=8)
-    ys = []
+    ys, moved = [], []
     for step_ in range(config.DATA_CHUNK_STEPS):
         x0, x1, _ = s.batch_at(step_)
         p0, p1, _ = plain.batch_at(step_)
@@ -122,11 +123,19 @@ def test_label_dropout_and_ot_within_classes():
         for k in np.unique(y_true):                       # x0 permuted within each class
             rows = y_true == k
             assert sorted(map(tuple, x0[rows])) == sorted(map(tuple, p0[rows]))
+            # ... into the optimal pairing of that class (scipy's assignment, an
+            # independent solver): a coupling that did nothing would keep p0's cost
+            C = ((x0[rows, None, :].astype(np.float64) - x1[None, rows, :]) ** 2).sum(-1)
+            r, c = linear_sum_assignment(C)
+            cost = np.trace(C)
+            assert abs(cost - C[r, c].sum()) <= 1e-6 * max(1.0, cost)
+            moved.append(cost < ((p0[rows] - p1[rows]) ** 2).sum() - 1e-6)
         ys.append(s.labels_at(step_))
         kept = ys[-1] != 8
         np.testing.assert_array_equal(ys[-1][kept], y_true[kept])
     dropped = np.mean(np.concatenate(ys) == 8)
     assert 0.2 < dropped < 0.3
+    assert np.mean(moved) > 0.5                           # OT lowered most classes' cost
 
 
 # ---- the model ---------------------------------------------------------------------------------

@@ -61,6 +61,30 @@ def test_sphere_log_and_exp_invert_each_other_and_measure_the_distance(seed, D):
     assert np.allclose(call(mf.proju, mf.SPHERE, x, p), p, atol=1e-13)  # P^2 = P
 
 
+@pytest.mark.parametrize("D", [2, 3, 5])
+def test_log_at_the_antipode_has_length_pi(D):
+    """y = -x: log_x(y) is pi times a unit tangent, exp of it is y, and the geodesic
+    ends at y on the sphere (a zero log left it at x)."""
+    rng = np.random.default_rng(D)
+    x = sphere_points(rng, 16, D)
+    x[0] = np.eye(D)[0]                                    # on an axis
+    y = -x
+    u = call(mf.logmap, mf.SPHERE, x, y)
+    assert np.allclose(np.linalg.norm(u, axis=1), math.pi, atol=1e-12)
+    assert np.abs(np.sum(u * x, axis=1)).max() < 1e-12
+    assert np.allclose(call(mf.dist, mf.SPHERE, x, y, width=1), math.pi)
+    assert np.allclose(call(mf.expmap, mf.SPHERE, x, u), y, atol=1e-12)
+    for t in (0.5, 1.0):
+        xt, ut = np.zeros_like(x), np.zeros_like(x)
+        mf.geodesic(mf.SPHERE, x, y, np.full(16, t), xt, ut)
+        assert np.allclose(np.linalg.norm(xt, axis=1), 1.0, atol=1e-12)
+        assert np.allclose(np.linalg.norm(ut, axis=1), math.pi, atol=1e-12)
+        if t == 1.0:
+            assert np.allclose(xt, y, atol=1e-12)
+        else:
+            assert np.abs(np.sum(xt * x, axis=1)).max() < 1e-12    # half way round
+
+
 @SETTINGS
 @given(seed=st.integers(0, 10**6), D=st.integers(1, 4))
 def test_torus_log_and_exp_take_the_short_way_round(seed, D):
@@ -232,7 +256,8 @@ def sphere_gradient_flow(x0, a, t):
     return np.cos(phi)[:, None] * ah + np.sin(phi)[:, None] * perp
 
 
-@pytest.mark.parametrize("method,order", [("euler", 1), ("midpoint", 2), ("rk4", 4)])
+@pytest.mark.parametrize("method,order", [("euler", 1), ("midpoint", 2), ("heun", 2),
+                                          ("rk4", 4)])
 def test_sampler_stays_on_the_sphere_and_keeps_its_order(method, order):
     a = np.array([0.3, -0.8, 1.1])
     fm = constant_field_model("sphere", a)
@@ -437,6 +462,18 @@ def test_training_lowers_the_loss_and_samples_lie_on_the_manifold():
         else:
             assert x.min() >= 0 and x.max() < 2 * math.pi
         assert np.array_equal(x, fm.sample(500, seed=3))                # seeded
+
+
+@pytest.mark.parametrize("manifold,data", [("sphere", "vmf"), ("torus", "wrapped_gmm")])
+def test_a_trained_model_reaches_the_data(manifold, data):
+    """Quality, not only a falling loss: 2,000 steps of a 2 x 64 network put its
+    samples near the data floor (measured: W2 1.10x and 1.00x the floor, KL 0.36 and
+    0.27 nats) where the untrained flow is at 2.8x and 1.6 to 1.8 nats."""
+    fm = ManifoldFlowMatcher(manifold, hidden=(64, 64), seed=0)
+    fm.fit(data, steps=2000, batch_size=128)
+    m = fm.evaluate(n=1000, pairs=5, logp_n=500)
+    assert m["w2_ratio"] < 1.35, m
+    assert m["kl"] < 0.6, m
 
 
 def test_fit_on_user_points_and_save_load_round_trip(tmp_path):

@@ -180,3 +180,16 @@ def test_cli_source_of_another_dimension_is_one_line(tmp_path, capsys):
     code = run(["train", "--dataset", "moons", "--source", "gmm8d", "--steps", 3,
                 "--out", tmp_path, *TINY])
     assert_one_line_error(capsys, code, "D=8", "D=2")
+
+
+def test_warm_start_refuses_another_source():
+    fm = small().fit("moons", steps=4, batch_size=8, source="8gaussians")
+    for other in ("2spirals", None):
+        g = small().fit("moons", steps=4, batch_size=8, source=other)
+        with pytest.raises(FmnumpyError, match="source"):
+            g.fit("moons", steps=8, batch_size=8, warm_start=True,
+                  source="8gaussians" if other is None else "moons")
+    with pytest.raises(FmnumpyError, match="'8gaussians'"):
+        fm.fit("moons", steps=8, batch_size=8, warm_start=True, source="2spirals")
+    fm.fit("moons", steps=8, batch_size=8, warm_start=True, source="8gaussians")   # the same
+    assert fm.step_ == 8 and fm.source_.name == "8gaussians"
