@@ -17,8 +17,8 @@ import numpy as np
 from numba import njit
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from fmnumpy.activations import SELU, SELU_ALPHA, SELU_SCALE, SILU  # noqa: E402
-from fmnumpy.mlp import bias_activation  # noqa: E402
+from fmnumpy.nn.activations import SELU, SELU_ALPHA, SELU_SCALE, SILU  # noqa: E402
+from fmnumpy.nn.mlp import bias_activation  # noqa: E402
 
 
 @njit(cache=True)

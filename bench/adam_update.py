@@ -21,7 +21,7 @@ from numba import njit
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench import common as C  # noqa: E402
-from fmnumpy import optim  # noqa: E402
+from fmnumpy.train import optim  # noqa: E402
 
 ROUNDS = 7
 

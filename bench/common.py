@@ -322,7 +322,7 @@ def report_markdown(res, title):
 
 def report_chart(res, path, title):
     """Bars of the ratio fmnumpy / PyTorch, one group per workload, one bar per thread count."""
-    from fmnumpy.plots import bar_chart
+    from fmnumpy.plots.euclidean import bar_chart
     recs = [(train_label(r), r) for r in res.get("train", [])]
     recs += [(sample_label(r), r) for r in res.get("sample", [])]
     labels = list(dict.fromkeys(lab for lab, _ in recs))

@@ -25,8 +25,8 @@ from . import common as C
 def _spec_theta(model, seed):
     """MLPSpec and the initial weights FlowMatcher(seed=seed) starts from."""
     import numpy as np
-    from fmnumpy.api import INIT_STREAM
-    from fmnumpy.mlp import MLPSpec, init_params
+    from fmnumpy.euclidean.estimator import INIT_STREAM
+    from fmnumpy.nn.mlp import MLPSpec, init_params
     m = C.MODELS[model]
     spec = MLPSpec(2, m["hidden"], m["activation"])
     return spec, init_params(spec.sizes, np.random.default_rng([seed, INIT_STREAM]), np.float32)
@@ -35,7 +35,7 @@ def _spec_theta(model, seed):
 def _stream(batch, seed):
     """fmnumpy's training-data stream, the one FlowMatcher.fit builds."""
     import numpy as np
-    from fmnumpy import datasets, train
+    from fmnumpy.euclidean import datasets, stream as train
     return train.BatchStream(datasets.make_sampler(C.DATASET), 2, batch, seed, np.float32)
 
 
@@ -103,7 +103,7 @@ class OursSample:
 
     def __init__(self, model, particles, threads, seed=0):
         import numpy as np
-        from fmnumpy.solvers import integrate_mlp
+        from fmnumpy.euclidean.integrate import integrate_mlp
         self.integrate = integrate_mlp
         self.spec, self.theta = _spec_theta(model, seed)
         rng = np.random.default_rng([seed, 7])
@@ -150,10 +150,10 @@ class Validate:
         import numpy as np
         import torch
         from fmnumpy import FlowMatcher
-        from fmnumpy.mlp import Workspace
-        from fmnumpy.paths import STRAIGHT
-        from fmnumpy.step import loss_and_grad
-        from fmnumpy.train import NO_LABELS
+        from fmnumpy.nn.mlp import Workspace
+        from fmnumpy.euclidean.paths import STRAIGHT
+        from fmnumpy.euclidean.step import loss_and_grad
+        from fmnumpy.euclidean.stream import NO_LABELS
         from . import torch_ref as R
         spec, theta = _spec_theta(self.model, self.seed)
         x0, x1, t = _stream(batch, self.seed).batch_at(0)
@@ -194,7 +194,7 @@ class Validate:
     def sample(self, particles):
         import numpy as np
         import torch
-        from fmnumpy.solvers import integrate_mlp
+        from fmnumpy.euclidean.integrate import integrate_mlp
         from . import torch_ref as R
         spec, theta = _spec_theta(self.model, self.seed)
         rng = np.random.default_rng([self.seed, 8])

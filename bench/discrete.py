@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from fmnumpy.discrete_api import DiscreteFlowMatcher  # noqa: E402
+from fmnumpy.discrete.estimator import DiscreteFlowMatcher  # noqa: E402
 
 DEFAULT = DiscreteFlowMatcher()
 
@@ -37,7 +37,7 @@ def main(argv=None):
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
                                                    "discrete.json"))
     a = ap.parse_args(argv)
-    from fmnumpy.cli_discrete import TRAIN_DEFAULTS
+    from fmnumpy.cli.discrete import TRAIN_DEFAULTS
     steps = a.steps or TRAIN_DEFAULTS["steps"]
     batch = a.batch_size or TRAIN_DEFAULTS["batch_size"]
     res = dict(settings=dict(vocab=a.vocab, steps=steps, batch_size=batch, hidden=a.hidden,

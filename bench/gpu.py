@@ -124,8 +124,8 @@ def torch_rk4(torch, model, x, steps):
 # ---- validation ------------------------------------------------------------------------
 
 def validate(torch, dev, cfg, res):
-    from fmnumpy.cuda.solvers import CudaSampler, cuda_sample
-    from fmnumpy.cuda.stepper import CudaTrainer
+    from fmnumpy.euclidean.cuda.solvers import CudaSampler, cuda_sample
+    from fmnumpy.euclidean.cuda.stepper import CudaTrainer
     spec, theta = C.model_of("B")
     B = cfg["val_batch"]
     rng = np.random.default_rng(1)
@@ -176,7 +176,7 @@ def validate(torch, dev, cfg, res):
 
 def bench_train(torch, dev, cfg, name, B, sync_all, settings=None):
     """``settings``: launch settings (TILES, config) of the variant to time."""
-    from fmnumpy.cuda.stepper import CudaTrainer
+    from fmnumpy.euclidean.cuda.stepper import CudaTrainer
     spec, theta = C.model_of(name)
     out = dict(model=name, batch=B, params=spec.n_params, settings=settings or {})
 
@@ -269,9 +269,9 @@ def bench_logprob(torch, dev, cfg, name, steps, sync_all):
     CPU's float64 oracle."""
     import numba
 
-    from fmnumpy.cuda.device import cuda_module
-    from fmnumpy.cuda.likelihood import CudaLikelihood, cuda_solve_logp
-    from fmnumpy.likelihood import gaussian_logpdf, log_prob
+    from fmnumpy.euclidean.cuda.device import cuda_module
+    from fmnumpy.euclidean.cuda.likelihood import CudaLikelihood, cuda_solve_logp
+    from fmnumpy.euclidean.likelihood import gaussian_logpdf, log_prob
     spec, theta = C.model_of(name)
     N, nv, nc = cfg["particles"], cfg["val_particles"], cfg["logp_cpu_points"]
     x = np.random.default_rng(2).standard_normal((N, 2)).astype(np.float32)

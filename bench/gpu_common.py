@@ -22,8 +22,8 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from fmnumpy import config  # noqa: E402
-from fmnumpy.mlp import MLPSpec, init_params  # noqa: E402
-from fmnumpy.optim import AdamConfig  # noqa: E402
+from fmnumpy.nn.mlp import MLPSpec, init_params  # noqa: E402
+from fmnumpy.train.optim import AdamConfig  # noqa: E402
 
 MODELS = {"A": ((64, 64, 64), "selu"), "B": ((256, 256, 256), "silu")}
 SMOKE_MODELS = {"A": ((6,), "selu"), "B": ((9, 17), "silu")}
@@ -42,7 +42,7 @@ QUICK = dict(train=(("B", 12), ("B", 40)), warmup=2, runs=2, steps=3,
 
 def shrink_tiles():
     """Smoke runs: the tiny tiles of tests/test_cuda.py (the simulator is slow)."""
-    from fmnumpy.cuda import tiles
+    from fmnumpy.euclidean.cuda import tiles
     config.CUDA_THREADS_PER_BLOCK = 8
     tiles.TILES.update(mlp_tm=2, mlp_tn=4, mlp_bk=4, mlp_bk_small=8, mlp_stage_regs=4,
                        min_blocks=3, mlp_threads_narrow=8, max_registers=0, wg_bm=8, wg_bn=8,
@@ -70,7 +70,7 @@ def adam():
 # ---- timing ----------------------------------------------------------------------------
 
 def sync(torch_dev):
-    from fmnumpy.cuda.device import synchronize
+    from fmnumpy.euclidean.cuda.device import synchronize
     synchronize()
     if torch_dev is not None:
         torch_dev()
@@ -87,8 +87,8 @@ def timed(fn, sync_all):
 def first_solve(spec, theta, x0, method, steps, settings, sync_all):
     """A CudaSampler built under ``settings`` and its first (compiling) solve of x0:
     (sampler, x on the device after it, s to build + copy + solve, s of the solve)."""
-    from fmnumpy.cuda.device import cuda_module
-    from fmnumpy.cuda.solvers import CudaSampler
+    from fmnumpy.euclidean.cuda.device import cuda_module
+    from fmnumpy.euclidean.cuda.solvers import CudaSampler
     t0 = time.perf_counter()
     with applied(settings or {}):
         smp = CudaSampler(theta, spec)
@@ -99,7 +99,7 @@ def first_solve(spec, theta, x0, method, steps, settings, sync_all):
 
 def timed_solve(smp, x0, method, steps, sync_all):
     """Seconds of one solve from a fresh device copy of x0 (the copy is not timed)."""
-    from fmnumpy.cuda.device import cuda_module
+    from fmnumpy.euclidean.cuda.device import cuda_module
     x_d = cuda_module().to_device(x0)
     return timed(lambda: smp.integrate(x_d, method, steps), sync_all)
 
@@ -146,7 +146,7 @@ def dry_settings(settings):
 @contextlib.contextmanager
 def applied(settings):
     """TILES entries and fmnumpy.config names of ``settings`` set for the block."""
-    from fmnumpy.cuda import tiles as T
+    from fmnumpy.euclidean.cuda import tiles as T
     if DRY:
         settings = dry_settings(settings)
     saved_t = dict(T.TILES)
@@ -192,8 +192,8 @@ def start(smoke, stem, markdown):
     if smoke:
         shrink_tiles()
     import torch
-    from fmnumpy.cuda import require_gpu
-    from fmnumpy.cuda.tiles import TILES
+    from fmnumpy.euclidean.cuda import require_gpu
+    from fmnumpy.euclidean.cuda.tiles import TILES
     require_gpu()
     real = torch.cuda.is_available() and not smoke
     if real:

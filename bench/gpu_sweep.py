@@ -95,7 +95,7 @@ def sweep_sample(model, cfg, sync_all, settings):
 def sweep_train(cfg, sync_all, settings):
     """One training variant at the largest batch: the gradient of a fixed batch (for
     validation), per-kernel times and steps/s; returns (result dict, gradient)."""
-    from fmnumpy.cuda.stepper import CudaTrainer
+    from fmnumpy.euclidean.cuda.stepper import CudaTrainer
     spec, theta = C.model_of("B")
     B = cfg["train"][-1][1]
     x0, x1 = np.random.default_rng(3).standard_normal((2, B, 2)).astype(np.float32)

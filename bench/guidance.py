@@ -18,7 +18,8 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from fmnumpy import DEFAULTS, FlowMatcher, datasets  # noqa: E402
+from fmnumpy import DEFAULTS, FlowMatcher  # noqa: E402
+from fmnumpy.euclidean import datasets
 
 WEIGHTS = (0.0, 1.0, 2.0, 3.0, 4.0)
 CENTRES = datasets.EIGHT_CENTRES / 1.414           # the modes, as 8gaussians scales them
@@ -60,7 +61,7 @@ def main(argv=None):
         print(f"seed {seed}: " + ", ".join(f"w={w:g} {np.mean(run['accuracy'][str(w)]):.4f}"
                                             for w in WEIGHTS), flush=True)
         if a.pictures and seed == a.seeds[0]:
-            from fmnumpy.cli import _class_pictures
+            from fmnumpy.cli.main import _class_pictures
             os.makedirs(a.pictures, exist_ok=True)
             _class_pictures(fm, datasets.as_data("8gaussians", True), a.pictures, seed)
     res["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")

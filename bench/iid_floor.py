@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from fmnumpy import datasets  # noqa: E402
+from fmnumpy.euclidean import datasets  # noqa: E402
 from fmnumpy.metrics import w2  # noqa: E402
 
 SETS = ("2spirals", "8gaussians", "checkerboard", "moons", "pinwheel", "rings",

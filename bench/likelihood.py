@@ -84,9 +84,11 @@ def main(argv=None):
     from bench.common import PAUSE_S, fmt, machine_info, markdown_table, thread_report, \
         write_json
     from bench.torch_ref import build_model
-    from fmnumpy import FlowMatcher, likelihood, mlp
-    from fmnumpy.api import DEFAULTS, X_FREQS
-    from fmnumpy.solvers import integrate_mlp
+    from fmnumpy import FlowMatcher
+    from fmnumpy.euclidean import likelihood
+    from fmnumpy.nn import mlp
+    from fmnumpy.euclidean.estimator import DEFAULTS, X_FREQS
+    from fmnumpy.euclidean.integrate import integrate_mlp
 
     torch.set_num_threads(a.threads)
     if a.checkpoint:

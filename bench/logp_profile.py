@@ -37,11 +37,12 @@ def main(argv=None):
     a = ap.parse_args(argv)
     import numba
     numba.set_num_threads(1)
-    from fmnumpy.solvers import limit_blas
+    from fmnumpy.threads import limit_blas
     limit_blas(1)
     from fmnumpy import FlowMatcher
-    from fmnumpy import likelihood as lik
-    from fmnumpy.mlp import Workspace, input_features, input_tangents, velocity
+    from fmnumpy.euclidean import likelihood as lik
+    from fmnumpy.nn.tangents import activation_forward_jvp
+    from fmnumpy.nn.mlp import Workspace, input_features, input_tangents, velocity
     if a.checkpoint:
         fm = FlowMatcher.load(a.checkpoint)
     else:
@@ -67,7 +68,7 @@ def main(argv=None):
         f"one {H} x {H} product, forward rows": timed(lambda: np.dot(h, W, z)),
         f"one {H} x {H} product, {D} tangent rows each": timed(lambda: np.dot(dh, W, dz)),
         "one activation pass with its tangent rule":
-            timed(lambda: lik.activation_forward_jvp(z, dz, kind, s)),
+            timed(lambda: activation_forward_jvp(z, dz, kind, s)),
         "sampler field (mlp.velocity)":
             timed(lambda: velocity(theta, spec.sizes, spec.kind, spec.feats, x, t, ws.X, ws.A,
                                    ws.Z)),

@@ -13,8 +13,8 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from fmnumpy import manifold_datasets as mdata  # noqa: E402
-from fmnumpy import manifolds as mf  # noqa: E402
+from fmnumpy.manifold import datasets as mdata  # noqa: E402
+from fmnumpy.manifold import manifolds as mf  # noqa: E402
 
 
 def cells(code, xt):

@@ -18,9 +18,9 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from fmnumpy import manifold_datasets as mdata  # noqa: E402
-from fmnumpy.manifold_api import ManifoldFlowMatcher  # noqa: E402
-from fmnumpy.manifolds import NAMES  # noqa: E402
+from fmnumpy.manifold import datasets as mdata  # noqa: E402
+from fmnumpy.manifold.estimator import ManifoldFlowMatcher  # noqa: E402
+from fmnumpy.manifold.manifolds import NAMES  # noqa: E402
 
 CONFIGS = {
     "base": dict(x_freqs=0, time_power=1.0),
@@ -42,7 +42,7 @@ def main(argv=None):
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
                                                    "manifolds.json"))
     a = ap.parse_args(argv)
-    from fmnumpy.cli_manifold import TRAIN_DEFAULTS
+    from fmnumpy.cli.manifold import TRAIN_DEFAULTS
     steps = a.steps or TRAIN_DEFAULTS["steps"]
     batch = a.batch_size or TRAIN_DEFAULTS["batch_size"]
     res = dict(settings=dict(steps=steps, batch_size=batch, n=2000, floor_pairs=20,

@@ -15,7 +15,8 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from fmnumpy import FlowMatcher, datasets  # noqa: E402
+from fmnumpy import FlowMatcher  # noqa: E402
+from fmnumpy.euclidean import datasets
 
 
 def main(argv=None):

@@ -35,9 +35,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 from bench.common import machine_info, median, write_json  # noqa: E402
 from fmnumpy import FlowMatcher  # noqa: E402
-from fmnumpy.couplings import exact_ot_chunk  # noqa: E402
-from fmnumpy.datasets import sample  # noqa: E402
-from fmnumpy.distances import sq_dists  # noqa: E402
+from fmnumpy.couplings.registry import exact_ot_chunk  # noqa: E402
+from fmnumpy.euclidean.datasets import sample  # noqa: E402
+from fmnumpy.couplings.distances import sq_dists  # noqa: E402
 
 MODELS = {"A": ((64, 64, 64), "selu"), "B": ((256, 256, 256), "silu")}
 DATASET = "2spirals"

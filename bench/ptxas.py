@@ -65,14 +65,14 @@ def kernels():
     """[(workload, kernel name, dispatcher, example args, fastmath, register cap, layout)]."""
     from numba.cuda.random import xoroshiro128p_dtype
 
-    from fmnumpy.cuda.device import fastmath
-    from fmnumpy.cuda.layout import layer_table
-    from fmnumpy.cuda.likelihood import CudaLikelihood, make_rk_logp
-    from fmnumpy.cuda.solvers import CudaSampler, make_rk_mlp, tableau_array
-    from fmnumpy.cuda.step import make_forward_backward, make_weight_grad
-    from fmnumpy.cuda.stepper import CudaTrainer
-    from fmnumpy.cuda.tiles import TILES, register_cap, stage_regs, wg_config
-    from fmnumpy.mlp import MLPSpec
+    from fmnumpy.euclidean.cuda.device import fastmath
+    from fmnumpy.euclidean.cuda.layout import layer_table
+    from fmnumpy.euclidean.cuda.likelihood import CudaLikelihood, make_rk_logp
+    from fmnumpy.euclidean.cuda.solvers import CudaSampler, make_rk_mlp, tableau_array
+    from fmnumpy.euclidean.cuda.step import make_forward_backward, make_weight_grad
+    from fmnumpy.euclidean.cuda.stepper import CudaTrainer
+    from fmnumpy.euclidean.cuda.tiles import TILES, register_cap, stage_regs, wg_config
+    from fmnumpy.nn.mlp import MLPSpec
     out = []
     regs, kp = stage_regs("mlp"), int(TILES["mlp_kpass"])
     tab = tableau_array("rk4")
@@ -150,7 +150,7 @@ def compiled(want, arch, ptxas):
     """Rows of :func:`ptxas_report` for the kernels of the workloads in ``want``
     (None: all), under the TILES and config in force."""
     from numba import cuda
-    from fmnumpy.cuda import likelihood, mlp, solvers, step
+    from fmnumpy.euclidean.cuda import likelihood, mlp, solvers, step
     for f in (mlp.make_block_mlp, solvers.make_rk_mlp, likelihood.make_rk_logp,
               step.make_forward_backward, step.make_weight_grad):
         f.cache_clear()                 # the settings in force, not a cached build

@@ -23,7 +23,8 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from fmnumpy import DEFAULTS, FlowMatcher, datasets  # noqa: E402
+from fmnumpy import DEFAULTS, FlowMatcher  # noqa: E402
+from fmnumpy.euclidean import datasets
 from fmnumpy.metrics import w2  # noqa: E402
 
 SETS = ("2spirals", "8gaussians", "checkerboard", "moons", "pinwheel", "rings",

@@ -35,12 +35,13 @@ def child(name, threads, batch):
     """Serve timed runs of one stepper: read a step count, train, print the seconds."""
     import numpy as np
 
-    from fmnumpy import datasets, mlp
-    from fmnumpy.optim import AdamConfig
-    from fmnumpy.paths import STRAIGHT
-    from fmnumpy.state import TrainState
-    from fmnumpy.step import CpuStepper
-    from fmnumpy.train import BatchStream, PathNoise
+    from fmnumpy.euclidean import datasets
+    from fmnumpy.nn import mlp
+    from fmnumpy.train.optim import AdamConfig
+    from fmnumpy.euclidean.paths import STRAIGHT
+    from fmnumpy.train.state import TrainState
+    from fmnumpy.euclidean.step import CpuStepper
+    from fmnumpy.euclidean.stream import BatchStream, PathNoise
     m = MODELS[name]
     spec = mlp.MLPSpec(2, m["hidden"], m["activation"], x_freqs=m["x_freqs"])
     stream = BatchStream(datasets.make_sampler("2spirals"), 2, batch, 0, np.float32,

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fmnumpy.mlp import feature_directions
+from fmnumpy.nn.mlp import feature_directions
 
 ACTIVATIONS = {"silu": nn.SiLU, "selu": nn.SELU, "relu": nn.ReLU, "tanh": nn.Tanh}
 

@@ -26,7 +26,8 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from fmnumpy import FlowMatcher, datasets  # noqa: E402
+from fmnumpy import FlowMatcher  # noqa: E402
+from fmnumpy.euclidean import datasets
 from fmnumpy.metrics import w2  # noqa: E402
 
 TASKS = (("normal", "moons"), ("normal", "scurve"), ("8gaussians", "moons"))
@@ -98,7 +99,7 @@ def main(argv=None):
                 print(f"{source} -> {target} {coupling} seed {seed}: W2 {m['w2']:.4f}, "
                       f"NPE {m['npe']:.4f}, W1 {m['w1']:.4f} ({train_s:.0f} s)", flush=True)
                 if a.pictures and seed == a.seeds[0]:
-                    from fmnumpy import plots
+                    from fmnumpy.plots import euclidean as plots
                     os.makedirs(a.pictures, exist_ok=True)
                     _, traj = fm.sample(2000, method=METHOD, steps=SAMPLE_STEPS, seed=seed,
                                         record=50)

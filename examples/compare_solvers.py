@@ -12,9 +12,9 @@ import sys
 import numpy as np
 
 from fmnumpy import FlowMatcher
-from fmnumpy.datasets import sample as draw
+from fmnumpy.euclidean.datasets import sample as draw
 from fmnumpy.metrics import w2
-from fmnumpy.solvers import TABLEAUS
+from fmnumpy.ode.solvers import TABLEAUS
 
 if len(sys.argv) > 1:
     fm = FlowMatcher.load(sys.argv[1])

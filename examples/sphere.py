@@ -12,11 +12,11 @@ import os
 import numpy as np
 
 from fmnumpy import FlowMatcher
-from fmnumpy import manifold_datasets as mdata
-from fmnumpy import manifold_plots as mplots
-from fmnumpy.manifold_api import grid_mass, grid_points
-from fmnumpy.manifolds import SPHERE
-from fmnumpy.metrics import geodesic_w2
+from fmnumpy.manifold import datasets as mdata
+from fmnumpy.plots import manifold as mplots
+from fmnumpy.manifold.estimator import grid_mass, grid_points
+from fmnumpy.manifold.manifolds import SPHERE
+from fmnumpy.manifold.metrics import geodesic_w2
 
 OUT = "examples_out"
 

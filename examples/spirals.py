@@ -9,8 +9,9 @@ import os
 
 import numpy as np
 
-from fmnumpy import FlowMatcher, plots
-from fmnumpy.datasets import sample as draw
+from fmnumpy import FlowMatcher
+from fmnumpy.plots import euclidean as plots
+from fmnumpy.euclidean.datasets import sample as draw
 from fmnumpy.metrics import w2
 
 OUT = "examples_out"

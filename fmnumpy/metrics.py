@@ -22,9 +22,10 @@ import math
 import numpy as np
 from numba import njit
 
-from .distances import check_pair, sq_dist_row, sq_dists, sq_dists_into, transpose  # noqa: F401
-from .errors import FmnumpyError, positive_int
-from .ot import sliced_guess
+from fmnumpy.couplings.distances import (check_pair, sq_dist_row, sq_dists, sq_dists_into,
+    transpose)  # noqa: F401
+from fmnumpy.errors import FmnumpyError, positive_int
+from fmnumpy.couplings.ot import sliced_guess
 
 MEDIAN_SUBSAMPLE = 1000     # points used by the median-distance heuristic
 BANDWIDTH_SCALES = (0.5, 1.0, 2.0)   # default RBF bandwidths, times the median distance
@@ -46,7 +47,7 @@ def _check_equal_size(a, b, what):
 def _assigned_mean(C, u0=None):
     """1/N sum_i C[i, pi(i)] for an optimal assignment pi of the costs C (N, N)
     (``assignment.linear_assignment``; u0 an optional guess of the row potentials)."""
-    from .assignment import linear_assignment
+    from fmnumpy.couplings.assignment import linear_assignment
     cols = linear_assignment(C, u0=u0)
     return float(C[np.arange(C.shape[0]), cols].mean())
 
@@ -64,20 +65,6 @@ def w2(a, b):
     # a starting guess of the dual potentials from sorted projections: the same optimum,
     # found faster (docs/couplings.md, "Jonker-Volgenant")
     return math.sqrt(_assigned_mean(sq_dists(a, b), u0=sliced_guess(a, b)))
-
-
-def geodesic_w2(a, b, manifold="sphere"):
-    """Exact W2 between equal-size point sets a, b (N, D) on a manifold
-    (``manifolds.py``): the optimal assignment on the squared geodesic cost
-    d(a_i, b_j)^2, W2 = sqrt(min_pi 1/N sum_i d(a_i, b_pi(i))^2)."""
-    from .manifolds import check_points, manifold_code, sq_dist_matrix
-    code = manifold_code(manifold)
-    a = check_points(code, a, where="a")
-    b = check_points(code, b, a.shape[1], where="b")
-    _check_equal_size(a, b, "W2")
-    C = np.empty((a.shape[0], b.shape[0]))
-    sq_dist_matrix(code, a, b, C)
-    return math.sqrt(_assigned_mean(C))
 
 
 def w1(a, b):

@@ -12,11 +12,12 @@ import math
 import numpy as np
 from hypothesis import HealthCheck, settings, strategies as st
 
-from fmnumpy import mlp, step
-from fmnumpy.activations import ACTIVATIONS, RELU, SELU
-from fmnumpy.cli import main
-from fmnumpy.paths import STRAIGHT
-from fmnumpy.train import NO_LABELS
+from fmnumpy.nn import mlp
+from fmnumpy.euclidean import step
+from fmnumpy.nn.activations import ACTIVATIONS, RELU, SELU
+from fmnumpy.cli.main import main
+from fmnumpy.euclidean.paths import STRAIGHT
+from fmnumpy.euclidean.stream import NO_LABELS
 
 EPS = 1e-6           # central-difference step
 SETTINGS = settings(max_examples=25, deadline=None, derandomize=True,

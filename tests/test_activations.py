@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from numba import njit
 
-from fmnumpy import activations as acts
-from fmnumpy.activations import ACTIVATIONS, act_cpu, dact_cpu, ddact_cpu
+from fmnumpy.nn import activations as acts
+from fmnumpy.nn.activations import ACTIVATIONS, act_cpu, dact_cpu, ddact_cpu
 
 TANH_F32_ERR = 4e-7          # about 4 float32 ulps of 1 (tools/fit_tanh.py prints 3.2e-7)
 

@@ -8,16 +8,13 @@ import numpy as np
 import pytest
 from numba import njit
 
-from fmnumpy.adaptive import DOPRI5, SolveStats, dopri5, dopri5_mlp
+from fmnumpy.ode.adaptive import DOPRI5, SolveStats, dopri5
+from fmnumpy.euclidean.integrate import dopri5_mlp
 from fmnumpy.errors import FmnumpyError
-from fmnumpy.likelihood import (
-    augmented,
-    gaussian_field,
-    gaussian_logpdf,
-    sample_with_logprob,
-)
-from fmnumpy.mlp import MLPSpec, init_params
-from fmnumpy.solvers import TABLEAUS, rk_integrate
+from fmnumpy.euclidean.likelihood import (augmented, gaussian_field, gaussian_logpdf,
+    sample_with_logprob)
+from fmnumpy.nn.mlp import MLPSpec, init_params
+from fmnumpy.ode.solvers import TABLEAUS, rk_integrate
 
 # ---- the tableau, in exact arithmetic ------------------------------------------------
 

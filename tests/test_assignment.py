@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from numba import njit
 
-from fmnumpy.assignment import fmax, fmin, lapjv, lapjv_into, linear_assignment, work_sizes
+from fmnumpy.couplings.assignment import (fmax, fmin, lapjv, lapjv_into, linear_assignment,
+    work_sizes)
 from fmnumpy.errors import FmnumpyError
 
 SETTINGS = settings(max_examples=60, deadline=None, derandomize=True)

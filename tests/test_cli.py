@@ -150,7 +150,7 @@ def test_train_on_the_bridge_then_resume_and_evaluate(tmp_path, capsys):
     fm = FlowMatcher.load(ckpt)
     assert (fm.path, fm.sb_sigma, fm.step_) == ("sb", 0.5, 20)
     code = run(["train", "--resume", "--path", "cosine", "--steps", 30, "--out", out, *TINY])
-    assert_one_line_error(capsys, code, "sb path", "--resume")
+    assert_one_line_error(capsys, code, "--path sb", "--resume")
     code = run(["train", "--resume", "--steps", 30, "--out", out, *TINY])
     _, err = capsys.readouterr()
     assert code == 0, err

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from fmnumpy import couplings as cp
-from fmnumpy import ot
-from fmnumpy.datasets import sample
+from fmnumpy.couplings import registry as cp
+from fmnumpy.couplings import ot
+from fmnumpy.euclidean.datasets import sample
 from fmnumpy.errors import FmnumpyError
-from fmnumpy.distances import sq_dists
-from fmnumpy.paths import SB_DENOM_EPS, cosine_path, sb_path
+from fmnumpy.couplings.distances import sq_dists
+from fmnumpy.euclidean.paths import SB_DENOM_EPS, cosine_path, sb_path
 
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True)
 
@@ -156,7 +156,7 @@ def test_exact_ot_is_the_unique_optimal_permutation(dataset):
 def test_sliced_guess_speeds_up_the_generic_solver_without_changing_it():
     """linear_assignment with the sliced guess returns the optimum of the
     plain solver (what metrics.w2 would get)."""
-    from fmnumpy.assignment import linear_assignment
+    from fmnumpy.couplings.assignment import linear_assignment
     rng = np.random.default_rng(13)
     a, b = sample("2spirals", 300, rng), sample("2spirals", 300, rng)
     C = sq_dists(a, b)
@@ -306,7 +306,7 @@ def test_bad_batches_raise(x0, x1):
 
 
 def test_batch_stream_hook_applies_exact_ot():
-    from fmnumpy.train import BatchStream
+    from fmnumpy.euclidean.stream import BatchStream
 
     def draw(n, rng):
         return rng.standard_normal((n, 2)) * 0.3 + 2.0

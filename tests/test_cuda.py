@@ -22,12 +22,13 @@ import pytest
 
 from fmnumpy import config
 from fmnumpy.errors import FmnumpyError
-from fmnumpy.mlp import MLPSpec, Workspace, init_params, input_features, velocity
-from fmnumpy.optim import AdamConfig, adam_update, clip_grad_norm, ema_decay_at, ema_update
-from fmnumpy.paths import STRAIGHT
-from fmnumpy.solvers import TABLEAUS
-from fmnumpy.step import loss_and_grad
-from fmnumpy.train import NO_LABELS
+from fmnumpy.nn.mlp import MLPSpec, Workspace, init_params, input_features, velocity
+from fmnumpy.train.optim import (AdamConfig, adam_update, clip_grad_norm, ema_decay_at,
+    ema_update)
+from fmnumpy.euclidean.paths import STRAIGHT
+from fmnumpy.ode.solvers import TABLEAUS
+from fmnumpy.euclidean.step import loss_and_grad
+from fmnumpy.euclidean.stream import NO_LABELS
 
 REAL = os.environ.get("FMNUMPY_CUDA_REAL") == "1"
 SIM = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
@@ -51,8 +52,8 @@ def test_kernels_in_simulator():
 
 
 def test_import_needs_no_gpu():
-    """Importing fmnumpy.cuda imports neither numba.cuda nor numba-cuda."""
-    code = ("import sys, fmnumpy; before = set(sys.modules); import fmnumpy.cuda; "
+    """Importing fmnumpy.euclidean.cuda imports neither numba.cuda nor numba-cuda."""
+    code = ("import sys, fmnumpy; before = set(sys.modules); import fmnumpy.euclidean.cuda; "
             "print(any(m == 'numba.cuda' or m.startswith('numba_cuda') "
             "for m in set(sys.modules) - before))")
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
@@ -63,7 +64,7 @@ def test_import_needs_no_gpu():
 
 
 def test_require_gpu_is_one_clear_line(monkeypatch):
-    import fmnumpy.cuda as fc
+    import fmnumpy.euclidean.cuda as fc
     monkeypatch.setattr(fc, "gpu_available", lambda: False)
     with pytest.raises(FmnumpyError) as e:
         fc.require_gpu()
@@ -75,10 +76,10 @@ def test_require_gpu_is_one_clear_line(monkeypatch):
 def test_elements_match_the_cpu_array_code():
     """The scalar formulas the GPU compiles, called as plain Python, against the CPU's
     compiled array code built from them."""
-    from fmnumpy.loss import cfm_element, cfm_loss_backward, cfm_loss_forward
-    from fmnumpy.mlp import time_feature
-    from fmnumpy.optim import clip_grad_norm, clip_scale
-    from fmnumpy.paths import path_element, straight_path
+    from fmnumpy.nn.loss import cfm_element, cfm_loss_backward, cfm_loss_forward
+    from fmnumpy.nn.mlp import time_feature
+    from fmnumpy.train.optim import clip_grad_norm, clip_scale
+    from fmnumpy.euclidean.paths import path_element, straight_path
     rng = np.random.default_rng(0)
     x0, x1, v = (rng.standard_normal((4, 3)) for _ in range(3))
     t = rng.random(4)
@@ -107,8 +108,8 @@ def test_elements_match_the_cpu_array_code():
 
 def test_spiral_point_is_the_2spirals_formula():
     """Replays the draws of datasets.two_spirals for n = 2 (one point per arm)."""
-    from fmnumpy import datasets
-    from fmnumpy.datasets import spiral_point
+    from fmnumpy.euclidean import datasets
+    from fmnumpy.euclidean.datasets import spiral_point
     for seed in range(5):
         ref = datasets.two_spirals(2, np.random.default_rng(seed))
         rng = np.random.default_rng(seed)
@@ -128,7 +129,7 @@ TINY = dict(mlp_tm=2, mlp_tn=4, mlp_bk=4, mlp_bk_small=8, mlp_stage_regs=16, min
 
 
 def shrink(monkeypatch, stage_regs):
-    from fmnumpy.cuda import tiles
+    from fmnumpy.euclidean.cuda import tiles
     monkeypatch.setattr(config, "CUDA_THREADS_PER_BLOCK", 8)
     # exact math at the tight tolerances here; fastmath: test_default_tiles_on_the_gpu
     monkeypatch.setattr(config, "CUDA_FASTMATH_SAMPLER", False)
@@ -146,7 +147,7 @@ def tiny(monkeypatch, request):
 @pytest.fixture(params=[(16, 4), (2, 1)], ids=["prefetch-kpass4", "chunked-kpass1"])
 def tiny_k(monkeypatch, request):
     """:func:`tiny` with the products' k per pass (TILES mlp_kpass, fb_kpass) 4 or 1."""
-    from fmnumpy.cuda import tiles
+    from fmnumpy.euclidean.cuda import tiles
     shrink(monkeypatch, request.param[0])
     monkeypatch.setitem(tiles.TILES, "mlp_kpass", request.param[1])
     monkeypatch.setitem(tiles.TILES, "fb_kpass", request.param[1])
@@ -192,7 +193,7 @@ def cpu_loss_and_grad(spec, theta, x0, x1, t, sigma_min, y=NO_LABELS):
 @pytest.mark.parametrize("name", list(SPECS))
 def test_loss_and_grad(tiny_k, name):
     """Fused forward/backward + weight-gradient GEMM + reduction vs step.loss_and_grad."""
-    from fmnumpy.cuda.stepper import CudaTrainer
+    from fmnumpy.euclidean.cuda.stepper import CudaTrainer
     spec = SPECS[name]
     B = 11
     theta = init_params(spec.sizes, np.random.default_rng(1))
@@ -214,7 +215,7 @@ COND = MLPSpec(2, (9, 6), "silu", n_freq=1, n_classes=3, x_freqs=1)   # labels 0
 def test_loss_and_grad_with_labels(tiny1):
     """A conditional network: each row's class (the null class included) as a one-hot
     input from the last column of the batch, against step.loss_and_grad."""
-    from fmnumpy.cuda.stepper import CudaTrainer
+    from fmnumpy.euclidean.cuda.stepper import CudaTrainer
     B = 11
     theta = init_params(COND.sizes, np.random.default_rng(1))
     x0, x1, t = batch(B, 2, 2)
@@ -233,8 +234,8 @@ def test_loss_and_grad_with_labels(tiny1):
 @pytest.mark.parametrize("name", ["silu", "full"])
 def test_loss_and_grad_dynamic_shared(tiny, monkeypatch, name):
     """forward_backward with [hs | ws] in dynamic shared memory."""
-    from fmnumpy.cuda import tiles
-    from fmnumpy.cuda.stepper import CudaTrainer
+    from fmnumpy.euclidean.cuda import tiles
+    from fmnumpy.euclidean.cuda.stepper import CudaTrainer
     monkeypatch.setitem(tiles.TILES, "mlp_dynamic_shared", 8192)
     small_static_limit(monkeypatch)
     spec = SPECS[name]
@@ -255,7 +256,7 @@ def test_loss_and_grad_dynamic_shared(tiny, monkeypatch, name):
 def test_train_steps(tiny):
     """Three AdamW steps with clipping active, sigma_min > 0, and the EMA, against
     the CPU step assembled from its parts."""
-    from fmnumpy.cuda.stepper import CudaTrainer
+    from fmnumpy.euclidean.cuda.stepper import CudaTrainer
     spec = SPECS["silu"]
     B, n, sigma_min = 6, 3, 0.1
     opt = AdamConfig(lr=1e-2, weight_decay=0.1, decoupled=True, clip=0.5, ema_decay=0.9,
@@ -268,7 +269,7 @@ def test_train_steps(tiny):
                                 np.stack([d[2] for d in data]), step=0, total=10)
     got = tr.get_state()
 
-    from fmnumpy.optim import learning_rate
+    from fmnumpy.train.optim import learning_rate
     th, m, v, ema = theta.copy(), 0 * theta, 0 * theta, theta.copy()
     b1, b2 = opt.betas
     ref_losses = []
@@ -289,7 +290,7 @@ def test_train_steps(tiny):
 
 @kernels
 def test_nonfinite_loss_keeps_the_last_good_weights(tiny):
-    from fmnumpy.cuda.stepper import CudaTrainer
+    from fmnumpy.euclidean.cuda.stepper import CudaTrainer
     spec = SPECS["selu"]
     B = 5
     theta = init_params(spec.sizes, np.random.default_rng(4))
@@ -311,9 +312,9 @@ def test_device_data_streams(tiny, data, monkeypatch):
     """x0, t (and 2spirals' x1) drawn on the device, or x1 streamed per chunk:
     finite losses, the same for the same seed, a chunk boundary crossed; the time
     power changes them."""
-    from fmnumpy.cuda.stepper import CudaTrainer
-    from fmnumpy.datasets import make_sampler
-    from fmnumpy.train import BatchStream
+    from fmnumpy.euclidean.cuda.stepper import CudaTrainer
+    from fmnumpy.euclidean.datasets import make_sampler
+    from fmnumpy.euclidean.stream import BatchStream
     spec = SPECS["selu"]
     theta = init_params(spec.sizes, np.random.default_rng(5))
     monkeypatch.setattr(config, "DATA_CHUNK_STEPS", 2)      # chunks of two steps
@@ -362,7 +363,7 @@ def reference_integrate(theta, spec, x0, method, steps, record=0):
 @pytest.mark.parametrize("method,name", [(m, "silu") for m in TABLEAUS] + [("euler", "full"),
                                                                          ("rk4", "fourier")])
 def test_sampler(tiny_k, method, name):
-    from fmnumpy.cuda.solvers import cuda_sample
+    from fmnumpy.euclidean.cuda.solvers import cuda_sample
     spec = SPECS[name]
     theta = init_params(spec.sizes, np.random.default_rng(6))
     x0 = np.random.default_rng(7).standard_normal((7, 2)).astype(np.float32)
@@ -378,7 +379,7 @@ LAYOUTS = {"resident": dict(mlp_resident=1),
 
 def small_static_limit(monkeypatch):
     """Static shared memory of 256 bytes: tiny layouts need dynamic shared memory."""
-    from fmnumpy.cuda import tiles
+    from fmnumpy.euclidean.cuda import tiles
     monkeypatch.setattr(tiles, "SHARED_LIMIT", 256)
 
 
@@ -389,8 +390,8 @@ def test_sampler_layouts(tiny, monkeypatch, layout, method, name):
     """Resident weights (one load for all steps) and dynamic shared memory
     ([hs | ws] in one buffer) give the samples of the reference."""
     from numba import cuda
-    from fmnumpy.cuda import tiles
-    from fmnumpy.cuda.solvers import CudaSampler
+    from fmnumpy.euclidean.cuda import tiles
+    from fmnumpy.euclidean.cuda.solvers import CudaSampler
     for k, v in LAYOUTS[layout].items():
         monkeypatch.setitem(tiles.TILES, k, v)
     if "dynamic" in layout:
@@ -415,8 +416,8 @@ def test_sampler_with_labels_and_guidance(tiny1, labels, guidance):
     """A conditional network on the GPU: the null class (labels=None), the given
     labels, and classifier-free guidance (two rows per particle: v_y and v_null),
     against solvers.integrate_mlp."""
-    from fmnumpy.cuda.solvers import cuda_sample
-    from fmnumpy.solvers import integrate_mlp
+    from fmnumpy.euclidean.cuda.solvers import cuda_sample
+    from fmnumpy.euclidean.integrate import integrate_mlp
     theta = init_params(COND.sizes, np.random.default_rng(4))
     x0 = np.random.default_rng(5).standard_normal((7, 2)).astype(np.float32)
     y = None if labels is None else np.random.default_rng(6).integers(0, 3, 7)
@@ -427,7 +428,7 @@ def test_sampler_with_labels_and_guidance(tiny1, labels, guidance):
 
 @kernels
 def test_sampler_trajectory(tiny):
-    from fmnumpy.cuda.solvers import cuda_sample
+    from fmnumpy.euclidean.cuda.solvers import cuda_sample
     spec = SPECS["selu"]
     theta = init_params(spec.sizes, np.random.default_rng(8))
     x0 = np.random.default_rng(9).standard_normal((9, 2)).astype(np.float32)
@@ -445,7 +446,7 @@ LOGP_SPECS = dict(SPECS, d3=MLPSpec(3, (6,), "tanh", n_freq=1, x_freqs=1))   # G
 
 def cpu_logp(theta, spec, x, method, steps, backward):
     """(x(t1), l(t1)) of likelihood.integrate_logp in float64: the oracle."""
-    from fmnumpy.likelihood import integrate_logp, mlp_div_field, mlp_div_params
+    from fmnumpy.euclidean.likelihood import integrate_logp, mlp_div_field, mlp_div_params
     l0 = np.linspace(-1.0, 1.0, x.shape[0])
     t0, t1 = (1.0, 0.0) if backward else (0.0, 1.0)
     params = mlp_div_params(theta.astype(np.float64), spec, x.shape[0])
@@ -462,7 +463,7 @@ def cpu_logp(theta, spec, x, method, steps, backward):
 def test_logp_kernel(tiny1, method, name, backward):
     """The fused augmented solve [x, l] (forward-mode divergence in the block MLP's
     row groups) against the CPU's float64 solve, forwards and backwards in time."""
-    from fmnumpy.cuda.likelihood import CudaLikelihood, cuda_solve_logp
+    from fmnumpy.euclidean.cuda.likelihood import CudaLikelihood, cuda_solve_logp
     spec = LOGP_SPECS[name]
     theta = init_params(spec.sizes, np.random.default_rng(6))
     N = 5
@@ -482,8 +483,8 @@ def test_logp_kernel(tiny1, method, name, backward):
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 def test_logp_kernel_layouts(tiny1, monkeypatch, layout):
     """Resident weights and dynamic shared memory with D + 1 rows per particle."""
-    from fmnumpy.cuda import tiles
-    from fmnumpy.cuda.likelihood import CudaLikelihood, cuda_solve_logp
+    from fmnumpy.euclidean.cuda import tiles
+    from fmnumpy.euclidean.cuda.likelihood import CudaLikelihood, cuda_solve_logp
     for k, v in LAYOUTS[layout].items():
         monkeypatch.setitem(tiles.TILES, k, v)
     if "dynamic" in layout:
@@ -531,8 +532,8 @@ def test_flowmatcher_likelihood_on_the_gpu(tiny1):
 def test_default_tiles_on_the_gpu(hidden, activation):
     """The production configuration: models A and B, a batch that is no multiple of
     any tile, gradient and samples against the CPU."""
-    from fmnumpy.cuda.solvers import cuda_sample
-    from fmnumpy.cuda.stepper import CudaTrainer
+    from fmnumpy.euclidean.cuda.solvers import cuda_sample
+    from fmnumpy.euclidean.cuda.stepper import CudaTrainer
     spec = MLPSpec(2, hidden, activation)
     theta = init_params(spec.sizes, np.random.default_rng(10))
     B = 1000
@@ -547,7 +548,7 @@ def test_default_tiles_on_the_gpu(hidden, activation):
     np.testing.assert_allclose(cuda_sample(theta, spec, xs, "rk4", 5),
                                reference_integrate(theta, spec, xs, "rk4", 5),
                                rtol=1e-4, atol=1e-4)
-    from fmnumpy.cuda.likelihood import cuda_solve_logp
+    from fmnumpy.euclidean.cuda.likelihood import cuda_solve_logp
     l0, (t0, t1), ref_x, ref_l = cpu_logp(theta, spec, xs, "rk4", 5, True)
     got_x, got_l = cuda_solve_logp(theta, spec, xs, l0, "rk4", 5, t0, t1)
     np.testing.assert_allclose(got_x, ref_x, rtol=1e-4, atol=1e-4)

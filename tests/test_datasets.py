@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from fmnumpy import datasets as ds
+from fmnumpy.euclidean import datasets as ds
 from fmnumpy.config import DTYPE
 from fmnumpy.errors import FmnumpyError
 

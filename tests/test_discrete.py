@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from fmnumpy import discrete as dfm
-from fmnumpy.activations import ACTIVATIONS
-from fmnumpy.discrete_api import DiscreteFlowMatcher
+import fmnumpy
+from fmnumpy.discrete import mixture as dfm
+from fmnumpy.nn.activations import ACTIVATIONS
+from fmnumpy.discrete.estimator import DiscreteFlowMatcher
 from fmnumpy.errors import FmnumpyError
-from fmnumpy.mlp import init_params
-from fmnumpy.tokens import TokenData, checkerboard_pmf, total_variation, tv_floor
+from fmnumpy.nn.mlp import init_params
+from fmnumpy.discrete.tokens import TokenData, checkerboard_pmf, total_variation, tv_floor
 
 from reference import (SETTINGS, assert_grad_close, assert_one_line_error, central_diff,
                        mlp_ref, run)
@@ -314,10 +315,11 @@ def test_elbo_of_a_trained_network_is_below_its_exact_log_likelihood(source):
 def test_resumed_training_continues_bit_for_bit(tmp_path):
     kw = dict(vocab_size=8, hidden=(8,), embed=2, seed=3)
     a = DiscreteFlowMatcher(**kw).fit("discrete_8gaussians", steps=20, batch_size=16)
-    b = DiscreteFlowMatcher(**kw).fit("discrete_8gaussians", steps=8, batch_size=16)
+    b = DiscreteFlowMatcher(**kw).fit("discrete_8gaussians", steps=20, batch_size=16, until=8)
     b.save(tmp_path / "c.npz")
     b = DiscreteFlowMatcher.load(tmp_path / "c.npz")
-    b.fit("discrete_8gaussians", steps=12, batch_size=16, warm_start=True)
+    assert b.state_.step == 8
+    b.fit("discrete_8gaussians", steps=20, batch_size=16, warm_start=True)   # 20 in total
     np.testing.assert_array_equal(a.state_.buf, b.state_.buf)
     assert a.state_.losses == b.state_.losses
     np.testing.assert_array_equal(a.sample(50, seed=4), b.sample(50, seed=4))
@@ -419,13 +421,23 @@ def test_cli_trains_samples_and_evaluates_a_discrete_model(tmp_path, capsys):
     assert run(["density", "--checkpoint", out / "checkpoint.npz", "--out",
                 tmp_path / "d.png"]) == 2
     assert_one_line_error(capsys, 2, "discrete")
-    assert run(["train", "--discrete", "--resume", "--steps", 10, "--no-progress",
-                "--no-plots", "--out", out]) == 0
+    assert run(["train", "--discrete", "--resume", "--steps", 70, "--no-progress",
+                "--no-plots", "--out", out]) == 0                   # 70 in total
     assert DiscreteFlowMatcher.load(out / "checkpoint.npz").state_.step == 70
+    capsys.readouterr()
+    assert run(["train", "--discrete", "--resume", "--steps", 50, "--no-progress",
+                "--no-plots", "--out", out]) == 2
+    assert_one_line_error(capsys, 2, "taken 70 steps", "--steps above 70")
+    # another family's options are refused, never ignored
+    assert run(["sample", "--checkpoint", out / "checkpoint.npz", "--out", tmp_path / "s.npy",
+                "--log-prob", tmp_path / "l.npy"]) == 2
+    assert_one_line_error(capsys, 2, "--log-prob", "flow matching on R^D", "discrete")
 
 
 @pytest.mark.parametrize("argv,words", [
-    (["--path", "cosine"], ("--path", "continuous")),
+    (["--path", "cosine"], ("--path", "flow matching on R^D", "does not take it")),
+    (["--device", "cuda"], ("--device", "flow matching on R^D")),
+    (["--x-freqs", "2"], ("--x-freqs", "on a manifold", "does not take it")),
     (["--source", "gaussian"], ("unknown source",)),
     (["--data", "BAD"], ("line 3", "column 2", "outside")),
     (["--vocab-size", "1"], ("vocab_size",)),
@@ -445,8 +457,10 @@ def test_continuous_loaders_refuse_a_discrete_checkpoint(tmp_path):
     fm = DiscreteFlowMatcher(vocab_size=8, hidden=(4,)).fit("discrete_checkerboard", steps=2,
                                                             batch_size=4)
     fm.save(tmp_path / "d.npz")
-    with pytest.raises(FmnumpyError, match="DiscreteFlowMatcher.load"):
+    with pytest.raises(FmnumpyError, match=r"DiscreteFlowMatcher.*fmnumpy.load"):
         FlowMatcher.load(tmp_path / "d.npz")
     FlowMatcher(hidden=(4,)).fit("2spirals", steps=2, batch_size=4).save(tmp_path / "c.npz")
-    with pytest.raises(FmnumpyError, match="FlowMatcher.load"):
+    with pytest.raises(FmnumpyError, match=r"\(FlowMatcher\).*fmnumpy.load"):
         DiscreteFlowMatcher.load(tmp_path / "c.npz")
+    assert isinstance(fmnumpy.load(tmp_path / "d.npz"), DiscreteFlowMatcher)
+    assert isinstance(fmnumpy.load(tmp_path / "c.npz"), FlowMatcher)

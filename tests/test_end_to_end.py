@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from fmnumpy import FlowMatcher, FmnumpyError
-from fmnumpy.datasets import sample as draw
+from fmnumpy.euclidean.datasets import sample as draw
 from fmnumpy.metrics import w2
 
 N = 1000

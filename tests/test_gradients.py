@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, strategies as st
 
-from fmnumpy import loss as lossmod
-from fmnumpy import mlp
+from fmnumpy.nn import loss as lossmod
+from fmnumpy.nn import mlp
 
 from reference import (EPS, KINK_MARGIN, KINKED, NAME, SETTINGS, act_ref, assert_grad_close, away_from_kinks,
                        central_diff, cfm_loss_ref, compiled_loss_and_grad, features_ref, kinds,

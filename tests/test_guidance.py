@@ -9,12 +9,14 @@ from scipy.optimize import linear_sum_assignment
 import pytest
 from hypothesis import assume, given, strategies as st
 
-from fmnumpy import FlowMatcher, FmnumpyError, datasets, mlp, step
+from fmnumpy import FlowMatcher, FmnumpyError
+from fmnumpy.euclidean import datasets, step
+from fmnumpy.nn import mlp
 from fmnumpy import config
-from fmnumpy.couplings import exact_ot
-from fmnumpy.paths import STRAIGHT
-from fmnumpy.solvers import conditioning, mlp_field
-from fmnumpy.train import BatchStream
+from fmnumpy.couplings.registry import exact_ot
+from fmnumpy.euclidean.paths import STRAIGHT
+from fmnumpy.euclidean.integrate import conditioning, mlp_field
+from fmnumpy.euclidean.stream import BatchStream
 
 from reference import (NAME, SETTINGS, assert_grad_close, away_from_kinks, central_diff,
                        features_ref, kinds, mlp_ref, TINY, assert_one_line_error, run)

@@ -11,12 +11,12 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from fmnumpy import likelihood as lk
-from fmnumpy.activations import ACTIVATIONS, SELU_ALPHA, SELU_SCALE
+from fmnumpy.euclidean import likelihood as lk
+from fmnumpy.nn.activations import ACTIVATIONS, SELU_ALPHA, SELU_SCALE
 from fmnumpy.errors import FmnumpyError
-from fmnumpy.mlp import (MLPSpec, Workspace, init_params, input_features, input_tangents,
-                         velocity, views)
-from fmnumpy.solvers import TABLEAUS, balanced_chunk
+from fmnumpy.nn.mlp import (MLPSpec, Workspace, init_params, input_features, input_tangents,
+    velocity, views)
+from fmnumpy.ode.solvers import TABLEAUS, balanced_chunk
 
 from reference import features_ref
 
@@ -248,7 +248,7 @@ def test_density_of_a_trained_model_integrates_to_one_and_sits_on_the_data():
     8gaussians; its density on a grid covering the data has mass 1 within 1%, and
     most of that mass lies near the eight modes."""
     from fmnumpy import FlowMatcher
-    from fmnumpy.datasets import sample as draw
+    from fmnumpy.euclidean.datasets import sample as draw
     fm = FlowMatcher(hidden=(32, 32), seed=0, lr=3e-3, warmup=20, threads=1, x_freqs=0)
     fm.fit("8gaussians", steps=600, batch_size=128)
     gx, gy, logp = fm.density_grid(lim=6.0, n_grid=90, steps=20)

@@ -11,16 +11,16 @@ import pytest
 from hypothesis import given, strategies as st
 
 from fmnumpy import FlowMatcher, ManifoldFlowMatcher
-from fmnumpy import manifold_datasets as mdata
-from fmnumpy import manifold_solvers as msol
-from fmnumpy import manifolds as mf
-from fmnumpy import riemannian as rfm
-from fmnumpy.activations import ACTIVATIONS
+from fmnumpy.manifold import datasets as mdata
+from fmnumpy.manifold import solvers as msol
+from fmnumpy.manifold import manifolds as mf
+from fmnumpy.manifold import riemannian as rfm
+from fmnumpy.nn.activations import ACTIVATIONS
 from fmnumpy.errors import FmnumpyError
-from fmnumpy.manifold_api import grid_points
-from fmnumpy.metrics import geodesic_w2
-from fmnumpy.mlp import init_params, views
-from fmnumpy.step import StepWork
+from fmnumpy.manifold.estimator import grid_points
+from fmnumpy.manifold.metrics import geodesic_w2
+from fmnumpy.nn.mlp import init_params, views
+from fmnumpy.nn.mlp import StepWork
 
 from reference import (SETTINGS, assert_grad_close, assert_one_line_error, central_diff,
                        mlp_ref, run)
@@ -333,7 +333,7 @@ def test_riemannian_divergence_matches_finite_differences(code, D, K):
 def test_density_of_an_untrained_flow_integrates_to_one(manifold, x_freqs, scale):
     """Any flow from the uniform prior carries a density: exp(log p) summed over an
     equal-area grid is 1 (midpoint rule), here for strongly nonlinear random nets."""
-    fm = FlowMatcher(manifold=manifold, hidden=(32, 32), x_freqs=x_freqs, seed=1)
+    fm = ManifoldFlowMatcher(manifold, hidden=(32, 32), x_freqs=x_freqs, seed=1)
     fm._init_state(3 if manifold == "sphere" else 2)
     fm.state_.ema[:] *= scale
     a, b, logp, area = fm.density_grid(n_grid=40, steps=20)
@@ -377,7 +377,7 @@ def test_geodesic_w2_is_the_best_permutation():
 
 def test_ot_coupling_pairs_by_the_least_geodesic_cost():
     import itertools
-    from fmnumpy.manifold_api import geodesic_ot_pairs
+    from fmnumpy.manifold.estimator import geodesic_ot_pairs
     rng = np.random.default_rng(9)
     x0, x1 = points(mf.SPHERE, rng, 6, 3), points(mf.SPHERE, rng, 6, 3)
     C = np.empty((6, 6))
@@ -416,13 +416,13 @@ def test_bad_points_name_the_first_bad_row():
     with pytest.raises(FmnumpyError, match="need D >= 2"):
         mf.check_points(mf.SPHERE, np.ones((3, 1)))
     with pytest.raises(FmnumpyError, match="unknown manifold 'hyperbolic'"):
-        FlowMatcher(manifold="hyperbolic")
+        ManifoldFlowMatcher("hyperbolic")
     with pytest.raises(FmnumpyError, match="lives on the torus"):
         ManifoldFlowMatcher("sphere").fit("wrapped_gmm", steps=1)
-    with pytest.raises(FmnumpyError, match="'sigma' is not an option"):
-        FlowMatcher(manifold="sphere", sigma=0.1)
+    with pytest.raises(FmnumpyError, match="'sigma'.*ManifoldFlowMatcher takes"):
+        ManifoldFlowMatcher("sphere").set_params(sigma=0.1)
     with pytest.raises(FmnumpyError, match="unknown coupling 'sinkhorn' on a manifold"):
-        FlowMatcher(manifold="torus", coupling="sinkhorn")
+        ManifoldFlowMatcher("torus", coupling="sinkhorn")
     fm = tiny_model("sphere")
     with pytest.raises(FmnumpyError, match="row 1 is not on the unit sphere"):
         fm.log_prob([[1.0, 0, 0], [0.5, 0, 0]])
@@ -436,19 +436,13 @@ _MODELS = {}
 def tiny_model(manifold, steps=300):
     key = (manifold, steps)
     if key not in _MODELS:
-        fm = FlowMatcher(manifold=manifold, hidden=(32, 32), warmup=20, seed=1)
+        fm = ManifoldFlowMatcher(manifold, hidden=(32, 32), warmup=20, seed=1)
         if steps:
             fm.fit(steps=steps, batch_size=128)
         else:
             fm._init_state(3 if manifold == "sphere" else 2)
         _MODELS[key] = fm
     return _MODELS[key]
-
-
-def test_flowmatcher_with_a_manifold_is_a_manifold_model():
-    fm = FlowMatcher(manifold="torus", hidden=(8,))
-    assert isinstance(fm, ManifoldFlowMatcher) and fm.manifold == "torus"
-    assert FlowMatcher(manifold="euclidean").manifold == "euclidean"
 
 
 def test_training_lowers_the_loss_and_samples_lie_on_the_manifold():
@@ -482,16 +476,17 @@ def test_fit_on_user_points_and_save_load_round_trip(tmp_path):
     path = fm.save(tmp_path / "m.npz")
     back = ManifoldFlowMatcher.load(path)
     assert np.array_equal(back.sample(50), fm.sample(50))
-    with pytest.raises(FmnumpyError, match="flow-matching model on a manifold"):
+    with pytest.raises(FmnumpyError, match="flow matching on a manifold"):
         FlowMatcher.load(path)
 
 
 def test_a_resumed_run_continues_bit_for_bit(tmp_path):
     kw = dict(hidden=(16,), warmup=10)
     whole = ManifoldFlowMatcher("torus", **kw).fit(steps=40, batch_size=32)
-    half = ManifoldFlowMatcher("torus", **kw).fit(steps=20, batch_size=32, total_steps=40)
+    half = ManifoldFlowMatcher("torus", **kw).fit(steps=40, batch_size=32, until=20)
     half = ManifoldFlowMatcher.load(half.save(tmp_path / "h.npz"))
-    half.fit(steps=20, batch_size=32, warm_start=True, total_steps=40)
+    assert half.state_.step == 20
+    half.fit(steps=40, batch_size=32, warm_start=True)
     assert np.array_equal(half.state_.buf, whole.state_.buf)
 
 
@@ -534,7 +529,8 @@ def test_cli_trains_on_the_torus_and_uses_its_checkpoint(tmp_path, capsys):
 @pytest.mark.parametrize("argv,words", [
     (["--manifold", "sphere", "--path", "sb"], ("--path", "manifold")),
     (["--manifold", "torus", "--dataset", "vmf"], ("lives on the sphere",)),
-    (["--manifold", "sphere", "--device", "cuda"], ("CPU only",)),
+    (["--manifold", "sphere", "--device", "cuda"], ("--device", "flow matching on R^D")),
+    (["--manifold", "sphere", "--vocab-size", "8"], ("--vocab-size", "discrete", "does not")),
     (["--dataset", "vmf", "--discrete"], ("pick one",)),
 ])
 def test_cli_bad_manifold_options_are_one_line(tmp_path, capsys, argv, words):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from fmnumpy import distances
+from fmnumpy.couplings import distances
 from fmnumpy import metrics as mt
 from fmnumpy.errors import FmnumpyError
 

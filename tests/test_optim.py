@@ -7,7 +7,7 @@ from numba import njit
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from fmnumpy import optim
+from fmnumpy.train import optim
 from fmnumpy.errors import FmnumpyError
 
 SETTINGS = settings(max_examples=25, deadline=None, derandomize=True)

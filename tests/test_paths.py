@@ -4,19 +4,22 @@ differences, short cosine and Schrodinger-bridge runs learn 2spirals, a bridge r
 resumes bit for bit, and bad settings end in one clear line.
 
 Dimension letters: B batch, D data dimension, N samples."""
+import os
+
 import numba
 import numpy as np
 import pytest
 from hypothesis import assume, given, strategies as st
 
 from fmnumpy import FlowMatcher, FmnumpyError
-from fmnumpy import checkpoint as ckpt_mod
+from fmnumpy.train import checkpoint as ckpt_mod
 from fmnumpy.config import DATA_CHUNK_STEPS
-from fmnumpy.datasets import sample as draw
+from fmnumpy.euclidean.datasets import sample as draw
 from fmnumpy.metrics import w2
-from fmnumpy.paths import COSINE, GAUSS, NOISY, PATHS, SB, SB_SIGMA, STRAIGHT, fill_path
-from fmnumpy.paths import SB_DENOM_EPS
-from fmnumpy.train import PathNoise
+from fmnumpy.euclidean.paths import (COSINE, GAUSS, NOISY, PATHS, SB, SB_SIGMA, STRAIGHT,
+    fill_path)
+from fmnumpy.euclidean.paths import SB_DENOM_EPS
+from fmnumpy.euclidean.stream import PathNoise
 
 from reference import (SETTINGS, NAME, assert_grad_close, away_from_kinks, central_diff,
                        compiled_loss_and_grad, features_ref, kinds, make_problem, mlp_ref,
@@ -202,15 +205,18 @@ def test_checkpoint_without_a_path_loads_as_straight(tmp_path):
                                                              batch_size=8)
     fm.save(tmp_path / "new.npz")
     meta, arrays = ckpt_mod.load_checkpoint(tmp_path / "new.npz")
-    assert meta["path"] == "cosine" and meta["sb_sigma"] == SB_SIGMA
+    assert meta["params"]["path"] == "cosine" and meta["params"]["sb_sigma"] == SB_SIGMA
     assert FlowMatcher.load(tmp_path / "new.npz").path == "cosine"
-    for key in ("path", "sb_sigma"):                 # as written before the option existed
+    # fmnumpy 0.1.0's schema (tests/fixtures), as written before the option existed
+    meta, arrays = ckpt_mod.load_checkpoint(os.path.join(
+        os.path.dirname(__file__), "fixtures", "checkpoints", "euclidean.npz"))
+    for key in ("path", "sb_sigma"):
         del meta[key]
     ckpt_mod.save_checkpoint(tmp_path / "old.npz", meta, arrays)
     old = FlowMatcher.load(tmp_path / "old.npz")
     assert (old.path, old.sb_sigma, old.path_args()) == ("straight", SB_SIGMA, (STRAIGHT, 0.0))
-    old.fit("2spirals", steps=4, batch_size=8, warm_start=True)
-    assert old.step_ == 4
+    old.fit("2spirals", steps=old.step_ + 4, batch_size=old.batch_size_, warm_start=True)
+    assert old.step_ == 34                            # the fixture was at step 30
 
 
 # ---- bad settings ----------------------------------------------------------------------------
@@ -244,7 +250,7 @@ def test_sigma_min_belongs_to_the_straight_path():
 def test_path_elements_are_the_array_paths():
     """The scalar formulas the GPU compiles (paths.cosine_element, sb_element), called
     as plain Python, against the CPU's compiled array paths built from them."""
-    from fmnumpy.paths import cosine_element, cosine_path, sb_element, sb_path
+    from fmnumpy.euclidean.paths import cosine_element, cosine_path, sb_element, sb_path
     rng = np.random.default_rng(0)
     x0, x1, eps = (rng.standard_normal((5, 3)) for _ in range(3))
     t = np.concatenate([[0.0, 1.0], rng.random(3)])
@@ -263,7 +269,7 @@ def test_path_elements_are_the_array_paths():
 @pytest.mark.parametrize("path", ["cosine", "sb"])
 def test_every_path_is_configured_for_the_gpu(path):
     """The GPU trains every path; without a GPU fit says so in one line."""
-    from fmnumpy.cuda import gpu_available
+    from fmnumpy.euclidean.cuda import gpu_available
     fm = FlowMatcher(hidden=(4,), path=path, device="cuda")
     assert fm.get_params()["path"] == path
     if gpu_available():

@@ -5,7 +5,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from fmnumpy import plots
+from fmnumpy.plots import euclidean as plots
 from fmnumpy.errors import FmnumpyError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from scipy.special import ndtr
 
-from fmnumpy import FlowMatcher, FmnumpyError, datasets, metrics
-from fmnumpy.quasi import sobol_normal
+from fmnumpy import FlowMatcher, FmnumpyError, metrics
+from fmnumpy.euclidean import datasets
+from fmnumpy.euclidean.quasi import sobol_normal
 
 from reference import run
 

@@ -10,11 +10,13 @@ import json
 import numpy as np
 import pytest
 
-from fmnumpy import FlowMatcher, FmnumpyError, cli
-from fmnumpy.cli import add_reflow_parser, cmd_reflow
+from fmnumpy import FlowMatcher, FmnumpyError
+from fmnumpy.cli import main as cli
+from fmnumpy.cli.euclidean import cmd_reflow
 from fmnumpy.config import DATA_CHUNK_STEPS
-from fmnumpy.datasets import make_sampler
-from fmnumpy.reflow import PairStream, ReflowedMatcher, compare, make_pairs, reflow, source_data
+from fmnumpy.euclidean.datasets import make_sampler
+from fmnumpy.euclidean.reflow import (PairStream, ReflowedMatcher, compare, make_pairs,
+    reflow, source_data)
 
 THREADS = 1          # serial: the test machine is shared, threaded steps stall under load
 DATA = "8gaussians"
@@ -182,9 +184,7 @@ def test_reflow_bad_arguments(base, kw, words):
 # ---- the command -------------------------------------------------------------------------
 
 def parse(*argv):
-    ap = argparse.ArgumentParser(prog="fmnumpy")
-    add_reflow_parser(ap.add_subparsers(dest="command"))
-    return ap.parse_args(["reflow", *(str(a) for a in argv)])
+    return cli.build_parser().parse_args(["reflow", *(str(a) for a in argv)])
 
 
 @pytest.fixture(scope="module")
@@ -241,7 +241,6 @@ def test_cmd_reflow_bad_paths(checkpoint, tmp_path):
         cmd_reflow(parse("--checkpoint", checkpoint, "--out", taken))
 
 
-@pytest.mark.skipif("reflow" not in cli.COMMANDS, reason="`fmnumpy reflow` not wired into cli.py yet")
 def test_cli_reflow_errors_are_one_line(checkpoint, tmp_path, capsys):
     code = cli.main(["reflow", "--checkpoint", str(checkpoint), "--out", str(tmp_path),
                      "--pairs", "0"])

@@ -12,9 +12,10 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from numba import njit
 
-from fmnumpy import solvers
+from fmnumpy.ode import solvers
+from fmnumpy.euclidean.integrate import integrate_mlp
 from fmnumpy.errors import FmnumpyError
-from fmnumpy.mlp import MLPSpec, init_params, views
+from fmnumpy.nn.mlp import MLPSpec, init_params, views
 
 SETTINGS = settings(max_examples=20, deadline=None, derandomize=True)
 METHODS = ("euler", "midpoint", "heun", "rk4")
@@ -247,11 +248,11 @@ def rk_ref(x, method, steps):
 @pytest.mark.parametrize("method", METHODS)
 def test_integrate_mlp_matches_numpy_reference_and_chunking_is_invisible(method):
     x0 = np.random.default_rng(1).standard_normal((11, 2)).astype(np.float32)
-    x = solvers.integrate_mlp(THETA, SPEC, x0, method, steps=8)
+    x = integrate_mlp(THETA, SPEC, x0, method, steps=8)
     assert x.shape == (11, 2) and x.dtype == np.float32
     np.testing.assert_allclose(x, rk_ref(x0, method, 8), rtol=1e-4, atol=1e-5)
     # chunks change the BLAS shapes, so only float32 rounding may differ
-    x_small_chunks = solvers.integrate_mlp(THETA, SPEC, x0, method, steps=8, chunk=3)
+    x_small_chunks = integrate_mlp(THETA, SPEC, x0, method, steps=8, chunk=3)
     np.testing.assert_allclose(x_small_chunks, x, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(x0, np.random.default_rng(1).standard_normal((11, 2))
                                   .astype(np.float32))                 # input untouched
@@ -260,14 +261,14 @@ def test_integrate_mlp_matches_numpy_reference_and_chunking_is_invisible(method)
 @pytest.mark.parametrize("steps,record", [(10, 5), (12, 12), (6, 1), (4, 9)])
 def test_integrate_mlp_trajectory_when_record_divides_steps(steps, record):
     x0 = np.random.default_rng(0).standard_normal((3, 2)).astype(np.float32)
-    x, traj = solvers.integrate_mlp(THETA, SPEC, x0, "rk4", steps=steps, record=record)
+    x, traj = integrate_mlp(THETA, SPEC, x0, "rk4", steps=steps, record=record)
     R = min(record, steps)
     assert traj.shape == (R + 1, 3, 2)
     np.testing.assert_array_equal(traj[0], x0)
     np.testing.assert_array_equal(traj[-1], x)
     every = steps // R
     for r in range(1, R + 1):        # frame r is the state at t = r every / steps
-        xr = solvers.integrate_mlp(THETA, SPEC, x0, "rk4", steps=r * every,
+        xr = integrate_mlp(THETA, SPEC, x0, "rk4", steps=r * every,
                                    t1=r * every / steps)
         np.testing.assert_allclose(traj[r], xr, rtol=1e-5, atol=1e-6)
 
@@ -278,7 +279,7 @@ def test_integrate_mlp_trajectory_has_record_plus_one_frames(steps, record, n):
     """record = R -> traj (R + 1, N, D), traj[0] = x0 and traj[-1] = the final state
     (R is capped at steps)."""
     x0 = np.random.default_rng(n).standard_normal((n, 2)).astype(np.float32)
-    x, traj = solvers.integrate_mlp(THETA, SPEC, x0, "heun", steps=steps, record=record)
+    x, traj = integrate_mlp(THETA, SPEC, x0, "heun", steps=steps, record=record)
     R = min(record, steps)
     assert traj.shape == (R + 1, n, 2), f"steps={steps} record={record}"
     np.testing.assert_array_equal(traj[0], x0)
@@ -287,7 +288,7 @@ def test_integrate_mlp_trajectory_has_record_plus_one_frames(steps, record, n):
 
 def test_integrate_mlp_without_record_returns_only_x():
     x0 = np.zeros((4, 2), np.float32)
-    out = solvers.integrate_mlp(THETA, SPEC, x0, "euler", steps=5)
+    out = integrate_mlp(THETA, SPEC, x0, "euler", steps=5)
     assert isinstance(out, np.ndarray) and out.shape == (4, 2)
 
 
@@ -301,11 +302,11 @@ def test_integrate_mlp_bad_arguments(kwargs, match):
     args = dict(x0=np.zeros((4, 2), np.float32), method="rk4", steps=5)
     args.update(kwargs)
     with pytest.raises(FmnumpyError, match=match):
-        solvers.integrate_mlp(THETA, SPEC, **args)
+        integrate_mlp(THETA, SPEC, **args)
 
 
 def test_balanced_chunks_come_in_whole_rounds_of_threads():
-    from fmnumpy.solvers import balanced_chunk
+    from fmnumpy.ode.solvers import balanced_chunk
     assert balanced_chunk(10_000, 2048, 2) == 1667           # 6 chunks, 3 per thread
     for N in (1, 7, 999, 10_000, 123_457):
         for chunk in (1, 64, 2048):
@@ -328,7 +329,7 @@ def test_single_threaded_blas_reaches_the_blas_that_compiled_code_calls():
     import os
     import subprocess
     import sys
-    code = ("from fmnumpy.solvers import single_threaded_blas\n"
+    code = ("from fmnumpy.threads import single_threaded_blas\n"
             "from threadpoolctl import threadpool_info\n"
             "lim = single_threaded_blas()\n"
             "import scipy.linalg.cython_blas\n"          # what a compiled np.dot loads

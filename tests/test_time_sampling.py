@@ -1,15 +1,17 @@
 """Training times t = 1 - (1 - u)^K of uniform u (paths.time_from_uniform,
 docs/flow_matching.md#time-sampling): the distribution, the stream, checkpoints and
 bad settings."""
+import os
+
 import numpy as np
 import pytest
 
 from fmnumpy import FlowMatcher, FmnumpyError
-from fmnumpy import checkpoint as ckpt_mod
+from fmnumpy.train import checkpoint as ckpt_mod
 from fmnumpy.config import DATA_CHUNK_STEPS
-from fmnumpy.datasets import make_sampler
-from fmnumpy.paths import time_from_uniform
-from fmnumpy.train import BatchStream, TRAIN_STREAM
+from fmnumpy.euclidean.datasets import make_sampler
+from fmnumpy.train.times import time_from_uniform
+from fmnumpy.euclidean.stream import BatchStream, TRAIN_STREAM
 
 from reference import TINY, assert_one_line_error, run
 
@@ -47,13 +49,19 @@ def test_stream_transforms_the_same_uniform_draws():
         np.testing.assert_array_equal(s, time_from_uniform(u, 2.0).astype(np.float32))
 
 
+FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "checkpoints", "euclidean.npz")
+
+
 def test_time_power_is_kept_by_checkpoints(tmp_path):
     fm = FlowMatcher(hidden=(4,), seed=0, time_power=2.5).fit("2spirals", steps=3,
                                                               batch_size=8)
     fm.save(tmp_path / "new.npz")
     assert FlowMatcher.load(tmp_path / "new.npz").time_power == 2.5
-    meta, arrays = ckpt_mod.load_checkpoint(tmp_path / "new.npz")
-    del meta["time_power"]                            # as written before the option existed
+    assert ckpt_mod.load_checkpoint(tmp_path / "new.npz")[0]["params"]["time_power"] == 2.5
+    # fmnumpy 0.1.0's schema (tests/fixtures), as written before the option existed
+    meta, arrays = ckpt_mod.load_checkpoint(FIXTURE)
+    assert FlowMatcher.load(FIXTURE).time_power == meta["time_power"] == 2.0
+    del meta["time_power"]
     ckpt_mod.save_checkpoint(tmp_path / "old.npz", meta, arrays)
     assert FlowMatcher.load(tmp_path / "old.npz").time_power == 1.0
 

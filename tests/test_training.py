@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from fmnumpy import FlowMatcher, FmnumpyError
-from fmnumpy import checkpoint as ckpt_mod
+from fmnumpy.train import checkpoint as ckpt_mod
 from fmnumpy.config import CHECKPOINT_VERSION, DATA_CHUNK_STEPS
 
 THREADS = min(2, numba.config.NUMBA_NUM_THREADS)   # the chunking of a step follows it
@@ -106,7 +106,8 @@ def test_checkpoint_round_trip_keeps_everything(small_checkpoint, tmp_path):
     assert_same_state(load(again), fm)
     meta, arrays = ckpt_mod.load_checkpoint(again)
     assert meta["version"] == CHECKPOINT_VERSION and meta["step"] == 3
-    assert meta["rng"]["counter"] == 3 and meta["seed"] == 3
+    assert meta["rng"]["counter"] == 3 and meta["params"]["seed"] == 3
+    assert meta["family"] == "euclidean"
     assert arrays["theta"].shape == (fm.spec_.n_params,)
     x = fm.sample(5, steps=3)
     assert x.shape == (5, 2) and np.isfinite(x).all()
@@ -189,7 +190,7 @@ def test_checkpoint_of_another_version(small_checkpoint, tmp_path):
     assert_helpful(e, path, "version 99", f"version {CHECKPOINT_VERSION}")
 
 
-@pytest.mark.parametrize("case", ["magic", "meta_not_dict", "meta_not_json", "no_spec",
+@pytest.mark.parametrize("case", ["magic", "meta_not_dict", "meta_not_json", "no_params",
                                   "no_step", "missing_array", "wrong_shape", "bad_hidden"])
 def test_damaged_checkpoints(small_checkpoint, tmp_path, case):
     path = tmp_path / f"{case}.npz"
@@ -202,8 +203,8 @@ def test_damaged_checkpoints(small_checkpoint, tmp_path, case):
             arrays = {k: z[k] for k in z.files}
         arrays["meta"] = np.array("{not json")
         np.savez(path, **arrays)
-    elif case == "no_spec":
-        rewrite(small_checkpoint, path, lambda m: {k: v for k, v in m.items() if k != "spec"})
+    elif case == "no_params":
+        rewrite(small_checkpoint, path, lambda m: {k: v for k, v in m.items() if k != "params"})
     elif case == "no_step":
         rewrite(small_checkpoint, path, lambda m: {k: v for k, v in m.items() if k != "step"})
     elif case == "missing_array":
@@ -211,7 +212,7 @@ def test_damaged_checkpoints(small_checkpoint, tmp_path, case):
     elif case == "wrong_shape":
         rewrite(small_checkpoint, path, replace={"theta": np.zeros(7, np.float32)})
     elif case == "bad_hidden":
-        rewrite(small_checkpoint, path, lambda m: dict(m, spec=dict(m["spec"], hidden=[0])))
+        rewrite(small_checkpoint, path, lambda m: dict(m, params=dict(m["params"], hidden=[0])))
     with pytest.raises(FmnumpyError) as e:
         FlowMatcher.load(path)
     assert str(path) in str(e.value) or case == "bad_hidden", str(e.value)

@@ -7,8 +7,9 @@ Dimension letters: B batch, D data dimension, N points."""
 import numpy as np
 import pytest
 
-from fmnumpy import FlowMatcher, FmnumpyError, config, datasets, metrics
-from fmnumpy.train import TRAIN_STREAM, BatchStream
+from fmnumpy import FlowMatcher, FmnumpyError, config, metrics
+from fmnumpy.euclidean import datasets
+from fmnumpy.euclidean.stream import TRAIN_STREAM, BatchStream
 
 from reference import TINY, assert_one_line_error, run
 
@@ -140,7 +141,7 @@ def test_bad_sources_and_sigmas():
         FlowMatcher(sigma=0.1, sigma_min=0.01)
     with pytest.raises(FmnumpyError, match="cosine"):
         FlowMatcher(sigma=0.1, path="cosine")
-    from fmnumpy.cuda import gpu_available
+    from fmnumpy.euclidean.cuda import gpu_available
     if not gpu_available():          # a source is a GPU feature: only the missing GPU stops it
         with pytest.raises(FmnumpyError, match="needs an NVIDIA GPU"):
             FlowMatcher(device="cuda").fit("moons", steps=2, batch_size=4, source="8gaussians")

@@ -1,0 +1,614 @@
+"""``FlowMatcher``: the scikit-learn-style front door.
+
+    fm = FlowMatcher(hidden=(256, 256, 256), activation="silu", seed=0)
+    fm.fit("2spirals", steps=20000, batch_size=256)
+    x = fm.sample(2000, method="rk4", steps=100, seed=1)      # (2000, 2)
+    fm.save("model.npz");  fm = FlowMatcher.load("model.npz")
+
+The defaults here are the command line's defaults (``DEFAULTS``).
+"""
+
+import math
+
+import numpy as np
+
+from fmnumpy.euclidean import datasets
+from fmnumpy.euclidean import likelihood as _lik
+from fmnumpy.config import DTYPE
+from fmnumpy.couplings.registry import get_coupling
+from fmnumpy.errors import FmnumpyError, positive_int
+from fmnumpy.nn.mlp import MLPSpec, init_params
+from fmnumpy.train.optim import adam_config
+from fmnumpy.train.estimator import Estimator, check_threads, within_threads
+from fmnumpy.euclidean.paths import (GAUSS, NOISY, SB, SB_SIGMA, STRAIGHT, check_sb_sigma,
+    path_code)
+from fmnumpy.train.times import check_time_power
+from fmnumpy.euclidean.sampling import solver
+from fmnumpy.train.state import EMA, GRAD, M, THETA, V, TrainState
+from fmnumpy.euclidean.step import CpuStepper
+from fmnumpy.euclidean import stream as _stream
+
+INIT_STREAM = 0
+
+# One table of defaults for the API and the CLI.
+# t = 1 - (1 - u)^K (paths.time_from_uniform).  time_power=None picks K by path: 2 on the
+# straight path (more training times near the data; on 2spirals it lowered the W2 of each
+# of 3 seeds), 1 (uniform) on the others, whose targets are not smooth near t = 1 (the
+# bridge's noise term grows like 1 / sqrt(1 - t)); docs/flow_matching.md#time-sampling
+TIME_POWER = {"straight": 2.0, "cosine": 1.0, "sb": 1.0}
+# x_freqs=None: Fourier features of x on the CPU (bench/results/recipe.md), none on
+# the GPU: its kernels have them but have not been timed with them on a GPU yet
+X_FREQS = {"cpu": 3, "cuda": 0}
+# hidden 4 x 128 and lr 4e-3: paired against 3 x 128 at 2e-3 on the eight FFJORD sets,
+# better on rings every seed by 0.3 of the floor, never worse beyond the seed spread
+# (bench/results/recipe_deep.md)
+
+DEFAULTS = dict(
+    dataset="2spirals", steps=20000, batch_size=256, hidden=(128, 128, 128, 128),
+    activation="silu", time_freqs=0, x_freqs=None, lr=4e-3, weight_decay=0.0, optimizer="adamw",
+    clip=1.0, ema_decay=0.999, warmup=500, schedule="cosine", lr_min=1e-5,
+    sigma_min=0.0, sigma=0.0, seed=0, method="rk4", sample_steps=100, n_samples=2000,
+    coupling="independent", path="straight", sb_sigma=SB_SIGMA, time_power=None,
+    label_dropout=0.1,
+)
+
+
+def _labelled(data):
+    """``data`` as a labelled ``datasets.Data`` when it has labels (a labelled Data, or
+    the name of a toy set with labels), else None."""
+    if isinstance(data, datasets.Data):
+        return data if data.n_classes else None
+    if isinstance(data, str) and data in datasets.CLASSES:
+        return datasets.as_data(data, True)
+    return None
+
+
+def _same_source(a, b):
+    """Whether two sources (``datasets.Data`` or None for N(0, I)) are one distribution:
+    the same name, and for arrays the same rows."""
+    if a is None or b is None:
+        return a is b
+    if a.name != b.name:
+        return False
+    return a.array is None or b.array is None or np.array_equal(a.array, b.array)
+
+
+def _row(i, doc):
+    """A property: row i of the training state (a view); assigning copies into it."""
+    def get(self):
+        return self.state_.buf[i]
+
+    def put(self, value):
+        self.state_.buf[i] = value
+    return property(get, put, doc=doc)
+
+
+class FlowMatcher(Estimator):
+    """A flow-matching model: MLP velocity field v(x, t), trained with the
+    conditional flow-matching loss on a probability path: ``path="straight"``
+    (xt = (1 - t) x0 + t x1, widened by ``sigma_min``), ``"cosine"`` (variance
+    preserving) or ``"sb"`` (Schrodinger bridge with noise ``sb_sigma``);
+    see docs/couplings.md#paths.
+
+    The constructor's arguments are the configuration (``get_params`` /
+    ``set_params``, as in scikit-learn).  Fitted attributes end with an
+    underscore: ``state_`` the ``state.TrainState`` (parameters, gradient, Adam
+    moments and EMA in one (5, P) buffer, steps taken, losses), with the views
+    ``theta_`` (P,) parameters, ``ema_`` their moving average (used for sampling),
+    ``m_``/``v_`` Adam moments, ``dtheta_``; ``step_`` steps taken, ``losses_`` the
+    loss of every step, ``spec_`` the network's shape.
+    """
+
+    FAMILY = "euclidean"
+
+    def __init__(self, hidden=DEFAULTS["hidden"], activation=DEFAULTS["activation"],
+                 time_freqs=DEFAULTS["time_freqs"], x_freqs=DEFAULTS["x_freqs"],
+                 lr=DEFAULTS["lr"],
+                 optimizer=DEFAULTS["optimizer"], weight_decay=DEFAULTS["weight_decay"],
+                 clip=DEFAULTS["clip"], ema_decay=DEFAULTS["ema_decay"],
+                 warmup=DEFAULTS["warmup"], schedule=DEFAULTS["schedule"],
+                 lr_min=DEFAULTS["lr_min"], sigma_min=DEFAULTS["sigma_min"],
+                 sigma=DEFAULTS["sigma"], coupling=DEFAULTS["coupling"], coupling_options=None,
+                 path=DEFAULTS["path"], sb_sigma=DEFAULTS["sb_sigma"],
+                 time_power=DEFAULTS["time_power"], label_dropout=DEFAULTS["label_dropout"],
+                 seed=DEFAULTS["seed"], threads=None, device="cpu"):
+        params = dict(locals())
+        del params["self"]
+        self._configure(**params)
+        self.spec_ = None
+        self.state_ = None
+        self.source_ = None
+
+    # -- configuration ----------------------------------------------------------------
+    def _configure(self, hidden, activation, time_freqs, x_freqs, lr, optimizer, weight_decay, clip,
+                   ema_decay, warmup, schedule, lr_min, sigma_min, sigma, coupling,
+                   coupling_options, path, sb_sigma, time_power, label_dropout, seed, threads,
+                   device):
+        """Validate the whole configuration (the constructor's arguments), then set it:
+        a bad value leaves the model as it was."""
+        opt = adam_config(optimizer, lr, weight_decay, clip, ema_decay, warmup, schedule,
+                          lr_min)
+        threads = check_threads(threads)
+        sigma_min = float(sigma_min)
+        if not 0.0 <= sigma_min < 1.0:
+            raise FmnumpyError(f"sigma_min must be in [0, 1), got {sigma_min}")
+        path_code(path)                                            # validate early
+        path = str(path).lower()
+        if path != "straight" and sigma_min != 0.0:
+            raise FmnumpyError(f"sigma_min is a parameter of the straight path only; the "
+                               f"{path} path takes sigma_min=0 (got {sigma_min})")
+        given = sigma
+        try:
+            sigma = float(sigma)
+        except (TypeError, ValueError):
+            sigma = math.nan
+        if not (math.isfinite(sigma) and sigma >= 0.0):
+            raise FmnumpyError(f"sigma, the constant width of the straight path, must be 0 "
+                               f"(none) or a positive finite number, got {given!r}")
+        if sigma > 0.0 and (path != "straight" or sigma_min != 0.0):
+            raise FmnumpyError(f"sigma widens the straight path with sigma_min=0 (got path "
+                               f"{path}, sigma_min {sigma_min}); use one of sigma_min "
+                               "(Lipman's narrowing path) or sigma (constant width)")
+        sb_sigma = check_sb_sigma(sb_sigma)
+        try:
+            label_dropout = float(label_dropout)
+        except (TypeError, ValueError):
+            label_dropout = math.nan
+        if not 0.0 <= label_dropout < 1.0:
+            raise FmnumpyError(f"label_dropout must be in [0, 1) (the fraction of labels "
+                               f"replaced by the null class), got {label_dropout}")
+        time_power = check_time_power(TIME_POWER[path] if time_power is None else time_power)
+        coupling_options = dict(coupling_options or {})
+        get_coupling(str(coupling), **coupling_options)            # validate early
+        if device not in ("cpu", "cuda"):
+            raise FmnumpyError(f"unknown device {device!r}; choose one of: cpu, cuda")
+        x_freqs = None if x_freqs is None else int(x_freqs)
+        hidden = tuple(int(h) for h in hidden)
+        MLPSpec(2, hidden, activation, int(time_freqs), x_freqs=x_freqs or 0)  # validate early
+        self.hidden, self.activation, self.time_freqs = hidden, activation, int(time_freqs)
+        self.x_freqs = x_freqs
+        self.optimizer, self.opt = optimizer, opt
+        self.lr, self.weight_decay, self.clip, self.ema_decay = lr, weight_decay, clip, ema_decay
+        self.warmup, self.schedule, self.lr_min = warmup, schedule, lr_min
+        self.sigma_min, self.sigma, self.path, self.sb_sigma = sigma_min, sigma, path, sb_sigma
+        self.time_power, self.label_dropout = time_power, label_dropout
+        self.coupling, self.coupling_options = str(coupling), coupling_options
+        self.device, self.seed, self.threads = device, int(seed), threads
+
+    # -- state ------------------------------------------------------------------------
+    def _init_state(self, dim, n_classes=0, x_freqs=None):
+        """A fresh state for data of dimension ``dim``; ``x_freqs`` (a checkpoint's)
+        overrides the configured one, whose None means ``X_FREQS`` of the device."""
+        if x_freqs is None:
+            x_freqs = X_FREQS[self.device] if self.x_freqs is None else self.x_freqs
+        self.spec_ = MLPSpec(dim, self.hidden, self.activation, self.time_freqs, n_classes,
+                             x_freqs)
+        rng = np.random.default_rng([self.seed, INIT_STREAM])
+        self.state_ = TrainState(init_params(self.spec_.sizes, rng, DTYPE))
+        self.source_ = None
+        self.total_steps_ = None
+        self.batch_size_ = None
+        self.data_ = None
+
+    theta_ = _row(THETA, "parameters (P,)")
+    dtheta_ = _row(GRAD, "last gradient (P,)")
+    m_ = _row(M, "Adam's first moment (P,)")
+    v_ = _row(V, "Adam's second moment (P,)")
+    ema_ = _row(EMA, "EMA of the parameters (P,)")
+    step_ = property(lambda self: 0 if self.state_ is None else self.state_.step,
+                     doc="steps taken")
+    losses_ = property(lambda self: self.state_.losses, doc="the loss of every step")
+    train_seconds_ = property(lambda self: self.state_.seconds, doc="seconds of training")
+    dim_ = property(lambda self: None if self.spec_ is None else self.spec_.dim,
+                    doc="the data dimension D")
+
+    def require_device(self):
+        """Raise one line when the model is on ``device="cuda"`` and no GPU can be
+        used; returns self."""
+        if self.device == "cuda":
+            from fmnumpy.euclidean.cuda import require_gpu
+            require_gpu()
+        return self
+
+    def path_args(self):
+        """(code, sigma) of the training path for ``paths.fill_path``: sigma is
+        sigma_min on the straight path (or, with ``sigma`` > 0, the constant-width
+        path GAUSS), sb_sigma on the bridge, unused by cosine."""
+        code = path_code(self.path)
+        if code == STRAIGHT and self.sigma > 0.0:
+            return GAUSS, self.sigma
+        return code, {STRAIGHT: self.sigma_min, SB: self.sb_sigma}.get(code, 0.0)
+
+    # -- training ---------------------------------------------------------------------
+    @within_threads
+    def fit(self, data=DEFAULTS["dataset"], steps=DEFAULTS["steps"],
+            batch_size=DEFAULTS["batch_size"], warm_start=False, until=None,
+            progress=False, callback=None, callback_every=0, checkpoint=None,
+            checkpoint_every=0, log=None, source=None, labels=None):
+        """Train on ``data`` (a dataset name, an (N, D) array, a .npy/.csv path or a
+        ``datasets.Data``) for ``steps`` steps in total.
+
+        source: where x0 comes from: None for N(0, I), or a distribution given like
+        ``data`` (x0 is then drawn from it every step, couplings included); the
+        model keeps it, ``sample`` draws from it and checkpoints store it.
+        labels: None (unconditional), True (a toy set's own labels: the mode of
+        8gaussians, the arm of 2spirals and pinwheel, the moon, the ring, the
+        circle) or (N,) integer labels of an array; the label enters the network
+        as a one-hot with a null class, dropped to null with probability
+        ``label_dropout`` for classifier-free guidance (docs/guidance.md).
+
+        warm_start=True continues a fitted or loaded model up to ``steps``
+        (the same batch size is required, so the data stream continues exactly);
+        ``until`` stops early at that step (the schedule still spans ``steps``).
+        progress: True for a tqdm bar, or a bar factory (see ``train.run``);
+        callback(model, k) runs every ``callback_every`` steps.
+        """
+        steps = positive_int("steps", steps)
+        batch_size = positive_int("batch size", batch_size)
+        data = datasets.as_data(data, labels)
+        src = None if source is None else datasets.as_data(source)
+        if src is not None and src.dim != data.dim:
+            raise FmnumpyError(f"the source has D={src.dim} and the data D={data.dim}; give "
+                               "a source of the data's dimension")
+        if warm_start and self.spec_ is not None and source is None:
+            src = self.source_                      # continue from the model's own source
+        elif warm_start and self.spec_ is not None and not _same_source(src, self.source_):
+            had = "N(0, I)" if self.source_ is None else repr(self.source_.name)
+            raise FmnumpyError(f"this model was trained from the source {had}; warm_start "
+                               "continues it, so leave source out (or train a new model)")
+        if self._continues(warm_start, steps, batch_size):
+            if self.spec_.dim != data.dim:
+                raise FmnumpyError(f"the model was trained on D={self.spec_.dim} data, "
+                                   f"this data has D={data.dim}")
+            if self.spec_.n_classes != data.n_classes:
+                raise FmnumpyError(f"the model was trained with {self.spec_.n_classes} "
+                                   f"classes, these data have {data.n_classes}; continue "
+                                   "with the same labels")
+        else:
+            self._init_state(data.dim, data.n_classes)
+        self.batch_size_, self.total_steps_, self.data_ = batch_size, steps, data.name
+        self.source_ = src
+        cond = self.spec_.n_classes > 0
+        stream = _stream.BatchStream(data.draw, data.dim, batch_size, self.seed, DTYPE,
+                                    coupling=self._coupling(), time_power=self.time_power,
+                                    source=None if src is None else src.draw,
+                                    labeled=data.draw_labeled if cond else None,
+                                    label_dropout=self.label_dropout,
+                                    null_class=self.spec_.null_class)
+        return self._run(self._stepper(stream, batch_size, data.name), stream, steps, until,
+                         progress, callback, callback_every, checkpoint, checkpoint_every, log)
+
+    def _stepper(self, stream, batch_size, data_name=None):
+        """The stepper of ``self.device`` for batches of ``stream``."""
+        path = self.path_args()
+        noise = _stream.PathNoise(path[0] in NOISY, self.spec_.dim, batch_size, self.seed,
+                                 DTYPE)
+        if self.device == "cuda":
+            from fmnumpy.euclidean.cuda import cuda_stepper
+            host = (self.source_ is not None or self.coupling != "independent"
+                    or path[0] in NOISY or self.spec_.n_classes > 0)
+            return cuda_stepper(self.spec_, self.opt, self.state_, batch_size, path,
+                                stream, data_name == "2spirals" and self.spec_.dim == 2
+                                and not host, self.seed, self.time_power, host, noise)
+        return CpuStepper(self.spec_, self.opt, path, batch_size, noise)
+
+    def _coupling(self):
+        """The minibatch coupling of (x0, x1), or None for independent pairs."""
+        if self.coupling == "independent":
+            return None
+        return get_coupling(self.coupling, **self.coupling_options)
+
+    # -- sampling ---------------------------------------------------------------------
+    @within_threads
+    def velocity(self, x, t, ema=True, labels=None):
+        """v(x, t) for x (N, D) and a scalar t (or (N,) array) -> (N, D); a conditional
+        model takes ``labels`` (an int or (N,)), by default the null class."""
+        from fmnumpy.nn.mlp import Workspace, label_features, velocity
+        self._check_fitted()
+        x = np.ascontiguousarray(x, dtype=DTYPE)
+        tt = np.broadcast_to(np.asarray(t, dtype=DTYPE), (x.shape[0],)).copy()
+        ws = Workspace(self.spec_.sizes, x.shape[0])
+        y, _ = self._labels(labels, x.shape[0], 1.0)
+        if self.spec_.n_classes:
+            y = np.full(x.shape[0], self.spec_.null_class, np.int64) if y is None else y
+            label_features(y, self.spec_.label_offset, ws.X)
+        theta = self.ema_ if ema else self.theta_
+        return velocity(theta, self.spec_.sizes, self.spec_.kind, self.spec_.feats, x, tt,
+                        ws.X, ws.A, ws.Z).copy()
+
+    def draw_source(self, n, rng, qmc=False):
+        """n points (n, D) of the model's source: N(0, I), or the distribution
+        given to ``fit(source=...)``; ``qmc=True``: quasi-random N(0, I) points
+        (``quasi.sobol_normal``; the N(0, I) source only)."""
+        self._check_fitted()
+        if qmc:
+            if self.source_ is not None:
+                raise FmnumpyError(f"qmc=True draws the N(0, I) source quasi-randomly; this "
+                                   f"model transports from {self.source_.name!r}")
+            from fmnumpy.euclidean.quasi import sobol_normal
+            return sobol_normal(n, self.spec_.dim, rng)
+        if self.source_ is None:
+            return rng.standard_normal((n, self.spec_.dim))
+        return self.source_.draw(n, rng)
+
+    def _check_unconditional(self):
+        if self.spec_.n_classes:
+            raise FmnumpyError("log-probabilities of a conditional model are not available "
+                               "yet; sample it with labels= instead")
+
+    def _check_gaussian_source(self):
+        if self.source_ is not None:
+            raise FmnumpyError(f"log-probabilities need the N(0, I) source, whose density "
+                               f"is known; this model transports from {self.source_.name!r}")
+
+    def _labels(self, labels, n, guidance):
+        """(y (n,) int64 or None, w) checked against the model: labels of a
+        conditional model (an int for all, or (n,)), a finite guidance weight."""
+        w = float(guidance) if np.isscalar(guidance) else math.nan
+        if not math.isfinite(w):
+            raise FmnumpyError(f"guidance must be a finite number, got {guidance!r}")
+        if labels is None:
+            return None, w
+        K = self.spec_.n_classes
+        if not K:
+            raise FmnumpyError("this model is unconditional (trained without labels); drop "
+                               "labels= or train with labels")
+        y = np.full(n, labels) if np.ndim(labels) == 0 else np.asarray(labels)
+        y = datasets.check_labels(y, n, "sample")
+        if y.max() >= K:
+            raise FmnumpyError(f"label {int(y.max())} is not a class of this model, which "
+                               f"was trained on the classes 0..{K - 1}")
+        return y, w
+
+    def _solve(self, x0, method, steps, rtol, atol, record, ema, t0=0.0, t1=1.0,
+               labels=None, guidance=1.0):
+        """(x(t1), trajectory or None) from x0 (n, D) with the registry's solver of
+        ``method`` on ``self.device``, conditioned on ``labels`` with ``guidance``."""
+        s = solver(method, self.device)
+        x0 = np.asarray(x0, dtype=DTYPE)
+        if x0.ndim != 2 or x0.shape[1] != self.spec_.dim:
+            raise FmnumpyError(f"x0 must have shape (n, {self.spec_.dim}), got {x0.shape}")
+        y, w = self._labels(labels, x0.shape[0], guidance)
+        theta = self.ema_ if ema else self.theta_
+        x1, traj, stats = s.sample[self.device](theta, self.spec_, x0, s.name, steps, rtol,
+                                                atol, record, t0, t1, y, w)
+        if stats is not None:
+            self.last_solve_ = stats
+        return x1.astype(DTYPE, copy=False), traj
+
+    @within_threads
+    def sample(self, n=DEFAULTS["n_samples"], method=DEFAULTS["method"],
+               steps=DEFAULTS["sample_steps"], seed=1, record=0, ema=True, x0=None,
+               return_logprob=False, rtol=1e-5, atol=1e-5, labels=None, guidance=1.0,
+               dtype="float32", qmc=False):
+        """Draw ``n`` samples: x0 from the source (N(0, I) unless ``fit`` was given
+        another, ``draw_source`` with ``default_rng(seed)``; ``qmc=True``: quasi-random
+        N(0, I) points, more even sample sets that are no longer independent draws,
+        fmnumpy/quasi.py) or the given x0,
+        integrated from t = 0 to 1 with ``method`` (euler, midpoint, heun, rk4 with
+        ``steps`` steps, or adaptive dopri5 with ``rtol``/``atol``) on
+        ``self.device`` (``sampling.SOLVERS``: what is not available there raises).
+
+        A conditional model samples class ``labels`` (an int, or (n,) ints) with the
+        classifier-free guidance weight ``guidance`` (w: v = v_null + w (v_y - v_null),
+        docs/guidance.md); labels=None samples the whole distribution (the null class).
+
+        Returns (n, D); with ``record`` = R also the trajectory (R + 1, n, D); with
+        ``return_logprob`` also log p(x1) (n,) float64 from the same solve, the
+        network's passes in ``dtype`` ("float32", or the float64 oracle;
+        docs/likelihood.md).  ``last_solve_`` holds the NFE of adaptive solves."""
+        self._check_fitted()
+        s = solver(method, self.device, logprob=return_logprob)
+        if return_logprob:
+            self._check_gaussian_source()
+            self._check_unconditional()
+        if x0 is None:
+            n = positive_int("number of samples", n)
+            x0 = self.draw_source(n, np.random.default_rng(seed), qmc=qmc)
+        elif qmc:
+            raise FmnumpyError("qmc=True draws x0; pass either x0 or qmc=True")
+        if record and (return_logprob or s.adaptive):
+            raise FmnumpyError("record needs a fixed-step method and no return_logprob")
+        if return_logprob:
+            x0 = np.asarray(x0, dtype=DTYPE)
+            if x0.ndim != 2 or x0.shape[1] != self.spec_.dim:
+                raise FmnumpyError(f"x0 must have shape (n, {self.spec_.dim}), got {x0.shape}")
+            x1, logp, self.last_solve_ = _lik.sample_with_logprob(
+                self.ema_ if ema else self.theta_, self.spec_, x0, s.name, steps, rtol, atol,
+                return_stats=True, dtype=dtype, device=self.device)
+            return x1.astype(DTYPE), logp
+        x1, traj = self._solve(x0, s.name, steps, rtol, atol, record, ema, labels=labels,
+                               guidance=guidance)
+        return (x1, traj) if record else x1
+
+    @within_threads
+    def transport(self, x, reverse=False, method=DEFAULTS["method"],
+                  steps=DEFAULTS["sample_steps"], rtol=1e-5, atol=1e-5, ema=True):
+        """Move given points x (n, D) along the flow: source -> data (t from 0 to 1),
+        or data -> source with ``reverse=True`` (t from 1 to 0).  Returns (n, D)."""
+        self._check_fitted()
+        t0, t1 = (1.0, 0.0) if reverse else (0.0, 1.0)
+        return self._solve(x, method, steps, rtol, atol, 0, ema, t0, t1)[0]
+
+    @within_threads
+    def log_prob(self, x, method="rk4", steps=100, rtol=1e-5, atol=1e-5, ema=True,
+                 dtype="float32"):
+        """log p_1(x) (N,) float64 of given points x (N, D), by the instantaneous
+        change of variables integrated from t = 1 back to t = 0 (docs/likelihood.md).
+        The state is float64; the network's forward and tangent passes run in
+        ``dtype``: "float32" (fast) or "float64" (the oracle)."""
+        self._check_fitted()
+        s = solver(method, self.device, logprob=True)
+        self._check_gaussian_source()
+        self._check_unconditional()
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != self.spec_.dim:
+            raise FmnumpyError(f"x must have shape (N, {self.spec_.dim}), got {x.shape}")
+        logp, self.last_solve_ = _lik.log_prob(self.ema_ if ema else self.theta_, self.spec_,
+                                               x, s.name, steps, rtol, atol, return_stats=True,
+                                               dtype=dtype, device=self.device)
+        return logp
+
+    @within_threads
+    def density_grid(self, lim=4.0, n_grid=200, method="rk4", steps=100, ema=True,
+                     dtype="float32"):
+        """(gx, gy, log p (n_grid, n_grid)) on a square grid of cell centres (D = 2),
+        the network in ``dtype`` (as :meth:`log_prob`)."""
+        self._check_fitted()
+        s = solver(method, self.device, logprob=True)
+        self._check_gaussian_source()
+        self._check_unconditional()
+        return _lik.density_grid(self.ema_ if ema else self.theta_, self.spec_, lim, n_grid,
+                                 s.name, steps, dtype=dtype, device=self.device)
+
+    # -- evaluation -------------------------------------------------------------------
+    @within_threads
+    def evaluate(self, data=None, n=2000, seed=0, method="rk4", steps=DEFAULTS["sample_steps"],
+                 ema=True, qmc=False):
+        """Sample quality and transport cost of the flow, as a dict (docs/metrics.md):
+
+        w1, w2 (exact, n samples against n fresh points of ``data``, by default the
+        training data), mmd, energy (metrics.evaluate), npe (the normalized path
+        energy |E int_0^1 ||v||^2 dt - W2^2(source, data)| / W2^2(source, data) of
+        Tong et al. 2024, the energy along the n sampled trajectories), straightness
+        (metrics.straightness from the same source points, at most 1,000), nfe, n.
+        Draws: source points ``default_rng([seed, 10])``, fresh data
+        ``default_rng([seed, 9])``, and n more source points ``[seed, 11]`` for
+        W2(source, data); ``qmc=True`` draws the first source points quasi-randomly
+        (as ``sample(qmc=True)``), the others stay independent."""
+        from fmnumpy import metrics
+        from fmnumpy.ode.solvers import tableau
+        self._check_fitted()
+        n = positive_int("the number of evaluation points", n)
+        if n < 2:
+            raise FmnumpyError(f"the number of evaluation points must be at least 2, got {n}")
+        if solver(method, self.device).adaptive:
+            raise FmnumpyError(f"evaluate integrates the path energy along fixed steps; "
+                               f"choose a fixed-step method, not {method!r}")
+        if data is None:
+            data = self.source_data()
+        draw = datasets.make_sampler(data)
+        x0 = np.asarray(self.draw_source(n, np.random.default_rng([seed, 10]), qmc=qmc),
+                        dtype=DTYPE)
+        fresh = np.asarray(draw(n, np.random.default_rng([seed, 9])))
+        x1, traj = self._solve(x0, method, steps, 1e-5, 1e-5, steps, ema)
+        out = metrics.evaluate(x1, fresh, max_points=n)
+        out["w1"] = metrics.w1(x1, fresh)
+        ts = np.linspace(0.0, 1.0, traj.shape[0])
+        v = np.stack([self.velocity(traj[k], ts[k], ema=ema) for k in range(traj.shape[0])])
+        energy = metrics.path_energy(v, ts)
+        ends = metrics.w2(self.draw_source(n, np.random.default_rng([seed, 11])), fresh)
+        out.update(path_energy=energy, w2_source_data=ends,
+                   npe=metrics.normalized_path_energy(energy, ends),
+                   straightness=metrics.straightness(
+                       lambda xx, tt: self.velocity(xx, tt, ema=ema), x0[:1000], steps=100),
+                   nfe=int(steps) * tableau(method).stages, n=n)
+        if self.spec_.n_classes:
+            labelled = _labelled(data)
+            if labelled is not None:
+                out["w2_per_class"] = self._w2_per_class(labelled, n, seed, method, steps, ema)
+        return out
+
+    def _w2_per_class(self, data, n, seed, method, steps, ema):
+        """Exact W2 of the samples of each class (guidance 1) against fresh labelled
+        ``data`` of that class: [W2 of class 0, 1, ...], each on n // K points."""
+        K = self.spec_.n_classes
+        x, y = data.draw_labeled(2 * n, np.random.default_rng([seed, 12]))
+        from fmnumpy.metrics import w2 as exact_w2
+        out = []
+        for k in range(K):
+            fresh = np.asarray(x[y == k][:max(2, n // K)])
+            x0 = self.draw_source(fresh.shape[0], np.random.default_rng([seed, 13, k]))
+            xk, _ = self._solve(x0, method, steps, 1e-5, 1e-5, 0, ema, labels=k)
+            out.append(exact_w2(xk, fresh))
+        return out
+
+    def source_data(self):
+        """The training data's name or path, for drawing fresh points to compare with."""
+        if self.data_ in (None, "array", "reflow"):
+            raise FmnumpyError("this model was trained on an in-memory array; pass the data "
+                               "to compare with (evaluate(data=...), --data FILE or "
+                               "--dataset NAME)")
+        return self.data_
+
+    # -- persistence ------------------------------------------------------------------
+    # The shared schema (train/estimator.py, docs/checkpoints.md) plus, in ``extra``,
+    # the network's shape as trained (x_freqs resolved, classes), the source's name
+    # (its rows, when it is user data, as the array ``source``) and ``_extra_meta``.
+    def _checkpoint_extra(self):
+        extra = dict(n_classes=self.spec_.n_classes, x_freqs_used=self.spec_.x_freqs,
+                     source=None if self.source_ is None else self.source_.name,
+                     **self._extra_meta())
+        arrays = {}
+        if self.source_ is not None and self.source_.array is not None:
+            arrays["source"] = self.source_.array      # user data: kept, not re-read
+        return extra, arrays
+
+    def _extra_meta(self):
+        """What a subclass adds to the checkpoint's ``extra`` metadata."""
+        return {}
+
+    def _load_extra(self, extra):
+        """Subclasses read their own part of the checkpoint's ``extra`` metadata."""
+
+    @classmethod
+    def _params_of(cls, meta):
+        if "params" not in meta:                       # fmnumpy 0.1.0's schema
+            return cls.params_from_meta(meta)
+        p = super()._params_of(meta)
+        p["coupling_options"] = dict(p.get("coupling_options") or {})
+        return p
+
+    def _restore_extra(self, meta, arrays, path):
+        if "params" not in meta:                       # fmnumpy 0.1.0's schema
+            spec = meta["spec"]
+            meta["dim"] = spec["dim"]
+            meta.setdefault("seconds", meta.get("train_seconds", 0.0))
+            extra = dict(meta.get("extra", {}), n_classes=spec.get("n_classes", 0),
+                         x_freqs_used=spec.get("x_freqs", 0), source=meta.get("source"))
+        else:
+            extra = meta["extra"]
+        self._init_state(int(meta["dim"]), int(extra["n_classes"]), int(extra["x_freqs_used"]))
+        P = self.spec_.n_params
+        for name in ("theta", "m", "v", "ema"):
+            if arrays[name].shape != (P,):
+                raise FmnumpyError(f"{path}: array {name} has shape {arrays[name].shape}, "
+                                   f"expected ({P},); the file is damaged")
+        name = extra.get("source")
+        if name is not None:
+            self.source_ = datasets.as_data(arrays["source"] if "source" in arrays else name)
+            self.source_.name = name
+            if self.source_.dim != self.spec_.dim:
+                raise FmnumpyError(f"{path}: the stored source has D={self.source_.dim}, "
+                                   f"the model D={self.spec_.dim}; the file is damaged")
+        self._load_extra(extra)
+
+    @staticmethod
+    def params_from_meta(meta):
+        """The constructor's arguments stored in a checkpoint of fmnumpy 0.1.0."""
+        spec, opt, extra = meta["spec"], meta["opt"], meta.get("extra", {})
+        params = {k: opt[k] for k in ("lr", "weight_decay", "clip", "ema_decay", "warmup",
+                                      "schedule", "lr_min")}
+        return dict(params, hidden=tuple(spec["hidden"]), activation=spec["activation"],
+                    time_freqs=spec.get("n_freq", 0),
+                    # the configured value; checkpoints from before x_freqs had none
+                    x_freqs=meta.get("x_freqs", spec.get("x_freqs", 0)),
+                    optimizer=meta["optimizer"],
+                    sigma_min=meta["sigma_min"], sigma=meta.get("sigma", 0.0),
+                    seed=meta["seed"],
+                    # checkpoints from before the path option trained the straight path
+                    path=meta.get("path", "straight"),
+                    sb_sigma=meta.get("sb_sigma", DEFAULTS["sb_sigma"]),
+                    # and drew t uniformly
+                    time_power=meta.get("time_power", 1.0),
+                    label_dropout=meta.get("label_dropout", DEFAULTS["label_dropout"]),
+                    coupling=extra.get("coupling", "independent"),
+                    coupling_options=extra.get("coupling_options", {}))
+
+    def __repr__(self):
+        state = f", step={self.step_}" if self.spec_ is not None else ""
+        return (f"FlowMatcher(hidden={self.hidden}, activation={self.activation!r}, "
+                f"seed={self.seed}{state})")
+
+
+FlowMatcher.PARAMS = FlowMatcher.param_names()

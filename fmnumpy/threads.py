@@ -1,0 +1,20 @@
+"""Thread limits shared by every family: BLAS's threads (SciPy's OpenBLAS, which
+compiled ``np.dot`` calls) and Numba's (DEVELOPERS.md, Threads)."""
+
+
+def limit_blas(threads):
+    """Limit every BLAS to ``threads`` threads until ``.restore_original_limits()``.
+
+    Compiled ``np.dot`` calls SciPy's BLAS (``scipy.linalg.cython_blas``), a second
+    OpenBLAS beside NumPy's that is loaded on first use; it is loaded here first,
+    else threadpoolctl would not see it: the first parallel training run then
+    nested two BLAS threads in each of Numba's (20x slower steps on 2 cores)."""
+    import scipy.linalg.cython_blas  # noqa: F401  (loads SciPy's OpenBLAS)
+    from threadpoolctl import threadpool_limits
+    return threadpool_limits(limits=int(threads), user_api="blas")
+
+
+def single_threaded_blas():
+    """Limit BLAS to one thread until ``.restore_original_limits()``: the sampler's
+    particle chunks run on Numba's threads (see DEVELOPERS.md, Threads)."""
+    return limit_blas(1)
