@@ -387,3 +387,37 @@ def test_metrics_are_logged_periodically(tmp_path, capsys):
     code = run(["train", "--out", tmp_path / "bad", "--steps", 10, *TINY,
                 "--metrics-every", -1])
     assert_one_line_error(capsys, code, "--metrics-every")
+
+
+# ---- one command line per family -------------------------------------------------------
+
+def test_each_family_trains_with_its_own_estimators_defaults():
+    from fmnumpy import DiscreteFlowMatcher, FlowMatcher, ManifoldFlowMatcher
+    from fmnumpy.cli import discrete, euclidean, main, manifold
+    parse = main.build_parser().parse_args
+    for module, argv, cls in ((euclidean, [], FlowMatcher),
+                              (manifold, ["--manifold", "sphere"], ManifoldFlowMatcher),
+                              (discrete, ["--discrete"], DiscreteFlowMatcher)):
+        fm = module.model(parse(["train", *argv]))
+        want = cls.default_params()
+        if cls is ManifoldFlowMatcher:
+            want["manifold"] = "sphere"
+        assert type(fm) is cls and fm.get_params() == cls(**want).get_params(), cls
+    assert manifold.model(parse(["train", "--manifold", "sphere"])).hidden == (256, 256, 256)
+    assert discrete.model(parse(["train", "--discrete"])).lr == 1e-3
+    fm = discrete.model(parse(["train", "--discrete", "--kappa-power", "2", "--clip", "0.5"]))
+    assert (fm.power, fm.clip) == (2.0, 0.5)                  # given options reach the model
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["train", "--discrete", "--sigma", "0.1"], ("--sigma", "flow matching on R^D", "discrete")),
+    (["train", "--discrete", "--metrics-every", "5"], ("--metrics-every", "R^D")),
+    (["train", "--manifold", "torus", "--path", "sb"], ("--path", "R^D", "on a manifold")),
+    (["train", "--manifold", "torus", "--embed", "8"], ("--embed", "discrete", "on a manifold")),
+    (["train", "--vocab-size", "8"], ("--vocab-size", "discrete", "on R^D does not")),
+    (["train", "--x-dirs", "axes", "--manifold", "sphere"], ("--x-dirs", "R^D")),
+])
+def test_another_familys_option_is_refused_in_one_line(tmp_path, capsys, argv, words):
+    code = run([*argv, "--steps", 1, "--out", tmp_path / "o", "--no-progress"])
+    assert_one_line_error(capsys, code, *words)
+    assert not (tmp_path / "o").exists()                        # refused before anything ran

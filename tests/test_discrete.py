@@ -427,7 +427,7 @@ def test_cli_trains_samples_and_evaluates_a_discrete_model(tmp_path, capsys):
     capsys.readouterr()
     assert run(["train", "--discrete", "--resume", "--steps", 50, "--no-progress",
                 "--no-plots", "--out", out]) == 2
-    assert_one_line_error(capsys, 2, "taken 70 steps", "--steps above 70")
+    assert_one_line_error(capsys, 2, "taken 70 steps", "--steps of 70 or more")
     # another family's options are refused, never ignored
     assert run(["sample", "--checkpoint", out / "checkpoint.npz", "--out", tmp_path / "s.npy",
                 "--log-prob", tmp_path / "l.npy"]) == 2

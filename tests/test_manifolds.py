@@ -61,6 +61,85 @@ def test_sphere_log_and_exp_invert_each_other_and_measure_the_distance(seed, D):
     assert np.allclose(call(mf.proju, mf.SPHERE, x, p), p, atol=1e-13)  # P^2 = P
 
 
+# ---- the manifold contract: every entry of MANIFOLDS, every operation of CONTRACT ------
+
+CONTRACT_DIMS = {"sphere": (2, 3, 5), "torus": (1, 2, 3)}
+
+
+def test_contract_names_a_function_for_every_operation_and_every_manifold_is_tested():
+    import importlib
+    for op, (where, _) in mf.CONTRACT.items():
+        module, name = where.rsplit(".", 1)
+        assert callable(getattr(importlib.import_module("fmnumpy." + module), name)), op
+    assert set(CONTRACT_DIMS) == set(mf.MANIFOLDS)          # a new entry needs its dimensions
+
+
+@pytest.mark.parametrize("name", sorted(mf.MANIFOLDS))
+def test_contract_maps_and_distance(name):
+    """projx is idempotent and check_points accepts its points; proju is idempotent;
+    exp_x(log_x(y)) = y; |log_x(y)| = dist(x, y) = dist(y, x); the uniform draw lies on
+    the manifold."""
+    code = mf.MANIFOLDS[name]
+    for D in CONTRACT_DIMS[name]:
+        rng = np.random.default_rng(D)
+        x, y = mf.sample_prior(code, 30, D, rng), mf.sample_prior(code, 30, D, rng)
+        np.testing.assert_allclose(call(mf.projx, code, x), x, atol=1e-12)
+        np.testing.assert_allclose(mf.check_points(code, x), x, atol=1e-12)
+        far = call(mf.projx, code, 3.0 * x + 7.0)
+        np.testing.assert_allclose(call(mf.projx, code, far), far, atol=1e-12)
+        u = call(mf.proju, code, x, rng.standard_normal(x.shape))
+        np.testing.assert_allclose(call(mf.proju, code, x, u), u, atol=1e-12)
+        log = call(mf.logmap, code, x, y)
+        np.testing.assert_allclose(call(mf.proju, code, x, log), log, atol=1e-12)
+        back = call(mf.expmap, code, x, log)
+        assert np.abs(call(mf.dist, code, back, y, width=1)).max() < 1e-9
+        d = call(mf.dist, code, x, y, width=1)
+        np.testing.assert_allclose(np.linalg.norm(log, axis=1), d, atol=1e-12)
+        np.testing.assert_allclose(call(mf.dist, code, y, x, width=1), d, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(mf.MANIFOLDS))
+def test_contract_uniform_draw_has_the_density_of_the_volume(name):
+    """The mean of the log-density of the prior over its own draws is -log_volume, and
+    a ball's share of the draws is its share of the volume (S^2: a cap of height h
+    has area 2 pi h; T^D: a box)."""
+    code = mf.MANIFOLDS[name]
+    D = 3 if name == "sphere" else 2
+    x = mf.sample_prior(code, 200_000, D, np.random.default_rng(0))
+    np.testing.assert_allclose(mf.prior_log_density(code, x), -mf.log_volume(code, D))
+    if name == "sphere":
+        share, want = np.mean(x[:, 2] > 0.5), 2 * math.pi * 0.5 / math.exp(mf.log_volume(code, D))
+    else:
+        share, want = np.mean((x < 1.0).all(axis=1)), 1.0 / math.exp(mf.log_volume(code, D))
+    assert abs(share - want) < 4 * math.sqrt(want * (1 - want) / x.shape[0]), (share, want)
+
+
+@pytest.mark.parametrize("name", sorted(mf.MANIFOLDS))
+@pytest.mark.parametrize("K", [0, 2])
+def test_contract_feature_tangents_are_the_derivatives_of_the_features(name, K):
+    code = mf.MANIFOLDS[name]
+    for D in CONTRACT_DIMS[name][1:]:
+        rng = np.random.default_rng(K + D)
+        B = 6
+        x, t = mf.sample_prior(code, B, D, rng), rng.random(B)
+        feats = (1, K, rfm.feature_directions(code, D))
+        E = rfm.embed_width(code, D, K)
+        F = E + 3
+
+        def embed(y):
+            X = np.zeros((B, F))
+            rfm.manifold_features(code, y, t, feats, X)
+            return X
+
+        U = np.zeros((D, B, E))
+        msol.embedding_tangents(code, embed(x), feats, U)
+        for _ in range(3):             # along tangent vectors v, the only ones div_M uses
+            v = call(mf.proju, code, x, rng.standard_normal((B, D)))
+            dU = np.einsum("bd,dbe->be", v, U)
+            fd = (embed(x + 1e-6 * v)[:, :E] - embed(x - 1e-6 * v)[:, :E]) / 2e-6
+            np.testing.assert_allclose(dU, fd, atol=1e-6)
+
+
 @pytest.mark.parametrize("D", [2, 3, 5])
 def test_log_at_the_antipode_has_length_pi(D):
     """y = -x: log_x(y) is pi times a unit tangent, exp of it is y, and the geodesic
@@ -298,8 +377,9 @@ def test_torus_constant_flow_and_uniform_density():
 
 # ---- the divergence and the density --------------------------------------------------
 
-@pytest.mark.parametrize("code,D,K", [(mf.SPHERE, 3, 0), (mf.SPHERE, 4, 2), (mf.TORUS, 2, 0),
-                                      (mf.TORUS, 3, 2), (mf.EUCLIDEAN, 2, 1)])
+@pytest.mark.parametrize("code,D,K", [(mf.MANIFOLDS[name], D, K) for name in sorted(mf.MANIFOLDS)
+                                      for D, K in zip(CONTRACT_DIMS[name][1:], (0, 2))]
+                         + [(mf.EUCLIDEAN, 2, 1)])
 def test_riemannian_divergence_matches_finite_differences(code, D, K):
     """div_M v = the ambient divergence of the field's extension that is constant
     along rays (sphere: at |x| = 1 its trace is tr(P J P)); the flat torus's is

@@ -327,3 +327,30 @@ def test_callback_and_periodic_checkpoints(tmp_path):
                     checkpoint=path, checkpoint_every=4)
     assert seen == [4, 8, 12, 16, 20]
     assert load(path).step_ == 20
+
+
+# ---- the default features in every dimension -------------------------------------------------
+
+def test_default_features_grow_at_most_linearly_with_the_dimension(tmp_path):
+    """x_freqs=None: plane waves along the axes and diagonals up to FOURIER_UP_TO
+    dimensions, none above; an explicit x_freqs above it runs along the axes alone
+    (bench/results/x_freqs_dims.md).  The choice is kept by checkpoints."""
+    from fmnumpy.config import FOURIER_UP_TO
+    from fmnumpy.nn import mlp
+    assert FOURIER_UP_TO < 8
+    inputs = {}
+    for name, D in (("2spirals", 2), ("gmm8d", 8), ("gmm32d", 32)):
+        fm = FlowMatcher(hidden=(4,), threads=1).fit(name, steps=1, batch_size=4)
+        inputs[D] = int(fm.spec_.sizes[0])
+        assert inputs[D] == mlp.feature_count(D, 0, 0, fm.spec_.x_freqs, fm.spec_.x_dirs)
+    assert inputs == {2: 2 + 2 * 3 * 4 + 1, 8: 8 + 1, 32: 32 + 1}
+    fm = FlowMatcher(hidden=(4,), x_freqs=3, threads=1).fit("gmm32d", steps=1, batch_size=4)
+    assert fm.spec_.x_dirs == "axes" and fm.spec_.sizes[0] == 32 + 2 * 3 * 32 + 1
+    fm = FlowMatcher(hidden=(4,), x_freqs=2, x_dirs="axes").fit("2spirals", steps=1,
+                                                                batch_size=4)
+    assert fm.spec_.sizes[0] == 2 + 2 * 2 * 2 + 1
+    back = FlowMatcher.load(fm.save(tmp_path / "a.npz"))
+    assert back.spec_.x_dirs == "axes" and back.spec_.sizes[0] == fm.spec_.sizes[0]
+    np.testing.assert_array_equal(back.sample(5), fm.sample(5))
+    with pytest.raises(FmnumpyError, match="unknown x_dirs 'planes'"):
+        FlowMatcher(x_dirs="planes")

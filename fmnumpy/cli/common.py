@@ -10,6 +10,7 @@ option the family does not take into one line naming the families that do.
 import inspect
 import json
 import sys
+import time
 
 from fmnumpy.errors import FmnumpyError
 
@@ -26,7 +27,7 @@ _COMMON_TRAIN = {"dataset", "data", "steps", "batch_size", "lr", "optimizer", "w
 OPTIONS = {
     "train": {
         "euclidean": _COMMON_TRAIN | {
-            "source", "x_freqs", "sigma", "conditional", "label_column", "label_dropout",
+            "source", "x_freqs", "x_dirs", "sigma", "conditional", "label_column", "label_dropout",
             "sigma_min", "path", "sb_sigma", "time_power", "coupling", "sinkhorn_reg",
             "metrics_every", "device"},
         "manifold": _COMMON_TRAIN | {"x_freqs", "time_power", "coupling"},
@@ -151,3 +152,25 @@ def print_metrics(m, keys=None, to=None):
 def write_json(path, obj):
     with open(path, "w") as f:
         json.dump(obj, f, indent=1)
+
+
+def resume_from(a, fm, ckpt, steps):
+    """With --resume: one line when the checkpoint has taken more than ``steps`` (the
+    total), else say where it continues."""
+    if not a.resume:
+        return
+    done = fm.state_.step
+    if steps < done:
+        raise FmnumpyError(f"{ckpt} has taken {done} steps already; --resume continues up to "
+                           f"--steps, the total, so pass --steps of {done} or more")
+    say(f"resuming from {ckpt} at step {done}")
+
+
+def fit_timed(a, fm, data, steps, batch_size, ckpt, **more):
+    """``fm.fit`` with ``train``'s run options (resume, progress bar, checkpoints); returns
+    the seconds it took."""
+    t0 = time.perf_counter()
+    fm.fit(data, steps=steps, batch_size=batch_size, warm_start=bool(a.resume),
+           progress=not a.no_progress, checkpoint=ckpt, checkpoint_every=a.checkpoint_every,
+           log=say, **more)
+    return time.perf_counter() - t0

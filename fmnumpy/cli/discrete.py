@@ -15,6 +15,12 @@ from fmnumpy.errors import FmnumpyError
 RENAME = {"power": "kappa_power"}          # parameter -> option, where they differ
 
 
+def model(a):
+    """The DiscreteFlowMatcher that ``fmnumpy train --discrete`` trains anew: the options
+    given, DiscreteFlowMatcher's defaults for the rest."""
+    return DiscreteFlowMatcher(**common.model_options(a, DiscreteFlowMatcher, RENAME))
+
+
 def train(a):
     """The discrete training run: checkpoint, samples.png, flow.gif, loss.png, elbo.png,
     samples.npy and metrics.json in --out."""
@@ -28,7 +34,7 @@ def train(a):
                                  RENAME)
         fm.set_params(threads=a.threads)
     else:
-        fm = DiscreteFlowMatcher(**common.model_options(a, DiscreteFlowMatcher, RENAME))
+        fm = model(a)
     common.fill(a, dict(seed=fm.seed))                   # the pictures' draws
     data = a.data or a.dataset or (fm.data_ if a.resume and fm.data_ not in
                                    (None, "array") else run["data"])
@@ -36,18 +42,10 @@ def train(a):
     steps = a.steps or (fm.total_steps_ if a.resume and fm.total_steps_ else run["steps"])
     batch = a.batch_size or (fm.batch_size_ if a.resume and fm.batch_size_ else
                              run["batch_size"])
-    if a.resume and steps <= fm.state_.step:
-        raise FmnumpyError(f"{ckpt} has taken {fm.state_.step} steps already; --resume "
-                           f"continues up to --steps, so pass --steps above {fm.state_.step}")
-    if a.resume:
-        say(f"resuming from {ckpt} at step {fm.state_.step}")
+    common.resume_from(a, fm, ckpt, steps)
     say(f"training discrete flow matching on {data.name} (V = {fm.vocab_size}, source "
         f"{fm.source}) up to step {steps}")
-    t0 = time.perf_counter()
-    fm.fit(data, steps=steps, batch_size=batch, warm_start=a.resume,
-           progress=not a.no_progress, checkpoint=ckpt, checkpoint_every=a.checkpoint_every,
-           log=say)
-    train_s = time.perf_counter() - t0
+    train_s = common.fit_timed(a, fm, data, steps, batch, ckpt)
     t0 = time.perf_counter()
     metrics = dict(steps=fm.state_.step, train_seconds=round(train_s, 2),
                    final_loss=float(np.mean(fm.state_.losses[-200:])),

@@ -4,7 +4,6 @@ other families' options before these run)."""
 import json
 import math
 import os
-import time
 
 import numpy as np
 
@@ -26,13 +25,16 @@ def _load_for_sampling(a):
     return fm.set_params(threads=a.threads, device=a.device or "cpu").require_device()
 
 
-def _train_params(a):
-    """FlowMatcher's constructor arguments from ``fmnumpy train``'s options (the
-    ones given; the rest keep FlowMatcher's defaults)."""
+def model(a):
+    """The FlowMatcher that ``fmnumpy train`` trains anew: the options given, FlowMatcher's
+    defaults for the rest."""
+    if a.sb_sigma is not None and (a.path or DEFAULTS["path"]) != "sb":
+        raise FmnumpyError(f"--sb-sigma is the noise of --path sb; drop it or add "
+                           f"--path sb (got --path {a.path or DEFAULTS['path']})")
     params = common.model_options(a, FlowMatcher)
     if a.sinkhorn_reg is not None:
         params["coupling_options"] = {"reg": a.sinkhorn_reg}
-    return params
+    return FlowMatcher(**params)
 
 
 def _train_data(a, name, resumed=None):
@@ -89,10 +91,7 @@ def cmd_train(a):
                                f"--resume continues it, so drop --source {a.source}")
         fm.set_params(device=a.device or fm.device, threads=a.threads)
     else:
-        if a.sb_sigma is not None and (a.path or DEFAULTS["path"]) != "sb":
-            raise FmnumpyError(f"--sb-sigma is the noise of --path sb; drop it or add "
-                               f"--path sb (got --path {a.path or DEFAULTS['path']})")
-        fm = FlowMatcher(**_train_params(a))
+        fm = model(a)
     common.fill(a, dict(seed=fm.seed))                   # the pictures' draws
     fm.require_device()
     run = common.fit_defaults(FlowMatcher)
@@ -100,11 +99,7 @@ def cmd_train(a):
         a.steps = fm.total_steps_ if a.resume and fm.total_steps_ else run["steps"]
     if a.batch_size is None:
         a.batch_size = fm.batch_size_ if a.resume and fm.batch_size_ else run["batch_size"]
-    if a.resume:
-        if a.steps < fm.step_:
-            raise FmnumpyError(f"{ckpt} has taken {fm.step_} steps already; --resume "
-                               f"continues up to --steps, so pass --steps above {fm.step_}")
-        say(f"resuming from {ckpt} at step {fm.step_}")
+    common.resume_from(a, fm, ckpt, a.steps)
     data = _train_data(a, data, fm if a.resume else None)           # read and checked once
     draw = data.draw
     ref = draw(2000, np.random.default_rng([a.seed, 7]))           # (2000, D) for pictures
@@ -133,15 +128,10 @@ def cmd_train(a):
             say(f"step {k}: loss {m['loss']:.4f}, W2 {m['w2']:.4f}, MMD {m['mmd']:.2e}, "
                  f"energy {m['energy']:.2e}")
 
-    t0 = time.perf_counter()
     source = None if a.source is None else datasets.as_data(a.source)   # read once
-    fm.fit(data, steps=a.steps, batch_size=a.batch_size, warm_start=a.resume, source=source,
-           progress=not a.no_progress,
-           callback=snapshot if (every or a.metrics_every) else None,
-           callback_every=math.gcd(every, a.metrics_every),
-           checkpoint=ckpt, checkpoint_every=a.checkpoint_every,
-           log=say)
-    train_s = time.perf_counter() - t0
+    train_s = common.fit_timed(a, fm, data, a.steps, a.batch_size, ckpt, source=source,
+                               callback=snapshot if (every or a.metrics_every) else None,
+                               callback_every=math.gcd(every, a.metrics_every))
     x, traj = fm.sample(2000, method=DEFAULTS["method"], steps=DEFAULTS["sample_steps"],
                         seed=a.seed + 1, record=50)
     np.save(os.path.join(a.out, "samples.npy"), x)

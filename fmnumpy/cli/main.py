@@ -125,10 +125,13 @@ def _train_parser(sub):
                      help="EMA of the weights used for sampling (default 0.999)")
     cont = t.add_argument_group("flow matching on R^D and on manifolds")
     cont.add_argument("--x-freqs", type=int, default=None, help="Fourier features of the "
-                      "point: K octaves of plane waves (R^D: along the axes, and the "
-                      "diagonals up to 8 dimensions; the sphere: axes and diagonals), the "
+                      "point: K octaves of plane waves (R^D: see --x-dirs; the sphere: "
+                      "along the axes and diagonals), the "
                       "torus harmonics 1..K+1 (default: 3 on the CPU, 0 on the GPU; 2 on a "
                       "manifold)")
+    cont.add_argument("--x-dirs", default=None, choices=("auto", "diagonals", "axes"),
+                      help="R^D: the plane waves' directions: the axes and diagonals, or the "
+                      "axes alone (default auto: the diagonals up to 8 dimensions)")
     cont.add_argument("--time-power", type=float, default=None,
                       help="draw training times t = 1 - (1 - u)^K, u uniform: 1 is uniform, "
                       "K > 1 trains more near the data (default 2 on the straight path and "

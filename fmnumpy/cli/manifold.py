@@ -30,6 +30,13 @@ def _manifold(a):
     return a.manifold
 
 
+def model(a, manifold=None):
+    """The ManifoldFlowMatcher that ``fmnumpy train --manifold`` trains anew: the options
+    given, ManifoldFlowMatcher's defaults for the rest."""
+    return ManifoldFlowMatcher(**dict(common.model_options(a, ManifoldFlowMatcher),
+                                      manifold=manifold or _manifold(a) or "sphere"))
+
+
 def train(a):
     """The manifold training run: checkpoint.npz, samples.npy, samples.png, flow.gif,
     density.png, loss.png and metrics.json in --out."""
@@ -46,8 +53,7 @@ def train(a):
                                                if k not in ("threads", "manifold")])
         fm.set_params(threads=a.threads)
     else:
-        fm = ManifoldFlowMatcher(**dict(common.model_options(a, ManifoldFlowMatcher),
-                                        manifold=manifold or "sphere"))
+        fm = model(a, manifold)
     common.fill(a, dict(seed=fm.seed))                   # the pictures' draws
     if a.data is not None:
         data = fm._data(load_data(a.data), fm.dim_ if a.resume else None)[2]   # checked once
@@ -60,20 +66,11 @@ def train(a):
         name = data
     run = common.fit_defaults(ManifoldFlowMatcher)
     total = a.steps or (fm.total_steps_ if a.resume and fm.total_steps_ else run["steps"])
-    done = fm.state_.step if a.resume else 0
-    if total <= done:
-        raise FmnumpyError(f"{ckpt} has taken {done} steps already; --resume continues up "
-                           f"to --steps, so pass --steps above {done}")
     batch = a.batch_size or (fm.batch_size_ if a.resume and fm.batch_size_ else
                              run["batch_size"])
-    if a.resume:
-        say(f"resuming from {ckpt} at step {fm.state_.step}")
+    common.resume_from(a, fm, ckpt, total)
     say(f"training flow matching on the {fm.manifold} on {name} up to step {total}")
-    t0 = time.perf_counter()
-    fm.fit(data, steps=total, batch_size=batch, warm_start=a.resume,
-           progress=not a.no_progress, checkpoint=ckpt, checkpoint_every=a.checkpoint_every,
-           log=say)
-    train_s = time.perf_counter() - t0
+    train_s = common.fit_timed(a, fm, data, total, batch, ckpt)
     t0 = time.perf_counter()
     metrics = {"manifold": fm.manifold, "steps": fm.state_.step,
                "train_seconds": round(train_s, 2),

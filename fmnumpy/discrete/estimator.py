@@ -16,7 +16,6 @@ from fmnumpy.nn.activations import activation_code
 from fmnumpy.nn.mlp import init_params, param_count
 from fmnumpy.train.estimator import Estimator, check_threads, positive_steps, within_threads
 from fmnumpy.train.loop import HostStepper
-from fmnumpy.train.optim import adam_config
 from fmnumpy.train.state import TrainState
 from fmnumpy.train.update import apply_update, hyper_at
 
@@ -54,11 +53,8 @@ class DiscreteFlowMatcher(Estimator):
         self.time_freqs = int(time_freqs)
         if self.time_freqs < 0:
             raise FmnumpyError(f"time_freqs must be >= 0, got {time_freqs}")
-        self.opt = adam_config(optimizer, lr, weight_decay, clip, ema_decay, warmup,
-                               schedule, lr_min)
-        self.lr, self.optimizer, self.weight_decay, self.clip = lr, optimizer, weight_decay, clip
-        self.warmup, self.schedule, self.lr_min = warmup, schedule, lr_min
-        self.ema_decay = ema_decay
+        self._configure_update(lr, optimizer, weight_decay, clip, warmup, schedule, lr_min,
+                               ema_decay)
         self.sample_steps = positive_int("sample_steps", sample_steps)
         self.seed = int(seed)
         self.threads = check_threads(threads)

@@ -45,12 +45,20 @@ X_FREQS = {"cpu": 3, "cuda": 0}
 
 DEFAULTS = dict(
     dataset="2spirals", steps=20000, batch_size=256, hidden=(128, 128, 128, 128),
-    activation="silu", time_freqs=0, x_freqs=None, lr=4e-3, weight_decay=0.0, optimizer="adamw",
+    activation="silu", time_freqs=0, x_freqs=None, x_dirs="auto", lr=4e-3, weight_decay=0.0, optimizer="adamw",
     clip=1.0, ema_decay=0.999, warmup=500, schedule="cosine", lr_min=1e-5,
     sigma_min=0.0, sigma=0.0, seed=0, method="rk4", sample_steps=100, n_samples=2000,
     coupling="independent", path="straight", sb_sigma=SB_SIGMA, time_power=None,
     label_dropout=0.1,
 )
+
+
+def default_x_freqs(dim, device):
+    """x_freqs=None: plane-wave features of x (``X_FREQS`` of the device) up to
+    ``config.FOURIER_UP_TO`` dimensions, none above, where they cost time and lose
+    quality (bench/results/x_freqs_dims.md)."""
+    from fmnumpy.config import FOURIER_UP_TO
+    return X_FREQS[device] if dim <= FOURIER_UP_TO else 0
 
 
 def _labelled(data):
@@ -103,6 +111,7 @@ class FlowMatcher(Estimator):
 
     def __init__(self, hidden=DEFAULTS["hidden"], activation=DEFAULTS["activation"],
                  time_freqs=DEFAULTS["time_freqs"], x_freqs=DEFAULTS["x_freqs"],
+                 x_dirs=DEFAULTS["x_dirs"],
                  lr=DEFAULTS["lr"],
                  optimizer=DEFAULTS["optimizer"], weight_decay=DEFAULTS["weight_decay"],
                  clip=DEFAULTS["clip"], ema_decay=DEFAULTS["ema_decay"],
@@ -120,14 +129,14 @@ class FlowMatcher(Estimator):
         self.source_ = None
 
     # -- configuration ----------------------------------------------------------------
-    def _configure(self, hidden, activation, time_freqs, x_freqs, lr, optimizer, weight_decay, clip,
+    def _configure(self, hidden, activation, time_freqs, x_freqs, x_dirs, lr, optimizer, weight_decay, clip,
                    ema_decay, warmup, schedule, lr_min, sigma_min, sigma, coupling,
                    coupling_options, path, sb_sigma, time_power, label_dropout, seed, threads,
                    device):
         """Validate the whole configuration (the constructor's arguments), then set it:
         a bad value leaves the model as it was."""
-        opt = adam_config(optimizer, lr, weight_decay, clip, ema_decay, warmup, schedule,
-                          lr_min)
+        adam_config(optimizer, lr, weight_decay, clip, ema_decay, warmup, schedule,
+                    lr_min)                                        # validate early
         threads = check_threads(threads)
         sigma_min = float(sigma_min)
         if not 0.0 <= sigma_min < 1.0:
@@ -164,25 +173,26 @@ class FlowMatcher(Estimator):
             raise FmnumpyError(f"unknown device {device!r}; choose one of: cpu, cuda")
         x_freqs = None if x_freqs is None else int(x_freqs)
         hidden = tuple(int(h) for h in hidden)
-        MLPSpec(2, hidden, activation, int(time_freqs), x_freqs=x_freqs or 0)  # validate early
+        MLPSpec(2, hidden, activation, int(time_freqs), x_freqs=x_freqs or 0,
+                x_dirs=x_dirs)                                     # validate early
         self.hidden, self.activation, self.time_freqs = hidden, activation, int(time_freqs)
-        self.x_freqs = x_freqs
-        self.optimizer, self.opt = optimizer, opt
-        self.lr, self.weight_decay, self.clip, self.ema_decay = lr, weight_decay, clip, ema_decay
-        self.warmup, self.schedule, self.lr_min = warmup, schedule, lr_min
+        self.x_freqs, self.x_dirs = x_freqs, x_dirs
+        self._configure_update(lr, optimizer, weight_decay, clip, warmup, schedule, lr_min,
+                               ema_decay)
         self.sigma_min, self.sigma, self.path, self.sb_sigma = sigma_min, sigma, path, sb_sigma
         self.time_power, self.label_dropout = time_power, label_dropout
         self.coupling, self.coupling_options = str(coupling), coupling_options
         self.device, self.seed, self.threads = device, int(seed), threads
 
     # -- state ------------------------------------------------------------------------
-    def _init_state(self, dim, n_classes=0, x_freqs=None):
-        """A fresh state for data of dimension ``dim``; ``x_freqs`` (a checkpoint's)
-        overrides the configured one, whose None means ``X_FREQS`` of the device."""
+    def _init_state(self, dim, n_classes=0, x_freqs=None, x_dirs=None):
+        """A fresh state for data of dimension ``dim``; ``x_freqs`` and ``x_dirs`` (a
+        checkpoint's) override the configured ones, whose None means ``X_FREQS`` of the
+        device, and whose "auto" the directions by dimension (``mlp.direction_scheme``)."""
         if x_freqs is None:
-            x_freqs = X_FREQS[self.device] if self.x_freqs is None else self.x_freqs
+            x_freqs = default_x_freqs(dim, self.device) if self.x_freqs is None else self.x_freqs
         self.spec_ = MLPSpec(dim, self.hidden, self.activation, self.time_freqs, n_classes,
-                             x_freqs)
+                             x_freqs, x_dirs or self.x_dirs)
         rng = np.random.default_rng([self.seed, INIT_STREAM])
         self.state_ = TrainState(init_params(self.spec_.sizes, rng, DTYPE))
         self.source_ = None
@@ -537,6 +547,7 @@ class FlowMatcher(Estimator):
     # (its rows, when it is user data, as the array ``source``) and ``_extra_meta``.
     def _checkpoint_extra(self):
         extra = dict(n_classes=self.spec_.n_classes, x_freqs_used=self.spec_.x_freqs,
+                     x_dirs_used=self.spec_.x_dirs,
                      source=None if self.source_ is None else self.source_.name,
                      **self._extra_meta())
         arrays = {}
@@ -568,7 +579,8 @@ class FlowMatcher(Estimator):
                          x_freqs_used=spec.get("x_freqs", 0), source=meta.get("source"))
         else:
             extra = meta["extra"]
-        self._init_state(int(meta["dim"]), int(extra["n_classes"]), int(extra["x_freqs_used"]))
+        self._init_state(int(meta["dim"]), int(extra["n_classes"]), int(extra["x_freqs_used"]),
+                         extra.get("x_dirs_used", "diagonals"))    # 0.1.0 had the diagonals
         P = self.spec_.n_params
         for name in ("theta", "m", "v", "ema"):
             if arrays[name].shape != (P,):
@@ -593,6 +605,7 @@ class FlowMatcher(Estimator):
                     time_freqs=spec.get("n_freq", 0),
                     # the configured value; checkpoints from before x_freqs had none
                     x_freqs=meta.get("x_freqs", spec.get("x_freqs", 0)),
+                    x_dirs="diagonals",               # the only directions of 0.1.0
                     optimizer=meta["optimizer"],
                     sigma_min=meta["sigma_min"], sigma=meta.get("sigma", 0.0),
                     seed=meta["seed"],

@@ -23,7 +23,6 @@ from fmnumpy.nn.mlp import StepWork, init_params, param_count
 from fmnumpy.ode.solvers import tableau
 from fmnumpy.train.estimator import Estimator, check_threads, positive_steps, within_threads
 from fmnumpy.train.loop import HostStepper
-from fmnumpy.train.optim import adam_config
 from fmnumpy.train.state import TrainState
 from fmnumpy.train.times import check_time_power, time_from_uniform
 from fmnumpy.train.update import hyper_at
@@ -69,11 +68,8 @@ class ManifoldFlowMatcher(Estimator):
         self.x_freqs = int(x_freqs)
         if self.x_freqs < 0:
             raise FmnumpyError(f"x_freqs must be >= 0, got {x_freqs}")
-        self.opt = adam_config(optimizer, lr, weight_decay, clip, ema_decay, warmup,
-                               schedule, lr_min)
-        self.lr, self.optimizer, self.weight_decay, self.clip = lr, optimizer, weight_decay, clip
-        self.warmup, self.schedule, self.lr_min = warmup, schedule, lr_min
-        self.ema_decay = ema_decay
+        self._configure_update(lr, optimizer, weight_decay, clip, warmup, schedule, lr_min,
+                               ema_decay)
         if coupling not in COUPLINGS:
             raise FmnumpyError(f"unknown coupling {coupling!r} on a manifold; choose one of: "
                                + ", ".join(COUPLINGS))

@@ -5,7 +5,8 @@ R^D; the flat torus T^D is D angles in [0, 2 pi)).
 
 A manifold is an integer ``code`` (EUCLIDEAN, SPHERE, TORUS) passed to compiled
 functions, each of which writes every manifold's formula once, side by side
-(``docs/manifolds.md``):
+(``docs/manifolds.md``); ``CONTRACT`` at the end lists every operation a manifold
+provides and where, ``MANIFOLDS`` the manifolds that provide them:
 
     op        Euclidean     sphere S^(D-1)                       torus T^D
     projx     x             x / |x|                              wrap(x)
@@ -312,3 +313,33 @@ def check_points(code, x, dim=None, where="data", tol=NORM_TOL):
     if code == TORUS:
         return np.mod(x, TWO_PI) % TWO_PI
     return x
+
+
+# ----------------------------------------------------------------------------
+# the manifold contract
+# ----------------------------------------------------------------------------
+# What every manifold provides (docs/manifolds.md#the-manifold-contract): each
+# operation is the function named here, which writes each manifold's formula as a
+# branch on its code.  A new manifold is one entry of MANIFOLDS, its branch in each of
+# these functions, and the tests parametrised over MANIFOLDS (tests/test_manifolds.py,
+# ``test_contract_*``) that check every operation's defining identities.
+CONTRACT = {
+    "projx": ("manifold.manifolds.projx", "the nearest point of the manifold"),
+    "proju": ("manifold.manifolds.proju", "P(x) u: the projection onto the tangent space"),
+    "expmap": ("manifold.manifolds.expmap", "exp_x(u): where the geodesic with velocity u "
+               "is at time 1"),
+    "logmap": ("manifold.manifolds.logmap", "log_x(y): the shortest tangent vector with "
+               "exp_x(log_x(y)) = y"),
+    "dist": ("manifold.manifolds.dist", "the geodesic distance, |log_x(y)|"),
+    "geodesic": ("manifold.manifolds.geodesic", "xt and ut of the conditional path"),
+    "uniform": ("manifold.manifolds.sample_prior", "the uniform draw (the source)"),
+    "log_volume": ("manifold.manifolds.log_volume", "log of the total volume: log p0 = "
+                   "-log_volume"),
+    "check": ("manifold.manifolds.check_points", "user points validated, one line for a bad row"),
+    "features": ("manifold.riemannian.manifold_features", "the network's embedding of a point"),
+    "feature_tangents": ("manifold.solvers.embedding_tangents", "d embed(x) / dx_d, for the "
+                         "divergence"),
+    "divergence": ("manifold.solvers.net_div_field", "div_M of v = P(x) m from tr J_m: the "
+                   "manifold's correction term"),
+}
+MANIFOLDS = {"sphere": SPHERE, "torus": TORUS}     # name -> code; each provides CONTRACT

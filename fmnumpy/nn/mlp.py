@@ -32,11 +32,29 @@ from fmnumpy.errors import FmnumpyError
 # bookkeeping: sizes, offsets, views, initialisation
 # ----------------------------------------------------------------------------
 
-def feature_directions(dim):
+X_DIRS = ("auto", "diagonals", "axes")
+
+
+def direction_scheme(dim, x_dirs="auto"):
+    """"diagonals" or "axes": the directions of the plane waves of x in D = dim
+    dimensions; "auto" is "diagonals" up to ``config.FOURIER_UP_TO`` dimensions and
+    "axes" above, so the input width grows linearly with D there."""
+    if x_dirs not in X_DIRS:
+        raise FmnumpyError(f"unknown x_dirs {x_dirs!r}; choose one of: {', '.join(X_DIRS)}")
+    if x_dirs == "auto":
+        from fmnumpy.config import FOURIER_UP_TO
+        return "diagonals" if dim <= FOURIER_UP_TO else "axes"
+    return x_dirs
+
+
+def feature_directions(dim, x_dirs="diagonals"):
     """The directions b_j (J, D) of the plane-wave features of x (:func:`input_features`):
-    the D coordinate axes and the D (D - 1) diagonals (e_a + e_b) / sqrt 2,
-    (e_a - e_b) / sqrt 2, a < b (J = D^2)."""
+    the D coordinate axes and, with ``x_dirs`` "diagonals", the D (D - 1) diagonals
+    (e_a + e_b) / sqrt 2, (e_a - e_b) / sqrt 2, a < b (J = D^2); with "axes" the axes
+    alone (J = D)."""
     rows = [np.eye(dim)[a] for a in range(dim)]
+    if direction_scheme(dim, x_dirs) == "axes":
+        return np.array(rows).reshape(-1, dim)
     for a in range(dim):
         for b in range(a + 1, dim):
             for sign in (1.0, -1.0):
@@ -46,22 +64,24 @@ def feature_directions(dim):
     return np.array(rows).reshape(-1, dim)
 
 
-def feature_count(dim, n_freq, n_classes=0, x_freqs=0):
+def feature_count(dim, n_freq, n_classes=0, x_freqs=0, x_dirs="diagonals"):
     """F: input width for data dimension D = dim, ``x_freqs`` = K frequencies of
-    plane waves of x along J = D^2 directions (2 K J columns), ``n_freq``
-    sinusoidal frequencies of t (0 means the raw t only) and, for a conditional
-    network, a one-hot label over ``n_classes`` classes plus the null class:
-    D + 2 K D^2 + 1 + 2 n_freq (+ n_classes + 1)."""
-    return (dim + 2 * x_freqs * dim * dim + 1 + 2 * n_freq
+    plane waves of x along J directions (2 K J columns; J = D^2 with the diagonals,
+    D along the axes alone: :func:`feature_directions`), ``n_freq`` sinusoidal
+    frequencies of t (0 means the raw t only) and, for a conditional network, a
+    one-hot label over ``n_classes`` classes plus the null class:
+    D + 2 K J + 1 + 2 n_freq (+ n_classes + 1)."""
+    J = dim * dim if direction_scheme(dim, x_dirs) == "diagonals" else dim
+    return (dim + 2 * x_freqs * J + 1 + 2 * n_freq
             + (n_classes + 1 if n_classes else 0))
 
 
-def layer_sizes(dim, hidden, n_freq=0, n_classes=0, x_freqs=0):
+def layer_sizes(dim, hidden, n_freq=0, n_classes=0, x_freqs=0, x_dirs="diagonals"):
     """(F, H_1, ..., H_k, D) as an int64 array."""
     hidden = tuple(int(h) for h in hidden)
     if len(hidden) == 0 or min(hidden) < 1:
         raise FmnumpyError(f"hidden widths must be positive integers, got {hidden}")
-    return np.array((feature_count(dim, n_freq, n_classes, x_freqs),) + hidden + (dim,),
+    return np.array((feature_count(dim, n_freq, n_classes, x_freqs, x_dirs),) + hidden + (dim,),
                     dtype=np.int64)
 
 
@@ -452,7 +472,7 @@ class MLPSpec:
     the time features).  Plain data, stored in checkpoints."""
 
     def __init__(self, dim, hidden=(256, 256, 256), activation="silu", n_freq=0, n_classes=0,
-                 x_freqs=0):
+                 x_freqs=0, x_dirs="diagonals"):
         self.dim = int(dim)
         if self.dim < 1:
             raise FmnumpyError(f"data dimension must be at least 1, got {dim}")
@@ -468,13 +488,15 @@ class MLPSpec:
         self.n_classes = int(n_classes)
         if self.n_classes < 0:
             raise FmnumpyError(f"the number of classes must be >= 0, got {n_classes}")
+        self.x_dirs = direction_scheme(self.dim, x_dirs)        # resolved: diagonals or axes
         self.sizes = layer_sizes(self.dim, self.hidden, self.n_freq, self.n_classes,
-                                 self.x_freqs)
+                                 self.x_freqs, self.x_dirs)
         self.n_params = param_count(self.sizes)
         # first one-hot column
-        self.label_offset = feature_count(self.dim, self.n_freq, 0, self.x_freqs)
+        self.label_offset = feature_count(self.dim, self.n_freq, 0, self.x_freqs, self.x_dirs)
         self.feats = (self.n_freq, self.x_freqs,
-                      feature_directions(self.dim) if self.x_freqs else np.zeros((0, self.dim)))
+                      feature_directions(self.dim, self.x_dirs) if self.x_freqs
+                      else np.zeros((0, self.dim)))
 
     @property
     def null_class(self):
@@ -484,14 +506,14 @@ class MLPSpec:
     def to_dict(self):
         return {"dim": self.dim, "hidden": list(self.hidden),
                 "activation": self.activation, "n_freq": self.n_freq,
-                "n_classes": self.n_classes, "x_freqs": self.x_freqs}
+                "n_classes": self.n_classes, "x_freqs": self.x_freqs, "x_dirs": self.x_dirs}
 
     @classmethod
     def from_dict(cls, d):
         return cls(d["dim"], tuple(d["hidden"]), d["activation"], d.get("n_freq", 0),
-                   d.get("n_classes", 0), d.get("x_freqs", 0))
+                   d.get("n_classes", 0), d.get("x_freqs", 0), d.get("x_dirs", "diagonals"))
 
     def __repr__(self):
         return (f"MLPSpec(dim={self.dim}, hidden={self.hidden}, "
                 f"activation={self.activation!r}, n_freq={self.n_freq}, "
-                f"x_freqs={self.x_freqs})")
+                f"x_freqs={self.x_freqs}, x_dirs={self.x_dirs!r})")

@@ -30,6 +30,7 @@ import numpy as np
 from fmnumpy.errors import FmnumpyError, positive_int
 from fmnumpy.train.checkpoint import load_checkpoint, save_checkpoint
 from fmnumpy.train.loop import run
+from fmnumpy.train.optim import adam_config
 from fmnumpy.train.progress import bar_factory
 
 FAMILY_NAMES = {"euclidean": "flow matching on R^D (FlowMatcher)",
@@ -102,6 +103,15 @@ class Estimator:
             if not name.endswith("_"):                               # configuration only
                 setattr(self, name, value)
         return self
+
+    def _configure_update(self, lr, optimizer, weight_decay, clip, warmup, schedule, lr_min,
+                          ema_decay):
+        """The shared update's parameters (``train.update.apply_update``), each kept under
+        its name, and their ``AdamConfig`` as ``opt``; a bad value raises first."""
+        self.opt = adam_config(optimizer, lr, weight_decay, clip, ema_decay, warmup, schedule,
+                               lr_min)
+        self.lr, self.optimizer, self.weight_decay, self.clip = lr, optimizer, weight_decay, clip
+        self.warmup, self.schedule, self.lr_min, self.ema_decay = warmup, schedule, lr_min, ema_decay
 
     # -- threads ---------------------------------------------------------------------
     @contextlib.contextmanager

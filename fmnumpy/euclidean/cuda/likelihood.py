@@ -34,13 +34,14 @@ from fmnumpy.euclidean.cuda.tiles import TILES, register_cap, stage_regs
 
 
 @functools.lru_cache(maxsize=None)
-def make_rk_logp(cfg, D, fastmath, max_registers=0, stage_regs=16, kind=0, x_freqs=0, kpass=4):
+def make_rk_logp(cfg, D, fastmath, max_registers=0, stage_regs=16, kind=0, x_freqs=0, kpass=4,
+                 x_dirs="diagonals"):
     """The fused likelihood kernel for block layout ``cfg`` (TM a multiple of
     D + 1, ``tiles.mlp_config(group=D + 1)``), data dimension D, activation code
     ``kind`` and ``x_freqs`` octaves of plane waves (compile-time constants)."""
     from numba import float32, float64
     G = D + 1
-    mlp = make_block_mlp(cfg, D, fastmath, stage_regs, x_freqs, G, kind, kpass)
+    mlp = make_block_mlp(cfg, D, fastmath, stage_regs, x_freqs, G, kind, kpass, x_dirs)
     narrow_linear, features, tangent_features = (mlp.narrow_linear, mlp.features,
                                                  mlp.tangent_features)
     hidden_stack, load_resident, row_of = mlp.hidden_stack, mlp.load_resident, mlp.row_of
@@ -137,7 +138,7 @@ class CudaLikelihood(CudaSampler):
         self.kernel = make_rk_logp(cfg, self.spec.dim, fastmath("sampler"),
                                    register_cap(cfg.NT, per_sm_key="logp_min_blocks_per_sm"),
                                    stage_regs("logp"), int(self.spec.kind),
-                                   self.spec.x_freqs, int(TILES["mlp_kpass"]))
+                                   self.spec.x_freqs, int(TILES["mlp_kpass"]), self.spec.x_dirs)
         self._ready = False
 
     def integrate_logp(self, x, l, method="rk4", steps=100, t0=0.0, t1=1.0):

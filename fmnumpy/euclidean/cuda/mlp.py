@@ -64,11 +64,12 @@ def group_row(p, s, NRG, G):
 
 
 @functools.lru_cache(maxsize=None)
-def make_block_mlp(cfg, D, fastmath, stage_regs=16, x_freqs=0, group=1, kind=0, kpass=4):
+def make_block_mlp(cfg, D, fastmath, stage_regs=16, x_freqs=0, group=1, kind=0, kpass=4,
+                   x_dirs="diagonals"):
     """Device functions for block layout ``cfg`` (``tiles.MlpConfig``) and output
     width D; ``stage_regs`` bounds the registers a thread stages W through;
     ``x_freqs`` the octaves K of plane-wave features of x (``mlp.input_features``),
-    compile-time constants like the directions ``mlp.feature_directions(D)``.
+    compile-time constants like the directions ``mlp.feature_directions(D, x_dirs)``.
 
     ``group`` G > 1: each particle has G rows, row s = 0 the forward pass and rows
     s = 1..G-1 its tangents (``row_of``; the exact divergence, ``cuda/likelihood.py``):
@@ -90,8 +91,8 @@ def make_block_mlp(cfg, D, fastmath, stage_regs=16, x_freqs=0, group=1, kind=0, 
     G, KIND, K = int(group), int(kind), int(x_freqs)
     if cfg.TM % G:
         raise ValueError(f"TM = {cfg.TM} is not a multiple of the group of {G} rows")
-    J = D * D if K else 0                # plane-wave directions (J, D), constants
-    DIRS = feature_directions(D).astype(np.float32) if K else np.zeros((1, D), np.float32)
+    DIRS = feature_directions(D, x_dirs).astype(np.float32) if K else np.zeros((1, D), np.float32)
+    J = DIRS.shape[0] if K else 0        # plane-wave directions (J, D), constants
     E = D + 2 * K * J                    # first column after x and its plane waves
     PB, TM, TN, BK, RES = cfg.PB, cfg.TM, cfg.TN, cfg.BK, cfg.RES
     NRG, NCG, NT, HP, HS = cfg.NRG, cfg.NCG, cfg.NT, cfg.HP, cfg.HS

@@ -31,7 +31,7 @@ SMAX = 4      # stages of the largest tableau (rk4)
 
 @functools.lru_cache(maxsize=None)
 def make_rk_mlp(cfg, D, fastmath, max_registers=0, stage_regs=16, kind=0, x_freqs=0, kpass=4,
-                guided=False):
+                guided=False, x_dirs="diagonals"):
     """The fused sampler kernel for block layout ``cfg``, data dimension D,
     activation code ``kind`` and ``x_freqs`` octaves of plane waves (compile-time
     constants: no branch on the activation in the epilogue); ``max_registers`` > 0
@@ -41,7 +41,7 @@ def make_rk_mlp(cfg, D, fastmath, max_registers=0, stage_regs=16, kind=0, x_freq
     (``solvers.mlp_field``): each particle has two rows in the block MLP, p with its
     label y and PP + p with the null class, so a block carries PP = PB / 2 particles."""
     from numba import float32
-    mlp = make_block_mlp(cfg, D, fastmath, stage_regs, x_freqs, 1, kind, kpass)
+    mlp = make_block_mlp(cfg, D, fastmath, stage_regs, x_freqs, 1, kind, kpass, x_dirs)
     narrow_linear, features, hidden_stack = mlp.narrow_linear, mlp.features, mlp.hidden_stack
     load_resident = mlp.load_resident
     PB, NT, RES, DYN = cfg.PB, cfg.NT, cfg.RES, cfg.DYN > 0
@@ -227,7 +227,8 @@ class CudaSampler:
         self.cfg = cfg
         self.kernel = make_rk_mlp(cfg, self.spec.dim, fastmath("sampler"), register_cap(cfg.NT),
                                   stage_regs("mlp"), int(self.spec.kind),
-                                  self.spec.x_freqs, int(TILES["mlp_kpass"]), self.guided)
+                                  self.spec.x_freqs, int(TILES["mlp_kpass"]), self.guided,
+                                  self.spec.x_dirs)
         self._ready = False
 
     def tab(self, method):

@@ -42,7 +42,7 @@ DATA_2SPIRALS = 2    # everything drawn on the device (D = 2)
 
 @functools.lru_cache(maxsize=None)
 def make_forward_backward(cfg, D, fastmath, max_registers=0, stage_regs=16, kind=0,
-                          path=STRAIGHT, x_freqs=0, kpass=4, labels=False):
+                          path=STRAIGHT, x_freqs=0, kpass=4, labels=False, x_dirs="diagonals"):
     """The fused forward + loss + backward-data kernel for block layout ``cfg`` and
     activation code ``kind`` (a compile-time constant, as in the sampler);
     ``path``: the path's code (``paths.STRAIGHT``, ``COSINE``, ``SB``, ``GAUSS``: the
@@ -66,7 +66,7 @@ def make_forward_backward(cfg, D, fastmath, max_registers=0, stage_regs=16, kind
     EPS = PATH in NOISY                       # eps in the batch (the host's noise)
     time_from_uniform = dev.time_from_uniform
     cfm_element, spiral_point = dev.cfm_element, dev.spiral_point
-    mlp = make_block_mlp(cfg, D, fastmath, stage_regs, x_freqs, kpass=kpass)
+    mlp = make_block_mlp(cfg, D, fastmath, stage_regs, x_freqs, kpass=kpass, x_dirs=x_dirs)
     tile_matmul, narrow_linear, features = mlp.tile_matmul, mlp.narrow_linear, mlp.features
     col_of = mlp.col_of
     PB, TM, TN, BK, NRG, NCG, NT, HS = cfg.PB, cfg.TM, cfg.TN, cfg.BK, cfg.NRG, cfg.NCG, \

@@ -177,7 +177,7 @@ class CudaTrainer:
         self.k_fb = make_forward_backward(cfg, self.D, fastmath("forward_backward"),
                                           register_cap(cfg.NT), stage_regs("fb"),
                                           int(self.spec.kind), self.path, self.spec.x_freqs,
-                                          int(TILES["fb_kpass"]), self.labels)
+                                          int(TILES["fb_kpass"]), self.labels, self.spec.x_dirs)
         self._fb_ready = False
 
     def _forward_backward(self, *args):
