@@ -41,7 +41,7 @@ QUICK = dict(train=(("B", 12), ("B", 40)), warmup=2, runs=2, steps=3,
 
 
 def shrink_tiles():
-    """Smoke runs: the tiny tiles of tests/test_cuda.py (the simulator is slow)."""
+    """Smoke runs: the tiny tiles of tests/euclidean/test_cuda.py (the simulator is slow)."""
     from fmnumpy.euclidean.cuda import tiles
     config.CUDA_THREADS_PER_BLOCK = 8
     tiles.TILES.update(mlp_tm=2, mlp_tn=4, mlp_bk=4, mlp_bk_small=8, mlp_stage_regs=4,

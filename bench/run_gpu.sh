@@ -23,7 +23,7 @@ export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv 2>&1 | tee "$OUT/gpu_info.txt"
 echo "== CUDA tests on the hardware"
 FMNUMPY_CUDA_REAL=1 timeout 180 python3 -m pytest -q -p no:cacheprovider --durations=8 \
-    tests/test_cuda.py 2>&1 | tee "$OUT/tests.log"
+    tests/euclidean/test_cuda.py 2>&1 | tee "$OUT/tests.log"
 tests=${PIPESTATUS[0]}
 echo "== sweep (gpu_sweep.json / gpu_sweep.md)"
 timeout 200 python3 bench/gpu_sweep.py --sweep-budget 150 "$@" 2>&1 | tee "$OUT/sweep.log"

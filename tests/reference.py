@@ -8,6 +8,7 @@ Dimension letters: B batch, D data dimension, F input features, H hidden width,
 P number of parameters.
 """
 import math
+import os
 
 import numpy as np
 from hypothesis import HealthCheck, settings, strategies as st
@@ -18,6 +19,9 @@ from fmnumpy.nn.activations import ACTIVATIONS, RELU, SELU
 from fmnumpy.cli.main import main
 from fmnumpy.euclidean.paths import STRAIGHT
 from fmnumpy.euclidean.stream import NO_LABELS
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the repository
+FIXTURES = os.path.join(REPO, "tests", "fixtures")
 
 EPS = 1e-6           # central-difference step
 SETTINGS = settings(max_examples=25, deadline=None, derandomize=True,

@@ -30,7 +30,7 @@ from fmnumpy.euclidean.stream import NO_LABELS
 
 from reference import TINY, run, train_step_ref
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from reference import REPO  # noqa: E402
 PKG = os.path.join(REPO, "fmnumpy")
 
 

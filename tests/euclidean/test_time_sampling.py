@@ -12,6 +12,7 @@ from fmnumpy.config import DATA_CHUNK_STEPS
 from fmnumpy.euclidean.datasets import make_sampler
 from fmnumpy.train.times import time_from_uniform
 from fmnumpy.euclidean.stream import BatchStream, TRAIN_STREAM
+from reference import FIXTURES  # noqa: E402
 
 from reference import TINY, assert_one_line_error, run
 
@@ -49,7 +50,7 @@ def test_stream_transforms_the_same_uniform_draws():
         np.testing.assert_array_equal(s, time_from_uniform(u, 2.0).astype(np.float32))
 
 
-FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "checkpoints", "euclidean.npz")
+FIXTURE = os.path.join(FIXTURES, "checkpoints", "euclidean.npz")
 
 
 def test_time_power_is_kept_by_checkpoints(tmp_path):

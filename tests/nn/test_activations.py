@@ -65,7 +65,7 @@ def test_float64_tanh_is_libm():
 def test_rational_fit_script_reproduces_the_coefficients():
     import importlib.util
     import pathlib
-    path = pathlib.Path(__file__).parents[1] / "tools" / "fit_tanh.py"
+    path = pathlib.Path(__file__).parents[2] / "tools" / "fit_tanh.py"
     spec = importlib.util.spec_from_file_location("fit_tanh", path)
     fit = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fit)

@@ -16,6 +16,7 @@ from fmnumpy.ode import solvers
 from fmnumpy.euclidean.integrate import integrate_mlp
 from fmnumpy.errors import FmnumpyError
 from fmnumpy.nn.mlp import MLPSpec, init_params, views
+from reference import REPO  # noqa: E402
 
 SETTINGS = settings(max_examples=20, deadline=None, derandomize=True)
 METHODS = ("euler", "midpoint", "heun", "rk4")
@@ -336,6 +337,6 @@ def test_single_threaded_blas_reaches_the_blas_that_compiled_code_calls():
             "print([(i['filepath'], i['num_threads']) for i in threadpool_info()"
             " if i['user_api'] == 'blas'])\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, cwd=os.path.dirname(os.path.dirname(__file__))).stdout
+                         check=True, cwd=REPO).stdout
     libs = eval(out)
     assert libs and all(n == 1 for _, n in libs), libs

@@ -20,6 +20,7 @@ from fmnumpy.euclidean.paths import (COSINE, GAUSS, NOISY, PATHS, SB, SB_SIGMA, 
     fill_path)
 from fmnumpy.euclidean.paths import SB_DENOM_EPS
 from fmnumpy.euclidean.stream import PathNoise
+from reference import FIXTURES  # noqa: E402
 
 from reference import (SETTINGS, NAME, assert_grad_close, away_from_kinks, central_diff,
                        compiled_loss_and_grad, features_ref, kinds, make_problem, mlp_ref,
@@ -209,7 +210,7 @@ def test_checkpoint_without_a_path_loads_as_straight(tmp_path):
     assert FlowMatcher.load(tmp_path / "new.npz").path == "cosine"
     # fmnumpy 0.1.0's schema (tests/fixtures), as written before the option existed
     meta, arrays = ckpt_mod.load_checkpoint(os.path.join(
-        os.path.dirname(__file__), "fixtures", "checkpoints", "euclidean.npz"))
+        FIXTURES, "checkpoints", "euclidean.npz"))
     for key in ("path", "sb_sigma"):
         del meta[key]
     ckpt_mod.save_checkpoint(tmp_path / "old.npz", meta, arrays)

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 import fmnumpy
+from reference import FIXTURES  # noqa: E402
 
-HERE = os.path.join(os.path.dirname(__file__), "fixtures", "checkpoints")
+HERE = os.path.join(FIXTURES, "checkpoints")
 with open(os.path.join(HERE, "samples.json")) as f:
     SAMPLES = json.load(f)
 

@@ -29,6 +29,7 @@ from fmnumpy.euclidean.paths import STRAIGHT
 from fmnumpy.ode.solvers import TABLEAUS
 from fmnumpy.euclidean.step import loss_and_grad
 from fmnumpy.euclidean.stream import NO_LABELS
+from reference import REPO  # noqa: E402
 
 REAL = os.environ.get("FMNUMPY_CUDA_REAL") == "1"
 SIM = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
@@ -46,7 +47,7 @@ def test_kernels_in_simulator():
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                         "-W", "ignore", os.path.abspath(__file__)],
                        env=env, capture_output=True, text=True, timeout=900,
-                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+                       cwd=REPO)
     print(r.stdout[-3000:])
     assert r.returncode == 0, r.stdout[-10000:] + r.stderr[-3000:]
 
@@ -58,7 +59,7 @@ def test_import_needs_no_gpu():
             "for m in set(sys.modules) - before))")
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+                         cwd=REPO)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
 

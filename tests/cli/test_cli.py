@@ -12,7 +12,7 @@ from fmnumpy import DATASETS
 
 from reference import TINY, assert_one_line_error, run
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from reference import REPO  # noqa: E402
 
 
 @pytest.fixture(scope="module")
