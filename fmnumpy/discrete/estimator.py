@@ -83,6 +83,7 @@ class DiscreteFlowMatcher(Estimator):
         return data if isinstance(data, TokenData) else TokenData(data, self.vocab_size)
 
     # -- training --------------------------------------------------------------------
+    @within_threads
     def fit(self, data="discrete_checkerboard", steps=5000, batch_size=1024,
             warm_start=False, until=None, progress=False, callback=None, callback_every=0,
             checkpoint=None, checkpoint_every=2000, log=None):

@@ -116,6 +116,7 @@ class ManifoldFlowMatcher(Estimator):
         return "user data", None, check_points(self.code, data, dim)
 
     # -- training --------------------------------------------------------------------
+    @within_threads
     def fit(self, data=None, steps=10000, batch_size=256, warm_start=False, until=None,
             progress=False, callback=None, callback_every=0, checkpoint=None,
             checkpoint_every=2000, log=None):

@@ -156,13 +156,12 @@ class Estimator:
     def _run(self, stepper, stream, steps, until=None, progress=False, callback=None,
              callback_every=0, checkpoint=None, checkpoint_every=0, log=None):
         """``train.loop.run`` of ``self.state_`` with ``stepper`` up to ``steps`` in
-        total (or ``until``), within the thread limits; callback(model, k)."""
-        with self.threads_scope():
-            run(self.state_, stream, stepper, steps, until=until,
-                progress=bar_factory(progress),
-                callback=None if callback is None else (lambda k: callback(self, k)),
-                callback_every=callback_every, checkpoint=checkpoint,
-                checkpoint_every=checkpoint_every, save=self.save, log=log)
+        total (or ``until``); callback(model, k).  The family's ``fit`` runs within the
+        thread limits (:func:`within_threads`)."""
+        run(self.state_, stream, stepper, steps, until=until, progress=bar_factory(progress),
+            callback=None if callback is None else (lambda k: callback(self, k)),
+            callback_every=callback_every, checkpoint=checkpoint,
+            checkpoint_every=checkpoint_every, save=self.save, log=log)
         return self
 
     # -- checkpoints -----------------------------------------------------------------
