@@ -1,12 +1,7 @@
-"""The training loop: fresh (x0, x1, t) every step, one fused compiled step,
-progress bar, periodic callbacks and checkpoints, clean stops.
-
-:func:`run` serves the CPU and the GPU alike: it moves a ``state.TrainState``
-forward with a *stepper* it is given (``step.CpuStepper`` or
-``cuda.stepper.CudaStepper``), which takes the steps and keeps the state; the loop
-decides where to stop (callbacks, checkpoints, the progress bar) and what to do
-on Ctrl-C and on a non-finite loss.  It imports neither the GPU code nor the
-progress bar: the caller passes a bar factory (``progress.TqdmBar``).
+"""The batches of flow matching on R^D: fresh (x0, x1, t) every step from the source,
+the data and the coupling, labels with their dropout, and the noise of the noisy paths,
+for the steppers (``euclidean.step.CpuStepper``, ``euclidean.cuda.stepper``) that the
+one loop (``train.loop.run``) drives.
 
 Random draws are counter-based: the batches of steps [k C, (k+1) C) (C =
 ``config.DATA_CHUNK_STEPS``, read where it is used, so the GPU trainer and the
