@@ -1,5 +1,5 @@
 """Benchmarks: fmnumpy against the plain-PyTorch reference on the fixed workloads of
-``shared/WORKLOADS.md``.  Run ``python -m bench --help``; see ``bench/README.md``.
+``bench/README.md`` (Workloads).  Run ``python -m bench --help``; see ``bench/README.md``.
 
 Nothing is imported here: benchmark children pin their thread counts through the
 environment before numpy, numba or torch is loaded, and this package must not load

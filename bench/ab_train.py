@@ -5,7 +5,7 @@
 
 Each checkout runs in its own child process (``PYTHONPATH`` set to it, every thread
 pool pinned to ``--threads``) and trains the benchmark workloads of
-../shared/WORKLOADS.md (model A / batch 256, B / 256, B / 4096) through the public
+bench/README.md#workloads (model A / batch 256, B / 256, B / 4096) through the public
 ``FlowMatcher.fit(..., warm_start=True, until=k + steps)``, the same call in both
 (``--persistent``: one data stream and stepper for all runs, as bench/cpu.py times
 them, without fit's set-up per call); after a warm-up the timed runs alternate old,
@@ -37,15 +37,22 @@ fm = FlowMatcher(**opts)
 fm.fit("2spirals", steps=TOTAL, batch_size=batch, until=50)
 if persistent:                       # one stream and stepper, as bench/cpu.py times them
     import numpy as np
-    from fmnumpy import datasets, train
-    stream = train.BatchStream(datasets.make_sampler("2spirals"), 2, batch, 0, np.float32)
+    try:                             # 0.2.0's layout, else 0.1.0's
+        from fmnumpy.euclidean import datasets
+        from fmnumpy.euclidean.stream import BatchStream
+        flat = False
+    except ImportError:
+        from fmnumpy import datasets
+        from fmnumpy.train import BatchStream
+        flat = True
+    stream = BatchStream(datasets.make_sampler("2spirals"), 2, batch, 0, np.float32)
     stepper = fm._stepper(stream, batch)
 print("ready", flush=True)
 for line in sys.stdin:
     n = int(line)
     t0 = time.perf_counter()
     if persistent:
-        fm._run(stream, stepper, TOTAL, until=fm.step_ + n)
+        fm._run(*((stream, stepper) if flat else (stepper, stream)), TOTAL, until=fm.step_ + n)
     else:
         fm.fit("2spirals", steps=TOTAL, batch_size=batch, warm_start=True, until=fm.step_ + n)
     print(time.perf_counter() - t0, flush=True)

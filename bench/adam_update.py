@@ -7,7 +7,7 @@ LLVM vectorise the loop, and ``optim.grad_norm`` keeps NORM_LANES partial sums i
 place of one running sum.  Their scalar forms (the loop with the division check,
 one running sum) are compiled here.  Each pair is timed alternated (one, the other,
 ...), 7 rounds of ``--reps`` calls on the benchmark models' parameter counts
-(../shared/WORKLOADS.md) on one thread.  Writes adam_update.json and adam_update.md.
+(bench/README.md, Workloads) on one thread.  Writes adam_update.json and adam_update.md.
 """
 import argparse
 import json

@@ -1,4 +1,4 @@
-"""Plumbing shared by the benchmarks: the constants of ``shared/WORKLOADS.md``,
+"""Plumbing shared by the benchmarks: the constants of ``bench/README.md`` (Workloads),
 thread pinning, child processes that serve timing commands, the machine's
 description, statistics and report helpers.
 
@@ -20,7 +20,7 @@ from importlib import metadata
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# ---- the workloads (shared/WORKLOADS.md) ----------------------------------------------
+# ---- the workloads (bench/README.md, Workloads) ----------------------------------------------
 
 DATASET = "2spirals"
 MODELS = {                                   # input concat(x, t): 3 numbers; output 2
@@ -33,7 +33,7 @@ SAMPLE_MODELS = ("B", "A")
 SAMPLE_METHODS = (("euler", 100), ("rk4", 25))  # 100 velocity evaluations each
 STAGES = {"euler": 1, "rk4": 4}
 
-# Repetitions: full = WORKLOADS.md; quick = a smoke run whose numbers mean nothing.
+# Repetitions: full = the workloads of bench/README.md; quick = a smoke run whose numbers mean nothing.
 FULL = dict(train_warmup=50, train_runs=7, train_steps=200, particles=10_000,
             sample_warmup=1, sample_runs=3, peak_n=2048, peak_reps=10)
 QUICK = dict(train_warmup=5, train_runs=3, train_steps=20, particles=2_000,

@@ -1,4 +1,4 @@
-"""CPU throughput: fmnumpy against the plain-PyTorch reference (shared/WORKLOADS.md).
+"""CPU throughput: fmnumpy against the plain-PyTorch reference (bench/README.md, Workloads).
 
     python -m bench cpu [--threads 1 2] [--quick] [--out bench/results]
 
@@ -52,7 +52,7 @@ class OursTrain:
     def _steps(self, n):
         if self.stepper is None:                     # after fit has set up the state
             self.stepper = self.fm._stepper(self.stream, self.batch)
-        self.fm._run(self.stream, self.stepper, C.TOTAL_STEPS, until=self.fm.step_ + n)
+        self.fm._run(self.stepper, self.stream, C.TOTAL_STEPS, until=self.fm.step_ + n)
         return self.fm.losses_[-1]
 
     def setup(self, warmup):

@@ -1,4 +1,4 @@
-"""GPU benchmark (shared/WORKLOADS.md): fmnumpy's CUDA kernels against plain PyTorch.
+"""GPU benchmark (bench/README.md, Workloads): fmnumpy's CUDA kernels against plain PyTorch.
 
     python bench/gpu.py            on a GPU (bench/run_gpu.sh runs the CUDA tests first)
     python bench/gpu.py --best-from F.json      with the winners of the launch-setting
@@ -86,7 +86,7 @@ def torch_loss(torch, model, x0, x1, t):
 
 
 def torch_spirals(torch, n, device):
-    """2spirals (WORKLOADS.md) drawn with torch ops on the device."""
+    """2spirals (bench/README.md, Workloads) drawn with torch ops on the device."""
     u = torch.rand(n, device=device)
     s = torch.sqrt(u) * 3 * np.pi
     arm = torch.stack([-torch.cos(s) * s + torch.rand(n, device=device) * 0.5,

@@ -1,4 +1,4 @@
-"""Classifier-free guidance on 8gaussians with its mode labels (../shared/WORKLOADS.md,
+"""Classifier-free guidance on 8gaussians with its mode labels (bench/README.md, Workloads,
 "8gaussians with its mode labels for conditional accuracy"): train with the README's
 defaults and ``labels=True`` on each seed, then for each guidance weight w and class k
 sample ``--n`` points with label k (RK4, 100 steps) and count the fraction whose nearest

@@ -1,4 +1,4 @@
-"""What a perfect sampler scores against the data floor of WORKLOADS.md.
+"""What a perfect sampler scores against the data floor of the workloads of bench/README.md.
 
 The floor is the mean exact W2 between two fresh 2,000-point draws of a data set.
 Four of FFJORD's sets (``datasets.STRATIFIED``: moons, pinwheel, rings, circles) are

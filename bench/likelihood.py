@@ -1,4 +1,4 @@
-"""Likelihood throughput (shared/WORKLOADS.md): ``log_prob`` of N points with RK4 25
+"""Likelihood throughput (bench/README.md, Workloads): ``log_prob`` of N points with RK4 25
 steps against ``sample`` of N points with the same solver, and against a plain-PyTorch
 exact divergence (autograd, one backward pass per data dimension) on the same weights
 and points.

@@ -1,4 +1,4 @@
-"""Sample quality (WORKLOADS.md): train with the given settings on each seed,
+"""Sample quality (bench/README.md, Workloads): train with the given settings on each seed,
 draw 2,000 samples (RK4, 100 steps) and measure the exact W2 to 2,000 fresh data
 points, against the data floor (W2 between two independent 2,000-point draws,
 averaged over ``--floor-pairs`` pairs).

@@ -1,7 +1,7 @@
 """Euclidean training recipes compared on the eight FFJORD sets, paired: for each
 (dataset, seed) every configuration trains with that seed (the same batches where the
 configurations share batch size and time sampling), samples from the same prior draw
-and is scored against the same 2,000 fresh data points (exact W2, WORKLOADS.md), as a
+and is scored against the same 2,000 fresh data points (exact W2, the workloads of bench/README.md), as a
 ratio to the data floor (the mean W2 between two fresh 2,000-point draws over 20
 pairs).  Configurations alternate within a seed, so drift of the machine's speed hits
 them alike; each run trains in a fresh process.

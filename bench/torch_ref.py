@@ -1,4 +1,4 @@
-"""The plain-PyTorch reference of ``shared/WORKLOADS.md``: what a user would write
+"""The plain-PyTorch reference of ``bench/README.md`` (Workloads): what a user would write
 instead of fmnumpy.  Usable on ``device="cpu"`` or ``"cuda"``.
 
 Dimension letters: B batch (or particles), D data dimension, P parameters.
@@ -144,7 +144,7 @@ class Trainer:
 # ---- data drawn with torch ops ----------------------------------------------------------
 
 def two_spirals(n, generator, device="cpu", dtype=torch.float32):
-    """``2spirals`` as in WORKLOADS.md / fmnumpy.datasets.two_spirals, drawn with torch:
+    """``2spirals`` as in the workloads of bench/README.md / fmnumpy.datasets.two_spirals, drawn with torch:
     s = sqrt(U) 540 (2 pi / 360); arm (-cos(s) s + U/2, sin(s) s + U/2) and its
     negation; / 3; + N(0, 0.1^2).  (Rows are not shuffled: the batch is a set.)"""
     kw = dict(generator=generator, device=device, dtype=dtype)

@@ -1,6 +1,6 @@
 """Transport between two distributions with the settings of Tong et al. 2024 (TMLR,
 "Improving and generalizing flow-based generative models with minibatch optimal
-transport"; ../shared/WORKLOADS.md, "Transport and conditional workloads"):
+transport"; ../bench/README.md (Workloads), "Transport and conditional workloads"):
 
     MLP 3 x 64 SELU, AdamW lr 1e-3 weight decay 1e-5 (constant, no warm-up, no
     clipping, no EMA), batch 512, 20,000 steps, uniform t, sigma 0.1,

@@ -69,7 +69,7 @@ def _spread(count, stop, rng, stratified, endpoint=False):
 # ---- FFJORD's eight 2-D distributions: each (n, rng) -> (n, 2) float64 ----------
 
 def spiral_point(u_s, u_x, u_y, u_arm, n_x, n_y):
-    """One ``2spirals`` point (WORKLOADS.md) from four uniforms on [0, 1) and two
+    """One ``2spirals`` point (bench/README.md, Workloads) from four uniforms on [0, 1) and two
     standard normals: s = 3 pi sqrt(u_s) (540 degrees), arm point
     (-s cos s + u_x / 2, s sin s + u_y / 2), negated when u_arm >= 1/2, divided
     by 3, plus N(0, 0.1^2) noise.  Compiled for the CPU (:func:`two_spirals`)

@@ -2,7 +2,7 @@
 
 Dimension letters: B batch, D data dimension.
 
-    L = 1/(B D) sum_{i,d} (v_id - ut_id)^2          (WORKLOADS.md, Lipman eq. 23)
+    L = 1/(B D) sum_{i,d} (v_id - ut_id)^2          (bench/README.md, Workloads, Lipman eq. 23)
     dL/dv_id = 2 (v_id - ut_id) / (B D)
 
 Derivation: ``docs/gradients.md#loss``.
