@@ -41,7 +41,7 @@ def _stream(batch, seed):
 
 class OursTrain:
     """fmnumpy's real training path: FlowMatcher.fit for the first step (state and
-    JIT), then fmnumpy.train.run (the loop fit runs) over a persistent stream."""
+    JIT), then fmnumpy.train.loop.run (the loop fit runs) over a persistent stream."""
 
     def __init__(self, model, batch, threads, seed=0):
         from fmnumpy import FlowMatcher
