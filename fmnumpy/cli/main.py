@@ -80,6 +80,9 @@ def _train_parser(sub):
     fam.add_argument("--manifold", default=None, choices=("euclidean", "sphere", "torus"),
                      help="flow matching on the sphere (unit vectors) or the flat torus "
                      "(angles) (docs/manifolds.md); implied by a manifold --dataset")
+    fam.add_argument("--latlon", action="store_true", default=None,
+                     help="--data FILE holds latitude,longitude in degrees (a header row and "
+                     "# comments allowed): points on the sphere S^2")
     fam.add_argument("--discrete", action="store_true", default=None,
                      help="discrete flow matching on integer tokens (docs/discrete.md)")
     run = t.add_argument_group("the run (every family)")
@@ -286,7 +289,7 @@ def _family(a):
         if a.discrete:
             return "discrete"
         if a.manifold in ("sphere", "torus") or (a.manifold is None
-                                                 and a.dataset in MANIFOLD_SETS):
+                                                 and (a.dataset in MANIFOLD_SETS or a.latlon)):
             return "manifold"
         return "euclidean"
     ckpt = getattr(a, "checkpoint", None)

@@ -17,6 +17,14 @@ from fmnumpy.manifold.manifolds import NAMES
 
 
 def _manifold(a):
+    if a.latlon:
+        if a.manifold not in (None, "sphere"):
+            raise FmnumpyError(f"--latlon reads points of the sphere; drop --manifold "
+                               f"{a.manifold} or --latlon")
+        if a.data is None:
+            raise FmnumpyError("--latlon reads latitude,longitude from your file; add "
+                               "--data FILE")
+        return "sphere"
     named = a.dataset is not None and a.dataset in mdata.DATASETS
     if a.manifold in (None, "euclidean"):
         return NAMES[mdata.manifold_of(a.dataset)] if named else None   # None: resumed
@@ -56,7 +64,9 @@ def train(a):
         fm = model(a, manifold)
     common.fill(a, dict(seed=fm.seed))                   # the pictures' draws
     if a.data is not None:
-        data = fm._data(load_data(a.data), fm.dim_ if a.resume else None)[2]   # checked once
+        points = (mdata.latlon_to_sphere(*mdata.read_latlon(a.data)) if a.latlon
+                  else load_data(a.data))
+        data = fm._data(points, fm.dim_ if a.resume else None)[2]              # checked once
         name = os.path.basename(a.data)
     else:
         if a.resume and a.dataset is None and fm.data_ not in mdata.DATASETS:

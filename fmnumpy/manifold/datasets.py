@@ -163,3 +163,72 @@ def sample(name, n, rng):
 def log_density(name, x):
     """The exact log-density (N,) of the named dataset at x (N, D)."""
     return DATASETS[check_name(name)][3](x)
+
+
+# ---- latitude and longitude ----------------------------------------------------------
+# Catalogues of events on the earth come as latitude, longitude in degrees.  A point is
+# the unit vector x = (cos lat cos lon, cos lat sin lon, sin lat) (``lonlat_to_xyz``).
+
+def latlon_to_sphere(lat, lon):
+    """Unit vectors (N, 3) from latitudes and longitudes (N,) in degrees."""
+    return lonlat_to_xyz(np.radians(np.asarray(lon, dtype=np.float64)),
+                         np.radians(np.asarray(lat, dtype=np.float64)))
+
+
+def sphere_to_latlon(x):
+    """(lat in [-90, 90], lon in [-180, 180)) in degrees of unit vectors x (N, 3)."""
+    lon, lat = xyz_to_lonlat(x)
+    return np.degrees(lat), np.degrees(lon)
+
+
+def read_latlon(path):
+    """(lat (N,), lon (N,)) in degrees from a CSV of latitude, longitude per line: `#`
+    lines are comments, blank lines are skipped, a first line without numbers is a
+    header.  A row that is not two numbers, or has |lat| > 90 or |lon| > 360, is one
+    FmnumpyError line naming the file's line."""
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            lines = f.read().split("\n")
+    except UnicodeDecodeError:
+        raise FmnumpyError(f"{path}: not a text file; write latitude,longitude per line")
+    rows, seen_data = [], False
+    for no, line in enumerate(lines, start=1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        fields = [f.strip() for f in text.split(",")]
+        try:
+            values = [float(f) for f in fields]
+        except ValueError:
+            if not seen_data and not any(_is_number(f) for f in fields):
+                seen_data = True                         # the header
+                continue
+            raise FmnumpyError(f"{path}: line {no} is not two numbers (latitude,longitude "
+                               f"in degrees): {text!r}") from None
+        seen_data = True
+        if len(values) != 2:
+            raise FmnumpyError(f"{path}: line {no} has {len(values)} values; write "
+                               "latitude,longitude in degrees")
+        lat, lon = values
+        if not (math.isfinite(lat) and math.isfinite(lon)):
+            raise FmnumpyError(f"{path}: line {no} is not finite: {text!r}")
+        if abs(lat) > 90.0:
+            raise FmnumpyError(f"{path}: line {no} has latitude {lat:g}, outside [-90, 90]; "
+                               "is the file longitude,latitude?")
+        if abs(lon) > 360.0:
+            raise FmnumpyError(f"{path}: line {no} has longitude {lon:g}, outside "
+                               "[-360, 360]")
+        rows.append(values)
+    if len(rows) < 2:
+        raise FmnumpyError(f"{path}: {len(rows)} rows of latitude,longitude; it needs at "
+                           "least 2")
+    a = np.array(rows, dtype=np.float64)
+    return a[:, 0], a[:, 1]
+
+
+def _is_number(text):
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False

@@ -4,6 +4,7 @@ independent NumPy reference, the sampler and the likelihood against closed-form
 flows, the density's total mass, and the estimator and command line
 (docs/manifolds.md)."""
 import json
+import os
 import math
 
 import numpy as np
@@ -22,6 +23,7 @@ from fmnumpy.manifold.metrics import geodesic_w2
 from fmnumpy.nn.mlp import init_params, views
 from fmnumpy.nn.mlp import StepWork
 
+from reference import REPO  # noqa: E402
 from reference import (SETTINGS, assert_grad_close, assert_one_line_error, central_diff,
                        mlp_ref, run)
 
@@ -625,3 +627,79 @@ def test_cli_bad_points_file_is_one_line(tmp_path, capsys):
     code = run(["train", "--manifold", "sphere", "--data", tmp_path / "p.npy", "--steps", 5,
                 "--out", tmp_path / "o", "--no-progress"])
     assert_one_line_error(capsys, code, "row 4", "unit sphere")
+
+
+# ---- latitude and longitude ------------------------------------------------------------------
+
+EARTH = os.path.join(REPO, "..", "shared", "data", "earth")
+
+
+def test_latlon_and_the_sphere_round_trip():
+    np.testing.assert_allclose(mdata.latlon_to_sphere([90.0, 0.0, 0.0, -45.0], [0.0, 0.0, 90.0, 180.0]),
+                               [[0, 0, 1], [1, 0, 0], [0, 1, 0],
+                                [-math.sqrt(0.5), 0, -math.sqrt(0.5)]], atol=1e-12)
+    rng = np.random.default_rng(0)
+    lat, lon = rng.uniform(-89.9, 89.9, 200), rng.uniform(-180, 180, 200)
+    x = mdata.latlon_to_sphere(lat, lon)
+    np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-12)
+    back = mdata.sphere_to_latlon(x)
+    np.testing.assert_allclose(back[0], lat, atol=1e-9)
+    np.testing.assert_allclose(back[1], lon, atol=1e-9)
+    np.testing.assert_allclose(mdata.latlon_to_sphere(lat, lon + 360.0), x, atol=1e-12)
+
+
+@pytest.mark.parametrize("text,rows", [
+    ("# a source\nLatitude,Longitude\n-30.2,-178.47\n30.78,130.28\n\n11.9,-86.1\n", 3),
+    ("-25.088,152.358\n-30.087,150.998\n", 2),
+    ("lat,long\n# a comment after the header\n1,2\n3,4\n", 2),
+])
+def test_read_latlon_takes_headers_comments_and_blank_lines(tmp_path, text, rows):
+    path = tmp_path / "e.csv"
+    path.write_text(text)
+    lat, lon = mdata.read_latlon(path)
+    assert lat.shape == lon.shape == (rows,)
+    assert -90 <= lat.min() and lat.max() <= 90
+
+
+@pytest.mark.parametrize("text,words", [
+    ("1,2\n95,3\n", ("line 2", "latitude 95", "[-90, 90]")),
+    ("1,2\n3,400\n", ("line 2", "longitude 400")),
+    ("# c\n1,2\n3,abc\n", ("line 3", "not two numbers")),
+    ("1,2,3\n4,5,6\n", ("line 1", "3 values")),
+    ("lat,lon\n1,2\n", ("1 rows", "at least 2")),
+    ("1,2\nnan,3\n", ("line 2", "not finite")),
+])
+def test_read_latlon_names_the_bad_line(tmp_path, text, words):
+    path = tmp_path / "e.csv"
+    path.write_text(text)
+    with pytest.raises(FmnumpyError) as e:
+        mdata.read_latlon(path)
+    assert "\n" not in str(e.value) and all(w in str(e.value) for w in words), str(e.value)
+
+
+@pytest.mark.skipif(not os.path.isdir(EARTH), reason="the earth catalogues are not beside the repository")
+@pytest.mark.parametrize("name,rows", [("volerup", 827), ("quakes_all", 6120), ("flood", 4875),
+                                       ("fire", 12809)])
+def test_the_earth_catalogues_load_onto_the_sphere(name, rows):
+    x = mdata.latlon_to_sphere(*mdata.read_latlon(os.path.join(EARTH, name + ".csv")))
+    assert x.shape == (rows, 3)
+    np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-12)
+
+
+def test_cli_trains_on_latitudes_and_longitudes(tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    path = tmp_path / "events.csv"
+    pts = np.c_[rng.normal(40, 5, 300), rng.normal(-100, 10, 300)]
+    path.write_text("# events\nlat,lon\n" + "\n".join(f"{a:.3f},{b:.3f}" for a, b in pts))
+    out = tmp_path / "o"
+    code = run(["train", "--data", path, "--latlon", "--steps", 20, "--hidden", "8",
+                "--no-plots", "--no-progress", "--out", out])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    fm = ManifoldFlowMatcher.load(out / "checkpoint.npz")
+    assert fm.manifold == "sphere" and fm.dim_ == 3 and fm.state_.step == 20
+    for argv, words in ((["--latlon"], ("--data FILE",)),
+                        (["--latlon", "--manifold", "torus", "--data", path], ("sphere",)),
+                        (["--latlon", "--discrete", "--data", path], ("--latlon", "manifold"))):
+        code = run(["train", *argv, "--steps", 1, "--out", tmp_path / "x", "--no-progress"])
+        assert_one_line_error(capsys, code, *words)
