@@ -133,28 +133,35 @@ def flow_gif(path, manifold, traj, fps=20, hold_last=10):
     return write_gif(path, frames, fps, hold_last)
 
 
-def density_map(path, manifold, grid, true_logp=None):
+def density_map(path, manifold, grid, true_logp=None, log_scale=False, points=None):
     """The model's density p = exp(log p) on ``ManifoldFlowMatcher.density_grid``'s
-    grid (a, b, logp, cell_area), beside the exact density when given (same grid)."""
+    grid (a, b, logp, cell_area), beside the exact density when given (same grid).
+    ``log_scale``: draw log p instead (for peaked densities); ``points``: unit vectors
+    (N, 3) of the sphere drawn on top (say held-out events)."""
     a, b, logp, _ = grid
     panels = [("model density", logp)] + ([("exact density", true_logp)]
                                           if true_logp is not None else [])
-    vmax = max(float(np.nanmax(np.exp(lp))) for _, lp in panels)
+    shown = [lp if log_scale else np.exp(lp) for _, lp in panels]
+    vmax = max(float(np.nanmax(v)) for v in shown)
+    vmin = min(float(np.nanmin(v)) for v in shown) if log_scale else 0.0
     sphere = manifold == "sphere"
     fig = _figure(4.6 * len(panels) if sphere else 4.2 * len(panels), 3.0 if sphere else 4.0)
     gs = fig.add_gridspec(1, len(panels))
-    for k, (title, lp) in enumerate(panels):
-        p = np.exp(lp)
+    for k, ((title, _), p) in enumerate(zip(panels, shown)):
         if sphere:
             ax = _mollweide(fig, gs[k], title)
             lon = np.where(a > np.pi, a - TWO_PI, a)          # map longitude to [-pi, pi)
             order = np.argsort(lon)
             im = ax.pcolormesh(lon[order], np.arcsin(b), p[:, order], shading="nearest",
-                               cmap="viridis", vmin=0, vmax=vmax, rasterized=True)
+                               cmap="viridis", vmin=vmin, vmax=vmax, rasterized=True)
+            if points is not None:
+                plon, plat = xyz_to_lonlat(points)
+                ax.scatter(plon, plat, s=2, c="white", edgecolors="none", alpha=0.7)
         else:
             ax = fig.add_subplot(gs[k])
             im = ax.imshow(p, origin="lower", extent=(0, TWO_PI, 0, TWO_PI), cmap="viridis",
-                           vmin=0, vmax=vmax, interpolation="nearest")
+                           vmin=vmin, vmax=vmax, interpolation="nearest")
             _square(ax, title)
-    fig.colorbar(im, ax=fig.axes, shrink=0.8, label="p (per unit area)")
+    fig.colorbar(im, ax=fig.axes, shrink=0.8,
+                 label="log p (per unit area)" if log_scale else "p (per unit area)")
     return _save(fig, path)

@@ -244,3 +244,17 @@ def test_no_pyplot_figures_left_behind(tmp_path, rng):
         plots.scatter(tmp_path / plots.scatter_epoch_name(i), _blobs(rng, n=50))
     gc.collect()
     assert len(plt.get_fignums()) == before
+
+
+@pytest.mark.parametrize("log_scale", [False, True])
+def test_manifold_density_map_writes_png_with_points_on_top(tmp_path, rng, log_scale):
+    from fmnumpy.manifold import datasets as mdata
+    from fmnumpy.manifold.estimator import grid_points
+    from fmnumpy.manifold.manifolds import SPHERE
+    from fmnumpy.plots import manifold as mplots
+    a, b, pts, area = grid_points(SPHERE, 12)
+    logp = mdata.log_density("vmf", pts).reshape(len(b), len(a))
+    events = mdata.sample("vmf", 50, rng)
+    path = mplots.density_map(tmp_path / "d.png", "sphere", (a, b, logp, area),
+                              log_scale=log_scale, points=events)
+    assert _is_png(path)
