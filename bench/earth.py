@@ -58,7 +58,8 @@ def one_run(job):
     t0 = time.perf_counter()
     fm.fit(train, steps=a["steps"])
     seconds = time.perf_counter() - t0
-    nll = lambda pts, steps=a["logp_steps"]: float(-fm.log_prob(pts, steps=steps).mean())
+    nll = lambda pts, steps=a["logp_steps"]: float(-fm.log_prob(pts, steps=steps,
+                                                                 dtype=a["dtype"]).mean())
     out = dict(set=name, config=config, seed=seed, train_seconds=seconds, n=x.shape[0],
                train_nll=nll(train[:2000]), val_nll=nll(val), test_nll=nll(test))
     if seed == a["split_seeds"][0]:
@@ -103,6 +104,8 @@ def main(argv=None):
     ap.add_argument("--configs", nargs="+", default=["default"], choices=list(CONFIGS))
     ap.add_argument("--steps", type=int, default=10000)
     ap.add_argument("--logp-steps", type=int, default=100)
+    ap.add_argument("--dtype", default="float64", choices=("float32", "float64"),
+                    help="the likelihood's passes (default float64, the oracle)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--data-dir", default=os.path.join(os.path.dirname(__file__), "..", "..",
                                                         "shared", "data", "earth"))
@@ -110,6 +113,7 @@ def main(argv=None):
     ap.add_argument("--out", default="bench/results/earth")
     a = ap.parse_args(argv)
     opts = dict(data_dir=a.data_dir, steps=a.steps, logp_steps=a.logp_steps, out=a.out,
+                dtype=a.dtype,
                 split_seeds=a.split_seeds)
     jobs = [(s, c, seed, opts) for s in a.sets for c in a.configs for seed in a.split_seeds]
     records = []
@@ -127,7 +131,7 @@ def main(argv=None):
           f"sphere, mean +- sd over {len(a.split_seeds)} random 80/10/10 splits "
           f"(uniform: 2.531). `python bench/earth.py {' '.join(sys.argv[1:])}`; "
           f"ManifoldFlowMatcher('sphere') with its defaults, {a.steps} steps; the likelihood "
-          f"exact, RK4 {a.logp_steps} steps in float64.\n\n" + table(records, a.sets)
+          f"exact, RK4 {a.logp_steps} steps in {a.dtype}.\n\n" + table(records, a.sets)
           + "\n\nEach run (train NLL on at most 2,000 training events; the last column the "
             "training time on one thread):\n\n" + details(records) + "\n\nDensity maps "
             "(split 0, log-density, the test events in white): "

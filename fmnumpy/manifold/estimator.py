@@ -184,17 +184,19 @@ class ManifoldFlowMatcher(Estimator):
         return out
 
     @within_threads
-    def log_prob(self, x, method="rk4", steps=100, ema=True, dtype="float64"):
+    def log_prob(self, x, method="rk4", steps=100, ema=True, dtype="float32"):
         """log p_1(x) (N,) with respect to the manifold's volume (area on S^2):
         the exact Riemannian divergence integrated backwards from t = 1 to 0, in
-        ``dtype`` ("float64" or the faster "float32")."""
+        ``dtype``: "float32" (the default: 3.2x the time of sampling the same points,
+        against 13x in float64, within 4e-6 nats of it) or "float64", the oracle of
+        the tests."""
         x = self._points(x)
         if str(dtype) not in ("float32", "float64"):
             raise FmnumpyError(f"dtype must be float32 or float64, got {dtype!r}")
         return msol.log_prob(self._theta(ema), self._net(), x, tableau(method).name,
                              positive_int("steps", steps), dtype=np.dtype(str(dtype)))
 
-    def density_grid(self, n_grid=90, method="rk4", steps=100, ema=True, dtype="float64"):
+    def density_grid(self, n_grid=90, method="rk4", steps=100, ema=True, dtype="float32"):
         """log p_1 on the cell centres of an equal-area grid of S^2 (2 n x n cells in
         longitude x sin latitude) or of T^2 (n x n cells).  Returns (a, b, logp,
         cell_area) with logp[i, j] at a[j], b[i] (a: longitude or theta_1; b: sin
@@ -210,7 +212,7 @@ class ManifoldFlowMatcher(Estimator):
     # -- evaluation --------------------------------------------------------------------
     @within_threads
     def evaluate(self, data=None, n=2000, pairs=20, seed=0, steps=None, logp_n=2000,
-                 dtype="float64"):
+                 dtype="float32"):
         """Geodesic W2 of n samples against n fresh data points, the data floor (the W2
         between two fresh draws) averaged over ``pairs`` pairs with its sd, and the
         mean log-likelihood of logp_n fresh points (solved in ``dtype``) against their
