@@ -44,7 +44,7 @@ def _by_family(name, fit=False):
     return "default: " + ", ".join(out)
 
 
-def _sampling_args(p, adaptive=False, device=True):
+def _sampling_args(p, adaptive=False):
     p.add_argument("--checkpoint", required=True, help="checkpoint .npz written by train")
     p.add_argument("-n", "--n", type=int, default=None, help="number of samples")
     p.add_argument("--method", default=None, choices=METHODS + (("dopri5",) if adaptive else ()),
@@ -58,9 +58,8 @@ def _sampling_args(p, adaptive=False, device=True):
                    help="solver steps from t=0 to t=1 (default: the model's, 100)")
     p.add_argument("--seed", type=int, default=None, help="seed of the source draw (default 1)")
     p.add_argument("--threads", type=int, default=None, help="at most this many CPU threads")
-    if device:
-        p.add_argument("--device", default=None, choices=("cpu", "cuda"),
-                       help="flow matching on R^D: cpu (default) or cuda")
+    p.add_argument("--device", default=None, choices=("cpu", "cuda"),
+                   help="flow matching on R^D: cpu (default) or cuda")
 
 
 def _train_parser(sub):

@@ -18,8 +18,7 @@ from fmnumpy.config import DTYPE
 from fmnumpy.couplings.registry import get_coupling
 from fmnumpy.errors import FmnumpyError, positive_int
 from fmnumpy.nn.mlp import MLPSpec, init_params
-from fmnumpy.train.optim import adam_config
-from fmnumpy.train.estimator import Estimator, check_threads, within_threads
+from fmnumpy.train.estimator import Estimator, check_threads, positive_steps, within_threads
 from fmnumpy.euclidean.paths import (GAUSS, NOISY, SB, SB_SIGMA, STRAIGHT, check_sb_sigma,
     path_code)
 from fmnumpy.train.times import check_time_power
@@ -133,10 +132,8 @@ class FlowMatcher(Estimator):
                    ema_decay, warmup, schedule, lr_min, sigma_min, sigma, coupling,
                    coupling_options, path, sb_sigma, time_power, label_dropout, seed, threads,
                    device):
-        """Validate the whole configuration (the constructor's arguments), then set it:
-        a bad value leaves the model as it was."""
-        adam_config(optimizer, lr, weight_decay, clip, ema_decay, warmup, schedule,
-                    lr_min)                                        # validate early
+        """Validate and set the configuration (the constructor's arguments; set_params
+        validates on a fresh model, so a bad value leaves the model as it was)."""
         threads = check_threads(threads)
         sigma_min = float(sigma_min)
         if not 0.0 <= sigma_min < 1.0:
@@ -253,8 +250,7 @@ class FlowMatcher(Estimator):
         progress: True for a tqdm bar, or a bar factory (see ``train.run``);
         callback(model, k) runs every ``callback_every`` steps.
         """
-        steps = positive_int("steps", steps)
-        batch_size = positive_int("batch size", batch_size)
+        steps, batch_size = positive_steps(steps, batch_size)
         data = datasets.as_data(data, labels)
         src = None if source is None else datasets.as_data(source)
         if src is not None and src.dim != data.dim:
