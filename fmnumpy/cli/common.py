@@ -9,6 +9,7 @@ option the family does not take into one line naming the families that do.
 """
 import inspect
 import json
+import os
 import sys
 import time
 
@@ -174,3 +175,32 @@ def fit_timed(a, fm, data, steps, batch_size, ckpt, **more):
            progress=not a.no_progress, checkpoint=ckpt, checkpoint_every=a.checkpoint_every,
            log=say, **more)
     return time.perf_counter() - t0
+
+
+def open_model(a, cls, make, keep=(), rename=None):
+    """(model, checkpoint path) of ``train`` in OUT: with --resume the checkpoint's model,
+    any model option given with another value refused (but ``threads`` and ``keep``),
+    --threads applied; else ``make(a)``.  The pictures then draw with the model's seed."""
+    fill(a, dict(checkpoint_every=1000))
+    os.makedirs(a.out, exist_ok=True)
+    ckpt = os.path.join(a.out, "checkpoint.npz")
+    if a.resume:
+        fm = cls.load(ckpt)
+        resumed_conflicts(a, fm, ckpt, [k for k in fm.param_names()
+                                        if k != "threads" and k not in keep], rename)
+        fm.set_params(threads=a.threads)
+    else:
+        fm = make(a)
+    fill(a, dict(seed=fm.seed))
+    return fm, ckpt
+
+
+def run_length(a, fm):
+    """(steps, batch size) of ``train``: as given, else with --resume the checkpoint's,
+    else the defaults of the family's ``fit``."""
+    run = fit_defaults(type(fm))
+    steps = a.steps if a.steps is not None else (
+        fm.total_steps_ if a.resume and fm.total_steps_ else run["steps"])
+    batch = a.batch_size if a.batch_size is not None else (
+        fm.batch_size_ if a.resume and fm.batch_size_ else run["batch_size"])
+    return steps, batch

@@ -24,24 +24,11 @@ def model(a):
 def train(a):
     """The discrete training run: checkpoint, samples.png, flow.gif, loss.png, elbo.png,
     samples.npy and metrics.json in --out."""
-    common.fill(a, dict(checkpoint_every=1000))
-    os.makedirs(a.out, exist_ok=True)
-    ckpt = os.path.join(a.out, "checkpoint.npz")
-    run = common.fit_defaults(DiscreteFlowMatcher)
-    if a.resume:
-        fm = DiscreteFlowMatcher.load(ckpt)
-        common.resumed_conflicts(a, fm, ckpt, [k for k in fm.param_names() if k != "threads"],
-                                 RENAME)
-        fm.set_params(threads=a.threads)
-    else:
-        fm = model(a)
-    common.fill(a, dict(seed=fm.seed))                   # the pictures' draws
-    data = a.data or a.dataset or (fm.data_ if a.resume and fm.data_ not in
-                                   (None, "array") else run["data"])
+    fm, ckpt = common.open_model(a, DiscreteFlowMatcher, model, rename=RENAME)
+    data = a.data or a.dataset or (fm.data_ if a.resume and fm.data_ not in (None, "array")
+                                   else common.fit_defaults(DiscreteFlowMatcher)["data"])
     data = fm._data(data)                                # read and checked once
-    steps = a.steps or (fm.total_steps_ if a.resume and fm.total_steps_ else run["steps"])
-    batch = a.batch_size or (fm.batch_size_ if a.resume and fm.batch_size_ else
-                             run["batch_size"])
+    steps, batch = common.run_length(a, fm)
     common.resume_from(a, fm, ckpt, steps)
     say(f"training discrete flow matching on {data.name} (V = {fm.vocab_size}, source "
         f"{fm.source}) up to step {steps}")

@@ -75,30 +75,19 @@ def cmd_train(a):
     """Train flow matching on R^D: checkpoint.npz, scatter snapshots, samples.png,
     flow.gif, loss.png, vector_field.png, trajectories.png, samples.npy, metrics.json."""
     from fmnumpy.plots import euclidean as plots
-    common.fill(a, dict(checkpoint_every=1000, metrics_every=0))
+    common.fill(a, dict(metrics_every=0))
     data = a.data if a.data is not None else (a.dataset or DEFAULTS["dataset"])
-    os.makedirs(a.out, exist_ok=True)
-    ckpt = os.path.join(a.out, "checkpoint.npz")
+    fm, ckpt = common.open_model(a, FlowMatcher, model, keep=("device",))
     if a.resume:
-        fm = FlowMatcher.load(ckpt)
         if fm.data_ not in (None, "array") and a.data is None and a.dataset is None:
             data = fm.data_
-        common.resumed_conflicts(a, fm, ckpt, [k for k in FlowMatcher.param_names()
-                                               if k not in ("threads", "device")])
         had = None if fm.source_ is None else fm.source_.name
         if a.source is not None and a.source != had:
             raise FmnumpyError(f"{ckpt} was trained from the source {had or 'N(0, I)'}; "
                                f"--resume continues it, so drop --source {a.source}")
-        fm.set_params(device=a.device or fm.device, threads=a.threads)
-    else:
-        fm = model(a)
-    common.fill(a, dict(seed=fm.seed))                   # the pictures' draws
+        fm.set_params(device=a.device or fm.device)
     fm.require_device()
-    run = common.fit_defaults(FlowMatcher)
-    if a.steps is None:
-        a.steps = fm.total_steps_ if a.resume and fm.total_steps_ else run["steps"]
-    if a.batch_size is None:
-        a.batch_size = fm.batch_size_ if a.resume and fm.batch_size_ else run["batch_size"]
+    a.steps, a.batch_size = common.run_length(a, fm)
     common.resume_from(a, fm, ckpt, a.steps)
     data = _train_data(a, data, fm if a.resume else None)           # read and checked once
     draw = data.draw

@@ -48,21 +48,12 @@ def model(a, manifold=None):
 def train(a):
     """The manifold training run: checkpoint.npz, samples.npy, samples.png, flow.gif,
     density.png, loss.png and metrics.json in --out."""
-    common.fill(a, dict(checkpoint_every=1000))
     manifold = _manifold(a)
-    os.makedirs(a.out, exist_ok=True)
-    ckpt = os.path.join(a.out, "checkpoint.npz")
-    if a.resume:
-        fm = ManifoldFlowMatcher.load(ckpt)
-        if manifold is not None and fm.manifold != manifold:
-            raise FmnumpyError(f"{ckpt} was trained on the {fm.manifold}; --resume "
-                               f"continues it, so drop --manifold {a.manifold}")
-        common.resumed_conflicts(a, fm, ckpt, [k for k in fm.param_names()
-                                               if k not in ("threads", "manifold")])
-        fm.set_params(threads=a.threads)
-    else:
-        fm = model(a, manifold)
-    common.fill(a, dict(seed=fm.seed))                   # the pictures' draws
+    fm, ckpt = common.open_model(a, ManifoldFlowMatcher, lambda a: model(a, manifold),
+                                 keep=("manifold",))
+    if a.resume and manifold is not None and fm.manifold != manifold:
+        raise FmnumpyError(f"{ckpt} was trained on the {fm.manifold}; --resume "
+                           f"continues it, so drop --manifold {a.manifold}")
     if a.data is not None:
         points = (mdata.latlon_to_sphere(*mdata.read_latlon(a.data)) if a.latlon
                   else load_data(a.data))
@@ -74,10 +65,7 @@ def train(a):
                                "with --data FILE to resume")
         data = a.dataset or (fm.data_ if a.resume else mdata.DEFAULT_DATASET[fm.code])
         name = data
-    run = common.fit_defaults(ManifoldFlowMatcher)
-    total = a.steps or (fm.total_steps_ if a.resume and fm.total_steps_ else run["steps"])
-    batch = a.batch_size or (fm.batch_size_ if a.resume and fm.batch_size_ else
-                             run["batch_size"])
+    total, batch = common.run_length(a, fm)
     common.resume_from(a, fm, ckpt, total)
     say(f"training flow matching on the {fm.manifold} on {name} up to step {total}")
     train_s = common.fit_timed(a, fm, data, total, batch, ckpt)
