@@ -22,7 +22,7 @@ import json
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import numpy as np
 
@@ -38,7 +38,19 @@ PUBLISHED = {
     "Riemannian score-based": ((-4.92, 0.25), (-0.19, 0.07), (0.48, 0.09), (-1.33, 0.06)),
     "Riemannian flow matching": ((-7.93, 1.67), (-0.28, 0.08), (0.42, 0.05), (-1.86, 0.11)),
 }
-CONFIGS = {"default": {}}
+# the configurations compared on the validation splits (bench/results/earth_select.md);
+# "steps" is the training length, everything else goes to ManifoldFlowMatcher
+CONFIGS = {
+    "default": {},
+    "xf4": {"x_freqs": 4},
+    "xf6": {"x_freqs": 6},
+    "tp1": {"time_power": 1.0},
+    "tp4": {"time_power": 4.0},
+    "xf4_30k": {"x_freqs": 4, "steps": 30000},
+    "xf6_30k": {"x_freqs": 6, "steps": 30000},
+    "xf4_w512": {"x_freqs": 4, "hidden": (512, 512, 512)},
+    "xf4_d5": {"x_freqs": 4, "hidden": (256,) * 5},
+}
 
 
 def split(x, seed):
@@ -54,15 +66,17 @@ def one_run(job):
     from fmnumpy.manifold import datasets as mdata
     x = mdata.latlon_to_sphere(*mdata.read_latlon(os.path.join(a["data_dir"], name + ".csv")))
     train, val, test = split(x, seed)
-    fm = ManifoldFlowMatcher("sphere", seed=seed, threads=1, **CONFIGS[config])
+    kw = dict(CONFIGS[config])
+    steps = kw.pop("steps", a["steps"])
+    fm = ManifoldFlowMatcher("sphere", seed=seed, threads=1, **kw)
     t0 = time.perf_counter()
-    fm.fit(train, steps=a["steps"])
+    fm.fit(train, steps=steps)
     seconds = time.perf_counter() - t0
     nll = lambda pts, steps=a["logp_steps"]: float(-fm.log_prob(pts, steps=steps,
                                                                  dtype=a["dtype"]).mean())
     out = dict(set=name, config=config, seed=seed, train_seconds=seconds, n=x.shape[0],
                train_nll=nll(train[:2000]), val_nll=nll(val), test_nll=nll(test))
-    if seed == a["split_seeds"][0]:
+    if seed == a["split_seeds"][0] and not a["no_maps"]:
         out["test_nll_2x_steps"] = nll(test, 2 * a["logp_steps"])
         from fmnumpy.plots import manifold as mplots
         grid = fm.density_grid(n_grid=60, steps=a["logp_steps"], dtype="float32")
@@ -109,18 +123,22 @@ def main(argv=None):
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--data-dir", default=os.path.join(os.path.dirname(__file__), "..", "..",
                                                         "shared", "data", "earth"))
+    ap.add_argument("--no-maps", action="store_true", help="skip the solver check and maps")
     ap.add_argument("--json", default=None, help="each set's per-split test NLL")
     ap.add_argument("--out", default="bench/results/earth")
     a = ap.parse_args(argv)
     opts = dict(data_dir=a.data_dir, steps=a.steps, logp_steps=a.logp_steps, out=a.out,
-                dtype=a.dtype,
-                split_seeds=a.split_seeds)
+                dtype=a.dtype, no_maps=a.no_maps, split_seeds=a.split_seeds)
     jobs = [(s, c, seed, opts) for s in a.sets for c in a.configs for seed in a.split_seeds]
     records = []
-    with ProcessPoolExecutor(a.workers) as pool:
-        for r in pool.map(one_run, jobs):
-            records.append(r)
-            print(json.dumps(r), flush=True)
+    with ProcessPoolExecutor(a.workers) as pool, open(a.out + ".jsonl", "a") as log:
+        for fut in as_completed([pool.submit(one_run, job) for job in jobs]):
+            records.append(fut.result())
+            print(json.dumps(records[-1]), flush=True)
+            log.write(json.dumps(records[-1]) + "\n")
+            log.flush()
+    order = {(s, c, seed): i for i, (s, c, seed, _) in enumerate(jobs)}
+    records.sort(key=lambda r: order[r["set"], r["config"], r["seed"]])
     if a.json:
         with open(a.json, "w") as f:
             json.dump({s: [r["test_nll"] for r in records if r["set"] == s] for s in a.sets},

@@ -25,9 +25,14 @@ and on the flat torus div v = sum_d dv_d / dx_d.  The JVPs of the D unit
 directions give J_m exactly (``likelihood.mlp_forward_jvp``), the tangents
 entering through the point's embedding (:func:`embedding_tangents`).  The
 density is with respect to the manifold's volume (area on S^2), the prior
-p0 = 1 / volume.  Solves run in the dtype of their arrays: the sampler in the
-weights' float32, ``log_prob`` in float64 unless asked for float32.
+p0 = 1 / volume.  The sampler runs in the weights' float32; ``log_prob`` keeps its
+state [x, l] in float64 and runs the network's passes in float32 (the default of
+the estimator) or float64 (the tests' oracle).  Both solve their chunks of
+particles on Numba's threads.
 """
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
 import numpy as np
 from numba import njit
 
@@ -35,8 +40,10 @@ from fmnumpy.errors import positive_int
 from fmnumpy.nn.tangents import mlp_forward_jvp
 from fmnumpy.manifold.manifolds import SPHERE, TORUS, prior_log_density, projx, row_dot
 from fmnumpy.nn.mlp import input_tangents
+from fmnumpy.threads import single_threaded_blas
 from fmnumpy.manifold.riemannian import manifold_features, manifold_velocity
-from fmnumpy.ode.solvers import record_steps, rk_combine, rk_record, rk_stage_input, tableau
+from fmnumpy.ode.solvers import (balanced_chunk, record_steps, rk_combine, rk_record,
+                                  rk_stage_input, tableau)
 
 CHUNK = 4096          # particles per solve
 
@@ -111,7 +118,7 @@ def flow_field(params, s, t, out):
         out[i, D] = -div[i]                      # d/dt log p_t(x_t) = -div_M v
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def manifold_rk(params, code, s, grid, tab, work, out):
     """Integrate s (B, D) or (B, D + 1) in place over grid = (t0, t1, steps) with
     tab = (c, A, b) and :func:`flow_field`, projecting the point (the first D
@@ -153,13 +160,15 @@ def solver_params(theta, net, batch, with_div, dtype=np.float64):
 
 def _solve(theta, net, s, t0, t1, method, steps, record=0):
     """manifold_rk on s (B, D) or (B, D + 1) from t0 to t1: s(t1) and the
-    trajectory (R + 1, B, C) (empty without ``record``)."""
+    trajectory (R + 1, B, C) (empty without ``record``).  The network runs in
+    theta's dtype, the state s and the stages in s's own (the likelihood: float32
+    passes, a float64 state)."""
     tab = tableau(method)
     steps = positive_int("steps", steps)
     B, C = s.shape
     rec = record_steps(steps, record) if record else np.zeros(0, dtype=np.int64)
     traj = np.empty((rec.shape[0], B, C), dtype=s.dtype)
-    params = solver_params(theta, net, B, C > int(net[1][-1]), s.dtype)
+    params = solver_params(theta, net, B, C > int(net[1][-1]), theta.dtype)
     work = (np.zeros((tab.stages, B, C), dtype=s.dtype), np.zeros((B, C), dtype=s.dtype),
             np.zeros(B, dtype=s.dtype))
     manifold_rk(params, net[0], s, (float(t0), float(t1), steps), (tab.c, tab.A, tab.b),
@@ -167,36 +176,61 @@ def _solve(theta, net, s, t0, t1, method, steps, record=0):
     return s, traj
 
 
+def _chunks(N, chunk, solve):
+    """solve(lo, hi) over the particles [0, N) in chunks of at most ``chunk``, on
+    Numba's number of threads (``manifold_rk`` releases the GIL; BLAS is
+    single-threaded meanwhile, as in the Euclidean sampler)."""
+    threads = numba.get_num_threads()
+    size = balanced_chunk(N, max(int(chunk), 1), threads)
+    starts = range(0, N, size)
+    blas = single_threaded_blas()
+    try:
+        if threads > 1 and len(starts) > 1:
+            with ThreadPoolExecutor(threads) as pool:
+                list(pool.map(lambda lo: solve(lo, min(N, lo + size)), starts))
+        else:
+            for lo in starts:
+                solve(lo, min(N, lo + size))
+    finally:
+        blas.restore_original_limits()
+
+
 def integrate(theta, net, x0, method="rk4", steps=100, record=0, chunk=CHUNK):
     """Push x0 (N, D) on the manifold from t = 0 to 1: x1 (N, D) and, with
     ``record`` = R > 0, the trajectory (R + 1, N, D) (``solvers.record_steps``).
     The solve runs in theta's dtype (float32 weights: float32, as the Euclidean
-    sampler; the sphere's points are renormalised after every step)."""
+    sampler; the sphere's points are renormalised after every step), the chunks
+    on Numba's threads."""
     x = np.array(x0, dtype=theta.dtype)
     N, D = x.shape
     traj = (np.empty((record_steps(int(steps), record).shape[0], N, D), dtype=x.dtype)
             if record else None)
-    for lo in range(0, N, chunk):
-        hi = min(N, lo + chunk)
+
+    def solve(lo, hi):
         x[lo:hi], tr = _solve(theta, net, x[lo:hi].copy(), 0.0, 1.0, method, steps, record)
         if record:
             traj[:, lo:hi] = tr
+
+    _chunks(N, chunk, solve)
     return (x, traj) if record else x
 
 
 def log_prob(theta, net, x, method="rk4", steps=100, chunk=CHUNK, dtype=np.float64):
     """log p_1(x) (N,) w.r.t. the manifold's volume for points x (N, D) on it:
     solve [x, l] backwards from t = 1 (l = 0) to 0 with dl/dt = -div_M v, then
-    log p_1(x) = log p0(x(0)) - l(0).  The solve runs in ``dtype`` (float64 by
-    default; float32 is faster, its tanh vectorises)."""
-    x = np.ascontiguousarray(x, dtype=dtype)
+    log p_1(x) = log p0(x(0)) - l(0).  The network's passes run in ``dtype``
+    (float32 is faster: its tanh and exp vectorise), the state [x, l] and its
+    sums in float64 always; the chunks on Numba's threads."""
+    x = np.ascontiguousarray(x, dtype=np.float64)
     N, D = x.shape
     theta = np.ascontiguousarray(theta, dtype=dtype)
     out = np.empty(N)
-    for lo in range(0, N, chunk):
-        hi = min(N, lo + chunk)
-        s = np.zeros((hi - lo, D + 1), dtype=dtype)
+
+    def solve(lo, hi):
+        s = np.zeros((hi - lo, D + 1))
         s[:, :D] = x[lo:hi]
         s, _ = _solve(theta, net, s, 1.0, 0.0, method, steps)
         out[lo:hi] = prior_log_density(net[0], s[:, :D]) - s[:, D]
+
+    _chunks(N, chunk, solve)
     return out
