@@ -8,14 +8,15 @@ nats with respect to area on the unit sphere (the uniform density scores log 4 p
                           [--json PATH] [--out bench/results/earth]
 
 The catalogues are read from ``--data-dir`` (never copied into the repository).  Each
-run trains ``ManifoldFlowMatcher("sphere")`` with its defaults on the split's training
+run trains ``ManifoldFlowMatcher("sphere")`` in each configuration on the split's training
 events (threads=1, ``--workers`` runs at a time), then scores the training events (at
 most 2,000), the validation and the test events by the exact likelihood (RK4,
-``--logp-steps`` steps, float64).  The solver's own error is shown on split 0 of each
+``--logp-steps`` steps, the network in ``--dtype``, the state in float64).  The solver's own error is shown on split 0 of each
 set: the test NLL again with twice the steps.  A density map of each set (split 0:
 Mollweide, log-density, the test events on top) is written beside the table.
-Model selection on the validation split is left to the configurations still to
-compare (``--configs``); with one configuration the validation NLL is reported.
+``--configs`` names the configurations to run (:data:`CONFIGS`; "earth" is the
+preset ``fmnumpy.manifold.presets`` keeps); ``bench/earth_select.py`` chooses among
+them on the validation splits only.  Every run is appended to ``OUT.jsonl`` as it ends.
 """
 import argparse
 import json
@@ -27,6 +28,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from fmnumpy.manifold.presets import PRESETS  # noqa: E402
 
 SETS = ("volerup", "quakes_all", "flood", "fire")
 TITLES = {"volerup": "Volcano", "quakes_all": "Earthquake", "flood": "Flood", "fire": "Fire"}
@@ -43,6 +45,7 @@ PUBLISHED = {
 CONFIGS = {
     "default": {},
     "xf4": {"x_freqs": 4},
+    "xf5": {"x_freqs": 5},
     "xf6": {"x_freqs": 6},
     "tp1": {"time_power": 1.0},
     "tp4": {"time_power": 4.0},
@@ -50,6 +53,7 @@ CONFIGS = {
     "xf6_30k": {"x_freqs": 6, "steps": 30000},
     "xf4_w512": {"x_freqs": 4, "hidden": (512, 512, 512)},
     "xf4_d5": {"x_freqs": 4, "hidden": (256,) * 5},
+    "earth": PRESETS["earth"],            # the preset these comparisons chose
 }
 
 
@@ -80,7 +84,7 @@ def one_run(job):
         out["test_nll_2x_steps"] = nll(test, 2 * a["logp_steps"])
         from fmnumpy.plots import manifold as mplots
         grid = fm.density_grid(n_grid=60, steps=a["logp_steps"], dtype="float32")
-        mplots.density_map(f"{a['out']}_{name}.png", "sphere", grid, log_scale=True,
+        mplots.density_map(f"{a['out']}_{name}_{config}.png", "sphere", grid, log_scale=True,
                            points=test)
     return out
 
@@ -94,8 +98,11 @@ def table(records, sets):
     for config in dict.fromkeys(r["config"] for r in records):
         cells = []
         for s in sets:
-            t = np.array([r["test_nll"] for r in records if r["set"] == s and r["config"] == config])
-            cells.append(f"**{t.mean():.2f} +- {t.std(ddof=1) if t.size > 1 else 0:.2f}**")
+            mine = [r for r in records if r["set"] == s and r["config"] == config]
+            t = np.array([r["test_nll"] for r in mine])
+            sec = np.mean([r["train_seconds"] for r in mine]) if mine else 0
+            cells.append(f"**{t.mean():.2f} +- {t.std(ddof=1) if t.size > 1 else 0:.2f}** "
+                         f"({sec:.0f} s)" if mine else "")
         lines.append(f"| fmnumpy, {config} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -115,11 +122,14 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
     ap.add_argument("--split-seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    ap.add_argument("--configs", nargs="+", default=["default"], choices=list(CONFIGS))
+    ap.add_argument("--configs", nargs="+", default=["default"],
+                    help="configurations of CONFIGS, each on every set, or SET:CONFIG on "
+                    f"one set ({', '.join(CONFIGS)})")
     ap.add_argument("--steps", type=int, default=10000)
     ap.add_argument("--logp-steps", type=int, default=100)
-    ap.add_argument("--dtype", default="float64", choices=("float32", "float64"),
-                    help="the likelihood's passes (default float64, the oracle)")
+    ap.add_argument("--dtype", default="float32", choices=("float32", "float64"),
+                    help="the likelihood network's passes (default float32, as log_prob's; "
+                    "its state is float64 either way)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--data-dir", default=os.path.join(os.path.dirname(__file__), "..", "..",
                                                         "shared", "data", "earth"))
@@ -129,7 +139,13 @@ def main(argv=None):
     a = ap.parse_args(argv)
     opts = dict(data_dir=a.data_dir, steps=a.steps, logp_steps=a.logp_steps, out=a.out,
                 dtype=a.dtype, no_maps=a.no_maps, split_seeds=a.split_seeds)
-    jobs = [(s, c, seed, opts) for s in a.sets for c in a.configs for seed in a.split_seeds]
+    wanted = [c.split(":") if ":" in c else (None, c) for c in a.configs]
+    for only, c in wanted:
+        if c not in CONFIGS or only not in (None,) + SETS:
+            ap.error(f"unknown configuration {only + ':' if only else ''}{c}")
+    jobs = [(s, c, seed, opts) for s in a.sets for only, c in wanted if only in (None, s)
+            for seed in a.split_seeds]
+    configs = list(dict.fromkeys(c for _, c in wanted))
     records = []
     with ProcessPoolExecutor(a.workers) as pool, open(a.out + ".jsonl", "a") as log:
         for fut in as_completed([pool.submit(one_run, job) for job in jobs]):
@@ -141,19 +157,24 @@ def main(argv=None):
     records.sort(key=lambda r: order[r["set"], r["config"], r["seed"]])
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({s: [r["test_nll"] for r in records if r["set"] == s] for s in a.sets},
-                      f, indent=1)
+            json.dump({s: {c: [r["test_nll"] for r in records if r["set"] == s and
+                                   r["config"] == c] for c in configs
+                           if any(r["set"] == s and r["config"] == c for r in records)}
+                       for s in a.sets}, f, indent=1)
     with open(a.out + ".json", "w") as f:
         json.dump(dict(records=records, argv=sys.argv), f, indent=1)
     md = (f"# The earth event catalogues on S^2\n\nTest NLL in nats w.r.t. area on the unit "
           f"sphere, mean +- sd over {len(a.split_seeds)} random 80/10/10 splits "
           f"(uniform: 2.531). `python bench/earth.py {' '.join(sys.argv[1:])}`; "
-          f"ManifoldFlowMatcher('sphere') with its defaults, {a.steps} steps; the likelihood "
-          f"exact, RK4 {a.logp_steps} steps in {a.dtype}.\n\n" + table(records, a.sets)
+          f"ManifoldFlowMatcher('sphere') with "
+          + "; ".join(f"{c}: {CONFIGS[c] or 'its defaults'}" for c in configs)
+          + f" (steps {a.steps} unless given); the likelihood exact, RK4 {a.logp_steps} "
+          f"steps, the network's passes in {a.dtype}.\n\n" + table(records, a.sets)
           + "\n\nEach run (train NLL on at most 2,000 training events; the last column the "
             "training time on one thread):\n\n" + details(records) + "\n\nDensity maps "
             "(split 0, log-density, the test events in white): "
-          + ", ".join(f"[{s}]({os.path.basename(a.out)}_{s}.png)" for s in a.sets) + ".\n")
+          + ", ".join(f"[{s}, {c}]({os.path.basename(a.out)}_{s}_{c}.png)"
+                      for s, c, seed, _ in jobs if seed == a.split_seeds[0]) + ".\n")
     with open(a.out + ".md", "w") as f:
         f.write(md)
     print(md)

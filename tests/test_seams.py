@@ -5,7 +5,6 @@ function with more than 12 parameters; and five training steps of the compiled
 code against a float64 NumPy reference of the whole step.
 
 Dimension letters: B batch, D data dimension, P parameters."""
-import ast
 import importlib.util
 import os
 import subprocess

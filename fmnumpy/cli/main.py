@@ -16,6 +16,7 @@ import sys
 from fmnumpy.cli import common
 from fmnumpy.cli.common import PROG, say
 from fmnumpy.errors import FmnumpyError
+from fmnumpy.manifold.presets import PRESETS
 from fmnumpy.ode.solvers import METHODS
 
 
@@ -82,6 +83,9 @@ def _train_parser(sub):
     fam.add_argument("--latlon", action="store_true", default=None,
                      help="--data FILE holds latitude,longitude in degrees (a header row and "
                      "# comments allowed): points on the sphere S^2")
+    fam.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                     help="manifold settings chosen on validation data (earth: the event "
+                     "catalogues, bench/results/earth_select.md); options given override them")
     fam.add_argument("--discrete", action="store_true", default=None,
                      help="discrete flow matching on integer tokens (docs/discrete.md)")
     run = t.add_argument_group("the run (every family)")

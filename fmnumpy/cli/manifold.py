@@ -13,6 +13,7 @@ from fmnumpy.errors import FmnumpyError
 from fmnumpy.euclidean.datasets import load_data
 from fmnumpy.manifold import datasets as mdata
 from fmnumpy.manifold.estimator import ManifoldFlowMatcher, grid_mass, grid_points, on_manifold
+from fmnumpy.manifold.presets import preset
 from fmnumpy.manifold.manifolds import NAMES
 
 
@@ -49,6 +50,12 @@ def train(a):
     """The manifold training run: checkpoint.npz, samples.npy, samples.png, flow.gif,
     density.png, loss.png and metrics.json in --out."""
     manifold = _manifold(a)
+    if a.preset is not None:
+        if a.resume:
+            raise FmnumpyError("--resume continues the checkpoint with its own settings; "
+                               "drop --preset")
+        model_args, run = preset(a.preset)
+        common.fill(a, {**model_args, **run})
     fm, ckpt = common.open_model(a, ManifoldFlowMatcher, lambda a: model(a, manifold),
                                  keep=("manifold",))
     if a.resume and manifold is not None and fm.manifold != manifold:

@@ -4,7 +4,6 @@ parent's settings, saves and loads; reflow straightens a toy flow; the
 ``reflow`` command writes its files and refuses bad input in one line.
 
 N pairs, B batch, D data dimension."""
-import argparse
 import json
 
 import numpy as np

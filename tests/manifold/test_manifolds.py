@@ -729,3 +729,29 @@ def test_cli_trains_on_latitudes_and_longitudes(tmp_path, capsys):
                         (["--latlon", "--discrete", "--data", path], ("--latlon", "manifold"))):
         code = run(["train", *argv, "--steps", 1, "--out", tmp_path / "x", "--no-progress"])
         assert_one_line_error(capsys, code, *words)
+
+
+def test_cli_preset_sets_what_was_not_given(tmp_path, capsys):
+    """--preset earth fills the options not given (x_freqs from the preset, the steps
+    given win); with --resume or under another family it is one line."""
+    from fmnumpy.manifold.presets import PRESETS, preset
+    model_args, run_args = preset("earth")
+    assert {**model_args, **run_args} == PRESETS["earth"] and "steps" in run_args
+    rng = np.random.default_rng(4)
+    path = tmp_path / "events.csv"
+    path.write_text("\n".join(f"{a:.3f},{b:.3f}" for a, b in
+                              np.c_[rng.normal(-20, 5, 200), rng.normal(150, 10, 200)]))
+    out = tmp_path / "o"
+    code = run(["train", "--data", path, "--latlon", "--preset", "earth", "--steps", 10,
+                "--hidden", "8", "--no-plots", "--no-progress", "--out", out])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    fm = ManifoldFlowMatcher.load(out / "checkpoint.npz")
+    assert fm.x_freqs == model_args["x_freqs"] != ManifoldFlowMatcher().x_freqs
+    assert fm.state_.step == 10 and fm.hidden == (8,)
+    for argv, words in ((["--resume", "--out", out], ("--resume", "drop --preset")),
+                        (["--discrete", "--out", tmp_path / "d"], ("--preset", "discrete"))):
+        code = run(["train", "--preset", "earth", *argv, "--steps", 20, "--no-progress"])
+        assert_one_line_error(capsys, code, *words)
+    with pytest.raises(FmnumpyError, match="unknown preset 'moon'; choose one of: earth"):
+        preset("moon")

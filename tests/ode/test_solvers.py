@@ -327,7 +327,6 @@ def test_single_threaded_blas_reaches_the_blas_that_compiled_code_calls():
     """Compiled np.dot calls SciPy's BLAS, loaded on first use: the limit must reach
     it in a fresh process too (it did not, and the first data-parallel training run
     nested BLAS threads in Numba's)."""
-    import os
     import subprocess
     import sys
     code = ("from fmnumpy.threads import single_threaded_blas\n"
