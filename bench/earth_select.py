@@ -2,9 +2,10 @@
 runs of ``bench/earth.py`` (its ``.jsonl`` logs), and for each set lists every
 configuration's validation NLL (mean +- sd over the splits, and its paired difference
 from the defaults on the same splits), picks the one with the lowest mean validation
-NLL, and shows the test NLL of each beside it (read, not used to choose).  A reference
-row: a von Mises-Fisher kernel density at the training events, its concentration kappa
-chosen on the same validation splits.
+NLL, and shows the test NLL of each beside it (read, not used to choose).  A run found
+in several files is taken from the last.  A reference row: a von Mises-Fisher kernel
+density at the training events, its concentration kappa chosen on the validation
+splits of every split seed found.
 
     python bench/earth_select.py RUNS.jsonl [RUNS.jsonl ...] [--out bench/results/earth_select.md]
 """
@@ -62,7 +63,11 @@ def main(argv=None):
              f"`python bench/earth_select.py {' '.join(sys.argv[1:])}` over the runs of "
              "bench/earth.py. Validation NLL in nats (mean +- sd over the splits); "
              "'paired' is the mean +- sd of (config - default) on the same splits; the "
-             "test NLL is read only, never used to choose.", ""]
+             "test NLL is read only, never used to choose. The runs of several files were "
+             "scored with the likelihood steps of their own command (bench/earth.py "
+             "--logp-steps: 100 for the 10,000-step comparisons, 200 for the preset, 800 for "
+             "volcano's x_freqs 6), and timed with other runs beside them: compare their "
+             "seconds only roughly.", ""]
     chosen = {}
     for s in sets:
         configs = list(dict.fromkeys(k[1] for k in recs if k[0] == s))
@@ -87,9 +92,10 @@ def main(argv=None):
                 best = (c, v.mean())
         chosen[s] = best[0]
         lines += ["", f"Chosen on validation: **{best[0]}**.", ""]
-    kde = kde_rows(a.data_dir, sets, sorted({k[2] for k in recs}))
+    seeds = sorted({k[2] for k in recs})
+    kde = kde_rows(a.data_dir, sets, seeds)
     lines += ["## Reference: a vMF kernel density at the training events", "",
-              "kappa chosen on the mean validation NLL over the same splits "
+              f"kappa chosen on the mean validation NLL over the splits {seeds} "
               f"(grid 10^1 .. 10^6, {len(KAPPAS)} values).", "",
               "| set | kappa | validation NLL | test NLL |", "|---|---|---|---|"]
     for s, (k, v, te) in kde.items():

@@ -186,10 +186,11 @@ class ManifoldFlowMatcher(Estimator):
     @within_threads
     def log_prob(self, x, method="rk4", steps=100, ema=True, dtype="float32"):
         """log p_1(x) (N,) with respect to the manifold's volume (area on S^2):
-        the exact Riemannian divergence integrated backwards from t = 1 to 0, in
-        ``dtype``: "float32" (the default: 3.2x the time of sampling the same points,
-        against 13x in float64, within 4e-6 nats of it) or "float64", the oracle of
-        the tests."""
+        the exact Riemannian divergence integrated backwards from t = 1 to 0, the
+        state in float64, the network's passes in ``dtype``: "float32" (the default:
+        3.4x to 3.7x the time of sampling the same points, against 12.6x in float64,
+        within 1e-6 nats of it; bench/results/logp_sphere.md) or "float64", the oracle
+        of the tests.  The chunks of points run on the model's threads."""
         x = self._points(x)
         if str(dtype) not in ("float32", "float64"):
             raise FmnumpyError(f"dtype must be float32 or float64, got {dtype!r}")
