@@ -28,6 +28,7 @@ from fmnumpy.euclidean.step import CpuStepper
 from fmnumpy.euclidean import stream as _stream
 
 INIT_STREAM = 0
+SDE_STREAM = 31          # the Brownian increments of sample(method="sde")
 
 # One table of defaults for the API and the CLI.
 # t = 1 - (1 - u)^K (paths.time_from_uniform).  time_power=None picks K by path: 2 on the
@@ -386,7 +387,7 @@ class FlowMatcher(Estimator):
     def sample(self, n=DEFAULTS["n_samples"], method=DEFAULTS["method"],
                steps=DEFAULTS["sample_steps"], seed=1, record=0, ema=True, x0=None,
                return_logprob=False, rtol=1e-5, atol=1e-5, labels=None, guidance=1.0,
-               dtype="float32", qmc=False):
+               dtype="float32", qmc=False, noise=None):
         """Draw ``n`` samples: x0 from the source (N(0, I) unless ``fit`` was given
         another, ``draw_source`` with ``default_rng(seed)``; ``qmc=True``: quasi-random
         N(0, I) points, more even sample sets that are no longer independent draws,
@@ -402,8 +403,20 @@ class FlowMatcher(Estimator):
         Returns (n, D); with ``record`` = R also the trajectory (R + 1, n, D); with
         ``return_logprob`` also log p(x1) (n,) float64 from the same solve, the
         network's passes in ``dtype`` ("float32", or the float64 oracle;
-        docs/likelihood.md).  ``last_solve_`` holds the NFE of adaptive solves."""
+        docs/likelihood.md).  ``last_solve_`` holds the NFE of adaptive solves.
+
+        ``method="sde"``: Euler-Maruyama in ``steps`` steps of the SDE with the ODE's
+        marginals and diffusion g(t)^2 = noise^2 sigma_t (default ``noise`` 1; 0 is
+        Euler), the score read off the velocity (``sde.py``, docs/sde.md); the
+        straight and cosine paths from N(0, I), on the CPU, without ``record`` or
+        ``return_logprob``; the Brownian increments drawn from ``seed``."""
         self._check_fitted()
+        if str(method).lower() == "sde":
+            return self._sample_sde(n, steps, seed, record, ema, x0, return_logprob, labels,
+                                    guidance, qmc, 1.0 if noise is None else noise)
+        if noise is not None:
+            raise FmnumpyError(f"noise is the SDE sampler's; pass method='sde' (not "
+                               f"{method!r}) or drop noise")
         s = solver(method, self.device, logprob=return_logprob)
         if return_logprob:
             self._check_gaussian_source()
@@ -426,6 +439,61 @@ class FlowMatcher(Estimator):
         x1, traj = self._solve(x0, s.name, steps, rtol, atol, record, ema, labels=labels,
                                guidance=guidance)
         return (x1, traj) if record else x1
+
+    def _sample_sde(self, n, steps, seed, record, ema, x0, return_logprob, labels, guidance,
+                    qmc, noise):
+        """sample(method="sde"): the checks of docs/sde.md, then ``sde.euler_maruyama``."""
+        from fmnumpy.euclidean import sde
+        noise = sde.check_noise(noise)
+        steps = positive_int("steps", steps)
+        path, param = self.path_args()
+        if self.source_ is not None:
+            raise FmnumpyError(f"method='sde' reads the score off the velocity, which needs "
+                               f"the N(0, I) source; this model transports from "
+                               f"{self.source_.name!r}: use an ODE method")
+        if path not in sde.SCHEDULES:
+            raise FmnumpyError(f"method='sde' needs the score from the velocity, which the "
+                               f"{'constant-width sigma' if path == GAUSS else self.path} "
+                               f"path does not give; it takes the straight (sigma=0) and "
+                               f"cosine paths")
+        if self.device != "cpu":
+            raise FmnumpyError("method='sde' runs on the CPU; use device='cpu'")
+        if record or return_logprob:
+            raise FmnumpyError("method='sde' gives samples only: drop record and "
+                               "return_logprob, or use an ODE method")
+        if x0 is None:
+            x0 = self.draw_source(positive_int("number of samples", n),
+                                  np.random.default_rng(seed), qmc=qmc)
+        x0 = np.asarray(x0, dtype=np.float64)
+        if x0.ndim != 2 or x0.shape[1] != self.spec_.dim:
+            raise FmnumpyError(f"x0 must have shape (n, {self.spec_.dim}), got {x0.shape}")
+        y, w = self._labels(labels, x0.shape[0], guidance)
+        field = self._field(ema, y, w)
+        rng = np.random.default_rng([int(seed), SDE_STREAM])
+        return sde.euler_maruyama(field, x0, steps, noise, rng, path, param).astype(DTYPE)
+
+    def _field(self, ema, y, w):
+        """v(x, t) of the network at a scalar t, guided by labels y with weight w."""
+        from fmnumpy.euclidean.integrate import mlp_field
+        from fmnumpy.nn.mlp import Workspace
+        theta = self.ema_ if ema else self.theta_
+        sp = self.spec_
+        if sp.n_classes:
+            y = np.full(1, sp.null_class, np.int64) if y is None else y
+        cache = {}
+
+        def field(x, t):
+            N = x.shape[0]
+            if N not in cache:
+                ws = Workspace(sp.sizes, N)
+                yy = (np.broadcast_to(y, (N,)).astype(np.int64) if sp.n_classes
+                      else np.zeros(0, np.int64))
+                cache[N] = (ws, yy, np.empty((N, sp.dim), DTYPE), np.empty((N, sp.dim), DTYPE))
+            ws, yy, V, out = cache[N]
+            params = (theta, sp.sizes, sp.kind, sp.feats, ws.X, ws.A, ws.Z, yy, float(w), V)
+            mlp_field(params, np.ascontiguousarray(x, dtype=DTYPE), np.full(N, t, DTYPE), out)
+            return out
+        return field
 
     @within_threads
     def transport(self, x, reverse=False, method=DEFAULTS["method"],

@@ -14,6 +14,10 @@ raises one line naming what is available; nothing falls back silently.
     method     CPU solver                 GPU solver            log p on
     euler ..   solvers.integrate_mlp      cuda.cuda_sample      cpu, cuda
     dopri5     adaptive.dopri5_mlp        (none)                cpu
+
+``method="sde"`` is not an ODE solver: ``FlowMatcher.sample`` hands it to
+``sde.euler_maruyama`` (the score from the velocity needs the model's path and
+source, and the noise a seed), on the CPU.
 """
 from collections import namedtuple
 
