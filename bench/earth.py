@@ -51,6 +51,7 @@ CONFIGS = {
     "tp4": {"time_power": 4.0},
     "xf4_30k": {"x_freqs": 4, "steps": 30000},
     "xf6_30k": {"x_freqs": 6, "steps": 30000},
+    "xf4_90k": {"x_freqs": 4, "steps": 90000},
     "xf4_w512": {"x_freqs": 4, "hidden": (512, 512, 512)},
     "xf4_d5": {"x_freqs": 4, "hidden": (256,) * 5},
     "earth": PRESETS["earth"],            # the preset these comparisons chose
@@ -169,12 +170,14 @@ def main(argv=None):
           f"ManifoldFlowMatcher('sphere') with "
           + "; ".join(f"{c}: {CONFIGS[c] or 'its defaults'}" for c in configs)
           + f" (steps {a.steps} unless given); the likelihood exact, RK4 {a.logp_steps} "
-          f"steps, the network's passes in {a.dtype}.\n\n" + table(records, a.sets)
+          f"steps, the network's passes in {a.dtype}. Beside each of fmnumpy's cells, the "
+          "mean training time of a run (one thread).\n\n" + table(records, a.sets)
           + "\n\nEach run (train NLL on at most 1,000 training events; the last column the "
-            "training time on one thread):\n\n" + details(records) + "\n\nDensity maps "
-            "(split 0, log-density, the test events in white): "
-          + ", ".join(f"[{s}, {c}]({os.path.basename(a.out)}_{s}_{c}.png)"
-                      for s, c, seed, _ in jobs if seed == a.split_seeds[0]) + ".\n")
+            "training time on one thread):\n\n" + details(records) + "\n")
+    if not a.no_maps:
+        md += ("\nDensity maps (split 0, log-density, the test events in white): "
+               + ", ".join(f"[{s}, {c}]({os.path.basename(a.out)}_{s}_{c}.png)"
+                           for s, c, seed, _ in jobs if seed == a.split_seeds[0]) + ".\n")
     with open(a.out + ".md", "w") as f:
         f.write(md)
     print(md)
