@@ -36,7 +36,7 @@ OPTIONS = {
     },
     "sample": {
         "euclidean": {"checkpoint", "n", "method", "rtol", "atol", "steps", "seed", "threads",
-                      "device", "log_prob", "out", "plot", "label", "guidance", "qmc"},
+                      "device", "log_prob", "out", "plot", "label", "guidance", "qmc", "noise"},
         "manifold": {"checkpoint", "n", "method", "steps", "seed", "threads", "log_prob",
                      "out", "plot"},
         "discrete": {"checkpoint", "n", "steps", "seed", "threads", "out", "plot"},

@@ -153,10 +153,12 @@ def cmd_sample(a):
         raise FmnumpyError(f"--out must name a .npy file, got {a.out!r}")
     if a.log_prob:
         x, logp = fm.sample(a.n, method=a.method, steps=a.steps, seed=a.seed,
-                            return_logprob=True, rtol=a.rtol, atol=a.atol, qmc=a.qmc)
+                            return_logprob=True, rtol=a.rtol, atol=a.atol, qmc=a.qmc,
+                            noise=a.noise)
     else:
         x = fm.sample(a.n, method=a.method, steps=a.steps, seed=a.seed, rtol=a.rtol,
-                      atol=a.atol, labels=a.label, guidance=a.guidance, qmc=a.qmc)
+                      atol=a.atol, labels=a.label, guidance=a.guidance, qmc=a.qmc,
+                      noise=a.noise)
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     np.save(a.out, x)
     if a.log_prob:

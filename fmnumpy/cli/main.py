@@ -45,11 +45,13 @@ def _by_family(name, fit=False):
     return "default: " + ", ".join(out)
 
 
-def _sampling_args(p, adaptive=False):
+def _sampling_args(p, adaptive=False, sde=False):
     p.add_argument("--checkpoint", required=True, help="checkpoint .npz written by train")
     p.add_argument("-n", "--n", type=int, default=None, help="number of samples")
-    p.add_argument("--method", default=None, choices=METHODS + (("dopri5",) if adaptive else ()),
-                   help="ODE solver (default: the model's, rk4)")
+    p.add_argument("--method", default=None, choices=METHODS + (("dopri5",) if adaptive else ())
+                   + (("sde",) if sde else ()),
+                   help="ODE solver (default: the model's, rk4)"
+                   + ("; sde: stochastic sampling on R^D (docs/sde.md)" if sde else ""))
     if adaptive:
         p.add_argument("--rtol", type=float, default=None, help="dopri5 relative tolerance "
                        "(default 1e-5)")
@@ -199,7 +201,9 @@ def build_parser():
     _train_parser(sub)
 
     s = sub.add_parser("sample", help="draw samples from a checkpoint into a .npy file")
-    _sampling_args(s, adaptive=True)
+    _sampling_args(s, adaptive=True, sde=True)
+    s.add_argument("--noise", type=float, default=None, help="--method sde: the diffusion "
+                   "g(t)^2 = noise^2 sigma_t (default 1; 0 is Euler; docs/sde.md)")
     s.add_argument("--log-prob", default=None, help="also write log p of each sample "
                    "(exact divergence) to this .npy file")
     s.add_argument("--out", required=True, help="output .npy file")

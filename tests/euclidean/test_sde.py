@@ -88,3 +88,22 @@ def test_noise_without_sde_and_paths_without_a_score_are_refused(spirals):
         "moons", steps=2, source="8gaussians")
     with pytest.raises(FmnumpyError, match="needs the N\\(0, I\\) source"):
         fm.sample(10, method="sde")
+
+
+def test_cli_samples_with_the_sde_and_refuses_noise_elsewhere(spirals, tmp_path, capsys):
+    from fmnumpy.cli.main import main
+    from reference import assert_one_line_error
+    ckpt = tmp_path / "c.npz"
+    spirals.save(ckpt)
+    out = tmp_path / "x.npy"
+    code = main(["sample", "--checkpoint", str(ckpt), "--method", "sde", "--noise", "0.5",
+                 "--steps", "20", "-n", "300", "--seed", "4", "--out", str(out)])
+    capsys.readouterr()
+    assert code == 0
+    assert np.array_equal(np.load(out), spirals.sample(300, method="sde", steps=20, seed=4,
+                                                        noise=0.5))
+    for argv, words in ((["--noise", "1"], ("noise is the SDE sampler's",)),
+                        (["--method", "sde", "--log-prob", str(tmp_path / "l.npy")],
+                         ("return_logprob",))):
+        code = main(["sample", "--checkpoint", str(ckpt), "--out", str(out), *argv])
+        assert_one_line_error(capsys, code, *words)
