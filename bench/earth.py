@@ -28,6 +28,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench.common import markdown_table  # noqa: E402
 from fmnumpy.manifold.presets import PRESETS  # noqa: E402
 
 SETS = ("volerup", "quakes_all", "flood", "fire")
@@ -91,11 +92,9 @@ def one_run(job):
 
 
 def table(records, sets):
-    lines = ["| method | " + " | ".join(TITLES[s] for s in sets) + " |",
-             "|---|" + "---|" * len(sets)]
-    for method, rows in PUBLISHED.items():
-        cells = [f"{rows[SETS.index(s)][0]:.2f} +- {rows[SETS.index(s)][1]:.2f}" for s in sets]
-        lines.append(f"| {method} (published) | " + " | ".join(cells) + " |")
+    rows = [[f"{method} (published)"] + [f"{rows[SETS.index(s)][0]:.2f} +- "
+                                         f"{rows[SETS.index(s)][1]:.2f}" for s in sets]
+            for method, rows in PUBLISHED.items()]
     for config in dict.fromkeys(r["config"] for r in records):
         cells = []
         for s in sets:
@@ -104,19 +103,18 @@ def table(records, sets):
             sec = np.mean([r["train_seconds"] for r in mine]) if mine else 0
             cells.append(f"**{t.mean():.2f} +- {t.std(ddof=1) if t.size > 1 else 0:.2f}** "
                          f"({sec:.0f} s)" if mine else "")
-        lines.append(f"| fmnumpy, {config} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append([f"fmnumpy, {config}"] + cells)
+    return markdown_table(["method"] + [TITLES[s] for s in sets], rows)
 
 
 def details(records):
-    lines = ["| set | split | train NLL | validation NLL | test NLL | test NLL, 2x steps | "
-             "train s |", "|---|---|---|---|---|---|---|"]
-    for r in records:
-        two = f"{r['test_nll_2x_steps']:.4f}" if "test_nll_2x_steps" in r else ""
-        lines.append(f"| {r['set']} ({r['config']}) | {r['seed']} | {r['train_nll']:.3f} | "
-                     f"{r['val_nll']:.3f} | {r['test_nll']:.4f} | {two} | "
-                     f"{r['train_seconds']:.1f} |")
-    return "\n".join(lines)
+    return markdown_table(
+        ["set", "split", "train NLL", "validation NLL", "test NLL", "test NLL, 2x steps",
+         "train s"],
+        [[f"{r['set']} ({r['config']})", r["seed"], f"{r['train_nll']:.3f}",
+          f"{r['val_nll']:.3f}", f"{r['test_nll']:.4f}",
+          f"{r['test_nll_2x_steps']:.4f}" if "test_nll_2x_steps" in r else "",
+          f"{r['train_seconds']:.1f}"] for r in records])
 
 
 def main(argv=None):

@@ -17,6 +17,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench.common import markdown_table  # noqa: E402
 from bench.earth import SETS, TITLES, split  # noqa: E402
 
 KAPPAS = np.logspace(1, 6, 26)
@@ -72,10 +73,8 @@ def main(argv=None):
     for s in sets:
         configs = list(dict.fromkeys(k[1] for k in recs if k[0] == s))
         seeds = sorted({k[2] for k in recs if k[0] == s and k[1] == "default"})
-        lines += [f"## {TITLES[s]} ({s}), splits {', '.join(map(str, seeds))}", "",
-                  "| config | validation NLL | paired vs default | train NLL | test NLL | "
-                  "train s |", "|---|---|---|---|---|---|"]
-        best = None
+        lines += [f"## {TITLES[s]} ({s}), splits {', '.join(map(str, seeds))}", ""]
+        rows, best = [], None
         for c in configs:
             rs = [recs.get((s, c, seed)) for seed in seeds]
             if any(r is None for r in rs):
@@ -85,22 +84,24 @@ def main(argv=None):
             te = np.array([r["test_nll"] for r in rs])
             tr = np.array([r["train_nll"] for r in rs])
             sec = np.mean([r["train_seconds"] for r in rs])
-            lines.append(f"| {c} | {v.mean():.3f} +- {v.std(ddof=1):.3f} | "
-                         f"{d.mean():+.3f} +- {d.std(ddof=1):.3f} | {tr.mean():.3f} | "
-                         f"{te.mean():.3f} +- {te.std(ddof=1):.3f} | {sec:.0f} |")
+            rows.append([c, f"{v.mean():.3f} +- {v.std(ddof=1):.3f}",
+                         f"{d.mean():+.3f} +- {d.std(ddof=1):.3f}", f"{tr.mean():.3f}",
+                         f"{te.mean():.3f} +- {te.std(ddof=1):.3f}", f"{sec:.0f}"])
             if best is None or v.mean() < best[1]:
                 best = (c, v.mean())
         chosen[s] = best[0]
-        lines += ["", f"Chosen on validation: **{best[0]}**.", ""]
+        lines += [markdown_table(["config", "validation NLL", "paired vs default",
+                                  "train NLL", "test NLL", "train s"], rows),
+                  "", f"Chosen on validation: **{best[0]}**.", ""]
     seeds = sorted({k[2] for k in recs})
     kde = kde_rows(a.data_dir, sets, seeds)
     lines += ["## Reference: a vMF kernel density at the training events", "",
               f"kappa chosen on the mean validation NLL over the splits {seeds} "
               f"(grid 10^1 .. 10^6, {len(KAPPAS)} values).", "",
-              "| set | kappa | validation NLL | test NLL |", "|---|---|---|---|"]
-    for s, (k, v, te) in kde.items():
-        lines.append(f"| {TITLES[s]} | {k:.3g} | {v:.3f} | {te.mean():.3f} +- "
-                     f"{te.std(ddof=1):.3f} |")
+              markdown_table(["set", "kappa", "validation NLL", "test NLL"],
+                             [[TITLES[s], f"{k:.3g}", f"{v:.3f}",
+                               f"{te.mean():.3f} +- {te.std(ddof=1):.3f}"]
+                              for s, (k, v, te) in kde.items()])]
     with open(a.out, "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -14,6 +14,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench.common import markdown_table  # noqa: E402
 from fmnumpy import ManifoldFlowMatcher  # noqa: E402
 
 
@@ -52,12 +53,12 @@ def main(argv=None):
              "points (RK4, 100 steps, the state in float64, the network's passes in float32 "
              "(default) or float64) against sample of as many points with the same solver, "
              "alternated; ManifoldFlowMatcher('sphere') defaults, 2,000 steps on vmf.", "",
-             "| round | threads | sample s | log_prob s (float32) | ratio | log_prob s "
-             "(float64) | ratio | max abs diff, nats |", "|---|---|---|---|---|---|---|---|"]
-    for r, th, ts, t32, t64, d in rows:
-        f64 = f"{t64:.2f} | {t64 / ts:.2f}x" if t64 == t64 else "- | -"
-        lines.append(f"| {r} | {th} | {ts:.2f} | {t32:.2f} | {t32 / ts:.2f}x | {f64} | "
-                     f"{d:.1e} |")
+             markdown_table(
+                 ["round", "threads", "sample s", "log_prob s (float32)", "ratio",
+                  "log_prob s (float64)", "ratio", "max abs diff, nats"],
+                 [[r, th, f"{ts:.2f}", f"{t32:.2f}", f"{t32 / ts:.2f}x",
+                   f"{t64:.2f}" if t64 == t64 else "-", f"{t64 / ts:.2f}x" if t64 == t64 else "-",
+                   f"{d:.1e}"] for r, th, ts, t32, t64, d in rows])]
     for th in a.threads:
         mine = [row for row in rows if row[1] == th]
         r32 = [row[3] / row[2] for row in mine]

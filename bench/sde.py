@@ -15,6 +15,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench.common import markdown_table  # noqa: E402
 from fmnumpy import FlowMatcher  # noqa: E402
 from fmnumpy.euclidean import datasets  # noqa: E402
 from fmnumpy.metrics import w2  # noqa: E402
@@ -58,12 +59,11 @@ def main(argv=None):
              "network evaluations per sample. Floors (W2 of two fresh draws, "
              f"{a.pairs} pairs): " + ", ".join(f"{k} {m:.4f} +- {s:.4f}"
                                               for k, (m, s) in floors.items()) + ".", "",
-             "| sampler | NFE | " + " | ".join(a.sets) + " |",
-             "|---|---|" + "---|" * len(a.sets)]
-    for label, _, _, _, nfe in SAMPLERS:
-        cells = [f"{np.mean(res[s, label]):.3f} +- {np.std(res[s, label], ddof=1):.3f}"
-                 for s in a.sets]
-        lines.append(f"| {label} | {nfe} | " + " | ".join(cells) + " |")
+             markdown_table(["sampler", "NFE"] + a.sets,
+                            [[label, nfe] + [f"{np.mean(res[s, label]):.3f} +- "
+                                             f"{np.std(res[s, label], ddof=1):.3f}"
+                                             for s in a.sets]
+                             for label, _, _, _, nfe in SAMPLERS])]
     with open(a.out, "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))

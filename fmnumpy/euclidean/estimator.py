@@ -468,29 +468,26 @@ class FlowMatcher(Estimator):
         if x0.ndim != 2 or x0.shape[1] != self.spec_.dim:
             raise FmnumpyError(f"x0 must have shape (n, {self.spec_.dim}), got {x0.shape}")
         y, w = self._labels(labels, x0.shape[0], guidance)
-        field = self._field(ema, y, w)
+        field = self._field(ema, y, w, x0.shape[0])
         rng = np.random.default_rng([int(seed), SDE_STREAM])
         return sde.euler_maruyama(field, x0, steps, noise, rng, path, param).astype(DTYPE)
 
-    def _field(self, ema, y, w):
-        """v(x, t) of the network at a scalar t, guided by labels y with weight w."""
+    def _field(self, ema, y, w, N):
+        """v(x, t) (N, D) of the network for N particles at a scalar t, guided by
+        labels y with weight w (``integrate.mlp_field``); its buffers are made once."""
         from fmnumpy.euclidean.integrate import mlp_field
         from fmnumpy.nn.mlp import Workspace
-        theta = self.ema_ if ema else self.theta_
         sp = self.spec_
+        ws = Workspace(sp.sizes, N)
         if sp.n_classes:
-            y = np.full(1, sp.null_class, np.int64) if y is None else y
-        cache = {}
+            y = np.full(N, sp.null_class, np.int64) if y is None else y
+        else:
+            y = np.zeros(0, np.int64)
+        V, out = np.empty((N, sp.dim), DTYPE), np.empty((N, sp.dim), DTYPE)
+        params = (self.ema_ if ema else self.theta_, sp.sizes, sp.kind, sp.feats, ws.X, ws.A,
+                  ws.Z, y, float(w), V)
 
         def field(x, t):
-            N = x.shape[0]
-            if N not in cache:
-                ws = Workspace(sp.sizes, N)
-                yy = (np.broadcast_to(y, (N,)).astype(np.int64) if sp.n_classes
-                      else np.zeros(0, np.int64))
-                cache[N] = (ws, yy, np.empty((N, sp.dim), DTYPE), np.empty((N, sp.dim), DTYPE))
-            ws, yy, V, out = cache[N]
-            params = (theta, sp.sizes, sp.kind, sp.feats, ws.X, ws.A, ws.Z, yy, float(w), V)
             mlp_field(params, np.ascontiguousarray(x, dtype=DTYPE), np.full(N, t, DTYPE), out)
             return out
         return field

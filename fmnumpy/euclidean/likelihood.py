@@ -29,9 +29,7 @@ float32 build against.  Fixed-step solves run chunks of particles on Numba's
 threads, as the sampler does.
 """
 import math
-from concurrent.futures import ThreadPoolExecutor
 
-import numba
 import numpy as np
 from numba import njit
 
@@ -39,8 +37,7 @@ from fmnumpy.errors import FmnumpyError
 from fmnumpy.nn.mlp import input_features, input_tangents
 from fmnumpy.nn.tangents import divergence_from_jvp, jacobian_from_jvp, mlp_forward_jvp
 from fmnumpy.ode.adaptive import SolveStats, dopri5
-from fmnumpy.ode.solvers import METHODS, balanced_chunk, check_steps, rk_integrate, tableau
-from fmnumpy.threads import single_threaded_blas
+from fmnumpy.ode.solvers import METHODS, check_steps, rk_integrate, solve_in_chunks, tableau
 
 LOGP_METHODS = METHODS + ("dopri5",)
 LOG_2PI = math.log(2.0 * math.pi)
@@ -246,28 +243,16 @@ def _solve_chunks(theta, spec, x, l, t0, t1, method, steps, rtol, atol, norm, ch
         check_steps(steps)
     theta = np.ascontiguousarray(theta, dtype=dtype)          # cast once, not per chunk
     N = x.shape[0]
-    threads = numba.get_num_threads()
-    chunk = balanced_chunk(N, max(int(chunk), 1), threads)
     x_end, l_end = np.empty_like(x), np.empty(N)
 
-    def solve(lo):
-        hi = min(N, lo + chunk)
+    def solve(lo, hi):
         params = mlp_div_params(theta, spec, hi - lo, dtype)
         x_end[lo:hi], l_end[lo:hi], st = integrate_logp(
             mlp_div_field, params, x[lo:hi], l[lo:hi], t0, t1, method, steps, rtol, atol,
             norm, dtype)
         return st
 
-    starts = range(0, N, chunk)
-    blas = single_threaded_blas()
-    try:
-        if threads > 1 and len(starts) > 1:
-            with ThreadPoolExecutor(threads) as pool:
-                stats = list(pool.map(solve, starts))
-        else:
-            stats = [solve(lo) for lo in starts]
-    finally:
-        blas.restore_original_limits()
+    stats = solve_in_chunks(N, chunk, solve)
     return x_end, l_end, SolveStats(*(sum(st[k] for st in stats) for k in range(3)))
 
 

@@ -30,9 +30,6 @@ state [x, l] in float64 and runs the network's passes in float32 (the default of
 the estimator) or float64 (the tests' oracle).  Both solve their chunks of
 particles on Numba's threads.
 """
-from concurrent.futures import ThreadPoolExecutor
-
-import numba
 import numpy as np
 from numba import njit
 
@@ -40,10 +37,9 @@ from fmnumpy.errors import positive_int
 from fmnumpy.nn.tangents import mlp_forward_jvp
 from fmnumpy.manifold.manifolds import SPHERE, TORUS, prior_log_density, projx, row_dot
 from fmnumpy.nn.mlp import input_tangents
-from fmnumpy.threads import single_threaded_blas
 from fmnumpy.manifold.riemannian import manifold_features, manifold_velocity
-from fmnumpy.ode.solvers import (balanced_chunk, record_steps, rk_combine, rk_record,
-                                  rk_stage_input, tableau)
+from fmnumpy.ode.solvers import (record_steps, rk_combine, rk_record, rk_stage_input,
+                                  solve_in_chunks, tableau)
 
 CHUNK = 4096          # particles per solve
 
@@ -176,25 +172,6 @@ def _solve(theta, net, s, t0, t1, method, steps, record=0):
     return s, traj
 
 
-def _chunks(N, chunk, solve):
-    """solve(lo, hi) over the particles [0, N) in chunks of at most ``chunk``, on
-    Numba's number of threads (``manifold_rk`` releases the GIL; BLAS is
-    single-threaded meanwhile, as in the Euclidean sampler)."""
-    threads = numba.get_num_threads()
-    size = balanced_chunk(N, max(int(chunk), 1), threads)
-    starts = range(0, N, size)
-    blas = single_threaded_blas()
-    try:
-        if threads > 1 and len(starts) > 1:
-            with ThreadPoolExecutor(threads) as pool:
-                list(pool.map(lambda lo: solve(lo, min(N, lo + size)), starts))
-        else:
-            for lo in starts:
-                solve(lo, min(N, lo + size))
-    finally:
-        blas.restore_original_limits()
-
-
 def integrate(theta, net, x0, method="rk4", steps=100, record=0, chunk=CHUNK):
     """Push x0 (N, D) on the manifold from t = 0 to 1: x1 (N, D) and, with
     ``record`` = R > 0, the trajectory (R + 1, N, D) (``solvers.record_steps``).
@@ -211,7 +188,7 @@ def integrate(theta, net, x0, method="rk4", steps=100, record=0, chunk=CHUNK):
         if record:
             traj[:, lo:hi] = tr
 
-    _chunks(N, chunk, solve)
+    solve_in_chunks(N, chunk, solve)
     return (x, traj) if record else x
 
 
@@ -232,5 +209,5 @@ def log_prob(theta, net, x, method="rk4", steps=100, chunk=CHUNK, dtype=np.float
         s, _ = _solve(theta, net, s, 1.0, 0.0, method, steps)
         out[lo:hi] = prior_log_density(net[0], s[:, :D]) - s[:, D]
 
-    _chunks(N, chunk, solve)
+    solve_in_chunks(N, chunk, solve)
     return out

@@ -18,12 +18,15 @@ arguments come as tuples:
     work = (K, xs, ts)           stage buffers (S, B, D), (B, D), (B,)
     out  = (traj, rec)           recorded states (R + 1, B, D) at step counts rec (R + 1,)
 """
+from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction as Fr
 
+import numba
 import numpy as np
 from numba import njit
 
 from fmnumpy.errors import FmnumpyError
+from fmnumpy.threads import single_threaded_blas
 
 
 class Tableau:
@@ -141,5 +144,23 @@ def balanced_chunk(N, chunk, threads):
     threads = max(1, int(threads))
     rounds = max(1, -(-N // (threads * max(1, chunk))))
     return max(1, -(-N // (rounds * threads)))
+
+
+def solve_in_chunks(N, chunk, solve):
+    """[solve(lo, hi) for each chunk] of the particles [0, N), the chunks at most
+    ``chunk`` long (:func:`balanced_chunk`) and solved on Numba's number of threads:
+    ``solve`` must release the GIL (a ``nogil`` compiled solver); BLAS is
+    single-threaded meanwhile, as in the samplers (DEVELOPERS.md, Threads)."""
+    threads = numba.get_num_threads()
+    size = balanced_chunk(N, max(int(chunk), 1), threads)
+    starts = range(0, N, size)
+    blas = single_threaded_blas()
+    try:
+        if threads > 1 and len(starts) > 1:
+            with ThreadPoolExecutor(threads) as pool:
+                return list(pool.map(lambda lo: solve(lo, min(N, lo + size)), starts))
+        return [solve(lo, min(N, lo + size)) for lo in starts]
+    finally:
+        blas.restore_original_limits()
 
 
