@@ -30,7 +30,7 @@ OPTIONS = {
         "euclidean": _COMMON_TRAIN | {
             "source", "x_freqs", "x_dirs", "sigma", "conditional", "label_column", "label_dropout",
             "sigma_min", "path", "sb_sigma", "time_power", "coupling", "sinkhorn_reg",
-            "metrics_every", "device"},
+            "metrics_every", "device", "objective", "map_fraction", "adaptive_power"},
         "manifold": _COMMON_TRAIN | {"x_freqs", "time_power", "coupling", "latlon", "preset"},
         "discrete": _COMMON_TRAIN | {"source", "vocab_size", "kappa_power", "embed"},
     },

@@ -13,16 +13,19 @@ from fmnumpy.errors import FmnumpyError, positive_int
 from fmnumpy.euclidean import datasets, reflow
 from fmnumpy.euclidean.estimator import DEFAULTS, FlowMatcher
 
-SAMPLING = dict(n=2000, method=DEFAULTS["method"], steps=DEFAULTS["sample_steps"], seed=1,
-                rtol=1e-5, atol=1e-5, guidance=1.0, qmc=False, frames=50, fps=20)
+SAMPLING = dict(n=2000, seed=1, rtol=1e-5, atol=1e-5, guidance=1.0, qmc=False, frames=50,
+                fps=20)
 
 
 def _load_for_sampling(a):
     """The checkpoint's FlowMatcher on the asked device and threads, and the sampling
-    options not given set to their defaults."""
+    options not given set to their defaults (method and steps: the model's,
+    ``FlowMatcher.default_sampler``)."""
     common.fill(a, SAMPLING)
     fm = FlowMatcher.load(a.checkpoint)
-    return fm.set_params(threads=a.threads, device=a.device or "cpu").require_device()
+    fm = fm.set_params(threads=a.threads, device=a.device or "cpu").require_device()
+    a.method, a.steps = fm.default_sampler(a.method, a.steps)
+    return fm
 
 
 def model(a):
@@ -69,6 +72,19 @@ def _class_pictures(fm, data, out, seed, n=400, weights=(0.0, 1.0, 2.0, 4.0)):
     plots.guidance_sweep(os.path.join(out, "guidance.png"),
                          {w: (fm.sample(want.shape[0], labels=want, guidance=w, seed=seed + 3),
                               want) for w in weights})
+
+
+def _jump_pictures(fm, ref, out, seed, jumps=(1, 2, 4), n=2000):
+    """jumps.png: the same source points after 1, 2 and 4 jumps of the map and after RK4
+    100 on its diagonal, over the data."""
+    from fmnumpy.plots import euclidean as plots
+    x0 = fm.draw_source(n, np.random.default_rng([seed, 6]))
+    xs = [fm.sample(x0=x0, method="jump", steps=k) for k in jumps]
+    xs.append(fm.sample(x0=x0, method="rk4", steps=100))
+    plots.classes(os.path.join(out, "jumps.png"), xs, data=[ref] * len(xs),
+                  titles=[f"{k} jump{'s' if k > 1 else ''}" for k in jumps]
+                  + ["RK4 100 on the diagonal"], title=f"{fm.objective}: one network, "
+                  "sampled in jumps")
 
 
 def cmd_train(a):
@@ -121,8 +137,7 @@ def cmd_train(a):
     train_s = common.fit_timed(a, fm, data, a.steps, a.batch_size, ckpt, source=source,
                                callback=snapshot if (every or a.metrics_every) else None,
                                callback_every=math.gcd(every, a.metrics_every))
-    x, traj = fm.sample(2000, method=DEFAULTS["method"], steps=DEFAULTS["sample_steps"],
-                        seed=a.seed + 1, record=50)
+    x, traj = fm.sample(2000, seed=a.seed + 1, record=fm.spec_.flow_map or 50)
     np.save(os.path.join(a.out, "samples.npy"), x)
     from fmnumpy.metrics import w2
     fresh = draw(2000, np.random.default_rng([a.seed, 8]))
@@ -140,6 +155,8 @@ def cmd_train(a):
                                lim=float(np.abs(ref).max()) * 1.1)
         if fm.spec_.n_classes:
             _class_pictures(fm, data, a.out, a.seed)
+        if fm.spec_.flow_map:
+            _jump_pictures(fm, ref, a.out, a.seed)
     with open(os.path.join(a.out, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=1)
     say(f"trained {fm.step_} steps in {train_s:.1f} s; W2 to fresh data {metrics['w2']:.4f}; "

@@ -49,16 +49,18 @@ def _sampling_args(p, adaptive=False, sde=False):
     p.add_argument("--checkpoint", required=True, help="checkpoint .npz written by train")
     p.add_argument("-n", "--n", type=int, default=None, help="number of samples")
     p.add_argument("--method", default=None, choices=METHODS + (("dopri5",) if adaptive else ())
-                   + (("sde",) if sde else ()),
-                   help="ODE solver (default: the model's, rk4)"
-                   + ("; sde: stochastic sampling on R^D (docs/sde.md)" if sde else ""))
+                   + (("sde",) if sde else ()) + ("jump",),
+                   help="ODE solver (default: the model's, rk4; a flow map's: jump)"
+                   + ("; sde: stochastic sampling on R^D (docs/sde.md)" if sde else "")
+                   + "; jump: --steps jumps of a flow map (docs/flow_maps.md)")
     if adaptive:
         p.add_argument("--rtol", type=float, default=None, help="dopri5 relative tolerance "
                        "(default 1e-5)")
         p.add_argument("--atol", type=float, default=None, help="dopri5 absolute tolerance "
                        "(default 1e-5)")
     p.add_argument("--steps", type=int, default=None,
-                   help="solver steps from t=0 to t=1 (default: the model's, 100)")
+                   help="solver steps from t=0 to t=1 (default: the model's, 100; a flow "
+                   "map's jumps: 2)")
     p.add_argument("--seed", type=int, default=None, help="seed of the source draw (default 1)")
     p.add_argument("--threads", type=int, default=None, help="at most this many CPU threads")
     p.add_argument("--device", default=None, choices=("cpu", "cuda"),
@@ -176,6 +178,14 @@ def _train_parser(sub):
                      "and energy distance to fresh data, also to OUT/metrics_log.jsonl")
     euc.add_argument("--device", default=None, choices=("cpu", "cuda"),
                      help="cpu (default) or cuda")
+    euc.add_argument("--objective", default=None, choices=("fm", "meanflow", "shortcut"),
+                     help="fm: the velocity (default); meanflow or shortcut: a flow map, "
+                     "sampled in a few jumps (docs/flow_maps.md)")
+    euc.add_argument("--map-fraction", type=float, default=None,
+                     help="the share of each batch on the map's target (default 0.25)")
+    euc.add_argument("--adaptive-power", type=float, default=None,
+                     help="p of MeanFlow's loss weight 1 / (err^2 + c)^p (0: off; default "
+                     "by objective)")
     dis = t.add_argument_group("discrete flow matching (--discrete)")
     dis.add_argument("--vocab-size", type=int, default=None,
                      help="tokens are 0 .. V-1 (default 128)")

@@ -49,8 +49,13 @@ DEFAULTS = dict(
     clip=1.0, ema_decay=0.999, warmup=500, schedule="cosine", lr_min=1e-5,
     sigma_min=0.0, sigma=0.0, seed=0, method="rk4", sample_steps=100, n_samples=2000,
     coupling="independent", path="straight", sb_sigma=SB_SIGMA, time_power=None,
-    label_dropout=0.1,
+    label_dropout=0.1, objective="fm", map_fraction=0.25, adaptive_power=None,
+    jumps=2,
 )
+# adaptive_power=None: the power p of MeanFlow's adaptive loss weight by objective; p = 1
+# (the paper's choice for images) was worse than the plain mean square (p = 0) on every
+# set measured (bench/results/flowmap_options.md)
+ADAPTIVE_POWER = {"fm": 0.0, "meanflow": 0.0, "shortcut": 0.0}
 
 
 def default_x_freqs(dim, device):
@@ -120,6 +125,8 @@ class FlowMatcher(Estimator):
                  sigma=DEFAULTS["sigma"], coupling=DEFAULTS["coupling"], coupling_options=None,
                  path=DEFAULTS["path"], sb_sigma=DEFAULTS["sb_sigma"],
                  time_power=DEFAULTS["time_power"], label_dropout=DEFAULTS["label_dropout"],
+                 objective=DEFAULTS["objective"], map_fraction=DEFAULTS["map_fraction"],
+                 adaptive_power=DEFAULTS["adaptive_power"],
                  seed=DEFAULTS["seed"], threads=None, device="cpu"):
         params = dict(locals())
         del params["self"]
@@ -131,8 +138,8 @@ class FlowMatcher(Estimator):
     # -- configuration ----------------------------------------------------------------
     def _configure(self, hidden, activation, time_freqs, x_freqs, x_dirs, lr, optimizer, weight_decay, clip,
                    ema_decay, warmup, schedule, lr_min, sigma_min, sigma, coupling,
-                   coupling_options, path, sb_sigma, time_power, label_dropout, seed, threads,
-                   device):
+                   coupling_options, path, sb_sigma, time_power, label_dropout, objective,
+                   map_fraction, adaptive_power, seed, threads, device):
         """Validate and set the configuration (the constructor's arguments; set_params
         validates on a fresh model, so a bad value leaves the model as it was)."""
         threads = check_threads(threads)
@@ -169,6 +176,8 @@ class FlowMatcher(Estimator):
         get_coupling(str(coupling), **coupling_options)            # validate early
         if device not in ("cpu", "cuda"):
             raise FmnumpyError(f"unknown device {device!r}; choose one of: cpu, cuda")
+        objective, map_fraction, adaptive_power = self._check_objective(
+            objective, map_fraction, adaptive_power, path, sigma_min, sigma, device)
         x_freqs = None if x_freqs is None else int(x_freqs)
         hidden = tuple(int(h) for h in hidden)
         MLPSpec(2, hidden, activation, int(time_freqs), x_freqs=x_freqs or 0,
@@ -180,8 +189,38 @@ class FlowMatcher(Estimator):
         self.sigma_min, self.sigma, self.path, self.sb_sigma = sigma_min, sigma, path, sb_sigma
         self.time_power, self.label_dropout = time_power, label_dropout
         self.coupling, self.coupling_options = str(coupling), coupling_options
+        self.objective, self.map_fraction = objective, map_fraction
+        self.adaptive_power = adaptive_power
         self.device, self.seed, self.threads = device, int(seed), threads
 
+    @staticmethod
+    def _check_objective(objective, map_fraction, adaptive_power, path, sigma_min, sigma,
+                         device):
+        """(objective, map_fraction, adaptive_power) checked: a flow map (meanflow,
+        shortcut; flowmap.py) trains on the straight path on the CPU."""
+        from fmnumpy.euclidean.flowmap import objective_code
+        from fmnumpy.errors import positive_finite
+        objective = str(objective).lower()
+        objective_code(objective)
+        try:
+            map_fraction = float(map_fraction)
+        except (TypeError, ValueError):
+            map_fraction = math.nan
+        if not 0.0 < map_fraction <= 1.0:
+            raise FmnumpyError(f"map_fraction (the share of each batch on the map's target) "
+                               f"must be in (0, 1], got {map_fraction}")
+        if adaptive_power is not None:
+            adaptive_power = (0.0 if adaptive_power == 0 else
+                              positive_finite("adaptive_power", adaptive_power, " (0: off)"))
+        if objective != "fm":
+            if path != "straight" or sigma_min != 0.0 or sigma != 0.0:
+                raise FmnumpyError(f"objective {objective!r} trains on the straight path with "
+                                   f"sigma_min=0 and sigma=0 (got path {path}, sigma_min "
+                                   f"{sigma_min}, sigma {sigma})")
+            if device != "cpu":
+                raise FmnumpyError(f"objective {objective!r} trains and jumps on the CPU; the "
+                                   f"GPU has no flow-map kernels yet: use device='cpu'")
+        return objective, map_fraction, adaptive_power
     # -- state ------------------------------------------------------------------------
     def _init_state(self, dim, n_classes=0, x_freqs=None, x_dirs=None):
         """A fresh state for data of dimension ``dim``; ``x_freqs`` and ``x_dirs`` (a
@@ -190,7 +229,7 @@ class FlowMatcher(Estimator):
         if x_freqs is None:
             x_freqs = default_x_freqs(dim, self.device) if self.x_freqs is None else self.x_freqs
         self.spec_ = MLPSpec(dim, self.hidden, self.activation, self.time_freqs, n_classes,
-                             x_freqs, x_dirs or self.x_dirs)
+                             x_freqs, x_dirs or self.x_dirs, flow_map=self.objective != "fm")
         rng = np.random.default_rng([self.seed, INIT_STREAM])
         self.state_ = TrainState(init_params(self.spec_.sizes, rng, DTYPE))
         self.source_ = None
@@ -209,6 +248,8 @@ class FlowMatcher(Estimator):
     train_seconds_ = property(lambda self: self.state_.seconds, doc="seconds of training")
     dim_ = property(lambda self: None if self.spec_ is None else self.spec_.dim,
                     doc="the data dimension D")
+    power_ = property(lambda self: ADAPTIVE_POWER[self.objective] if self.adaptive_power is None
+                      else self.adaptive_power, doc="the adaptive loss weight's power p in use")
 
     def require_device(self):
         """Raise one line when the model is on ``device="cuda"`` and no GPU can be
@@ -253,6 +294,9 @@ class FlowMatcher(Estimator):
         """
         steps, batch_size = positive_steps(steps, batch_size)
         data = datasets.as_data(data, labels)
+        if self.objective != "fm" and data.n_classes:
+            raise FmnumpyError(f"objective {self.objective!r} trains an unconditional flow "
+                               f"map; labels are available with objective 'fm'")
         src = None if source is None else datasets.as_data(source)
         if src is not None and src.dim != data.dim:
             raise FmnumpyError(f"the source has D={src.dim} and the data D={data.dim}; give "
@@ -288,6 +332,10 @@ class FlowMatcher(Estimator):
     def _stepper(self, stream, batch_size, data_name=None):
         """The stepper of ``self.device`` for batches of ``stream``."""
         path = self.path_args()
+        if self.objective != "fm":
+            from fmnumpy.euclidean.flowmap import MapStepper
+            return MapStepper(self.spec_, self.opt, self.objective, self.map_fraction,
+                              self.power_, batch_size, self.time_power, self.seed)
         noise = _stream.PathNoise(path[0] in NOISY, self.spec_.dim, batch_size, self.seed,
                                  DTYPE)
         if self.device == "cuda":
@@ -384,8 +432,8 @@ class FlowMatcher(Estimator):
         return x1.astype(DTYPE, copy=False), traj
 
     @within_threads
-    def sample(self, n=DEFAULTS["n_samples"], method=DEFAULTS["method"],
-               steps=DEFAULTS["sample_steps"], seed=1, record=0, ema=True, x0=None,
+    def sample(self, n=DEFAULTS["n_samples"], method=None, steps=None, seed=1, record=0,
+               ema=True, x0=None,
                return_logprob=False, rtol=1e-5, atol=1e-5, labels=None, guidance=1.0,
                dtype="float32", qmc=False, noise=None):
         """Draw ``n`` samples: x0 from the source (N(0, I) unless ``fit`` was given
@@ -400,7 +448,8 @@ class FlowMatcher(Estimator):
         classifier-free guidance weight ``guidance`` (w: v = v_null + w (v_y - v_null),
         docs/guidance.md); labels=None samples the whole distribution (the null class).
 
-        Returns (n, D); with ``record`` = R also the trajectory (R + 1, n, D); with
+        Returns (n, D); with ``record`` = R also the trajectory (R + 1, n, D) (jumps:
+        the K + 1 states between them); with
         ``return_logprob`` also log p(x1) (n,) float64 from the same solve, the
         network's passes in ``dtype`` ("float32", or the float64 oracle;
         docs/likelihood.md).  ``last_solve_`` holds the NFE of adaptive solves.
@@ -409,8 +458,15 @@ class FlowMatcher(Estimator):
         marginals and diffusion g(t)^2 = noise^2 sigma_t (default ``noise`` 1; 0 is
         Euler), the score read off the velocity (``sde.py``, docs/sde.md); the
         straight and cosine paths from N(0, I), on the CPU, without ``record`` or
-        ``return_logprob``; the Brownian increments drawn from ``seed``."""
+        ``return_logprob``; the Brownian increments drawn from ``seed``.
+
+        ``method="jump"``: a flow map (objective meanflow or shortcut) makes ``steps``
+        jumps x <- x + h u(x, s, s + h), h = 1 / steps (flowmap.py, docs/flow_maps.md).
+        method=None is "jump" for a flow map, else rk4; steps=None is ``DEFAULTS["jumps"]``
+        jumps, else ``DEFAULTS["sample_steps"]`` steps.  The ODE methods run a flow map
+        on its diagonal u(x, t, t) = v(x, t)."""
         self._check_fitted()
+        method, steps = self.default_sampler(method, steps)
         if str(method).lower() == "sde":
             return self._sample_sde(n, steps, seed, record, ema, x0, return_logprob, labels,
                                     guidance, qmc, 1.0 if noise is None else noise)
@@ -439,6 +495,16 @@ class FlowMatcher(Estimator):
         x1, traj = self._solve(x0, s.name, steps, rtol, atol, record, ema, labels=labels,
                                guidance=guidance)
         return (x1, traj) if record else x1
+
+    def default_sampler(self, method=None, steps=None):
+        """(method, steps) with None filled: ``DEFAULTS["jumps"]`` jumps for a flow map,
+        else rk4 and ``DEFAULTS["sample_steps"]`` steps."""
+        if method is None:
+            method = "jump" if self.spec_.flow_map else DEFAULTS["method"]
+        if steps is None:
+            jumps = str(method).lower() == "jump"
+            steps = DEFAULTS["jumps"] if jumps else DEFAULTS["sample_steps"]
+        return method, steps
 
     def _sample_sde(self, n, steps, seed, record, ema, x0, return_logprob, labels, guidance,
                     qmc, noise):
@@ -534,8 +600,8 @@ class FlowMatcher(Estimator):
 
     # -- evaluation -------------------------------------------------------------------
     @within_threads
-    def evaluate(self, data=None, n=2000, seed=0, method="rk4", steps=DEFAULTS["sample_steps"],
-                 ema=True, qmc=False):
+    def evaluate(self, data=None, n=2000, seed=0, method=None, steps=None, ema=True,
+                 qmc=False):
         """Sample quality and transport cost of the flow, as a dict (docs/metrics.md):
 
         w1, w2 (exact, n samples against n fresh points of ``data``, by default the
@@ -546,10 +612,12 @@ class FlowMatcher(Estimator):
         Draws: source points ``default_rng([seed, 10])``, fresh data
         ``default_rng([seed, 9])``, and n more source points ``[seed, 11]`` for
         W2(source, data); ``qmc=True`` draws the first source points quasi-randomly
-        (as ``sample(qmc=True)``), the others stay independent."""
+        (as ``sample(qmc=True)``), the others stay independent.  method and steps as
+        :meth:`sample`'s (a flow map's jumps: nfe = steps)."""
         from fmnumpy import metrics
         from fmnumpy.ode.solvers import tableau
         self._check_fitted()
+        method, steps = self.default_sampler(method, steps)
         n = positive_int("the number of evaluation points", n)
         if n < 2:
             raise FmnumpyError(f"the number of evaluation points must be at least 2, got {n}")
@@ -573,7 +641,8 @@ class FlowMatcher(Estimator):
                    npe=metrics.normalized_path_energy(energy, ends),
                    straightness=metrics.straightness(
                        lambda xx, tt: self.velocity(xx, tt, ema=ema), x0[:1000], steps=100),
-                   nfe=int(steps) * tableau(method).stages, n=n)
+                   nfe=int(steps) * (1 if str(method).lower() == "jump"
+                                     else tableau(method).stages), n=n)
         if self.spec_.n_classes:
             labelled = _labelled(data)
             if labelled is not None:

@@ -85,7 +85,7 @@ def _integrate_chunks(theta, net, x, grid, tab, out, chunk, cond):
         lo = ci * chunk
         hi = min(N, lo + chunk)
         B = hi - lo
-        X = np.empty((B, sizes[0]), dtype=x.dtype)
+        X = np.zeros((B, sizes[0]), dtype=x.dtype)   # zero: a flow map's gap block (h = 0)
         Abuf = np.empty(B * hsum, dtype=x.dtype)
         Zbuf = np.empty(0, dtype=x.dtype)          # inference: no sigma' cache
         K = np.empty((S, B, D), dtype=x.dtype)

@@ -14,6 +14,10 @@ raises one line naming what is available; nothing falls back silently.
     method     CPU solver                 GPU solver            log p on
     euler ..   solvers.integrate_mlp      cuda.cuda_sample      cpu, cuda
     dopri5     adaptive.dopri5_mlp        (none)                cpu
+    jump       flowmap.jump               (none)                (none)
+
+``jump`` is not an ODE solver either: ``steps`` jumps of a flow map (``flowmap.py``);
+the ODE methods run a flow map on its diagonal u(x, t, t) = v(x, t).
 
 ``method="sde"`` is not an ODE solver: ``FlowMatcher.sample`` hands it to
 ``sde.euler_maruyama`` (the score from the velocity needs the model's path and
@@ -51,6 +55,14 @@ def _cpu_dopri5(theta, spec, x0, method, steps, rtol, atol, record, t0=0.0, t1=1
     return x1, None, stats
 
 
+def _cpu_jump(theta, spec, x0, method, steps, rtol, atol, record, t0=0.0, t1=1.0,
+              labels=None, guidance=1.0):
+    from fmnumpy.euclidean.flowmap import jump
+    out = jump(theta, spec, x0, steps, t0=t0, t1=t1, record=record, labels=labels,
+               guidance=guidance)
+    return (out + (None,)) if record else (out, None, None)
+
+
 Solver = namedtuple("Solver", "name adaptive sample logprob")
 """``sample``: {device: solve function}; ``logprob``: the devices where
 ``likelihood.py`` integrates log p with this method."""
@@ -58,6 +70,7 @@ Solver = namedtuple("Solver", "name adaptive sample logprob")
 SOLVERS = {m: Solver(m, False, {"cpu": _cpu_fixed, "cuda": _cuda_fixed}, ("cpu", "cuda"))
            for m in METHODS}
 SOLVERS["dopri5"] = Solver("dopri5", True, {"cpu": _cpu_dopri5}, ("cpu",))
+SOLVERS["jump"] = Solver("jump", False, {"cpu": _cpu_jump}, ())
 
 
 def _names(ok):

@@ -64,25 +64,27 @@ def feature_directions(dim, x_dirs="diagonals"):
     return np.array(rows).reshape(-1, dim)
 
 
-def feature_count(dim, n_freq, n_classes=0, x_freqs=0, x_dirs="diagonals"):
+def feature_count(dim, n_freq, n_classes=0, x_freqs=0, x_dirs="diagonals", flow_map=False):
     """F: input width for data dimension D = dim, ``x_freqs`` = K frequencies of
     plane waves of x along J directions (2 K J columns; J = D^2 with the diagonals,
     D along the axes alone: :func:`feature_directions`), ``n_freq`` sinusoidal
-    frequencies of t (0 means the raw t only) and, for a conditional network, a
-    one-hot label over ``n_classes`` classes plus the null class:
-    D + 2 K J + 1 + 2 n_freq (+ n_classes + 1)."""
+    frequencies of t (0 means the raw t only), for a conditional network a
+    one-hot label over ``n_classes`` classes plus the null class, and for a flow
+    map the block of its second time (``euclidean/flowmap.py``, 1 + 2 n_freq):
+    D + 2 K J + 1 + 2 n_freq (+ n_classes + 1) (+ 1 + 2 n_freq)."""
     J = dim * dim if direction_scheme(dim, x_dirs) == "diagonals" else dim
     return (dim + 2 * x_freqs * J + 1 + 2 * n_freq
-            + (n_classes + 1 if n_classes else 0))
+            + (n_classes + 1 if n_classes else 0) + (1 + 2 * n_freq if flow_map else 0))
 
 
-def layer_sizes(dim, hidden, n_freq=0, n_classes=0, x_freqs=0, x_dirs="diagonals"):
+def layer_sizes(dim, hidden, n_freq=0, n_classes=0, x_freqs=0, x_dirs="diagonals",
+                flow_map=False):
     """(F, H_1, ..., H_k, D) as an int64 array."""
     hidden = tuple(int(h) for h in hidden)
     if len(hidden) == 0 or min(hidden) < 1:
         raise FmnumpyError(f"hidden widths must be positive integers, got {hidden}")
-    return np.array((feature_count(dim, n_freq, n_classes, x_freqs, x_dirs),) + hidden + (dim,),
-                    dtype=np.int64)
+    return np.array((feature_count(dim, n_freq, n_classes, x_freqs, x_dirs, flow_map),)
+                    + hidden + (dim,), dtype=np.int64)
 
 
 @njit(cache=True)
@@ -469,10 +471,12 @@ class MLPSpec:
     activation, time-feature frequencies, frequencies of the plane-wave
     features of x (``x_freqs``), number of classes (0: unconditional; else the
     labels 0..n_classes-1 and the null class n_classes enter as a one-hot after
-    the time features).  Plain data, stored in checkpoints."""
+    the time features), and ``flow_map``: a second time input, last (the average
+    velocity u(x, s, t) of ``euclidean/flowmap.py``).  Plain data, stored in
+    checkpoints."""
 
     def __init__(self, dim, hidden=(256, 256, 256), activation="silu", n_freq=0, n_classes=0,
-                 x_freqs=0, x_dirs="diagonals"):
+                 x_freqs=0, x_dirs="diagonals", flow_map=False):
         self.dim = int(dim)
         if self.dim < 1:
             raise FmnumpyError(f"data dimension must be at least 1, got {dim}")
@@ -489,8 +493,9 @@ class MLPSpec:
         if self.n_classes < 0:
             raise FmnumpyError(f"the number of classes must be >= 0, got {n_classes}")
         self.x_dirs = direction_scheme(self.dim, x_dirs)        # resolved: diagonals or axes
+        self.flow_map = bool(flow_map)
         self.sizes = layer_sizes(self.dim, self.hidden, self.n_freq, self.n_classes,
-                                 self.x_freqs, self.x_dirs)
+                                 self.x_freqs, self.x_dirs, self.flow_map)
         self.n_params = param_count(self.sizes)
         # first one-hot column
         self.label_offset = feature_count(self.dim, self.n_freq, 0, self.x_freqs, self.x_dirs)
@@ -506,12 +511,14 @@ class MLPSpec:
     def to_dict(self):
         return {"dim": self.dim, "hidden": list(self.hidden),
                 "activation": self.activation, "n_freq": self.n_freq,
-                "n_classes": self.n_classes, "x_freqs": self.x_freqs, "x_dirs": self.x_dirs}
+                "n_classes": self.n_classes, "x_freqs": self.x_freqs, "x_dirs": self.x_dirs,
+                "flow_map": self.flow_map}
 
     @classmethod
     def from_dict(cls, d):
         return cls(d["dim"], tuple(d["hidden"]), d["activation"], d.get("n_freq", 0),
-                   d.get("n_classes", 0), d.get("x_freqs", 0), d.get("x_dirs", "diagonals"))
+                   d.get("n_classes", 0), d.get("x_freqs", 0), d.get("x_dirs", "diagonals"),
+                   d.get("flow_map", False))
 
     def __repr__(self):
         return (f"MLPSpec(dim={self.dim}, hidden={self.hidden}, "

@@ -184,9 +184,10 @@ def scatter(path, samples, data=None, title=None, dims=(0, 1), lim=None):
     return _save(fig, path)
 
 
-def classes(path, samples, data=None, title=None, lim=None):
+def classes(path, samples, data=None, title=None, lim=None, titles=None):
     """One panel per class: ``samples`` is a list of (n_k, 2) arrays, class k's
-    samples; ``data`` (optional) the same list of fresh data, drawn behind them."""
+    samples; ``data`` (optional) the same list of fresh data, drawn behind them;
+    ``titles`` the panels' titles (default "class k")."""
     if not samples:
         raise FmnumpyError("classes needs the samples of at least one class")
     pts = [_points(f"samples of class {k}", x)[:, :2] for k, x in enumerate(samples)]
@@ -206,7 +207,7 @@ def classes(path, samples, data=None, title=None, lim=None):
                        alpha=0.3, linewidths=0, rasterized=True, label="data")
         ax.scatter(pts[k][:, 0], pts[k][:, 1], s=_marker_size(len(pts[k])), c=SAMPLE_COLOR,
                    alpha=0.6, linewidths=0, rasterized=True, label="samples")
-        ax.set_title(f"class {k}")
+        ax.set_title(f"class {k}" if titles is None else titles[k])
         if k == 0:
             ax.legend(loc="upper left", fontsize="small", markerscale=3)
         _frame_axes(ax, limits, (0, 1))
