@@ -15,6 +15,7 @@ the same fresh data: the comparisons are paired.
                             [--workers 2] [--out bench/results/flowmap]
     python bench/flowmap.py --report-only [--out ...]        # the tables from OUT.jsonl
     python bench/flowmap.py --speed [--config meanflow]      # samples per second
+    python bench/flowmap.py --pictures [--set 2spirals]      # from the runs' checkpoints
 
 Each run is appended to ``OUT.jsonl`` as it ends (a rerun skips the runs found there),
 its checkpoint to ``--ckpt-dir``; the tables go to ``OUT.md``, the W2-against-NFE plot
@@ -43,6 +44,13 @@ CONFIGS = {
     "meanflow_f50": dict(objective="meanflow", map_fraction=0.5),
     "meanflow_40k": dict(objective="meanflow", steps=40000),
     "meanflow_f50_40k": dict(objective="meanflow", map_fraction=0.5, steps=40000),
+    "meanflow_teacher": dict(objective="meanflow", map_teacher=True),
+    "meanflow_teacher_f50": dict(objective="meanflow", map_teacher=True, map_fraction=0.5),
+    "meanflow_teacher_u": dict(objective="meanflow", map_teacher=True, map_time_power=1.0),
+    "meanflow_teacher_f50_u": dict(objective="meanflow", map_teacher=True, map_fraction=0.5,
+                                   map_time_power=1.0),
+    "meanflow_teacher_f75": dict(objective="meanflow", map_teacher=True, map_fraction=0.75),
+    "meanflow_u": dict(objective="meanflow", map_time_power=1.0),
     "shortcut": dict(objective="shortcut"),
     "shortcut_f50": dict(objective="shortcut", map_fraction=0.5),
     "shortcut_40k": dict(objective="shortcut", steps=40000),
@@ -204,6 +212,35 @@ def speed(config, reps, n):
     return times, ratios
 
 
+def pictures(ckpt_dir, name, maps, seed=0, n=2000):
+    """docs/images/flowmap_jumps.png: the same source points after 1, 2 and 4 jumps of each
+    map beside the plain default's RK4 100, over fresh data, with each panel's W2;
+    docs/images/flowmap_jumps.gif: the jumps of the first map, drawn along their lines."""
+    from fmnumpy import FlowMatcher
+    from fmnumpy.euclidean import datasets
+    from fmnumpy.euclidean.flowmap import jump_frames
+    from fmnumpy.metrics import w2
+    from fmnumpy.plots import euclidean as plots
+    load = lambda c: FlowMatcher.load(os.path.join(ckpt_dir, f"{name}_{c}_{seed}.npz"))  # noqa
+    plain = load("plain")
+    fresh = datasets.sample(name, n, np.random.default_rng([seed, 99]), stratified=False)
+    x0 = plain.draw_source(n, np.random.default_rng(seed + 1))
+    ref = plain.sample(x0=x0, method="rk4", steps=100)
+    xs, titles = [], []
+    for c in maps:
+        fm = load(c)
+        for k in (1, 2, 4):
+            x = fm.sample(x0=x0, method="jump", steps=k)
+            xs.append(x)
+            titles.append(f"{c}, {k} jump{'s' if k > 1 else ''} ({k} NFE): W2 {w2(x, fresh):.3f}")
+        xs.append(ref)
+        titles.append(f"plain, RK4 100 (400 NFE): W2 {w2(ref, fresh):.3f}")
+    plots.classes("docs/images/flowmap_jumps.png", xs, data=[fresh] * len(xs), titles=titles,
+                  title=f"{name}: the same source points, seed {seed}")
+    _, traj = load(maps[0]).sample(x0=x0[:1000], method="jump", steps=4, record=True)
+    plots.flow_gif("docs/images/flowmap_jumps.gif", jump_frames(traj), data=fresh)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--sets", nargs="+", default=list(SETS))
@@ -216,11 +253,16 @@ def main(argv=None):
     ap.add_argument("--plot", default="docs/images/flowmap_w2_nfe.png")
     ap.add_argument("--report-only", action="store_true")
     ap.add_argument("--speed", action="store_true")
+    ap.add_argument("--pictures", action="store_true")
+    ap.add_argument("--set", default="2spirals")
     ap.add_argument("--config", default="meanflow", choices=list(CONFIGS))
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--n", type=int, default=10000)
     a = ap.parse_args(argv)
     command = "python bench/flowmap.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    if a.pictures:
+        pictures(a.ckpt_dir, a.set, [c for c in a.configs if c != "plain"])
+        return
     if a.speed:
         times, ratios = speed(a.config, a.reps, a.n)
         lines = ["# Samples per second: jumps of a flow map against RK4 100", "",

@@ -120,12 +120,14 @@ def cmd_train(a):
 
     def snapshot(model, k):
         if every and k % every == 0:
-            x = model.sample(1000, method="euler", steps=50, seed=k)
+            x = (model.sample(1000, seed=k) if model.spec_.flow_map      # its jumps
+                 else model.sample(1000, method="euler", steps=50, seed=k))
             plots.scatter(os.path.join(a.out, plots.scatter_epoch_name(k // every)), x,
                           data=ref, title=f"step {k}")
         if a.metrics_every and k % a.metrics_every == 0:
             from fmnumpy.metrics import evaluate
-            x = model.sample(held_out.shape[0], method="rk4", steps=20, seed=k)
+            x = (model.sample(held_out.shape[0], seed=k) if model.spec_.flow_map
+                 else model.sample(held_out.shape[0], method="rk4", steps=20, seed=k))
             m = dict(step=k, loss=float(np.mean(model.losses_[-100:])),
                      **evaluate(x, held_out))
             with open(metrics_log, "a") as f:
@@ -146,7 +148,11 @@ def cmd_train(a):
     if not a.no_plots:
         plots.scatter(os.path.join(a.out, "samples.png"), x, data=ref,
                       title=f"samples after {fm.step_} steps")
-        plots.flow_gif(os.path.join(a.out, "flow.gif"), traj, data=ref)
+        if fm.spec_.flow_map:                         # the straight jumps, drawn in frames
+            from fmnumpy.euclidean.flowmap import jump_frames
+            plots.flow_gif(os.path.join(a.out, "flow.gif"), jump_frames(traj), data=ref)
+        else:
+            plots.flow_gif(os.path.join(a.out, "flow.gif"), traj, data=ref)
         plots.loss_curve(os.path.join(a.out, "loss.png"), fm.losses_)
         plots.trajectories(os.path.join(a.out, "trajectories.png"), traj, data=ref)
         if fm.spec_.dim == 2:

@@ -50,6 +50,7 @@ DEFAULTS = dict(
     sigma_min=0.0, sigma=0.0, seed=0, method="rk4", sample_steps=100, n_samples=2000,
     coupling="independent", path="straight", sb_sigma=SB_SIGMA, time_power=None,
     label_dropout=0.1, objective="fm", map_fraction=0.25, adaptive_power=None,
+    map_teacher=False, map_time_power=None,
     jumps=2,
 )
 # adaptive_power=None: the power p of MeanFlow's adaptive loss weight by objective; p = 1
@@ -126,7 +127,8 @@ class FlowMatcher(Estimator):
                  path=DEFAULTS["path"], sb_sigma=DEFAULTS["sb_sigma"],
                  time_power=DEFAULTS["time_power"], label_dropout=DEFAULTS["label_dropout"],
                  objective=DEFAULTS["objective"], map_fraction=DEFAULTS["map_fraction"],
-                 adaptive_power=DEFAULTS["adaptive_power"],
+                 adaptive_power=DEFAULTS["adaptive_power"], map_teacher=DEFAULTS["map_teacher"],
+                 map_time_power=DEFAULTS["map_time_power"],
                  seed=DEFAULTS["seed"], threads=None, device="cpu"):
         params = dict(locals())
         del params["self"]
@@ -139,7 +141,8 @@ class FlowMatcher(Estimator):
     def _configure(self, hidden, activation, time_freqs, x_freqs, x_dirs, lr, optimizer, weight_decay, clip,
                    ema_decay, warmup, schedule, lr_min, sigma_min, sigma, coupling,
                    coupling_options, path, sb_sigma, time_power, label_dropout, objective,
-                   map_fraction, adaptive_power, seed, threads, device):
+                   map_fraction, adaptive_power, map_teacher, map_time_power, seed, threads,
+                   device):
         """Validate and set the configuration (the constructor's arguments; set_params
         validates on a fresh model, so a bad value leaves the model as it was)."""
         threads = check_threads(threads)
@@ -190,7 +193,9 @@ class FlowMatcher(Estimator):
         self.time_power, self.label_dropout = time_power, label_dropout
         self.coupling, self.coupling_options = str(coupling), coupling_options
         self.objective, self.map_fraction = objective, map_fraction
-        self.adaptive_power = adaptive_power
+        self.adaptive_power, self.map_teacher = adaptive_power, bool(map_teacher)
+        self.map_time_power = (None if map_time_power is None
+                               else check_time_power(map_time_power))
         self.device, self.seed, self.threads = device, int(seed), threads
 
     @staticmethod
@@ -335,7 +340,9 @@ class FlowMatcher(Estimator):
         if self.objective != "fm":
             from fmnumpy.euclidean.flowmap import MapStepper
             return MapStepper(self.spec_, self.opt, self.objective, self.map_fraction,
-                              self.power_, batch_size, self.time_power, self.seed)
+                              self.power_, batch_size,
+                              self.time_power if self.map_time_power is None
+                              else self.map_time_power, self.seed, self.map_teacher)
         noise = _stream.PathNoise(path[0] in NOISY, self.spec_.dim, batch_size, self.seed,
                                  DTYPE)
         if self.device == "cuda":

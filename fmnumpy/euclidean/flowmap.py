@@ -147,10 +147,14 @@ def map_forward_jvp(theta, net, x, s, h, vx, X, A, U, T1, T2):
 # ----------------------------------------------------------------------------
 
 @njit(cache=True)
-def meanflow_target(theta, net, xs, s, h, vs, work, tgt):
-    """tgt = vs + h du/ds (B, D): u's tangent along (vs, 1, 0) at (xs, s, s + h), MeanFlow's
-    identity u = v + (t - s) du/ds with the conditional velocity vs in place of v."""
+def meanflow_target(theta, ema, net, xs, s, h, vs, work, tgt, teacher):
+    """tgt = v + h du/ds (B, D): u's tangent along (v, 1, 0) at (xs, s, s + h), MeanFlow's
+    identity u = v + (t - s) du/ds, with v the conditional velocity vs (the paper), or
+    with ``teacher`` the EMA network's own velocity u'(xs, s, s) (written into vs)."""
     X, A, U, T1, T2 = work
+    if teacher:
+        z = np.zeros_like(s)
+        vs[:] = map_forward(ema, net, xs, s, z, X, A, A[:0])
     _, du = map_forward_jvp(theta, net, xs, s, h, vs, X, A, U, T1, T2)
     for i in range(xs.shape[0]):
         for d in range(xs.shape[1]):
@@ -203,12 +207,12 @@ def weighted_loss(u, tgt, p, c, du):
 def map_loss_and_grad(theta, ema, dtheta, net, obj, batch, work):
     """L(theta) on ``batch`` and dtheta = dL/dtheta (overwritten).
 
-    obj = (code, n_map, p, c): MEANFLOW or SHORTCUT, the map rows (the last n_map), the
-    weight's power and offset.  batch = (x0, x1, s, h, g): (B, D), (B, D), s, h, g (B,),
+    obj = (code, n_map, p, c, teacher): MEANFLOW or SHORTCUT, the map rows (the last n_map),
+    the weight's power and offset, MeanFlow's velocity from the EMA teacher (else x1 - x0).  batch = (x0, x1, s, h, g): (B, D), (B, D), s, h, g (B,),
     h = 0 on the plain rows, g the shortcut teacher's gap.  work = (xs, vs, tgt, du, y, sm,
     X, A, Z, G1, G2, S, U, T1, T2) (:class:`MapWork`)."""
     sizes, kind, feats = net
-    code, n_map, p, c = obj
+    code, n_map, p, c, teacher = obj
     x0, x1, s, h, g = batch
     xs, vs, tgt, du, y, sm, X, A, Z, G1, G2, S, U, T1, T2 = work
     B, D = x0.shape
@@ -221,7 +225,8 @@ def map_loss_and_grad(theta, ema, dtheta, net, obj, batch, work):
     if n_map > 0:
         part = (X[lo:], A, U[lo:], T1, T2)
         if code == MEANFLOW:
-            meanflow_target(theta, net, xs[lo:], s[lo:], h[lo:], vs[lo:], part, tgt[lo:])
+            meanflow_target(theta, ema, net, xs[lo:], s[lo:], h[lo:], vs[lo:], part, tgt[lo:],
+                            teacher)
         else:
             shortcut_target(ema, net, xs[lo:], s[lo:], h[lo:], g[lo:], part, tgt[lo:],
                             y[lo:], sm[lo:])
@@ -272,7 +277,8 @@ class MapTimes:
     for data chunk k, so a step's times are a function of (seed, step) as its data are
     (``stream.BatchStream``).
 
-    MeanFlow: t and a second draw t' of the same law (``time_power``), s = min, t = max.
+    MeanFlow: two draws of t = 1 - (1 - u)^K (K = ``time_power``, the map's own; 1 is
+    uniform), s = min, t = max.
     Shortcut: a level m uniform in 0..L-1, the teacher's jump d = 2^-(m+1), the row's
     jump h = 2d starting at s = j d, j uniform in 0..1/d - 2; g = d, or 0 at the smallest d.
     """
@@ -289,8 +295,8 @@ class MapTimes:
         rng = np.random.default_rng([self.seed, MAP_STREAM, k])
         if m:
             if self.code == MEANFLOW:
-                t2 = time_from_uniform(rng.random((C, m)), self.time_power)
-                a, b = s[:, B - m:], t2
+                a, b = (time_from_uniform(rng.random((C, m)), self.time_power)
+                        for _ in range(2))
                 lo, hi = np.minimum(a, b), np.maximum(a, b)
                 s[:, B - m:], h[:, B - m:] = lo, hi - lo
             else:
@@ -315,12 +321,13 @@ class MapStepper:
     """Steps of :func:`map_train_steps` on the host for ``train.run``: the twin of
     ``step.CpuStepper`` for a flow map (serial, BLAS's threads)."""
 
-    def __init__(self, spec, opt, objective, map_fraction, power, batch, time_power, seed):
+    def __init__(self, spec, opt, objective, map_fraction, power, batch, time_power, seed,
+                 teacher=False):
         from fmnumpy import config
         code = objective_code(objective)
         n_map = int(round(float(map_fraction) * int(batch)))
         self.net = (spec.sizes, spec.kind, spec.feats)
-        self.obj = (np.int64(code), np.int64(n_map), float(power), WEIGHT_EPS)
+        self.obj = (np.int64(code), np.int64(n_map), float(power), WEIGHT_EPS, bool(teacher))
         self.opt = opt
         self.work = MapWork(spec.sizes, batch).buffers()
         self.times = MapTimes(code, n_map, time_power, seed, config.DATA_CHUNK_STEPS)
@@ -404,3 +411,13 @@ def jump(theta, spec, x0, steps, t0=0.0, t1=1.0, record=0, labels=None, guidance
         map_jumps(theta, net, part, float(t0), float(t1), K, ws.X, ws.A, s, h,
                   traj[:, lo:hi] if record else traj[:, :0])
     return (x, traj) if record else x
+
+
+def jump_frames(traj, per_jump=10):
+    """Frames of a GIF of the jumps: the states traj (K + 1, N, D) and ``per_jump`` - 1
+    points on each straight jump between them (a jump moves along a line), (K per_jump + 1,
+    N, D)."""
+    traj = np.asarray(traj)
+    w = np.linspace(0.0, 1.0, per_jump + 1)[:-1, None, None]
+    parts = [(1.0 - w) * a + w * b for a, b in zip(traj[:-1], traj[1:])]
+    return np.concatenate(parts + [traj[-1:]], axis=0)
