@@ -450,3 +450,13 @@ def serve(roles, argv):
         except Exception:
             answer({"error": traceback.format_exc(limit=6)})
     return 0
+
+
+def w2_nfe_axes(ax, title):
+    """A panel of W2 / floor against network evaluations per sample: log x, the floor's
+    line, labels (bench/sde.py, bench/flowmap.py)."""
+    ax.set_xscale("log")
+    ax.set_xlabel("network evaluations per sample")
+    ax.set_ylabel("W2 / floor")
+    ax.set_title(title)
+    ax.axhline(1.0, color="gray", lw=0.8, ls="--")

@@ -31,29 +31,28 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench.common import markdown_table  # noqa: E402
+from bench.common import markdown_table, w2_nfe_axes  # noqa: E402
 
 SETS = ("2spirals", "8gaussians", "checkerboard", "moons", "pinwheel", "rings", "swissroll",
         "circles")                                   # FFJORD's eight 2-D sets
 CONFIGS = {
     "plain": {},
     "meanflow": dict(objective="meanflow"),
-    "meanflow_p0": dict(objective="meanflow", adaptive_power=0.0),
-    "meanflow_p05": dict(objective="meanflow", adaptive_power=0.5),
-    "meanflow_p1": dict(objective="meanflow", adaptive_power=1.0),
-    "meanflow_f50": dict(objective="meanflow", map_fraction=0.5),
-    "meanflow_40k": dict(objective="meanflow", steps=40000),
-    "meanflow_f50_40k": dict(objective="meanflow", map_fraction=0.5, steps=40000),
+    "meanflow_paper": dict(objective="meanflow", map_teacher=False),
+    # the options measured before the defaults were chosen (bench/results/flowmap_options.md):
+    # MeanFlow with the conditional velocity x1 - x0 (map_teacher=False), then with the
+    # EMA teacher's velocity (map_teacher=True, the default)
+    "meanflow_p0": dict(objective="meanflow", map_teacher=False, adaptive_power=0.0),
+    "meanflow_p1": dict(objective="meanflow", map_teacher=False, adaptive_power=1.0),
+    "meanflow_f50": dict(objective="meanflow", map_teacher=False, map_fraction=0.5),
+    "meanflow_40k": dict(objective="meanflow", map_teacher=False, steps=40000),
     "meanflow_teacher": dict(objective="meanflow", map_teacher=True),
     "meanflow_teacher_f50": dict(objective="meanflow", map_teacher=True, map_fraction=0.5),
-    "meanflow_teacher_u": dict(objective="meanflow", map_teacher=True, map_time_power=1.0),
     "meanflow_teacher_f50_u": dict(objective="meanflow", map_teacher=True, map_fraction=0.5,
                                    map_time_power=1.0),
     "meanflow_teacher_f75": dict(objective="meanflow", map_teacher=True, map_fraction=0.75),
-    "meanflow_u": dict(objective="meanflow", map_time_power=1.0),
     "shortcut": dict(objective="shortcut"),
     "shortcut_f50": dict(objective="shortcut", map_fraction=0.5),
-    "shortcut_40k": dict(objective="shortcut", steps=40000),
 }
 JUMPS = (1, 2, 4, 8)
 GRID = ([(f"euler {k}", "euler", k, None, k) for k in (4, 10, 25, 100)]
@@ -114,32 +113,31 @@ def report(runs, sets, configs, seeds, floors, command):
              "seconds against the plain run of the same seed (one thread each, "
              "the runs two at a time).", ""]
     maps = [c for c in configs if c != "plain"]
-    head = ["set", "floor", "plain RK4 100"]
-    for c in maps:
-        head += [f"{c} J{k}" for k in (1, 2, 4)] + [f"{c} J1 ratio", f"{c} J2 ratio",
-                                                     f"{c} train"]
+
+    def cell(v):
+        return f"{np.mean(v):.3f} +- {np.std(v, ddof=1):.3f}" if len(v) > 1 else f"{v[0]:.3f}"
+    head = ["set", "configuration", "seeds", "RK4 100", "1 jump", "2 jumps", "4 jumps",
+            "1 jump / plain", "2 jumps / plain", "training / plain"]
     rows = []
     for s in sets:
         fl = floors[s][0]
-        plain = [by[s, "plain", k]["w2"]["rk4 100"] for k in seeds if (s, "plain", k) in by]
-        row = [s, f"{fl:.4f}", f"{np.mean(plain) / fl:.3f} +- {np.std(plain, ddof=1) / fl:.3f}"
-               if len(plain) > 1 else "-"]
+        plain = [by[s, "plain", k]["w2"]["rk4 100"] / fl for k in seeds if (s, "plain", k) in by]
+        if plain:
+            rows.append([s, f"plain (floor {fl:.4f})", len(plain), cell(plain)] + [""] * 6)
         for c in maps:
             got = [k for k in seeds if (s, c, k) in by and (s, "plain", k) in by]
             if not got:
-                row += ["-"] * 6
                 continue
+            row = [s, c, len(got), ""]
             for j in (1, 2, 4):
-                v = np.array([by[s, c, k]["w2"][f"jump {j}"] for k in got]) / fl
-                row.append(f"{v.mean():.3f} +- {v.std(ddof=1):.3f}" if len(v) > 1
-                           else f"{v.mean():.3f}")
+                row.append(cell([by[s, c, k]["w2"][f"jump {j}"] / fl for k in got]))
             for j in (1, 2):
                 r = [by[s, c, k]["w2"][f"jump {j}"] / by[s, "plain", k]["w2"]["rk4 100"]
                      for k in got]
                 row.append(f"{np.mean(r):.3f} (max {np.max(r):.3f})")
             t = [by[s, c, k]["train_s"] / by[s, "plain", k]["train_s"] for k in got]
             row.append(f"{np.mean(t):.2f}x")
-        rows.append(row)
+            rows.append(row)
     lines.append(markdown_table(head, rows))
     # the NFE grid: plain samplers and every map's jumps, W2 / floor averaged over seeds
     lines += ["", "## W2 / floor against network evaluations (NFE) per sample", ""]
@@ -174,11 +172,7 @@ def nfe_plot(path, runs, sets, maps, seeds, floors):
         for c in maps:
             ax.plot(JUMPS, [mean(c, f"jump {k}") for k in JUMPS], marker="s", lw=2,
                     label=f"{c} jumps")
-        ax.set_xscale("log")
-        ax.set_xlabel("network evaluations per sample")
-        ax.set_ylabel("W2 / floor")
-        ax.set_title(s)
-        ax.axhline(1.0, color="gray", lw=0.8, ls="--")
+        w2_nfe_axes(ax, s)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=90)

@@ -15,7 +15,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench.common import markdown_table  # noqa: E402
+from bench.common import markdown_table, w2_nfe_axes  # noqa: E402
 from fmnumpy import FlowMatcher  # noqa: E402
 from fmnumpy.euclidean import datasets  # noqa: E402
 from fmnumpy.metrics import w2  # noqa: E402
@@ -76,11 +76,7 @@ def main(argv=None):
             pts = [(nfe, np.mean(res[s, label])) for label, _, _, _, nfe in SAMPLERS
                    if label.rsplit(" ", 1)[0] == family]
             ax.plot(*zip(*pts), marker="o", label=family)
-        ax.set_xscale("log")
-        ax.set_xlabel("network evaluations per sample")
-        ax.set_ylabel("W2 / floor")
-        ax.set_title(s)
-        ax.axhline(1.0, color="gray", lw=0.8, ls="--")
+        w2_nfe_axes(ax, s)
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(a.plot, dpi=90)

@@ -50,7 +50,7 @@ DEFAULTS = dict(
     sigma_min=0.0, sigma=0.0, seed=0, method="rk4", sample_steps=100, n_samples=2000,
     coupling="independent", path="straight", sb_sigma=SB_SIGMA, time_power=None,
     label_dropout=0.1, objective="fm", map_fraction=0.25, adaptive_power=None,
-    map_teacher=False, map_time_power=None,
+    map_teacher=True, map_time_power=None,
     jumps=2,
 )
 # adaptive_power=None: the power p of MeanFlow's adaptive loss weight by objective; p = 1

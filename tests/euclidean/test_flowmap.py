@@ -9,21 +9,14 @@ import pytest
 from hypothesis import given, strategies as st
 
 from reference import (EPS, SETTINGS, assert_grad_close, central_diff, features_ref, kinds,
-                       mlp_ref)
+                       mlp_ref, problem)
 
 from fmnumpy import FlowMatcher
 from fmnumpy.errors import FmnumpyError
 from fmnumpy.euclidean import flowmap
 from fmnumpy.nn import mlp
 
-cases = dict(
-    seed=st.integers(0, 2**31 - 1),
-    hidden=st.lists(st.integers(1, 7), min_size=1, max_size=3).map(tuple),
-    D=st.integers(1, 3),
-    B=st.integers(1, 5),
-    n_freq=st.integers(0, 2),
-    x_freqs=st.integers(0, 2),
-)
+cases = dict(problem, x_freqs=st.integers(0, 2))
 
 
 def gap_ref(h, n_freq):
@@ -176,6 +169,15 @@ def test_the_jumps_are_the_map_applied_k_times():
         assert np.allclose(x, y, atol=1e-5)
     # chunks of rows give the same jumps
     assert np.array_equal(flowmap.jump(theta, spec, x0, 3, chunk=2), flowmap.jump(theta, spec, x0, 3))
+
+
+def test_the_frames_of_the_jumps_run_along_each_jump():
+    traj = np.random.default_rng(0).standard_normal((3, 4, 2))        # K = 2 jumps
+    f = flowmap.jump_frames(traj, per_jump=5)
+    assert f.shape == (11, 4, 2)
+    assert np.array_equal(f[0], traj[0]) and np.array_equal(f[5], traj[1])
+    assert np.array_equal(f[10], traj[2])
+    assert np.allclose(f[7], traj[1] + 0.4 * (traj[2] - traj[1]))
 
 
 @pytest.mark.parametrize("code", [flowmap.MEANFLOW, flowmap.SHORTCUT])
