@@ -202,7 +202,7 @@ class FlowMatcher(Estimator):
     def _check_objective(objective, map_fraction, adaptive_power, path, sigma_min, sigma,
                          device):
         """(objective, map_fraction, adaptive_power) checked: a flow map (meanflow,
-        shortcut; flowmap.py) trains on the straight path on the CPU."""
+        shortcut; flowmap.py) trains on the straight path (on the CPU: ``fit``)."""
         from fmnumpy.euclidean.flowmap import objective_code
         from fmnumpy.errors import positive_finite
         objective = str(objective).lower()
@@ -222,9 +222,6 @@ class FlowMatcher(Estimator):
                 raise FmnumpyError(f"objective {objective!r} trains on the straight path with "
                                    f"sigma_min=0 and sigma=0 (got path {path}, sigma_min "
                                    f"{sigma_min}, sigma {sigma})")
-            if device != "cpu":
-                raise FmnumpyError(f"objective {objective!r} trains and jumps on the CPU; the "
-                                   f"GPU has no flow-map kernels yet: use device='cpu'")
         return objective, map_fraction, adaptive_power
     # -- state ------------------------------------------------------------------------
     def _init_state(self, dim, n_classes=0, x_freqs=None, x_dirs=None):
@@ -299,6 +296,10 @@ class FlowMatcher(Estimator):
         """
         steps, batch_size = positive_steps(steps, batch_size)
         data = datasets.as_data(data, labels)
+        if self.objective != "fm" and self.device != "cpu":
+            raise FmnumpyError(f"objective {self.objective!r} trains on the CPU (the GPU has "
+                               f"the jump sampler, not the map's training step): fit with "
+                               f"device='cpu', then sample with device='cuda'")
         if self.objective != "fm" and data.n_classes:
             raise FmnumpyError(f"objective {self.objective!r} trains an unconditional flow "
                                f"map; labels are available with objective 'fm'")

@@ -382,10 +382,9 @@ def map_jumps(theta, net, x, t0, t1, K, X, A, s, h, traj):
             traj[k + 1] = x
 
 
-def jump(theta, spec, x0, steps, t0=0.0, t1=1.0, record=0, labels=None, guidance=1.0,
-         chunk=4096):
-    """K = ``steps`` jumps of a flow map from t0 to t1 (t1 > t0): x(t1) (N, D), and with
-    ``record`` the states after each jump (K + 1, N, D).  Rows in chunks of ``chunk``."""
+def check_jumps(spec, steps, t0, t1, labels, guidance):
+    """K = ``steps`` checked for jumps of ``spec``'s flow map on either device; one line
+    for a network that is no map, K not a positive integer, t1 <= t0, labels, guidance."""
     if not spec.flow_map:
         raise FmnumpyError("method 'jump' needs a flow map; this model was trained with "
                            "objective 'fm': sample it with an ODE method, or train with "
@@ -398,6 +397,15 @@ def jump(theta, spec, x0, steps, t0=0.0, t1=1.0, record=0, labels=None, guidance
                            f"{t0} and t1 {t1}")
     if labels is not None or guidance != 1.0:
         raise FmnumpyError("flow maps are unconditional here: drop labels and guidance")
+    return K
+
+
+def jump(theta, spec, x0, steps, t0=0.0, t1=1.0, record=0, labels=None, guidance=1.0,
+         chunk=4096):
+    """K = ``steps`` jumps of a flow map from t0 to t1 (t1 > t0): x(t1) (N, D), and with
+    ``record`` the states after each jump (K + 1, N, D).  Rows in chunks of ``chunk``.
+    The GPU's twin: ``cuda.cuda_sample(..., jumps=True)``."""
+    K = check_jumps(spec, steps, t0, t1, labels, guidance)
     x = np.array(x0, dtype=DTYPE, order="C", copy=True)
     N = x.shape[0]
     traj = np.zeros((K + 1 if record else 0, N, spec.dim), dtype=DTYPE)

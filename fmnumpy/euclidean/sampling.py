@@ -14,7 +14,8 @@ raises one line naming what is available; nothing falls back silently.
     method     CPU solver                 GPU solver            log p on
     euler ..   solvers.integrate_mlp      cuda.cuda_sample      cpu, cuda
     dopri5     adaptive.dopri5_mlp        (none)                cpu
-    jump       flowmap.jump               (none)                (none)
+    jump       flowmap.jump               cuda.cuda_sample      (none)
+                                          (jumps=True)
 
 ``jump`` is not an ODE solver either: ``steps`` jumps of a flow map (``flowmap.py``);
 the ODE methods run a flow map on its diagonal u(x, t, t) = v(x, t).
@@ -63,6 +64,16 @@ def _cpu_jump(theta, spec, x0, method, steps, rtol, atol, record, t0=0.0, t1=1.0
     return (out + (None,)) if record else (out, None, None)
 
 
+def _cuda_jump(theta, spec, x0, method, steps, rtol, atol, record, t0=0.0, t1=1.0,
+               labels=None, guidance=1.0):
+    from fmnumpy.euclidean.cuda import cuda_sample
+    from fmnumpy.euclidean.flowmap import check_jumps
+    K = check_jumps(spec, steps, t0, t1, labels, guidance)
+    out = cuda_sample(theta, spec, x0, "euler", K, t0=t0, t1=t1, record=K if record else 0,
+                      jumps=True)
+    return (out + (None,)) if record else (out, None, None)
+
+
 Solver = namedtuple("Solver", "name adaptive sample logprob")
 """``sample``: {device: solve function}; ``logprob``: the devices where
 ``likelihood.py`` integrates log p with this method."""
@@ -70,7 +81,7 @@ Solver = namedtuple("Solver", "name adaptive sample logprob")
 SOLVERS = {m: Solver(m, False, {"cpu": _cpu_fixed, "cuda": _cuda_fixed}, ("cpu", "cuda"))
            for m in METHODS}
 SOLVERS["dopri5"] = Solver("dopri5", True, {"cpu": _cpu_dopri5}, ("cpu",))
-SOLVERS["jump"] = Solver("jump", False, {"cpu": _cpu_jump}, ())
+SOLVERS["jump"] = Solver("jump", False, {"cpu": _cpu_jump, "cuda": _cuda_jump}, ())
 
 
 def _names(ok):

@@ -427,6 +427,39 @@ def test_sampler_with_labels_and_guidance(tiny1, labels, guidance):
     np.testing.assert_allclose(got, ref, **TOL)
 
 
+MAPS = {"silu": MLPSpec(2, (9, 17), "silu", n_freq=1, flow_map=True),
+        "fourier": MLPSpec(2, (9, 7), "silu", n_freq=2, x_freqs=2, flow_map=True)}
+
+
+@kernels
+@pytest.mark.parametrize("name", list(MAPS))
+@pytest.mark.parametrize("K", [1, 3])
+def test_jumps_of_a_flow_map(tiny_k, name, K):
+    """The GPU's jumps (Euler whose network sees the gap h) against flowmap.jump, with
+    the states between the jumps; RK4 on the map's diagonal against the CPU's."""
+    from fmnumpy.euclidean.cuda.solvers import cuda_sample
+    from fmnumpy.euclidean.flowmap import jump
+    spec = MAPS[name]
+    theta = init_params(spec.sizes, np.random.default_rng(3))
+    x0 = np.random.default_rng(4).standard_normal((9, 2)).astype(np.float32)
+    got, traj = cuda_sample(theta, spec, x0, "euler", K, record=K, jumps=True)
+    ref, ref_traj = jump(theta, spec, x0, K, record=True)
+    np.testing.assert_allclose(got, ref, **TOL)
+    np.testing.assert_allclose(traj, ref_traj, **TOL)
+    np.testing.assert_allclose(cuda_sample(theta, spec, x0, "rk4", 2),
+                               reference_integrate(theta, spec, x0, "rk4", 2), **TOL)
+
+
+@kernels
+def test_a_flowmatcher_map_jumps_on_the_gpu(tiny1):
+    from fmnumpy import FlowMatcher
+    fm = FlowMatcher(objective="meanflow", hidden=(9,), seed=0).fit("moons", steps=3,
+                                                                    batch_size=8)
+    cpu = fm.sample(13, steps=2, seed=5)
+    gpu = fm.set_params(device="cuda").sample(13, steps=2, seed=5)
+    np.testing.assert_allclose(gpu, cpu, **TOL)
+
+
 @kernels
 def test_sampler_trajectory(tiny):
     from fmnumpy.euclidean.cuda.solvers import cuda_sample

@@ -20,6 +20,7 @@ from fmnumpy.nn.activations import act, dact
 from fmnumpy.euclidean.datasets import spiral_point
 from fmnumpy.nn.loss import cfm_element
 from fmnumpy.nn.mlp import time_feature, wave_tangent
+from fmnumpy.euclidean.flowmap import gap_feature
 from fmnumpy.train.optim import adam_element, clip_scale, ema_element
 from fmnumpy.euclidean.paths import cosine_element, gaussian_element, path_element, sb_element
 from fmnumpy.train.times import time_from_uniform
@@ -104,6 +105,7 @@ class DeviceFunctions:
         self.cfm_element = dev(cfm_element)
         self.time_feature = dev(time_feature)
         self.wave_tangent = dev(wave_tangent)
+        self.gap_feature = dev(gap_feature)
         self.spiral_point = dev(spiral_point)
 
 

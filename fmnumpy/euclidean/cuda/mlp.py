@@ -88,6 +88,7 @@ def make_block_mlp(cfg, D, fastmath, stage_regs=16, x_freqs=0, group=1, kind=0, 
     simulator_compat()
     dev = device_functions(fastmath)
     time_feature, wave_tangent, act, dact = dev.time_feature, dev.wave_tangent, dev.act, dev.dact
+    gap_feature = dev.gap_feature
     G, KIND, K = int(group), int(kind), int(x_freqs)
     if cfg.TM % G:
         raise ValueError(f"TM = {cfg.TM} is not a multiple of the group of {G} rows")
@@ -421,6 +422,17 @@ def make_block_mlp(cfg, D, fastmath, stage_regs=16, x_freqs=0, group=1, kind=0, 
             h1[r * HS + F + y] = 1.0
 
     @cuda.jit(device=True, fastmath=fastmath)
+    def gap_features(h1, r, h, n_freq, n_in):
+        """hs[r, n_in - 1 - 2 n_freq:n_in] = [h, sin(pi 2^k h), 1 - cos(pi 2^k h)]: a flow
+        map's second time, last (``flowmap.map_features``); after :func:`features`."""
+        off = n_in - 1 - 2 * n_freq
+        h1[r * HS + off] = h
+        for k in range(n_freq):
+            sk, ok = gap_feature(h, k)
+            h1[r * HS + off + 1 + 2 * k] = sk
+            h1[r * HS + off + 2 + 2 * k] = ok
+
+    @cuda.jit(device=True, fastmath=fastmath)
     def tangent_features(h1, r, x, m, n_in):
         """hs[r, :n_in] = d X / dx_m, the tangent of :func:`features` along e_m:
         e_m in the x columns, ``mlp.wave_tangent`` in the plane waves (as
@@ -449,6 +461,7 @@ def make_block_mlp(cfg, D, fastmath, stage_regs=16, x_freqs=0, group=1, kind=0, 
     ns.tile_matmul, ns.narrow_linear, ns.features, ns.col_of = \
         tile_matmul, narrow_linear, features, col_of
     ns.tangent_features, ns.hidden_stack, ns.row_of = tangent_features, hidden_stack, row_of
+    ns.gap_features = gap_features
     ns.G, ns.PP = G, PB // G                 # rows per particle, particles per block
     ns.E = E                                 # the t column (after x and its plane waves)
     ns.load_resident, ns.resident_matmul = load_resident, resident_matmul

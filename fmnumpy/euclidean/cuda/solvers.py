@@ -43,6 +43,7 @@ def make_rk_mlp(cfg, D, fastmath, max_registers=0, stage_regs=16, kind=0, x_freq
     from numba import float32
     mlp = make_block_mlp(cfg, D, fastmath, stage_regs, x_freqs, 1, kind, kpass, x_dirs)
     narrow_linear, features, hidden_stack = mlp.narrow_linear, mlp.features, mlp.hidden_stack
+    gap_features = mlp.gap_features
     load_resident = mlp.load_resident
     PB, NT, RES, DYN = cfg.PB, cfg.NT, cfg.RES, cfg.DYN > 0
     RED, HSIZE, HSTATIC, WSTATIC = mlp.RED, mlp.HSIZE, mlp.HSTATIC, mlp.WSTATIC
@@ -55,12 +56,13 @@ def make_rk_mlp(cfg, D, fastmath, max_registers=0, stage_regs=16, kind=0, x_freq
     cap = {"max_registers": max_registers} if max_registers and not simulator() else {}
 
     @cuda.jit(fastmath=fastmath, **cap)
-    def rk_mlp(theta, lay, tab, x, traj, t0, h, steps, every, n_freq, y, w):
+    def rk_mlp(theta, lay, tab, x, traj, t0, h, steps, every, n_freq, y, w, gap):
         """Integrate x (N, D) in place from t0 with ``steps`` steps of size h; if
         every > 0, traj[0] = x(t0) and traj[r] = x after r * every steps.  y: the
         particles' labels (N,) of a conditional network, or one -1 (no label input);
-        w: the guidance weight (``guided``).  Launched with cfg.DYN bytes of dynamic
-        shared memory."""
+        w: the guidance weight (``guided``); gap != 0: a flow map's second-time input
+        (Euler with gap = h is the map's jumps, ``flowmap.jump``).  Launched with
+        cfg.DYN bytes of dynamic shared memory."""
         hst = cuda.shared.array(HSTATIC, float32, alignment=16)  # activations (PB, HS), flat
         wst = cuda.shared.array(WSTATIC, float32, alignment=16)  # k-tile of W, or all W
         dyn = cuda.shared.array(0, float32, alignment=16)        # hs when DYN
@@ -98,6 +100,8 @@ def make_rk_mlp(cfg, D, fastmath, max_registers=0, stage_regs=16, kind=0, x_freq
                 for r in range(tid, PP, NT):
                     stage_input(xs, ks, tab, st, h, r, xin)
                     features(h1, r, xin, ts, n_freq, F, y[min(row0 + r, last)])
+                    if gap != 0.0:
+                        gap_features(h1, r, gap, n_freq, F)
                     if GUIDED:
                         features(h1, PP + r, xin, ts, n_freq, F, null)
                 cuda.syncthreads()
@@ -237,11 +241,12 @@ class CudaSampler:
         return self._tabs[method]
 
     def integrate(self, x, method="rk4", steps=100, t0=0.0, t1=1.0, traj=None, every=1,
-                  labels=None, guidance=1.0):
+                  labels=None, guidance=1.0, gap=0.0):
         """Integrate the device array x (N, D) in place; fill the device array traj
         (R + 1, N, D) every ``every`` steps if given; a conditional network takes the
         particles' labels, a device array (N,) int64, and with ``guided`` the guidance
-        weight (``solvers.conditioning``).  Asynchronous."""
+        weight (``solvers.conditioning``); ``gap``: a flow map's second time (0: its
+        diagonal, the velocity).  Asynchronous."""
         N = x.shape[0]
         if N == 0:
             return x
@@ -251,7 +256,8 @@ class CudaSampler:
         self._launch(N, (self.theta, self.lay, self.tab(method), x,
                          self._no_traj if traj is None else traj, float(t0), h, int(steps),
                          0 if traj is None else int(every), self.spec.n_freq,
-                         self._no_labels if labels is None else labels, float(guidance)))
+                         self._no_labels if labels is None else labels, float(guidance),
+                         float(gap)))
         return x
 
     def _launch(self, N, args):
@@ -272,10 +278,12 @@ class CudaSampler:
 
 
 def cuda_sample(theta, spec, x0, method="rk4", steps=100, t0=0.0, t1=1.0, record=0,
-                labels=None, guidance=1.0):
+                labels=None, guidance=1.0, jumps=False):
     """Same arguments and results as ``solvers.integrate_mlp``: x(t1) (N, D) and,
     with ``record`` > 0, the trajectory (record + 1, N, D); a conditional network
-    samples ``labels`` (None: the null class) with the ``guidance`` weight."""
+    samples ``labels`` (None: the null class) with the ``guidance`` weight.
+    ``jumps``: ``steps`` jumps of a flow map (``flowmap.jump``): Euler whose network
+    sees the gap h = (t1 - t0) / steps."""
     tableau(method)
     steps = check_steps(steps)
     x = np.ascontiguousarray(x0, dtype=np.float32)
@@ -292,6 +300,7 @@ def cuda_sample(theta, spec, x0, method="rk4", steps=100, t0=0.0, t1=1.0, record
         record = min(int(record), steps)
         every = steps // record
         traj_d = cu.device_array((steps // every + 1, x.shape[0], x.shape[1]), dtype=np.float32)
-    sampler.integrate(x_d, method, steps, t0, t1, traj_d, every, y_d, w)
+    sampler.integrate(x_d, "euler" if jumps else method, steps, t0, t1, traj_d, every, y_d, w,
+                      (float(t1) - float(t0)) / steps if jumps else 0.0)
     out = x_d.copy_to_host()
     return (out, traj_d.copy_to_host()) if record else out
