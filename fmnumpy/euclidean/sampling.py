@@ -15,7 +15,6 @@ raises one line naming what is available; nothing falls back silently.
     euler ..   solvers.integrate_mlp      cuda.cuda_sample      cpu, cuda
     dopri5     adaptive.dopri5_mlp        (none)                cpu
     jump       flowmap.jump               cuda.cuda_sample      (none)
-                                          (jumps=True)
 
 ``jump`` is not an ODE solver either: ``steps`` jumps of a flow map (``flowmap.py``);
 the ODE methods run a flow map on its diagonal u(x, t, t) = v(x, t).
@@ -69,8 +68,7 @@ def _cuda_jump(theta, spec, x0, method, steps, rtol, atol, record, t0=0.0, t1=1.
     from fmnumpy.euclidean.cuda import cuda_sample
     from fmnumpy.euclidean.flowmap import check_jumps
     K = check_jumps(spec, steps, t0, t1, labels, guidance)
-    out = cuda_sample(theta, spec, x0, "euler", K, t0=t0, t1=t1, record=K if record else 0,
-                      jumps=True)
+    out = cuda_sample(theta, spec, x0, "jump", K, t0=t0, t1=t1, record=K if record else 0)
     return (out + (None,)) if record else (out, None, None)
 
 

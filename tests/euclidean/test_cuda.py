@@ -442,7 +442,7 @@ def test_jumps_of_a_flow_map(tiny_k, name, K):
     spec = MAPS[name]
     theta = init_params(spec.sizes, np.random.default_rng(3))
     x0 = np.random.default_rng(4).standard_normal((9, 2)).astype(np.float32)
-    got, traj = cuda_sample(theta, spec, x0, "euler", K, record=K, jumps=True)
+    got, traj = cuda_sample(theta, spec, x0, "jump", K, record=K)
     ref, ref_traj = jump(theta, spec, x0, K, record=True)
     np.testing.assert_allclose(got, ref, **TOL)
     np.testing.assert_allclose(traj, ref_traj, **TOL)

@@ -45,12 +45,12 @@ def cuda_stepper(spec, opt, state, batch, path, stream, spirals, seed, time_powe
 
 
 def cuda_sample(theta, spec, x0, method="rk4", steps=100, t0=0.0, t1=1.0, record=0,
-                labels=None, guidance=1.0, jumps=False):
-    """Integrate particles on the GPU, or with ``jumps`` jump along a flow map (see
+                labels=None, guidance=1.0):
+    """Integrate particles on the GPU, or (method "jump") jump along a flow map (see
     ``solvers.cuda_sample``)."""
     require_gpu()
     from fmnumpy.euclidean.cuda.solvers import cuda_sample as _sample
-    return _sample(theta, spec, x0, method, steps, t0, t1, record, labels, guidance, jumps)
+    return _sample(theta, spec, x0, method, steps, t0, t1, record, labels, guidance)
 
 
 def cuda_solve_logp(theta, spec, x, l, method="rk4", steps=100, t0=0.0, t1=1.0):

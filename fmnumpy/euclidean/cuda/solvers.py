@@ -56,13 +56,13 @@ def make_rk_mlp(cfg, D, fastmath, max_registers=0, stage_regs=16, kind=0, x_freq
     cap = {"max_registers": max_registers} if max_registers and not simulator() else {}
 
     @cuda.jit(fastmath=fastmath, **cap)
-    def rk_mlp(theta, lay, tab, x, traj, t0, h, steps, every, n_freq, y, w, gap):
+    def rk_mlp(theta, lay, tab, x, traj, t0, h, steps, every, n_freq, y, w):
         """Integrate x (N, D) in place from t0 with ``steps`` steps of size h; if
         every > 0, traj[0] = x(t0) and traj[r] = x after r * every steps.  y: the
         particles' labels (N,) of a conditional network, or one -1 (no label input);
-        w: the guidance weight (``guided``); gap != 0: a flow map's second-time input
-        (Euler with gap = h is the map's jumps, ``flowmap.jump``).  Launched with
-        cfg.DYN bytes of dynamic shared memory."""
+        w: the guidance weight (``guided``).  A tableau with one more row (``jump``) feeds
+        a flow map the gap tab[S + 2, 0] h as its second time: Euler so is the map's
+        jumps (``flowmap.jump``).  Launched with cfg.DYN bytes of dynamic shared memory."""
         hst = cuda.shared.array(HSTATIC, float32, alignment=16)  # activations (PB, HS), flat
         wst = cuda.shared.array(WSTATIC, float32, alignment=16)  # k-tile of W, or all W
         dyn = cuda.shared.array(0, float32, alignment=16)        # hs when DYN
@@ -78,6 +78,7 @@ def make_rk_mlp(cfg, D, fastmath, max_registers=0, stage_regs=16, kind=0, x_freq
         row0 = cuda.blockIdx.x * PP
         L = lay.shape[0]
         S = tab.shape[1]
+        gap = float32(h * tab[S + 2, 0]) if tab.shape[0] > S + 2 else float32(0.0)
         F = lay[0, N_IN]
         n_rec = traj.shape[0] if every > 0 else 0
         null = F - (E + 1 + 2 * n_freq) - 1     # the null class: the last one-hot column
@@ -167,7 +168,10 @@ def rk_stage_functions(D, fastmath):
 
 def tableau_array(method):
     """The Butcher tableau of ``method`` as one (S + 2, S) float64 array:
-    row 0 = c, row 1 = b, rows 2.. = A (solvers.TABLEAUS)."""
+    row 0 = c, row 1 = b, rows 2.. = A (solvers.TABLEAUS); "jump": Euler's and one more
+    row, [1]: the gap a flow map's network sees is 1 step (``rk_mlp``)."""
+    if method == "jump":
+        return np.vstack([tableau_array("euler"), np.ones((1, 1))])
     tab = tableau(method)
     S = tab.stages
     if S > SMAX:
@@ -241,12 +245,12 @@ class CudaSampler:
         return self._tabs[method]
 
     def integrate(self, x, method="rk4", steps=100, t0=0.0, t1=1.0, traj=None, every=1,
-                  labels=None, guidance=1.0, gap=0.0):
-        """Integrate the device array x (N, D) in place; fill the device array traj
+                  labels=None, guidance=1.0):
+        """Integrate the device array x (N, D) in place (method "jump": ``steps`` jumps of
+        a flow map); fill the device array traj
         (R + 1, N, D) every ``every`` steps if given; a conditional network takes the
         particles' labels, a device array (N,) int64, and with ``guided`` the guidance
-        weight (``solvers.conditioning``); ``gap``: a flow map's second time (0: its
-        diagonal, the velocity).  Asynchronous."""
+        weight (``solvers.conditioning``).  Asynchronous."""
         N = x.shape[0]
         if N == 0:
             return x
@@ -256,8 +260,7 @@ class CudaSampler:
         self._launch(N, (self.theta, self.lay, self.tab(method), x,
                          self._no_traj if traj is None else traj, float(t0), h, int(steps),
                          0 if traj is None else int(every), self.spec.n_freq,
-                         self._no_labels if labels is None else labels, float(guidance),
-                         float(gap)))
+                         self._no_labels if labels is None else labels, float(guidance)))
         return x
 
     def _launch(self, N, args):
@@ -278,13 +281,13 @@ class CudaSampler:
 
 
 def cuda_sample(theta, spec, x0, method="rk4", steps=100, t0=0.0, t1=1.0, record=0,
-                labels=None, guidance=1.0, jumps=False):
+                labels=None, guidance=1.0):
     """Same arguments and results as ``solvers.integrate_mlp``: x(t1) (N, D) and,
     with ``record`` > 0, the trajectory (record + 1, N, D); a conditional network
     samples ``labels`` (None: the null class) with the ``guidance`` weight.
-    ``jumps``: ``steps`` jumps of a flow map (``flowmap.jump``): Euler whose network
-    sees the gap h = (t1 - t0) / steps."""
-    tableau(method)
+    Method "jump": ``steps`` jumps of a flow map (``flowmap.jump``), Euler whose
+    network sees the gap h = (t1 - t0) / steps."""
+    tableau_array(method)
     steps = check_steps(steps)
     x = np.ascontiguousarray(x0, dtype=np.float32)
     if x.ndim != 2 or x.shape[1] != spec.dim:
@@ -300,7 +303,6 @@ def cuda_sample(theta, spec, x0, method="rk4", steps=100, t0=0.0, t1=1.0, record
         record = min(int(record), steps)
         every = steps // record
         traj_d = cu.device_array((steps // every + 1, x.shape[0], x.shape[1]), dtype=np.float32)
-    sampler.integrate(x_d, "euler" if jumps else method, steps, t0, t1, traj_d, every, y_d, w,
-                      (float(t1) - float(t0)) / steps if jumps else 0.0)
+    sampler.integrate(x_d, method, steps, t0, t1, traj_d, every, y_d, w)
     out = x_d.copy_to_host()
     return (out, traj_d.copy_to_host()) if record else out
