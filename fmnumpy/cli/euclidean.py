@@ -204,6 +204,9 @@ def cmd_animate(a):
     if a.frames < 1:
         raise FmnumpyError(f"--frames must be a positive integer, got {a.frames}")
     _, traj = fm.sample(a.n, method=a.method, steps=a.steps, seed=a.seed, record=a.frames)
+    if str(a.method).lower() == "jump":            # K + 1 states: drawn along the jumps
+        from fmnumpy.euclidean.flowmap import jump_frames
+        traj = jump_frames(traj, max(1, a.frames // (traj.shape[0] - 1)))
     plots.flow_gif(a.out, traj, fps=a.fps)
     say(f"wrote {traj.shape[0]} frames to {a.out}")
     return 0

@@ -316,6 +316,9 @@ def test_train_a_map_and_sample_it_in_one_jump_from_the_command_line(tmp_path, c
     fm = FlowMatcher.load(out / "checkpoint.npz")
     x = np.load(tmp_path / "x.npy")
     assert x.shape == (64, 2) and np.array_equal(x, fm.sample(64, steps=1, seed=1))
+    assert run(["animate", "--checkpoint", out / "checkpoint.npz", "-n", 32, "--frames", 8,
+                "--out", tmp_path / "a.gif"]) == 0
+    assert "wrote 9 frames" in capsys.readouterr().err            # 2 jumps, 4 frames each
     assert run(["train", "--objective", "meanflow", "--steps", 20, "--out", tmp_path / "p",
                 "--hidden", "8,8", "--batch-size", 16, "--no-progress", "--warmup", 5]) == 0
     assert (tmp_path / "p" / "jumps.png").exists() and (tmp_path / "p" / "flow.gif").exists()
