@@ -200,7 +200,8 @@ def run_length(a, fm):
     else the defaults of the family's ``fit``."""
     run = fit_defaults(type(fm))
     steps = a.steps if a.steps is not None else (
-        fm.total_steps_ if a.resume and fm.total_steps_ else run["steps"])
+        fm.total_steps_ if a.resume and fm.total_steps_ else
+        run["steps"] if run["steps"] is not None else fm.default_steps())
     batch = a.batch_size if a.batch_size is not None else (
         fm.batch_size_ if a.resume and fm.batch_size_ else run["batch_size"])
     return steps, batch

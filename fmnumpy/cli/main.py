@@ -40,6 +40,8 @@ def _by_family(name, fit=False):
         d = common.fit_defaults(cls) if fit else cls.default_params()
         if name in d:
             v = d[name]
+            if v is None and name == "steps" and fit:     # set by the configuration
+                v = cls.STEPS_HELP
             v = ",".join(map(str, v)) if isinstance(v, tuple) else v
             out.append(f"{fam} {v}")
     return "default: " + ", ".join(out)

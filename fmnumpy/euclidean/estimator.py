@@ -53,6 +53,10 @@ DEFAULTS = dict(
     map_teacher=True, map_time_power=None,
     jumps=2,
 )
+# fit(steps=None): 20,000 steps (DEFAULTS["steps"]) for the velocity, MAP_STEPS for a flow
+# map: 30,000 met the one- and two-jump aims on the mean of 3 seeds of every FFJORD set, at
+# 1.4x to 1.7x the plain default's training time (bench/results/flowmap.md)
+MAP_STEPS = 30000
 # adaptive_power=None: the power p of MeanFlow's adaptive loss weight by objective; p = 1
 # (the paper's choice for images) was worse than the plain mean square (p = 0) on every
 # set measured (bench/results/flowmap_options.md)
@@ -114,6 +118,7 @@ class FlowMatcher(Estimator):
     """
 
     FAMILY = "euclidean"
+    STEPS_HELP = f"{DEFAULTS['steps']} ({MAP_STEPS} for a flow map)"     # fit(steps=None)
 
     def __init__(self, hidden=DEFAULTS["hidden"], activation=DEFAULTS["activation"],
                  time_freqs=DEFAULTS["time_freqs"], x_freqs=DEFAULTS["x_freqs"],
@@ -272,12 +277,12 @@ class FlowMatcher(Estimator):
 
     # -- training ---------------------------------------------------------------------
     @within_threads
-    def fit(self, data=DEFAULTS["dataset"], steps=DEFAULTS["steps"],
+    def fit(self, data=DEFAULTS["dataset"], steps=None,
             batch_size=DEFAULTS["batch_size"], warm_start=False, until=None,
             progress=False, callback=None, callback_every=0, checkpoint=None,
             checkpoint_every=0, log=None, source=None, labels=None):
         """Train on ``data`` (a dataset name, an (N, D) array, a .npy/.csv path or a
-        ``datasets.Data``) for ``steps`` steps in total.
+        ``datasets.Data``) for ``steps`` steps in total (None: :meth:`default_steps`).
 
         source: where x0 comes from: None for N(0, I), or a distribution given like
         ``data`` (x0 is then drawn from it every step, couplings included); the
@@ -294,7 +299,8 @@ class FlowMatcher(Estimator):
         progress: True for a tqdm bar, or a bar factory (see ``train.run``);
         callback(model, k) runs every ``callback_every`` steps.
         """
-        steps, batch_size = positive_steps(steps, batch_size)
+        steps, batch_size = positive_steps(self.default_steps() if steps is None else steps,
+                                           batch_size)
         data = datasets.as_data(data, labels)
         if self.objective != "fm" and self.device != "cpu":
             raise FmnumpyError(f"objective {self.objective!r} trains on the CPU (the GPU has "
@@ -503,6 +509,11 @@ class FlowMatcher(Estimator):
         x1, traj = self._solve(x0, s.name, steps, rtol, atol, record, ema, labels=labels,
                                guidance=guidance)
         return (x1, traj) if record else x1
+
+    def default_steps(self):
+        """The training steps of ``fit(steps=None)``: ``DEFAULTS["steps"]``, or ``MAP_STEPS``
+        for a flow map."""
+        return DEFAULTS["steps"] if self.objective == "fm" else MAP_STEPS
 
     def default_sampler(self, method=None, steps=None):
         """(method, steps) with None filled: ``DEFAULTS["jumps"]`` jumps for a flow map,

@@ -262,6 +262,12 @@ def test_a_map_trains_from_any_source_with_a_coupling(tmp_path):
     assert FlowMatcher.load(tmp_path / "s.npz").source_.name == "8gaussians"
 
 
+def test_a_map_trains_30000_steps_by_default_and_the_velocity_20000():
+    for obj, total in (("meanflow", 30000), ("fm", 20000)):
+        fm = FlowMatcher(objective=obj, hidden=(4,)).fit("moons", batch_size=8, until=2)
+        assert fm.step_ == 2 and fm.total_steps_ == total
+
+
 def test_a_map_round_trips_through_a_checkpoint(maps, tmp_path):
     fm = maps["shortcut"]
     fm.save(tmp_path / "m.npz")
