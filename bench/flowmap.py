@@ -250,6 +250,8 @@ def main(argv=None):
     ap.add_argument("--out", default="bench/results/flowmap")
     ap.add_argument("--ckpt-dir", default="results/flowmap_runs")
     ap.add_argument("--plot", default="docs/images/flowmap_w2_nfe.png")
+    ap.add_argument("--plot-configs", nargs="+", default=["meanflow", "shortcut"],
+                    help="the maps drawn in the plot")
     ap.add_argument("--report-only", action="store_true")
     ap.add_argument("--speed", action="store_true")
     ap.add_argument("--pictures", action="store_true")
@@ -306,7 +308,7 @@ def main(argv=None):
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
     if a.plot and "plain" in a.configs:
-        nfe_plot(a.plot, runs, sets[:3], [c for c in a.configs if c != "plain"], a.seeds,
+        nfe_plot(a.plot, runs, sets[:3], [c for c in a.plot_configs if c in a.configs], a.seeds,
                  floors)
 
 
