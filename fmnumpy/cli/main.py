@@ -283,6 +283,20 @@ def build_parser():
                    "initialisation and the batches (default %(default)s)")
     r.add_argument("--threads", type=int, default=None, help="at most this many CPU threads")
     r.add_argument("--no-progress", action="store_true", default=None, help="no progress bar")
+    w = sub.add_parser("sweep", help="run a grid of train runs on Dask (docs/sweeps.md)",
+                       description="Train every combination of a TOML spec's grid and seeds, "
+                       "each run one Dask task in a folder of its own (finished runs are "
+                       "skipped, interrupted ones resumed), then summarise them.")
+    w.add_argument("spec", nargs="?", default=None, help="the sweep's TOML spec")
+    w.add_argument("--out", default=None, help="the sweep's folder")
+    w.add_argument("--scheduler", default=None, help="address of a running Dask scheduler "
+                   "(default: a local cluster)")
+    w.add_argument("--workers", type=int, default=2, help="local cluster: worker processes "
+                   "(default %(default)s)")
+    w.add_argument("--threads-per-run", type=int, default=1, help="Numba's and BLAS's threads "
+                   "in each run (default %(default)s)")
+    w.add_argument("--summary", default=None, metavar="DIR",
+                   help="remake DIR's summary from its run folders, and run nothing")
     return ap
 
 
@@ -324,6 +338,12 @@ def _command(a):
     return module.COMMANDS[a.command]
 
 
+def sweep_cli():
+    """What a sweep needs of the command line (``sweep.spec.Cli``)."""
+    from fmnumpy.sweep.spec import Cli
+    return Cli(build_parser, _family, main)
+
+
 def main(argv=None):
     ap = build_parser()
     a = ap.parse_args(argv)
@@ -331,6 +351,9 @@ def main(argv=None):
         ap.print_help()
         return 2
     try:
+        if a.command == "sweep":                     # runs of any family: its own module
+            from fmnumpy.cli.sweep import cmd_sweep
+            return cmd_sweep(a, sweep_cli())
         return _command(a)(a)
     except FmnumpyError as e:
         say(f"{PROG} {a.command}: error: {e}")
