@@ -30,9 +30,12 @@ ENV = dict(os.environ, NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_
 
 
 def sweep(out, *more, wait=True):
+    """``fmnumpy sweep`` of the spec into ``out`` in a child process, with Ctrl-C's
+    SIGINT restored (a child of a background job inherits it ignored)."""
     cmd = [sys.executable, "-m", "fmnumpy", "sweep", SPEC, "--out", out, *more]
     p = subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.PIPE, text=True)
+                         stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     if wait:
         _, err = p.communicate()
         if p.returncode != 0:
@@ -104,7 +107,7 @@ def main(argv=None):
     # the whole sweep interrupted, then run again
     t = time.perf_counter()
     p = sweep(d["interrupted"], "--workers", "2", wait=False)
-    wait_for(d["interrupted"], 5, p)
+    wait_for(d["interrupted"], 3, p)
     p.send_signal(signal.SIGINT)
     p.communicate()
     before = ended(d["interrupted"])
@@ -131,7 +134,7 @@ def main(argv=None):
             q.terminate()
     lines = ["# Sweeps on Dask", "",
              f"`python bench/sweep.py`: the grid of bench/sweep_spec.toml (2 datasets x 2 widths "
-             f"x 3 seeds = {len(ref) - 1} runs of 4,000 steps, one thread a run) on this "
+             f"x 3 seeds = {len(ref) - 1} runs of 20,000 steps, one thread a run) on this "
              f"{os.cpu_count()}-core machine. Equal: summary.csv is the serial run's, every "
              "number but the measured train_seconds, bit for bit.", "",
              "| how | wall s | table |", "|---|---|---|"]

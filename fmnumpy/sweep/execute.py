@@ -11,6 +11,7 @@ worker died, ends where an unbroken run would.
 import contextlib
 import io
 import json
+import logging
 import os
 import time
 
@@ -114,7 +115,7 @@ def client_for(scheduler, workers, threads):
     env = {k: str(threads) for k in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS",
                                      "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
     cluster = LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=True,
-                           dashboard_address=":0", env=env)
+                           dashboard_address=":0", env=env, silence_logs=logging.ERROR)
     return Client(cluster), cluster
 
 
