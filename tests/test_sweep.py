@@ -66,6 +66,11 @@ def test_an_unreachable_scheduler_is_one_line_within_seconds(tmp_path, capsys):
     assert time.perf_counter() - t < execute.CONNECT_S + 20
 
 
+def test_a_summary_of_no_sweep_is_one_line(tmp_path, capsys):
+    code = run(["sweep", "--summary", tmp_path / "nothing"])
+    assert_one_line_error(capsys, code, "holds no sweep")
+
+
 def test_the_runs_are_the_grid_times_the_seeds_with_stable_folders():
     s = sweep_spec.check_spec({"seeds": [0, 1], "fixed": {"steps": 5},
                                "grid": {"dataset": ["moons", "rings"], "hidden": ["8", "16"]}},

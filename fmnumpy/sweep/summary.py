@@ -44,10 +44,12 @@ def _label(config):
 def summarize(out, plot=True):
     """Write summary.csv, summary.md (and summary.png) of the sweep in ``out``; returns the
     Markdown lines."""
+    runs = read_runs(out)
+    if not os.path.exists(os.path.join(out, "sweep.json")):
+        raise FmnumpyError(f"{out} holds runs but no sweep.json; pass the --out of a sweep")
     with open(os.path.join(out, "sweep.json")) as f:
         sweep = json.load(f)
     grid_keys, baseline = list(sweep["grid"]), sweep["baseline"]
-    runs = read_runs(out)
     ended = [(o, m) for o, m in runs if m is not None]
     names = sorted({k for _, m in ended for k, v in m.items()
                     if isinstance(v, (int, float)) and not isinstance(v, bool)})
