@@ -148,11 +148,9 @@ def cmd_train(a):
     if not a.no_plots:
         plots.scatter(os.path.join(a.out, "samples.png"), x, data=ref,
                       title=f"samples after {fm.step_} steps")
-        if fm.spec_.flow_map:                         # the straight jumps, drawn in frames
-            from fmnumpy.euclidean.flowmap import jump_frames
-            plots.flow_gif(os.path.join(a.out, "flow.gif"), jump_frames(traj), data=ref)
-        else:
-            plots.flow_gif(os.path.join(a.out, "flow.gif"), traj, data=ref)
+        from fmnumpy.euclidean.flowmap import jump_frames     # a map's jumps, drawn in frames
+        plots.flow_gif(os.path.join(a.out, "flow.gif"),
+                       jump_frames(traj) if fm.spec_.flow_map else traj, data=ref)
         plots.loss_curve(os.path.join(a.out, "loss.png"), fm.losses_)
         plots.trajectories(os.path.join(a.out, "trajectories.png"), traj, data=ref)
         if fm.spec_.dim == 2:

@@ -186,8 +186,7 @@ def _train_parser(sub):
     euc.add_argument("--map-fraction", type=float, default=None,
                      help="the share of each batch on the map's target (default 0.25)")
     euc.add_argument("--adaptive-power", type=float, default=None,
-                     help="p of MeanFlow's loss weight 1 / (err^2 + c)^p (0: off; default "
-                     "by objective)")
+                     help="p of MeanFlow's loss weight 1 / (err^2 + c)^p (default 0: off)")
     dis = t.add_argument_group("discrete flow matching (--discrete)")
     dis.add_argument("--vocab-size", type=int, default=None,
                      help="tokens are 0 .. V-1 (default 128)")

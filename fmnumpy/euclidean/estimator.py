@@ -49,7 +49,7 @@ DEFAULTS = dict(
     clip=1.0, ema_decay=0.999, warmup=500, schedule="cosine", lr_min=1e-5,
     sigma_min=0.0, sigma=0.0, seed=0, method="rk4", sample_steps=100, n_samples=2000,
     coupling="independent", path="straight", sb_sigma=SB_SIGMA, time_power=None,
-    label_dropout=0.1, objective="fm", map_fraction=0.25, adaptive_power=None,
+    label_dropout=0.1, objective="fm", map_fraction=0.25, adaptive_power=0.0,
     map_teacher=True, map_time_power=None,
     jumps=2,
 )
@@ -57,10 +57,9 @@ DEFAULTS = dict(
 # map: 30,000 met the one- and two-jump aims on the mean of 3 seeds of every FFJORD set, at
 # 1.4x to 1.7x the plain default's training time (bench/results/flowmap.md)
 MAP_STEPS = 30000
-# adaptive_power=None: the power p of MeanFlow's adaptive loss weight by objective; p = 1
-# (the paper's choice for images) was worse than the plain mean square (p = 0) on every
-# set measured (bench/results/flowmap_options.md)
-ADAPTIVE_POWER = {"fm": 0.0, "meanflow": 0.0, "shortcut": 0.0}
+# adaptive_power: the power p of MeanFlow's adaptive loss weight; p = 1 (the paper's choice
+# for images) was worse than the plain mean square (p = 0) on every set measured
+# (bench/results/flowmap_options.md)
 
 
 def default_x_freqs(dim, device):
@@ -185,7 +184,7 @@ class FlowMatcher(Estimator):
         if device not in ("cpu", "cuda"):
             raise FmnumpyError(f"unknown device {device!r}; choose one of: cpu, cuda")
         objective, map_fraction, adaptive_power = self._check_objective(
-            objective, map_fraction, adaptive_power, path, sigma_min, sigma, device)
+            objective, map_fraction, adaptive_power, path, sigma_min, sigma)
         x_freqs = None if x_freqs is None else int(x_freqs)
         hidden = tuple(int(h) for h in hidden)
         MLPSpec(2, hidden, activation, int(time_freqs), x_freqs=x_freqs or 0,
@@ -204,8 +203,7 @@ class FlowMatcher(Estimator):
         self.device, self.seed, self.threads = device, int(seed), threads
 
     @staticmethod
-    def _check_objective(objective, map_fraction, adaptive_power, path, sigma_min, sigma,
-                         device):
+    def _check_objective(objective, map_fraction, adaptive_power, path, sigma_min, sigma):
         """(objective, map_fraction, adaptive_power) checked: a flow map (meanflow,
         shortcut; flowmap.py) trains on the straight path (on the CPU: ``fit``)."""
         from fmnumpy.euclidean.flowmap import objective_code
@@ -219,9 +217,8 @@ class FlowMatcher(Estimator):
         if not 0.0 < map_fraction <= 1.0:
             raise FmnumpyError(f"map_fraction (the share of each batch on the map's target) "
                                f"must be in (0, 1], got {map_fraction}")
-        if adaptive_power is not None:
-            adaptive_power = (0.0 if adaptive_power == 0 else
-                              positive_finite("adaptive_power", adaptive_power, " (0: off)"))
+        adaptive_power = (0.0 if adaptive_power == 0 else
+                          positive_finite("adaptive_power", adaptive_power, " (0: off)"))
         if objective != "fm":
             if path != "straight" or sigma_min != 0.0 or sigma != 0.0:
                 raise FmnumpyError(f"objective {objective!r} trains on the straight path with "
@@ -255,8 +252,6 @@ class FlowMatcher(Estimator):
     train_seconds_ = property(lambda self: self.state_.seconds, doc="seconds of training")
     dim_ = property(lambda self: None if self.spec_ is None else self.spec_.dim,
                     doc="the data dimension D")
-    power_ = property(lambda self: ADAPTIVE_POWER[self.objective] if self.adaptive_power is None
-                      else self.adaptive_power, doc="the adaptive loss weight's power p in use")
 
     def require_device(self):
         """Raise one line when the model is on ``device="cuda"`` and no GPU can be
@@ -347,7 +342,7 @@ class FlowMatcher(Estimator):
         if self.objective != "fm":
             from fmnumpy.euclidean.flowmap import MapStepper
             return MapStepper(self.spec_, self.opt, self.objective, self.map_fraction,
-                              self.power_, batch_size,
+                              self.adaptive_power, batch_size,
                               self.time_power if self.map_time_power is None
                               else self.map_time_power, self.seed, self.map_teacher)
         noise = _stream.PathNoise(path[0] in NOISY, self.spec_.dim, batch_size, self.seed,

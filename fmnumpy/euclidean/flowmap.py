@@ -34,10 +34,12 @@ from fmnumpy.errors import FmnumpyError, positive_int
 from fmnumpy.nn.mlp import (Workspace, input_features, mlp_backward, mlp_forward,
                             wave_tangent_cpu, zero_grad)
 from fmnumpy.nn.tangents import mlp_forward_jvp
-from fmnumpy.euclidean.step import hyper_of
+from fmnumpy.ode.solvers import solve_in_chunks
+from fmnumpy.euclidean.paths import straight_path
+from fmnumpy.euclidean.step import hyper_of, step_chunks
 from fmnumpy.train.state import EMA, GRAD, THETA
 from fmnumpy.train.times import time_from_uniform
-from fmnumpy.train.update import apply_update, hyper_at
+from fmnumpy.train.update import apply_update
 
 OBJECTIVES = ("fm", "meanflow", "shortcut")
 MEANFLOW, SHORTCUT = 1, 2                  # the compiled code's objective codes
@@ -208,20 +210,17 @@ def map_loss_and_grad(theta, ema, dtheta, net, obj, batch, work):
     """L(theta) on ``batch`` and dtheta = dL/dtheta (overwritten).
 
     obj = (code, n_map, p, c, teacher): MEANFLOW or SHORTCUT, the map rows (the last n_map),
-    the weight's power and offset, MeanFlow's velocity from the EMA teacher (else x1 - x0).  batch = (x0, x1, s, h, g): (B, D), (B, D), s, h, g (B,),
-    h = 0 on the plain rows, g the shortcut teacher's gap.  work = (xs, vs, tgt, du, y, sm,
-    X, A, Z, G1, G2, S, U, T1, T2) (:class:`MapWork`)."""
+    the weight's power and offset, MeanFlow's velocity from the EMA teacher (else x1 - x0).
+    batch = (x0, x1, s, h, g): (B, D), (B, D), s, h, g (B,), h = 0 on the plain rows, g the
+    shortcut teacher's gap.  work = (xs, vs, tgt, du, y, sm, X, A, Z, G1, G2, S, U, T1, T2)
+    (:class:`MapWork`)."""
     sizes, kind, feats = net
     code, n_map, p, c, teacher = obj
     x0, x1, s, h, g = batch
     xs, vs, tgt, du, y, sm, X, A, Z, G1, G2, S, U, T1, T2 = work
-    B, D = x0.shape
-    for i in range(B):                          # the straight path and its velocity
-        for d in range(D):
-            xs[i, d] = (1.0 - s[i]) * x0[i, d] + s[i] * x1[i, d]
-            vs[i, d] = x1[i, d] - x0[i, d]
-            tgt[i, d] = vs[i, d]
-    lo = B - n_map
+    straight_path(x0, x1, s, 0.0, xs, vs)      # the path at s and its velocity
+    tgt[:] = vs                                 # the plain rows' target
+    lo = x0.shape[0] - n_map
     if n_map > 0:
         part = (X[lo:], A, U[lo:], T1, T2)
         if code == MEANFLOW:
@@ -333,24 +332,13 @@ class MapStepper:
         self.times = MapTimes(code, n_map, time_power, seed, config.DATA_CHUNK_STEPS)
 
     def run(self, state, stream, n, total):
-        from fmnumpy.euclidean.stream import chunk_steps
-        left = n
-        while left > 0:
-            s = state.step
-            m = chunk_steps(s, left)
-            x0, x1, t, _ = stream.batches(s, m)
+        """Up to n steps (``step.step_chunks``); the 1-based step of a non-finite loss, or 0."""
+        def take(s, m, batch, hypers, losses):
+            x0, x1, _, _ = batch
             S, H, G = self.times.times(s, m, stream.t)
-            hypers = np.array([hyper_at(self.opt, k, total) for k in range(s + 1, s + m + 1)],
-                              dtype=np.float64)
-            losses = np.empty(m)
-            taken = map_train_steps(state.buf, self.net, self.obj, (x0, x1, S, H, G), hypers,
-                                    self.work, losses)
-            state.step = s + taken
-            state.losses.extend(losses[:taken].tolist())
-            if taken < m:
-                return s + taken + 1
-            left -= m
-        return 0
+            return map_train_steps(state.buf, self.net, self.obj, (x0, x1, S, H, G), hypers,
+                                   self.work, losses)
+        return step_chunks(state, stream, n, total, self.opt, take)
 
     def pull(self, state):
         """The state already lives on the host."""
@@ -362,7 +350,7 @@ class MapStepper:
 # sampling: K jumps of the map
 # ----------------------------------------------------------------------------
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def map_jumps(theta, net, x, t0, t1, K, X, A, s, h, traj):
     """x (B, D) moved in place by K jumps of the map from t0 to t1: x <- x + h u(x, s, s + h)
     with h = (t1 - t0) / K; traj (K + 1, B, D) records the states when it has rows."""
@@ -403,21 +391,23 @@ def check_jumps(spec, steps, t0, t1, labels, guidance):
 def jump(theta, spec, x0, steps, t0=0.0, t1=1.0, record=0, labels=None, guidance=1.0,
          chunk=4096):
     """K = ``steps`` jumps of a flow map from t0 to t1 (t1 > t0): x(t1) (N, D), and with
-    ``record`` the states after each jump (K + 1, N, D).  Rows in chunks of ``chunk``.
-    The GPU's twin: ``cuda.cuda_sample(..., jumps=True)``."""
+    ``record`` the states after each jump (K + 1, N, D).  Rows in chunks of ``chunk`` on
+    Numba's threads (``ode.solvers.solve_in_chunks``).  The GPU's twin:
+    ``cuda.cuda_sample(..., method="jump")``."""
     K = check_jumps(spec, steps, t0, t1, labels, guidance)
     x = np.array(x0, dtype=DTYPE, order="C", copy=True)
     N = x.shape[0]
     traj = np.zeros((K + 1 if record else 0, N, spec.dim), dtype=DTYPE)
     net = (spec.sizes, spec.kind, spec.feats)
     theta = np.asarray(theta, dtype=DTYPE)
-    for lo in range(0, N, chunk):
-        hi = min(N, lo + chunk)
+
+    def solve(lo, hi):
         ws = Workspace(spec.sizes, hi - lo)
         s, h = np.empty(hi - lo, DTYPE), np.empty(hi - lo, DTYPE)
-        part = x[lo:hi]
-        map_jumps(theta, net, part, float(t0), float(t1), K, ws.X, ws.A, s, h,
+        map_jumps(theta, net, x[lo:hi], float(t0), float(t1), K, ws.X, ws.A, s, h,
                   traj[:, lo:hi] if record else traj[:, :0])
+
+    solve_in_chunks(N, chunk, solve)
     return (x, traj) if record else x
 
 

@@ -187,6 +187,29 @@ def split_train_steps(state, net, path, batches, hypers, split, losses):
     return X0.shape[0]
 
 
+def step_chunks(state, stream, n, total, opt, take):
+    """Take up to n steps of a run of ``total`` on ``stream``'s batches, a data chunk's steps
+    per compiled call: ``take(s, m, (x0, x1, t, y), hypers, losses)`` takes the m steps from
+    0-based step s and returns how many it took (fewer: a non-finite loss).  Updates the
+    state's step and losses; returns the 1-based step whose loss was not finite, else 0.
+    Shared by :class:`CpuStepper` and ``flowmap.MapStepper``."""
+    from fmnumpy.euclidean.stream import chunk_steps
+    left = n
+    while left > 0:
+        s = state.step
+        m = chunk_steps(s, left)
+        hypers = np.array([hyper_at(opt, k, total) for k in range(s + 1, s + m + 1)],
+                          dtype=np.float64)
+        losses = np.empty(m)
+        taken = take(s, m, stream.batches(s, m), hypers, losses)
+        state.step = s + taken
+        state.losses.extend(losses[:taken].tolist())
+        if taken < m:
+            return s + taken + 1
+        left -= m
+    return 0
+
+
 # The range of widest hidden layers for which CpuStepper takes the data-parallel
 # step by default, measured on 2 threads with each variant in its own process
 # (bench/results/split_step.md, batch 256): 1.38x at 64 wide, 1.20x at 128 and
@@ -222,32 +245,21 @@ class CpuStepper:
         """Take up to n steps of a run of ``total`` on ``stream``'s batches, a data
         chunk's steps per compiled call (:func:`train_steps`); returns the 1-based step
         whose loss was not finite (state left before it), else 0."""
-        from fmnumpy.euclidean.stream import chunk_steps
         steps = split_train_steps if self.threads > 1 else train_steps
+
+        def take(s, m, batch, hypers, losses):
+            x0, x1, t, y = batch
+            return steps(state.buf, self.net, self.path, (x0, x1, t, self.noise.noises(s, m), y),
+                         hypers, self.work, losses)
         blas = None
         if self.threads > 1:
             from fmnumpy.threads import single_threaded_blas
             blas = single_threaded_blas()
         try:
-            left = n
-            while left > 0:
-                s = state.step
-                m = chunk_steps(s, left)
-                x0, x1, t, y = stream.batches(s, m)
-                hypers = np.array([hyper_at(self.opt, k, total) for k in range(s + 1, s + m + 1)],
-                                  dtype=np.float64)
-                losses = np.empty(m)
-                taken = steps(state.buf, self.net, self.path,
-                              (x0, x1, t, self.noise.noises(s, m), y), hypers, self.work, losses)
-                state.step = s + taken
-                state.losses.extend(losses[:taken].tolist())
-                if taken < m:
-                    return s + taken + 1
-                left -= m
+            return step_chunks(state, stream, n, total, self.opt, take)
         finally:
             if blas is not None:
                 blas.restore_original_limits()
-        return 0
 
     def pull(self, state):
         """The state already lives on the host."""

@@ -13,7 +13,6 @@ import numpy as np
 from fmnumpy.errors import FmnumpyError
 
 METRIC = "w2"        # the metric of the ratios and the plot, where the family reports it
-TIMING = ("train_seconds",)    # measured, not computed: not expected equal between reruns
 
 
 def read_runs(out):
