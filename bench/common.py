@@ -460,3 +460,45 @@ def w2_nfe_axes(ax, title):
     ax.set_ylabel("W2 / floor")
     ax.set_title(title)
     ax.axhline(1.0, color="gray", lw=0.8, ls="--")
+
+
+# ---- grids of training runs, on fmnumpy's sweep (docs/sweeps.md) ------------------------------
+
+def sweep_arguments(ap):
+    """The options of a benchmark whose runs go through ``fmnumpy sweep``."""
+    ap.add_argument("--workers", type=int, default=2,
+                    help="Dask worker processes of a local cluster (default 2)")
+    ap.add_argument("--threads-per-run", type=int, default=1,
+                    help="threads of each run (default 1; the same count reproduces a run "
+                         "bit for bit)")
+    ap.add_argument("--scheduler", default=None, help="a running Dask scheduler's address")
+    ap.add_argument("--sweep-dir", default=None,
+                    help="the sweep's folder (default bench/runs/NAME-HASH of the spec); a "
+                         "rerun skips finished runs and resumes interrupted ones")
+
+
+def run_sweep(raw, name, a):
+    """Train every run of the sweep spec ``raw`` (a dict, as the TOML would give) with
+    ``fmnumpy sweep``'s machinery and the options of :func:`sweep_arguments`; returns
+    [(run, its folder)] in the spec's order.  Each folder holds checkpoint.npz and
+    metrics.json, so a benchmark scores the trained models by its own protocol."""
+    import hashlib
+    from fmnumpy.cli.main import sweep_cli
+    from fmnumpy.sweep import execute, spec as sweep_spec, summary
+    cli = sweep_cli()
+    spec = sweep_spec.check_spec(raw, cli, f"bench/{name}.py's spec")
+    out = a.sweep_dir or os.path.join(REPO, "bench", "runs", name + "-" + hashlib.sha1(
+        json.dumps(raw, sort_keys=True).encode()).hexdigest()[:12])
+    print(f"sweep in {out} ({a.workers} workers x {a.threads_per_run} threads)", flush=True)
+    done, failed = execute.run_sweep(spec, out, cli.main, a.scheduler, a.workers,
+                                     a.threads_per_run,
+                                     say=lambda s: print(s, file=sys.stderr, flush=True))
+    if failed:
+        raise SystemExit(f"{failed} runs failed; rerun to retry them (finished runs are kept)")
+    summary.summarize(out, plot=False)
+    return [(r, execute.run_folder(out, r)) for r in sweep_spec.runs(spec)]
+
+
+def train_option(v):
+    """A FlowMatcher option's value as a sweep spec gives it (tuples of widths as text)."""
+    return ",".join(map(str, v)) if isinstance(v, (tuple, list)) else v

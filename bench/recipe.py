@@ -4,14 +4,18 @@ configurations share batch size and time sampling), samples from the same prior 
 and is scored against the same 2,000 fresh data points (exact W2, the workloads of bench/README.md), as a
 ratio to the data floor (the mean W2 between two fresh 2,000-point draws over 20
 pairs).  Configurations alternate within a seed, so drift of the machine's speed hits
-them alike; each run trains in a fresh process.
+them alike.  The runs are one ``fmnumpy sweep`` (each configuration a [configs.NAME],
+times the datasets, times the seeds) on a local Dask cluster of ``--workers`` processes
+or on ``--scheduler``; an interrupted benchmark rerun skips the runs that ended and
+resumes the others from their checkpoints.
 
     python bench/recipe.py [--datasets 2spirals ...] [--configs default fourier ...]
         [--seeds 0 1 2] [--steps 20000] [--out bench/results/recipe.json]
+        [--workers 2 --threads-per-run 1 | --scheduler ADDRESS]
 
-Writes the JSON after every run (an interrupted run keeps what it measured) and prints
-a table: per configuration and dataset the mean W2 / floor with its range over seeds,
-and the training seconds.
+Scores every trained run by the protocol, writes the JSON and prints a table: per
+configuration and dataset the mean W2 / floor with its range over seeds, and the
+training seconds.
 """
 import argparse
 import json
@@ -23,6 +27,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench import common  # noqa: E402
 from fmnumpy import DEFAULTS, FlowMatcher  # noqa: E402
 from fmnumpy.euclidean import datasets
 from fmnumpy.metrics import w2  # noqa: E402
@@ -53,32 +58,30 @@ def data_floor(name, pairs=FLOOR_PAIRS, n=N, seed=10_000, stratified=True):
     return float(np.mean(vals)), float(np.std(vals))
 
 
-def train_and_sample(name, config, seed, steps, out):
-    """One run (in a fresh process): train, then N samples (RK4 100 steps, EMA
-    weights, prior draw default_rng(1000 + seed)) saved to ``out``; prints a JSON line."""
-    opts = dict(CONFIGS[config])
-    steps = opts.pop("steps", steps)
-    batch = opts.pop("batch_size", DEFAULTS["batch_size"])
-    fm = FlowMatcher(seed=seed, **opts)
-    t0 = time.perf_counter()
-    fm.fit(name, steps=steps, batch_size=batch, progress=False)
-    train_s = time.perf_counter() - t0
-    np.save(out, fm.sample(N, seed=1000 + seed))
-    np.save(out.replace(".npy", "_qmc.npy"), fm.sample(N, seed=1000 + seed, qmc=True))
-    print(json.dumps({"dataset": name, "config": config, "seed": seed, "steps": steps,
-                      "batch_size": batch, "train_s": train_s, "samples": out}))
+def sweep_spec(configs, datasets_, seeds, steps):
+    """The sweep of the comparison: each configuration a [configs.NAME] of train options
+    (its own steps, else ``steps``), times the datasets, times the seeds."""
+    named = {}
+    for c in configs:
+        opts = dict(CONFIGS[c])
+        named[c] = {k: common.train_option(v) for k, v in dict(steps=opts.pop("steps", steps),
+                                                              **opts).items()}
+    return {"family": "euclidean", "seeds": list(seeds), "configs": named,
+            "grid": {"dataset": list(datasets_)}, "baseline": {"config": configs[0]}}
 
 
-def child_run(name, config, seed, steps):
-    """:func:`train_and_sample` in a child process, so that every run's training time
-    is that of a fresh process (no thread pools left spinning by an earlier run)."""
-    import subprocess
-    import tempfile
-    out = os.path.join(tempfile.mkdtemp(), "x.npy")
-    line = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", name, config,
-                           str(seed), str(steps), out], check=True, capture_output=True,
-                          text=True).stdout.strip().splitlines()[-1]
-    return json.loads(line)
+def score(folder, name, seed, fresh, fresh_iid):
+    """One trained run, by the protocol: N samples (RK4 100 steps, EMA weights, prior draw
+    default_rng(1000 + seed)), and as many quasi-random ones, against the fresh data."""
+    fm = FlowMatcher.load(os.path.join(folder, "checkpoint.npz"))
+    with open(os.path.join(folder, "metrics.json")) as f:
+        m = json.load(f)
+    x = fm.sample(N, seed=1000 + seed)
+    run = {"dataset": name, "seed": seed, "steps": m["steps"], "batch_size": fm.batch_size_,
+           "train_s": m["train_seconds"], "w2": float(w2(x, fresh)),
+           "w2_qmc": float(w2(fm.sample(N, seed=1000 + seed, qmc=True), fresh))}
+    run["w2_iid"] = float(w2(x, fresh_iid)) if name in datasets.STRATIFIED else run["w2"]
+    return run
 
 
 def table(res, key="w2", floors="floors"):
@@ -102,10 +105,6 @@ def table(res, key="w2", floors="floors"):
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["--child"]:
-        name, config, seed, steps, out = argv[1:]
-        return train_and_sample(name, config, int(seed), int(steps), out)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--datasets", nargs="+", default=list(SETS))
     ap.add_argument("--configs", nargs="+", default=["old", "default"], choices=list(CONFIGS))
@@ -113,42 +112,39 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=DEFAULTS["steps"])
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
                                                    "recipe.json"))
+    common.sweep_arguments(ap)
     a = ap.parse_args(argv)
     res = {"settings": {"steps": a.steps, "n": N, "floor_pairs": FLOOR_PAIRS,
-                        "sampler": "rk4, 100 steps, EMA weights"},
+                        "sampler": "rk4, 100 steps, EMA weights", "workers": a.workers,
+                        "threads_per_run": a.threads_per_run},
            "configs": {c: {k: list(v) if isinstance(v, tuple) else v
                            for k, v in CONFIGS[c].items()} for c in a.configs},
            "datasets": a.datasets, "seeds": a.seeds,
            "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
            "started": time.strftime("%Y-%m-%d %H:%M:%S"), "floors": {}, "floors_iid": {},
            "runs": []}
+    runs = common.run_sweep(sweep_spec(a.configs, a.datasets, a.seeds, a.steps), "recipe", a)
     for name in a.datasets:
         res["floors"][name] = data_floor(name)
         # independent draws: the same set without stratification (datasets.STRATIFIED)
         res["floors_iid"][name] = (data_floor(name, stratified=False)
                                    if name in datasets.STRATIFIED else res["floors"][name])
-        fresh = [datasets.sample(name, N, np.random.default_rng([20_000, seed]))
-                 for seed in a.seeds]
-        fresh_iid = [datasets.sample(name, N, np.random.default_rng([20_001, seed]),
-                                     stratified=False) for seed in a.seeds]
-        for si, seed in enumerate(a.seeds):
+        for seed in a.seeds:
+            fresh = datasets.sample(name, N, np.random.default_rng([20_000, seed]))
+            fresh_iid = datasets.sample(name, N, np.random.default_rng([20_001, seed]),
+                                        stratified=False)
             for config in a.configs:
-                run = child_run(name, config, seed, a.steps)
-                path = run.pop("samples")
-                x, xq = np.load(path), np.load(path.replace(".npy", "_qmc.npy"))
-                run["w2"] = float(w2(x, fresh[si]))
-                run["w2_qmc"] = float(w2(xq, fresh[si]))
-                run["w2_iid"] = (float(w2(x, fresh_iid[si])) if name in datasets.STRATIFIED
-                                 else run["w2"])
+                folder = next(f for r, f in runs if r.seed == seed and dict(r.config) ==
+                              {"config": config, "dataset": name})
+                run = dict(score(folder, name, seed, fresh, fresh_iid), config=config)
                 res["runs"].append(run)
                 print(f"{name} seed {seed} {config}: W2 {run['w2']:.4f} "
                       f"({run['w2'] / res['floors'][name][0]:.2f}x floor) "
-                      f"train {run['train_s']:.1f} s",
-                      flush=True)
-                if a.out:
-                    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-                    with open(a.out, "w") as f:
-                        json.dump(res, f, indent=1)
+                      f"train {run['train_s']:.1f} s", flush=True)
+    if a.out:
+        os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+        with open(a.out, "w") as f:
+            json.dump(res, f, indent=1)
     print(table(res))
     print("\nAgainst independent draws of the same sets (W2 / their floor):")
     print(table(res, "w2_iid", "floors_iid"))

@@ -16,7 +16,7 @@ from reference import REPO, assert_one_line_error, run
 pytest.importorskip("distributed")
 
 from fmnumpy.cli.main import sweep_cli  # noqa: E402
-from fmnumpy.sweep import execute, spec as sweep_spec  # noqa: E402
+from fmnumpy.sweep import execute, spec as sweep_spec, summary as sweep_summary  # noqa: E402
 
 CLI = sweep_cli()
 
@@ -50,6 +50,12 @@ def write(tmp_path, text, name="spec.toml"):
     ('family = "manifold"\n[grid]\ndataset = ["moons"]', "set family = 'euclidean'"),
     ('[grid]\ndataset = ["moons"]\n[baseline]\ndataset = "rings"', "baseline"),
     ('[grid\ndataset = 1', "not valid TOML"),
+    ('[grid]\ndataset = ["moons"]\n[configs.a]\nlr = 1e-3\n[configs.b]\nlr = 1e-3',
+     "set the same options"),
+    ('[grid]\nlr = [1e-3]\n[configs.a]\nlr = 2e-3', "also in the grid"),
+    ('[grid]\nconfig = ["a"]', "cannot be a grid key"),
+    ('[grid]\ndataset = ["moons"]\n[configs.a]\nwidth = 3', "unknown option 'width'"),
+    ('[configs.a]\nlr = 1e-3\n[baseline]\nconfig = "b"', "baseline config = 'b'"),
 ])
 def test_bad_specs_are_one_line_before_anything_runs(tmp_path, capsys, text, words):
     code = run(["sweep", write(tmp_path, text), "--out", tmp_path / "out"])
@@ -81,6 +87,31 @@ def test_the_runs_are_the_grid_times_the_seeds_with_stable_folders():
     assert s.baseline == {"hidden": "8"}                   # the data pair the runs instead
     line = sweep_spec.argv(s, runs[0], "DIR", 1)
     assert line[:1] == ["train"] and "--resume" not in line and "--seed" in line
+
+
+def test_named_configurations_multiply_the_grid_and_head_the_summary(tmp_path):
+    """[configs.NAME]: one more axis, ``config``, first; its options merged with the fixed
+    ones and the grid's; the summary's rows and ratios by configuration."""
+    s = sweep_spec.check_spec({"seeds": [0, 1], "fixed": {"steps": 5},
+                               "configs": {"small": {"hidden": [8, 8]},
+                                           "wide": {"hidden": "32", "lr": 1e-3}},
+                               "grid": {"dataset": ["moons", "rings"]}}, CLI)
+    runs = sweep_spec.runs(s)
+    assert len(runs) == 8 and len({r.key for r in runs}) == 8
+    assert s.baseline == {"config": "small"}
+    wide = [r for r in runs if dict(r.config)["config"] == "wide"]
+    assert [k for k, _ in wide[0].config] == ["config", "dataset"]
+    assert wide[0].options == {"steps": 5, "hidden": "32", "lr": 1e-3,
+                               "dataset": wide[0].options["dataset"]}
+    out = str(tmp_path / "out")
+    for r, line in execute.prepare(s, out, 1):          # metrics without training
+        w2 = (2.0 if dict(r.config)["config"] == "wide" else 1.0) * (1 + r.seed)
+        (tmp_path / "out" / "runs" / r.key / "metrics.json").write_text(json.dumps({"w2": w2}))
+    lines = sweep_summary.summarize(out, plot=False)
+    assert "| config | dataset | seeds | w2 | w2 / baseline |" in lines
+    assert "| wide | rings | 2 | 3 (2, 4) | 2.000 (2.000, 2.000) |" in lines
+    assert (tmp_path / "out" / "summary.csv").read_text().splitlines()[0].startswith(
+        "run,config,dataset,seed")
 
 
 @pytest.fixture(scope="module")

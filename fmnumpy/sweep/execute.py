@@ -32,7 +32,8 @@ def run_folder(out, run):
 
 def _identity(spec):
     return {"family": spec.family, "seeds": spec.seeds, "fixed": spec.fixed,
-            "grid": spec.grid, "baseline": spec.baseline}
+            "grid": spec.grid, "baseline": spec.baseline,
+            **({"configs": spec.configs} if spec.configs else {})}
 
 
 def check_folder(spec, out):
@@ -89,6 +90,17 @@ def train_run(folder, line, main):
         last = (err.getvalue().strip().splitlines() or [f"exit code {code}"])[-1]
         raise RuntimeError(f"{os.path.basename(folder)}: {last}")
     return _read_metrics(folder)
+
+
+def _processing(client):
+    """How many tasks the scheduler's workers are running now: of the tasks each worker
+    holds, at most as many as it has threads."""
+    try:
+        threads = client.nthreads()
+        return sum(min(len(keys), threads.get(w, 1))
+                   for w, keys in client.processing().items())
+    except Exception:            # a scheduler gone mid-sweep: the count is only progress
+        return 0
 
 
 def _read_metrics(folder):
@@ -149,9 +161,10 @@ def run_sweep(spec, out, main, scheduler=None, workers=2, threads=1, say=print):
             else:
                 failed += 1
                 say(f"failed: {fut.exception()}")
-            running = sum(f.status == "pending" for f in futures)
-            say(f"runs done {done}, running or waiting {running}, failed {failed} "
-                f"of {len(todo)} ({time.perf_counter() - t0:.0f} s)")
+            waiting = sum(f.status == "pending" for f in futures)
+            running = min(waiting, _processing(client))
+            say(f"runs done {done}, running {running}, waiting {waiting - running}, failed "
+                f"{failed} of {len(todo)} ({time.perf_counter() - t0:.0f} s)")
         return done, failed
     finally:
         if client is not None:

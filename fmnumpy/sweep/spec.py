@@ -10,6 +10,14 @@ seeds; its runs are the Cartesian product of the grid times the seeds (docs/swee
     dataset = ["2spirals", "moons"]
     hidden = ["64,64", "128,128"]
 
+Options that change together go in named configurations, which multiply the grid like one
+more key, ``config`` (its baseline: ``baseline = { config = "default" }``)::
+
+    [configs.default]
+    [configs.wide]
+    hidden = "256,256,256"
+    x-freqs = 0
+
 Keys are ``fmnumpy train``'s long options (``batch-size`` or ``batch_size``); a value is
 what the option takes (true/false for a flag; a list of widths for ``hidden`` is joined
 with commas).  Each run is the train command line of its options: checked here by the
@@ -31,8 +39,11 @@ OWNED = ("out", "seed", "resume", "threads", "no_progress", "no_plots", "checkpo
 PAIRED = ("dataset", "data")      # a ratio compares runs on the same data
 CHECKPOINT_EVERY = 500      # steps between a run's checkpoints (what a crash can lose)
 
-Spec = namedtuple("Spec", "family seeds fixed grid baseline flags")
-"""flags: the train options that are flags (true/false in the spec)."""
+CONFIG = "config"     # the grid key of the named configurations
+
+Spec = namedtuple("Spec", "family seeds fixed grid baseline flags configs")
+"""configs: {name: options} of the named configurations ({} when none); flags: the train
+options that are flags (true/false in the spec)."""
 Cli = namedtuple("Cli", "build_parser family main")
 """The command line's parser, its family rule (the parsed train options -> a family) and
 ``main``, handed in by ``cli/main.py`` (the sweep does not import the command line)."""
@@ -73,10 +84,10 @@ def load_spec(path, cli):
 
 
 def check_spec(raw, cli, where="the spec"):
-    unknown = sorted(set(raw) - {"family", "seeds", "fixed", "grid", "baseline"})
+    unknown = sorted(set(raw) - {"family", "seeds", "fixed", "grid", "baseline", "configs"})
     if unknown:
         raise FmnumpyError(f"{where}: unknown key {unknown[0]!r}; a spec has family, seeds, "
-                           "[fixed], [grid] and baseline")
+                           "[fixed], [grid], [configs.NAME] and baseline")
     family = raw.get("family", "euclidean")
     if family not in FAMILIES:
         raise FmnumpyError(f"{where}: unknown family {family!r}; choose one of: "
@@ -92,11 +103,30 @@ def check_spec(raw, cli, where="the spec"):
             raise FmnumpyError(f"{where}: grid key {k!r} needs a non-empty list of values, "
                                f"got {vals!r}")
         grid[_dest(k)] = [_value(v) for v in vals]
-    if not grid:
+    named = {}
+    for name, opts in dict(raw.get("configs", {})).items():
+        if not isinstance(opts, dict):
+            raise FmnumpyError(f"{where}: configs.{name} must be a table of options, got "
+                               f"{opts!r}")
+        named[name] = {_dest(k): _value(v) for k, v in opts.items()}
+    if not grid and not named:
         raise FmnumpyError(f"{where}: the grid is empty; give [grid] at least one option "
-                           "with a list of values")
+                           "with a list of values (or [configs.NAME] tables)")
+    if CONFIG in grid:
+        raise FmnumpyError(f"{where}: {CONFIG!r} names the [configs.NAME] tables; it cannot "
+                           "be a grid key")
+    seen = {}
+    for name, opts in named.items():
+        same = seen.setdefault(json.dumps(opts, sort_keys=True), name)
+        if same != name:
+            raise FmnumpyError(f"{where}: configs {same!r} and {name!r} set the same options; "
+                               "keep one")
+        clash = sorted(set(opts) & (set(fixed) | set(grid)))
+        if clash:
+            raise FmnumpyError(f"{where}: configs.{name} sets {clash[0]!r}, which is also "
+                               f"{'fixed' if clash[0] in fixed else 'in the grid'}; keep one")
     dests = _train_dests(cli)
-    for k in list(fixed) + list(grid):
+    for k in list(fixed) + list(grid) + [k for opts in named.values() for k in opts]:
         if k in OWNED:
             raise FmnumpyError(f"{where}: {k!r} is set by the sweep for each run; drop it")
         if k not in dests:
@@ -105,25 +135,39 @@ def check_spec(raw, cli, where="the spec"):
     both = sorted(set(fixed) & set(grid))
     if both:
         raise FmnumpyError(f"{where}: {both[0]!r} is both fixed and in the grid; keep one")
+    axes = ({CONFIG: list(named)} if named else {}) | grid
     baseline = {_dest(k): _value(v) for k, v in dict(raw.get("baseline", {})).items()}
     for k, v in baseline.items():
-        if k not in grid or v not in grid[k]:
+        if k not in axes or v not in axes[k]:
             raise FmnumpyError(f"{where}: baseline {k} = {v!r} is not a value of the grid's "
                                f"{k!r}")
     # unnamed keys: their first value, except the data's, which pair the runs instead
-    baseline = {k: baseline.get(k, grid[k][0]) for k in grid
+    baseline = {k: baseline.get(k, axes[k][0]) for k in axes
                 if k in baseline or k not in PAIRED}
     spec = Spec(family, list(seeds), fixed, grid, baseline,
-                frozenset(k for k, flag in dests.items() if flag))
+                frozenset(k for k, flag in dests.items() if flag), named)
     for config in configs(spec):                # each combination's command line, once
-        check_run(spec, Run("", config, seeds[0], dict(fixed, **dict(config))), cli)
+        check_run(spec, Run("", config, seeds[0], options(spec, config)), cli)
     return spec
 
 
+def axes(spec):
+    """{key: values} the runs vary over: ``config`` (the named configurations) first, if
+    any, then the grid's keys."""
+    return ({CONFIG: list(spec.configs)} if spec.configs else {}) | spec.grid
+
+
 def configs(spec):
-    """Every grid combination, as a tuple of (option, value) in the grid's order."""
-    keys = list(spec.grid)
-    return [tuple(zip(keys, vals)) for vals in itertools.product(*(spec.grid[k] for k in keys))]
+    """Every combination of the axes, as a tuple of (key, value) in their order."""
+    ax = axes(spec)
+    return [tuple(zip(ax, vals)) for vals in itertools.product(*ax.values())]
+
+
+def options(spec, config):
+    """A combination's train options: the fixed ones, its named configuration's, its grid
+    values."""
+    config = dict(config)
+    return dict(spec.fixed, **spec.configs.get(config.pop(CONFIG, None), {}), **config)
 
 
 def run_key(family, options, seed):
@@ -137,8 +181,8 @@ def runs(spec):
     out = []
     for seed in spec.seeds:
         for config in configs(spec):
-            options = dict(spec.fixed, **dict(config))
-            out.append(Run(run_key(spec.family, options, seed), config, seed, options))
+            opts = options(spec, config)
+            out.append(Run(run_key(spec.family, opts, seed), config, seed, opts))
     return out
 
 

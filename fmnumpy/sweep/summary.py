@@ -48,7 +48,8 @@ def summarize(out, plot=True):
         raise FmnumpyError(f"{out} holds runs but no sweep.json; pass the --out of a sweep")
     with open(os.path.join(out, "sweep.json")) as f:
         sweep = json.load(f)
-    grid_keys, baseline = list(sweep["grid"]), sweep["baseline"]
+    axes = ({"config": list(sweep["configs"])} if sweep.get("configs") else {}) | sweep["grid"]
+    grid_keys, baseline = list(axes), sweep["baseline"]
     ended = [(o, m) for o, m in runs if m is not None]
     names = sorted({k for _, m in ended for k, v in m.items()
                     if isinstance(v, (int, float)) and not isinstance(v, bool)})
@@ -72,7 +73,7 @@ def summarize(out, plot=True):
     head = grid_keys + ["seeds"] + shown + [f"{metric} / baseline"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     labels, means, spans = [], [], []
-    order = [tuple(v) for v in itertools.product(*(sweep["grid"][k] for k in grid_keys))]
+    order = [tuple(v) for v in itertools.product(*axes.values())]
     for config in [c for c in order if c in by]:
         seeds = by[config]
         cells = list(config) + [len(seeds)]
