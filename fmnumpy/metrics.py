@@ -279,3 +279,73 @@ def evaluate(samples, data, max_points=2000):
     n = min(samples.shape[0], data.shape[0], int(max_points))
     a, b = samples[:n], data[:n]
     return dict(w2=w2(a, b), mmd=mmd_rbf(a, b), energy=energy_distance(a, b), n=n)
+
+
+# ---- classifier two-sample test ---------------------------------------------------------------
+
+C2ST_FOLDS = 5
+C2ST_BATCH = 200          # minibatch of the classifier's Adam
+C2ST_LR = 1e-3
+C2ST_L2 = 1e-4            # alpha: L2 penalty (alpha / 2) ||theta||^2 per batch of C2ST_BATCH
+C2ST_TOL, C2ST_PATIENCE = 1e-4, 10   # stop when the epoch loss has not fallen by TOL for
+C2ST_MAX_EPOCHS = 1000               # PATIENCE epochs (or after MAX_EPOCHS)
+
+
+def c2st(a, b, seed=1, folds=C2ST_FOLDS, max_epochs=C2ST_MAX_EPOCHS):
+    """Classifier two-sample test: the cross-validated accuracy of a classifier told to
+    separate the points a (N, D) from b (M, D), as the sbibm benchmark defines it
+    (Lueckmann et al. 2021): both sets standardized by a's mean and standard deviation;
+    an MLP with two hidden layers of 10 D ReLU units and one logit, trained on the binary
+    cross-entropy with Adam (lr 1e-3, batches of 200, L2 1e-4) until its epoch loss stops
+    improving; accuracy on held-out points over ``folds`` shuffled folds, averaged.  About
+    0.5 when a and b are draws of one distribution, 1.0 when they do not overlap.
+
+    The network is fmnumpy's own (``nn.mlp``: its forward and hand-written backward; the
+    velocity's code with D inputs and one output), in float64, drawn from ``seed``."""
+    from fmnumpy.nn.activations import activation_code
+    from fmnumpy.nn.mlp import Workspace, init_params, mlp_backward, mlp_forward, zero_grad
+    from fmnumpy.train.optim import adam_update
+    a, b = check_pair(a, b)
+    _check_nonempty(a, b)
+    folds = positive_int("folds", folds)
+    if folds < 2 or folds > a.shape[0] + b.shape[0]:
+        raise FmnumpyError(f"folds must be from 2 to the number of points, got {folds}")
+    mean, std = a.mean(axis=0), a.std(axis=0)
+    std = np.where(std > 0, std, 1.0)
+    X = (np.concatenate([a, b]) - mean) / std
+    y = np.concatenate([np.zeros(a.shape[0]), np.ones(b.shape[0])])
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(X.shape[0])
+    H, relu = 10 * X.shape[1], activation_code("relu")
+    sizes = np.array([X.shape[1], H, H, 1], dtype=np.int64)
+    accuracy = []
+    for held in np.array_split(order, folds):
+        train = np.setdiff1d(order, held, assume_unique=True)
+        theta = init_params(sizes, rng, dtype=np.float64)
+        m, v, g = np.zeros_like(theta), np.zeros_like(theta), np.zeros_like(theta)
+        best, stale, k = np.inf, 0, 0
+        for _ in range(int(max_epochs)):
+            perm = train[rng.permutation(train.shape[0])]
+            total = 0.0
+            for lo in range(0, perm.shape[0], C2ST_BATCH):
+                rows = perm[lo:lo + C2ST_BATCH]
+                B = rows.shape[0]
+                ws = Workspace(sizes, B, dtype=np.float64)
+                z = mlp_forward(theta, sizes, relu, X[rows], ws.A, ws.Z)[:, 0]
+                # binary cross-entropy of the logit z: softplus(z) - y z, and its derivative
+                total += float(np.sum(np.logaddexp(0.0, z) - y[rows] * z))
+                dz = ((1.0 / (1.0 + np.exp(-z)) - y[rows]) / B)[:, None]
+                zero_grad(g)
+                mlp_backward(dz, theta, sizes, relu, X[rows], ws.A, ws.Z, g, ws.G1, ws.G2,
+                             ws.S, X[:0])
+                k += 1
+                adam_update(theta, g, m, v, k, C2ST_LR, 0.9, 0.999, 1e-8, C2ST_L2 / B, False)
+            loss = total / train.shape[0]
+            stale = stale + 1 if loss > best - C2ST_TOL else 0
+            best = min(best, loss)
+            if stale > C2ST_PATIENCE:
+                break
+        ws = Workspace(sizes, held.shape[0], dtype=np.float64)
+        z = mlp_forward(theta, sizes, relu, X[held], ws.A, np.zeros(0))[:, 0]
+        accuracy.append(float(np.mean((z > 0) == (y[held] == 1))))
+    return float(np.mean(accuracy))

@@ -5,7 +5,7 @@ The layers (docs/architecture.md):
 
     core      errors, config, _cache, threads, metrics, nn/, train/, ode/, couplings/
     families  euclidean/ (with its cuda/), manifold/, discrete/
-    edges     cli/, plots/, sweep/, __main__, and the package's front door fmnumpy/__init__
+    edges     cli/, plots/, sweep/, sbi/, __main__, and the package's front door fmnumpy/__init__
 
 Rules, over every import (absolute or relative, at module level or inside a function):
   1. the core imports no family and no edge;
@@ -23,7 +23,7 @@ import sys
 
 CORE = ("errors", "config", "_cache", "threads", "metrics", "nn", "train", "ode", "couplings")
 FAMILIES = ("euclidean", "manifold", "discrete")
-EDGES = ("cli", "plots", "sweep", "__main__")
+EDGES = ("cli", "plots", "sweep", "sbi", "__main__")
 PLOTTING = ("matplotlib", "imageio")
 
 

@@ -28,7 +28,8 @@ _COMMON_TRAIN = {"dataset", "data", "steps", "batch_size", "lr", "optimizer", "w
 OPTIONS = {
     "train": {
         "euclidean": _COMMON_TRAIN | {
-            "source", "x_freqs", "x_dirs", "sigma", "conditional", "label_column", "label_dropout",
+            "source", "x_freqs", "x_dirs", "sigma", "conditional", "label_column",
+            "condition_columns", "label_dropout",
             "sigma_min", "path", "sb_sigma", "time_power", "coupling", "sinkhorn_reg",
             "metrics_every", "device", "objective", "map_fraction", "adaptive_power"},
         "manifold": _COMMON_TRAIN | {"x_freqs", "time_power", "coupling", "latlon", "preset"},
@@ -36,7 +37,8 @@ OPTIONS = {
     },
     "sample": {
         "euclidean": {"checkpoint", "n", "method", "rtol", "atol", "steps", "seed", "threads",
-                      "device", "log_prob", "out", "plot", "label", "guidance", "qmc", "noise"},
+                      "device", "log_prob", "out", "plot", "label", "guidance", "qmc", "noise",
+                      "condition"},
         "manifold": {"checkpoint", "n", "method", "steps", "seed", "threads", "log_prob",
                      "out", "plot"},
         "discrete": {"checkpoint", "n", "steps", "seed", "threads", "out", "plot"},
@@ -95,6 +97,15 @@ def refuse_others(a, family):
         where = (" is an option of " + " and of ".join(others)) if others else " is not an option here"
         raise FmnumpyError(f"{flag(dest)}{where}; {FAMILY_WORDS[family]} does not take it, "
                            "so drop it")
+
+
+def parse_numbers(flag, text, kind=float):
+    """The comma-separated numbers of an option ("1.5,-2" -> [1.5, -2.0]), or one line."""
+    try:
+        out = [kind(v) for v in str(text).split(",")]
+    except ValueError:
+        raise FmnumpyError(f"{flag} takes numbers separated by commas, got {text!r}") from None
+    return out
 
 
 def fill(a, defaults):

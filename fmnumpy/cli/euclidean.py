@@ -41,8 +41,23 @@ def model(a):
 
 
 def _train_data(a, name, resumed=None):
-    """The training data of ``fmnumpy train``, read once: a toy set or file, with the
-    toy set's labels (--conditional) or a file's label column (--label-column K)."""
+    """(the training data of ``fmnumpy train``, read once: a toy set or file, with the
+    toy set's labels (--conditional) or a file's label column (--label-column K); the
+    conditions (N, K) of a file's --condition-columns, or None)."""
+    if a.condition_columns is not None:
+        if a.data is None:
+            raise FmnumpyError("--condition-columns takes the conditions from your file; add "
+                               "--data FILE")
+        cols = common.parse_numbers("--condition-columns", a.condition_columns, int)
+        rows, c = datasets.split_columns(datasets.load_data(a.data), cols, a.data)
+        return datasets.Data(rows), c
+    if resumed is not None and resumed.spec_.n_cond:
+        raise FmnumpyError("this checkpoint was trained with conditions; pass "
+                           "--condition-columns K,... with --data FILE")
+    return _labelled_data(a, name, resumed), None
+
+
+def _labelled_data(a, name, resumed):
     labels = True if a.conditional else None
     if resumed is not None and resumed.spec_.n_classes and labels is None \
             and a.label_column is None:
@@ -105,7 +120,7 @@ def cmd_train(a):
     fm.require_device()
     a.steps, a.batch_size = common.run_length(a, fm)
     common.resume_from(a, fm, ckpt, a.steps)
-    data = _train_data(a, data, fm if a.resume else None)           # read and checked once
+    data, conditions = _train_data(a, data, fm if a.resume else None)   # read and checked once
     draw = data.draw
     ref = draw(2000, np.random.default_rng([a.seed, 7]))           # (2000, D) for pictures
     every = a.snapshot_every if a.snapshot_every is not None else max(1, a.steps // 10)
@@ -136,7 +151,8 @@ def cmd_train(a):
                  f"energy {m['energy']:.2e}")
 
     source = None if a.source is None else datasets.as_data(a.source)   # read once
-    train_s = common.fit_timed(a, fm, data, a.steps, a.batch_size, ckpt, source=source,
+    more = {} if conditions is None else {"conditions": conditions}
+    train_s = common.fit_timed(a, fm, data, a.steps, a.batch_size, ckpt, source=source, **more,
                                callback=snapshot if (every or a.metrics_every) else None,
                                callback_every=math.gcd(every, a.metrics_every))
     x, traj = fm.sample(2000, seed=a.seed + 1, record=fm.spec_.flow_map or 50)
@@ -172,14 +188,17 @@ def cmd_sample(a):
     fm = _load_for_sampling(a)
     if not a.out.endswith(".npy"):
         raise FmnumpyError(f"--out must name a .npy file, got {a.out!r}")
+    condition = (None if a.condition is None
+                 else common.parse_numbers("--condition", a.condition, float))
     if a.log_prob:
         x, logp = fm.sample(a.n, method=a.method, steps=a.steps, seed=a.seed,
                             return_logprob=True, rtol=a.rtol, atol=a.atol, qmc=a.qmc,
-                            noise=a.noise)
+                            noise=a.noise, labels=a.label, guidance=a.guidance,
+                            condition=condition)
     else:
         x = fm.sample(a.n, method=a.method, steps=a.steps, seed=a.seed, rtol=a.rtol,
                       atol=a.atol, labels=a.label, guidance=a.guidance, qmc=a.qmc,
-                      noise=a.noise)
+                      noise=a.noise, condition=condition)
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     np.save(a.out, x)
     if a.log_prob:

@@ -164,6 +164,9 @@ def _train_parser(sub):
                      "classifier-free guidance")
     lab.add_argument("--label-column", type=int, default=None,
                      help="with --data FILE: column K holds integer class labels")
+    lab.add_argument("--condition-columns", default=None, metavar="K,K,...",
+                     help="with --data FILE: these columns are a continuous condition c; "
+                     "the model learns p(x | c) (docs/conditions.md)")
     euc.add_argument("--label-dropout", type=float, default=None,
                      help="fraction of labels replaced by the null class (default 0.1)")
     euc.add_argument("--sigma-min", type=float, default=None,
@@ -222,6 +225,9 @@ def build_parser():
     s.add_argument("--label", type=int, default=None,
                    help="conditional model: sample this class (default: the whole "
                    "distribution)")
+    s.add_argument("--condition", default=None, metavar="C,C,...",
+                   help="a model of continuous conditions: sample p(x | c) of these numbers "
+                   "(default: the null condition)")
     s.add_argument("--guidance", type=float, default=None,
                    help="classifier-free guidance weight w (default 1)")
     s.add_argument("--qmc", action="store_true", default=None, help="quasi-random "
@@ -296,7 +302,38 @@ def build_parser():
                    "in each run (default %(default)s)")
     w.add_argument("--summary", default=None, metavar="DIR",
                    help="remake DIR's summary from its run folders, and run nothing")
+    _sbi_parser(sub)
     return ap
+
+
+def _sbi_parser(sub):
+    """``fmnumpy sbi train | sample``: posterior estimation on the sbibm tasks (docs/sbi.md)."""
+    b = sub.add_parser("sbi", help="simulation-based inference: train a posterior flow on a "
+                       "task's simulations, sample it (docs/sbi.md)")
+    bs = b.add_subparsers(dest="sbi_command")
+    t = bs.add_parser("train", help="simulate, train q(theta | x), draw its pair plot")
+    t.add_argument("--task", required=True, help="two_moons, gaussian_linear, "
+                   "gaussian_mixture or slcp")
+    t.add_argument("--simulations", type=int, default=10_000,
+                   help="simulations to train on (default %(default)s)")
+    t.add_argument("--steps", type=int, default=None, help="training steps (default 20000)")
+    t.add_argument("--batch-size", type=int, default=256)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=int, default=None)
+    t.add_argument("--out", required=True, help="output folder")
+    t.add_argument("--no-progress", action="store_true")
+    p = bs.add_parser("sample", help="posterior samples of an observation")
+    p.add_argument("--checkpoint", required=True)
+    obs = p.add_mutually_exclusive_group(required=True)
+    obs.add_argument("--x", default=None, metavar="X,X,...", help="the observation")
+    obs.add_argument("--true-seed", type=int, default=None,
+                     help="simulate the observation of parameters drawn from the prior")
+    p.add_argument("-n", type=int, default=10_000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", required=True, help="output .npy file")
+    p.add_argument("--log-prob", default=None, help="also write log q(theta | x) here")
+    p.add_argument("--plot", default=None, help="also draw the pair plot here (.png)")
 
 
 def _family(a):
@@ -353,6 +390,9 @@ def main(argv=None):
         if a.command == "sweep":                     # runs of any family: its own module
             from fmnumpy.cli.sweep import cmd_sweep
             return cmd_sweep(a, sweep_cli())
+        if a.command == "sbi":
+            from fmnumpy.cli.sbi import cmd_sbi
+            return cmd_sbi(a)
         return _command(a)(a)
     except FmnumpyError as e:
         say(f"{PROG} {a.command}: error: {e}")

@@ -516,6 +516,20 @@ def split_label_column(x, column, where="data"):
     return np.ascontiguousarray(np.delete(x, k, axis=1)), y
 
 
+def split_columns(x, columns, where="data"):
+    """(rows without the given columns, those columns (N, K) float64) of a loaded (N, D)
+    table: the conditions of ``--condition-columns``."""
+    cols = sorted({c % x.shape[1] for c in columns if -x.shape[1] <= c < x.shape[1]})
+    if len(cols) != len(set(columns)) or len(cols) != len(columns):
+        raise FmnumpyError(f"{where}: --condition-columns {','.join(map(str, columns))} must "
+                           f"name distinct columns of the file's {x.shape[1]} "
+                           f"(0..{x.shape[1] - 1})")
+    if len(cols) >= x.shape[1]:
+        raise FmnumpyError(f"{where}: the conditions need at least one data column beside them")
+    return (np.ascontiguousarray(np.delete(x, cols, axis=1)),
+            np.ascontiguousarray(x[:, cols], dtype=np.float64))
+
+
 def data_dim(name_or_array):
     """D of a dataset name, an (N, D) array, a .npy/.csv path or a :class:`Data`."""
     return as_data(name_or_array).dim

@@ -14,6 +14,8 @@ import numpy as np
 
 from fmnumpy.euclidean import datasets
 from fmnumpy.euclidean import likelihood as _lik
+from fmnumpy.euclidean.conditions import (ConditionedData, Standardizer, check_conditions,
+                                          conditional_ot)
 from fmnumpy.config import DTYPE
 from fmnumpy.couplings.registry import get_coupling
 from fmnumpy.errors import FmnumpyError, positive_int
@@ -50,7 +52,7 @@ DEFAULTS = dict(
     sigma_min=0.0, sigma=0.0, seed=0, method="rk4", sample_steps=100, n_samples=2000,
     coupling="independent", path="straight", sb_sigma=SB_SIGMA, time_power=None,
     label_dropout=0.1, objective="fm", map_fraction=0.25, adaptive_power=0.0,
-    map_teacher=True, map_time_power=None,
+    map_teacher=True, map_time_power=None, condition_beta=10.0,
     jumps=2,
 )
 # fit(steps=None): 20,000 steps (DEFAULTS["steps"]) for the velocity, MAP_STEPS for a flow
@@ -133,6 +135,7 @@ class FlowMatcher(Estimator):
                  objective=DEFAULTS["objective"], map_fraction=DEFAULTS["map_fraction"],
                  adaptive_power=DEFAULTS["adaptive_power"], map_teacher=DEFAULTS["map_teacher"],
                  map_time_power=DEFAULTS["map_time_power"],
+                 condition_beta=DEFAULTS["condition_beta"],
                  seed=DEFAULTS["seed"], threads=None, device="cpu"):
         params = dict(locals())
         del params["self"]
@@ -140,13 +143,14 @@ class FlowMatcher(Estimator):
         self.spec_ = None
         self.state_ = None
         self.source_ = None
+        self.cond_ = None
 
     # -- configuration ----------------------------------------------------------------
     def _configure(self, hidden, activation, time_freqs, x_freqs, x_dirs, lr, optimizer, weight_decay, clip,
                    ema_decay, warmup, schedule, lr_min, sigma_min, sigma, coupling,
                    coupling_options, path, sb_sigma, time_power, label_dropout, objective,
-                   map_fraction, adaptive_power, map_teacher, map_time_power, seed, threads,
-                   device):
+                   map_fraction, adaptive_power, map_teacher, map_time_power, condition_beta,
+                   seed, threads, device):
         """Validate and set the configuration (the constructor's arguments; set_params
         validates on a fresh model, so a bad value leaves the model as it was)."""
         threads = check_threads(threads)
@@ -200,6 +204,8 @@ class FlowMatcher(Estimator):
         self.adaptive_power, self.map_teacher = adaptive_power, bool(map_teacher)
         self.map_time_power = (None if map_time_power is None
                                else check_time_power(map_time_power))
+        from fmnumpy.errors import positive_finite
+        self.condition_beta = positive_finite("condition_beta", condition_beta)
         self.device, self.seed, self.threads = device, int(seed), threads
 
     @staticmethod
@@ -226,14 +232,17 @@ class FlowMatcher(Estimator):
                                    f"{sigma_min}, sigma {sigma})")
         return objective, map_fraction, adaptive_power
     # -- state ------------------------------------------------------------------------
-    def _init_state(self, dim, n_classes=0, x_freqs=None, x_dirs=None):
+    def _init_state(self, dim, n_classes=0, x_freqs=None, x_dirs=None, cond=None):
         """A fresh state for data of dimension ``dim``; ``x_freqs`` and ``x_dirs`` (a
         checkpoint's) override the configured ones, whose None means ``X_FREQS`` of the
-        device, and whose "auto" the directions by dimension (``mlp.direction_scheme``)."""
+        device, and whose "auto" the directions by dimension (``mlp.direction_scheme``);
+        ``cond``: the ``conditions.Standardizer`` of a continuous condition, or None."""
         if x_freqs is None:
             x_freqs = default_x_freqs(dim, self.device) if self.x_freqs is None else self.x_freqs
         self.spec_ = MLPSpec(dim, self.hidden, self.activation, self.time_freqs, n_classes,
-                             x_freqs, x_dirs or self.x_dirs, flow_map=self.objective != "fm")
+                             x_freqs, x_dirs or self.x_dirs, flow_map=self.objective != "fm",
+                             n_cond=0 if cond is None else cond.width)
+        self.cond_ = cond
         rng = np.random.default_rng([self.seed, INIT_STREAM])
         self.state_ = TrainState(init_params(self.spec_.sizes, rng, DTYPE))
         self.source_ = None
@@ -275,7 +284,7 @@ class FlowMatcher(Estimator):
     def fit(self, data=DEFAULTS["dataset"], steps=None,
             batch_size=DEFAULTS["batch_size"], warm_start=False, until=None,
             progress=False, callback=None, callback_every=0, checkpoint=None,
-            checkpoint_every=0, log=None, source=None, labels=None):
+            checkpoint_every=0, log=None, source=None, labels=None, conditions=None):
         """Train on ``data`` (a dataset name, an (N, D) array, a .npy/.csv path or a
         ``datasets.Data``) for ``steps`` steps in total (None: :meth:`default_steps`).
 
@@ -287,6 +296,10 @@ class FlowMatcher(Estimator):
         circle) or (N,) integer labels of an array; the label enters the network
         as a one-hot with a null class, dropped to null with probability
         ``label_dropout`` for classifier-free guidance (docs/guidance.md).
+        conditions: instead of labels, (N, K) real numbers, one row per row of an array
+        of data: the model learns p(x | c) (conditions.py, docs/conditions.md), the
+        condition dropped to the null one with probability ``label_dropout``; with
+        coupling "exact_ot" the pairs are conditional OT's (``condition_beta``).
 
         warm_start=True continues a fitted or loaded model up to ``steps``
         (the same batch size is required, so the data stream continues exactly);
@@ -297,6 +310,7 @@ class FlowMatcher(Estimator):
         steps, batch_size = positive_steps(self.default_steps() if steps is None else steps,
                                            batch_size)
         data = datasets.as_data(data, labels)
+        C = self._check_conditions(data, conditions, labels)
         if self.objective != "fm" and self.device != "cpu":
             raise FmnumpyError(f"objective {self.objective!r} trains on the CPU (the GPU has "
                                f"the jump sampler, not the map's training step): fit with "
@@ -322,19 +336,49 @@ class FlowMatcher(Estimator):
                 raise FmnumpyError(f"the model was trained with {self.spec_.n_classes} "
                                    f"classes, these data have {data.n_classes}; continue "
                                    "with the same labels")
+            if self.spec_.n_cond != (0 if C is None else C.shape[1]):
+                raise FmnumpyError(f"the model was trained with conditions of "
+                                   f"{self.spec_.n_cond} numbers, these have "
+                                   f"{0 if C is None else C.shape[1]}; continue with the same")
         else:
-            self._init_state(data.dim, data.n_classes)
+            self._init_state(data.dim, data.n_classes,
+                             cond=None if C is None else Standardizer.fit(C))
         self.batch_size_, self.total_steps_, self.data_ = batch_size, steps, data.name
         self.source_ = src
-        cond = self.spec_.n_classes > 0
+        labeled, coupling = None, self._coupling()
+        if self.spec_.n_classes:
+            labeled = data.draw_labeled
+        elif C is not None:                           # the standardizer kept from the start
+            labeled = ConditionedData(data, self.cond_.block(C)).draw
+            coupling = None if coupling is None else conditional_ot(self.condition_beta)
         stream = _stream.BatchStream(data.draw, data.dim, batch_size, self.seed, DTYPE,
-                                    coupling=self._coupling(), time_power=self.time_power,
+                                    coupling=coupling, time_power=self.time_power,
                                     source=None if src is None else src.draw,
-                                    labeled=data.draw_labeled if cond else None,
-                                    label_dropout=self.label_dropout,
+                                    labeled=labeled, label_dropout=self.label_dropout,
                                     null_class=self.spec_.null_class)
         return self._run(self._stepper(stream, batch_size, data.name), stream, steps, until,
                          progress, callback, callback_every, checkpoint, checkpoint_every, log)
+
+    def _check_conditions(self, data, conditions, labels):
+        """The training conditions (N, K) float64 checked against the data and the
+        options, or None; one line for what does not go together."""
+        if conditions is None:
+            return None
+        if labels is not None and labels is not False:
+            raise FmnumpyError("give labels or conditions, not both")
+        if data.array is None:
+            raise FmnumpyError(f"conditions go with an array of data, one row each; "
+                               f"{data.name!r} is a named distribution")
+        if self.objective != "fm":
+            raise FmnumpyError(f"objective {self.objective!r} trains an unconditional flow "
+                               f"map; conditions are available with objective 'fm'")
+        if self.device != "cpu":
+            raise FmnumpyError("a model with continuous conditions trains and samples on the "
+                               "CPU; use device='cpu'")
+        if self.coupling not in ("independent", "exact_ot"):
+            raise FmnumpyError(f"with conditions the coupling is 'independent' or 'exact_ot' "
+                               f"(conditional OT), not {self.coupling!r}")
+        return check_conditions(conditions, data.array.shape[0])
 
     def _stepper(self, stream, batch_size, data_name=None):
         """The stepper of ``self.device`` for batches of ``stream``."""
@@ -364,18 +408,19 @@ class FlowMatcher(Estimator):
 
     # -- sampling ---------------------------------------------------------------------
     @within_threads
-    def velocity(self, x, t, ema=True, labels=None):
+    def velocity(self, x, t, ema=True, labels=None, condition=None):
         """v(x, t) for x (N, D) and a scalar t (or (N,) array) -> (N, D); a conditional
-        model takes ``labels`` (an int or (N,)), by default the null class."""
-        from fmnumpy.nn.mlp import Workspace, label_features, velocity
+        model takes ``labels`` (an int or (N,)) or ``condition`` (K numbers or (N, K)),
+        by default the null one."""
+        from fmnumpy.nn.mlp import Workspace, condition_features, velocity
         self._check_fitted()
         x = np.ascontiguousarray(x, dtype=DTYPE)
         tt = np.broadcast_to(np.asarray(t, dtype=DTYPE), (x.shape[0],)).copy()
         ws = Workspace(self.spec_.sizes, x.shape[0])
-        y, _ = self._labels(labels, x.shape[0], 1.0)
-        if self.spec_.n_classes:
-            y = np.full(x.shape[0], self.spec_.null_class, np.int64) if y is None else y
-            label_features(y, self.spec_.label_offset, ws.X)
+        y, _ = self._labels(labels, x.shape[0], 1.0, condition)
+        if self.spec_.n_classes or self.spec_.n_cond:
+            condition_features(self._null(x.shape[0]) if y is None else y,
+                               self.spec_.label_offset, ws.X)
         theta = self.ema_ if ema else self.theta_
         return velocity(theta, self.spec_.sizes, self.spec_.kind, self.spec_.feats, x, tt,
                         ws.X, ws.A, ws.Z).copy()
@@ -405,15 +450,29 @@ class FlowMatcher(Estimator):
             raise FmnumpyError(f"log-probabilities need the N(0, I) source, whose density "
                                f"is known; this model transports from {self.source_.name!r}")
 
-    def _labels(self, labels, n, guidance):
-        """(y (n,) int64 or None, w) checked against the model: labels of a
-        conditional model (an int for all, or (n,)), a finite guidance weight."""
+    def _labels(self, labels, n, guidance, condition=None):
+        """(y or None, w) checked against the model: labels (n,) int64 of a labelled model
+        (an int for all, or (n,)), or the block (n, K + 1) of a continuous condition (K
+        numbers for all, or (n, K)); a finite guidance weight."""
         w = float(guidance) if np.isscalar(guidance) else math.nan
         if not math.isfinite(w):
             raise FmnumpyError(f"guidance must be a finite number, got {guidance!r}")
+        if self.spec_.n_cond and self.device != "cpu":
+            raise FmnumpyError("a model with continuous conditions samples on the CPU; "
+                               "set_params(device='cpu')")
+        if condition is not None:
+            if labels is not None:
+                raise FmnumpyError("give labels or a condition, not both")
+            if not self.spec_.n_cond:
+                raise FmnumpyError("this model was trained without conditions; drop "
+                                   "condition= or train with conditions")
+            return self.cond_.condition_block(condition, n), w
         if labels is None:
             return None, w
         K = self.spec_.n_classes
+        if self.spec_.n_cond:
+            raise FmnumpyError(f"this model takes a condition of {self.spec_.n_cond} numbers "
+                               "(condition=), not labels")
         if not K:
             raise FmnumpyError("this model is unconditional (trained without labels); drop "
                                "labels= or train with labels")
@@ -424,15 +483,24 @@ class FlowMatcher(Estimator):
                                f"was trained on the classes 0..{K - 1}")
         return y, w
 
+    def _null(self, n):
+        """The null condition of n points: the null class, or the zero block."""
+        if self.spec_.n_cond:
+            return self.cond_.null(n)
+        return np.full(n, self.spec_.null_class, np.int64)
+
     def _solve(self, x0, method, steps, rtol, atol, record, ema, t0=0.0, t1=1.0,
-               labels=None, guidance=1.0):
+               labels=None, guidance=1.0, condition=None):
         """(x(t1), trajectory or None) from x0 (n, D) with the registry's solver of
-        ``method`` on ``self.device``, conditioned on ``labels`` with ``guidance``."""
+        ``method`` on ``self.device``, conditioned on ``labels`` or ``condition`` with
+        ``guidance``."""
         s = solver(method, self.device)
         x0 = np.asarray(x0, dtype=DTYPE)
         if x0.ndim != 2 or x0.shape[1] != self.spec_.dim:
             raise FmnumpyError(f"x0 must have shape (n, {self.spec_.dim}), got {x0.shape}")
-        y, w = self._labels(labels, x0.shape[0], guidance)
+        y, w = self._labels(labels, x0.shape[0], guidance, condition)
+        if y is None and self.spec_.n_cond:
+            y = self._null(x0.shape[0])
         theta = self.ema_ if ema else self.theta_
         x1, traj, stats = s.sample[self.device](theta, self.spec_, x0, s.name, steps, rtol,
                                                 atol, record, t0, t1, y, w)
@@ -444,7 +512,7 @@ class FlowMatcher(Estimator):
     def sample(self, n=DEFAULTS["n_samples"], method=None, steps=None, seed=1, record=0,
                ema=True, x0=None,
                return_logprob=False, rtol=1e-5, atol=1e-5, labels=None, guidance=1.0,
-               dtype="float32", qmc=False, noise=None):
+               dtype="float32", qmc=False, noise=None, condition=None):
         """Draw ``n`` samples: x0 from the source (N(0, I) unless ``fit`` was given
         another, ``draw_source`` with ``default_rng(seed)``; ``qmc=True``: quasi-random
         N(0, I) points, more even sample sets that are no longer independent draws,
@@ -456,6 +524,8 @@ class FlowMatcher(Estimator):
         A conditional model samples class ``labels`` (an int, or (n,) ints) with the
         classifier-free guidance weight ``guidance`` (w: v = v_null + w (v_y - v_null),
         docs/guidance.md); labels=None samples the whole distribution (the null class).
+        A model of continuous conditions takes ``condition``: K numbers for every sample,
+        or (n, K) (docs/conditions.md), guided the same way; None is the null condition.
 
         Returns (n, D); with ``record`` = R also the trajectory (R + 1, n, D) (jumps:
         the K + 1 states between them); with
@@ -478,14 +548,17 @@ class FlowMatcher(Estimator):
         method, steps = self.default_sampler(method, steps)
         if str(method).lower() == "sde":
             return self._sample_sde(n, steps, seed, record, ema, x0, return_logprob, labels,
-                                    guidance, qmc, 1.0 if noise is None else noise)
+                                    guidance, qmc, 1.0 if noise is None else noise,
+                                    condition)
         if noise is not None:
             raise FmnumpyError(f"noise is the SDE sampler's; pass method='sde' (not "
                                f"{method!r}) or drop noise")
         s = solver(method, self.device, logprob=return_logprob)
         if return_logprob:
             self._check_gaussian_source()
-            self._check_unconditional()
+            if guidance != 1.0:
+                raise FmnumpyError("return_logprob gives the density of the model's own "
+                                   "conditional flow; drop guidance")
         if x0 is None:
             n = positive_int("number of samples", n)
             x0 = self.draw_source(n, np.random.default_rng(seed), qmc=qmc)
@@ -499,10 +572,11 @@ class FlowMatcher(Estimator):
                 raise FmnumpyError(f"x0 must have shape (n, {self.spec_.dim}), got {x0.shape}")
             x1, logp, self.last_solve_ = _lik.sample_with_logprob(
                 self.ema_ if ema else self.theta_, self.spec_, x0, s.name, steps, rtol, atol,
-                return_stats=True, dtype=dtype, device=self.device)
+                return_stats=True, dtype=dtype, device=self.device,
+                cond=self._block(labels, condition, x0.shape[0]))
             return x1.astype(DTYPE), logp
         x1, traj = self._solve(x0, s.name, steps, rtol, atol, record, ema, labels=labels,
-                               guidance=guidance)
+                               guidance=guidance, condition=condition)
         return (x1, traj) if record else x1
 
     def default_steps(self):
@@ -521,7 +595,7 @@ class FlowMatcher(Estimator):
         return method, steps
 
     def _sample_sde(self, n, steps, seed, record, ema, x0, return_logprob, labels, guidance,
-                    qmc, noise):
+                    qmc, noise, condition=None):
         """sample(method="sde"): the checks of docs/sde.md, then ``sde.euler_maruyama``."""
         from fmnumpy.euclidean import sde
         noise = sde.check_noise(noise)
@@ -547,7 +621,7 @@ class FlowMatcher(Estimator):
         x0 = np.asarray(x0, dtype=np.float64)
         if x0.ndim != 2 or x0.shape[1] != self.spec_.dim:
             raise FmnumpyError(f"x0 must have shape (n, {self.spec_.dim}), got {x0.shape}")
-        y, w = self._labels(labels, x0.shape[0], guidance)
+        y, w = self._labels(labels, x0.shape[0], guidance, condition)
         field = self._field(ema, y, w, x0.shape[0])
         rng = np.random.default_rng([int(seed), SDE_STREAM])
         return sde.euler_maruyama(field, x0, steps, noise, rng, path, param).astype(DTYPE)
@@ -559,8 +633,8 @@ class FlowMatcher(Estimator):
         from fmnumpy.nn.mlp import Workspace
         sp = self.spec_
         ws = Workspace(sp.sizes, N)
-        if sp.n_classes:
-            y = np.full(N, sp.null_class, np.int64) if y is None else y
+        if sp.n_classes or sp.n_cond:
+            y = self._null(N) if y is None else y
         else:
             y = np.zeros(0, np.int64)
         V, out = np.empty((N, sp.dim), DTYPE), np.empty((N, sp.dim), DTYPE)
@@ -583,22 +657,38 @@ class FlowMatcher(Estimator):
 
     @within_threads
     def log_prob(self, x, method="rk4", steps=100, rtol=1e-5, atol=1e-5, ema=True,
-                 dtype="float32"):
+                 dtype="float32", labels=None, condition=None):
         """log p_1(x) (N,) float64 of given points x (N, D), by the instantaneous
         change of variables integrated from t = 1 back to t = 0 (docs/likelihood.md).
         The state is float64; the network's forward and tangent passes run in
-        ``dtype``: "float32" (fast) or "float64" (the oracle)."""
+        ``dtype``: "float32" (fast) or "float64" (the oracle).  A conditional model
+        gives log p(x | y) of ``labels`` or log p(x | c) of ``condition`` (as
+        :meth:`sample` takes them; None: the null one's density)."""
         self._check_fitted()
         s = solver(method, self.device, logprob=True)
         self._check_gaussian_source()
-        self._check_unconditional()
         x = np.asarray(x, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != self.spec_.dim:
             raise FmnumpyError(f"x must have shape (N, {self.spec_.dim}), got {x.shape}")
         logp, self.last_solve_ = _lik.log_prob(self.ema_ if ema else self.theta_, self.spec_,
                                                x, s.name, steps, rtol, atol, return_stats=True,
-                                               dtype=dtype, device=self.device)
+                                               dtype=dtype, device=self.device,
+                                               cond=self._block(labels, condition, x.shape[0]))
         return logp
+
+    def _block(self, labels, condition, n):
+        """The condition block (n, W) a conditional model's likelihood writes into its
+        input (the one-hot of the labels, or the block of the condition; the null one
+        when neither is given), or None for an unconditional model."""
+        sp = self.spec_
+        if not (sp.n_classes or sp.n_cond):
+            self._labels(labels, n, 1.0, condition)      # refuses labels and conditions
+            return None
+        y, _ = self._labels(labels, n, 1.0, condition)
+        y = self._null(n) if y is None else y
+        if sp.n_classes:
+            return np.eye(sp.n_classes + 1, dtype=np.float64)[y]
+        return np.asarray(y, dtype=np.float64)
 
     @within_threads
     def density_grid(self, lim=4.0, n_grid=200, method="rk4", steps=100, ema=True,
@@ -692,6 +782,7 @@ class FlowMatcher(Estimator):
     def _checkpoint_extra(self):
         extra = dict(n_classes=self.spec_.n_classes, x_freqs_used=self.spec_.x_freqs,
                      x_dirs_used=self.spec_.x_dirs,
+                     conditions=None if self.cond_ is None else self.cond_.to_dict(),
                      source=None if self.source_ is None else self.source_.name,
                      **self._extra_meta())
         arrays = {}
@@ -723,8 +814,10 @@ class FlowMatcher(Estimator):
                          x_freqs_used=spec.get("x_freqs", 0), source=meta.get("source"))
         else:
             extra = meta["extra"]
+        cond = extra.get("conditions")
         self._init_state(int(meta["dim"]), int(extra["n_classes"]), int(extra["x_freqs_used"]),
-                         extra.get("x_dirs_used", "diagonals"))    # 0.1.0 had the diagonals
+                         extra.get("x_dirs_used", "diagonals"),    # 0.1.0 had the diagonals
+                         None if cond is None else Standardizer.from_dict(cond))
         P = self.spec_.n_params
         for name in ("theta", "m", "v", "ema"):
             if arrays[name].shape != (P,):

@@ -8,8 +8,10 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from fmnumpy.config import DTYPE
 from fmnumpy.errors import FmnumpyError
-from fmnumpy.nn.mlp import input_features, label_features, label_offset, mlp_forward
+from fmnumpy.nn.mlp import (condition_features, input_features, label_offset, mlp_forward,
+                            null_condition)
 from fmnumpy.ode.adaptive import MAX_STEPS, SolveStats, dopri5
 from fmnumpy.ode.solvers import (balanced_chunk, check_steps, record_steps, rk_combine,
                                  rk_record, rk_stage_input, tableau)
@@ -21,24 +23,22 @@ def mlp_field(params, x, t, out):
     """The network as a field: out = MLP(concat(x, features(t)[, onehot(y)])).
 
     params = (theta, sizes, kind, feats, X, A, Z, y, w, V) (feats: ``MLPSpec.feats``).
-    y (B,) int64: the
-    particles' labels for a conditional network (the null class for none), or (0,)
-    for an unconditional one.  With guidance w != 1 the field is classifier-free
-    guidance (Ho & Salimans 2022; docs/guidance.md),
-    v = v(x, t, null) + w (v(x, t, y) - v(x, t, null)), V (B, D) scratch."""
+    y: the particles' labels (B,) int64 for a labelled network (the null class for
+    none), their condition block (B, K + 1) for one with a continuous condition
+    (``mlp.condition_features``; zero rows for none), or (0,) for an unconditional
+    one.  With guidance w != 1 the field is classifier-free guidance (Ho & Salimans
+    2022; docs/guidance.md), v = v(x, t, null) + w (v(x, t, y) - v(x, t, null)),
+    V (B, D) scratch."""
     theta, sizes, kind, feats, X, A, Z, y, w, V = params
     input_features(x, t, feats, X)
     if y.shape[0] == 0:
         out[:] = mlp_forward(theta, sizes, kind, X, A, Z)
         return
-    off = label_offset(x.shape[1], feats)             # the label's one-hot block
-    label_features(y, off, X)
+    off = label_offset(x.shape[1], feats)             # the condition's block
+    condition_features(y, off, X)
     out[:] = mlp_forward(theta, sizes, kind, X, A, Z)   # v(x, t, y)
     if w != 1.0:
-        null = sizes[0] - 1                            # the null class's column
-        for i in range(y.shape[0]):
-            X[i, off + y[i]] = 0.0
-            X[i, null] = 1.0
+        null_condition(y, off, X)
         V[:] = mlp_forward(theta, sizes, kind, X, A, Z)  # v(x, t, null)
         for i in range(out.shape[0]):
             for d in range(out.shape[1]):
@@ -103,8 +103,13 @@ def _integrate_chunks(theta, net, x, grid, tab, out, chunk, cond):
 
 
 def conditioning(spec, n, labels=None, guidance=1.0):
-    """(y (n,) int64, w) for :func:`mlp_field`: an unconditional network takes
-    (0,) labels; a conditional one the given labels, or the null class for all."""
+    """(y, w) for :func:`mlp_field`: an unconditional network takes (0,) labels; a
+    labelled one the given labels (n,), or the null class for all; one of continuous
+    conditions the given blocks (n, K + 1) (``conditions.Standardizer``), or zeros."""
+    if spec.n_cond:
+        if labels is None:
+            return np.zeros((n, spec.n_cond + 1), dtype=DTYPE), 1.0
+        return np.ascontiguousarray(labels, dtype=DTYPE), float(guidance)
     if not spec.n_classes:
         return NO_LABELS, 1.0
     if labels is None:

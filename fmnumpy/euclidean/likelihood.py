@@ -232,11 +232,15 @@ def check_dtype(dtype):
     return np.dtype(name).type
 
 
-def _solve_chunks(theta, spec, x, l, t0, t1, method, steps, rtol, atol, norm, chunk, dtype):
+def _solve_chunks(theta, spec, x, l, t0, t1, method, steps, rtol, atol, norm, chunk, dtype,
+                  cond=None):
     """integrate_logp of the network, the particles split into chunks of at most
     ``chunk`` solved on Numba's number of threads (the compiled solvers release the
     GIL; BLAS is single-threaded meanwhile, as in the sampler); the network runs in
-    ``dtype``, stats are summed over chunks."""
+    ``dtype``, stats are summed over chunks.  ``cond`` (N, W): a conditional network's
+    input block of each particle (a label's one-hot or a condition's block), written
+    once into the chunk's X after the time features, which the field's
+    ``input_features`` leaves as they are; its tangents are zero."""
     method = check_method(method)
     dtype = check_dtype(dtype)
     if method != "dopri5":
@@ -247,6 +251,9 @@ def _solve_chunks(theta, spec, x, l, t0, t1, method, steps, rtol, atol, norm, ch
 
     def solve(lo, hi):
         params = mlp_div_params(theta, spec, hi - lo, dtype)
+        if cond is not None:
+            off = spec.label_offset
+            params[4][:, off:off + cond.shape[1]] = cond[lo:hi]
         x_end[lo:hi], l_end[lo:hi], st = integrate_logp(
             mlp_div_field, params, x[lo:hi], l[lo:hi], t0, t1, method, steps, rtol, atol,
             norm, dtype)
@@ -257,15 +264,18 @@ def _solve_chunks(theta, spec, x, l, t0, t1, method, steps, rtol, atol, norm, ch
 
 
 def _solve(theta, spec, x, l, t0, t1, method, steps, rtol, atol, norm, chunk, dtype,
-           device):
+           device, cond=None):
     """(x(t1), l(t1), SolveStats) on ``device``: the chunked CPU solve, or the
     fused GPU kernel (``cuda/likelihood.py``: fixed steps, the network in float32,
     l in float64)."""
     if device == "cpu":
         return _solve_chunks(theta, spec, x, l, t0, t1, method, steps, rtol, atol, norm,
-                             chunk, dtype)
+                             chunk, dtype, cond)
     if device != "cuda":
         raise FmnumpyError(f"unknown device {device!r}; choose one of: cpu, cuda")
+    if cond is not None:
+        raise FmnumpyError("the GPU likelihood is unconditional; use device='cpu' for the "
+                           "log-density of a conditional model")
     if check_method(method) == "dopri5":
         raise FmnumpyError("the GPU likelihood takes the fixed-step methods; "
                            "use device='cpu' for dopri5")
@@ -280,28 +290,29 @@ def _solve(theta, spec, x, l, t0, t1, method, steps, rtol, atol, norm, chunk, dt
 
 def sample_with_logprob(theta, spec, x0, method="rk4", steps=100, rtol=1e-5, atol=1e-5,
                         norm="rms", chunk=CHUNK, return_stats=False, dtype=np.float32,
-                        device="cpu"):
+                        device="cpu", cond=None):
     """Push x0 (N, D) from t = 0 to 1 and return the samples x1 (N, D) and
     log p_1(x1) (N,) = log N(x0; 0, I) - int_0^1 div v(x_t, t) dt, from one
     solve of the augmented state (float64; the network in ``dtype``) on ``device``.
     With ``return_stats`` also the SolveStats (summed over chunks of ``chunk``
-    particles)."""
+    particles).  ``cond``: a conditional network's input blocks (:func:`_solve_chunks`)."""
     x0 = _check_points(x0, spec, "x0")
     l0 = gaussian_logpdf(x0)
     x1, l1, stats = _solve(theta, spec, x0, l0, 0.0, 1.0, method, steps, rtol, atol, norm,
-                           chunk, dtype, device)
+                           chunk, dtype, device, cond)
     return (x1, l1, stats) if return_stats else (x1, l1)
 
 
 def log_prob(theta, spec, x, method="rk4", steps=100, rtol=1e-5, atol=1e-5, norm="rms",
-             chunk=CHUNK, return_stats=False, dtype=np.float32, device="cpu"):
+             chunk=CHUNK, return_stats=False, dtype=np.float32, device="cpu", cond=None):
     """log p_1(x) (N,) of data points x (N, D) under the flow: solve backwards
     from t = 1 to 0 with l(1) = 0, so l(0) = int_0^1 div v(x_t, t) dt, and
     return log N(x(0); 0, I) - l(0) (float64; the network in ``dtype``) on
-    ``device``.  With ``return_stats`` also the SolveStats."""
+    ``device``.  With ``return_stats`` also the SolveStats.  ``cond``: a conditional
+    network's input blocks (:func:`_solve_chunks`), log p(x | c)."""
     x = _check_points(x, spec, "x")
     xz, lz, stats = _solve(theta, spec, x, np.zeros(x.shape[0]), 1.0, 0.0, method, steps,
-                           rtol, atol, norm, chunk, dtype, device)
+                           rtol, atol, norm, chunk, dtype, device, cond)
     logp = gaussian_logpdf(xz) - lz
     return (logp, stats) if return_stats else logp
 

@@ -16,7 +16,8 @@ take their arguments as a few tuples, so that a reader sees what goes together:
     net   = (sizes, kind, feats)                     the network (mlp.MLPSpec.feats)
     path  = (code, sigma)                            paths.fill_path's path and parameter
     batch = (x0, x1, t, eps, y)                      (B, D), (B, D), (B,), (B, D) or (0, D),
-                                                     labels (B,) int64 or (0,) unconditional
+                                                     labels (B,) int64, a condition block
+                                                     (B, K + 1), or (0,) unconditional
     hyper = (k, lr, b1, b2, eps, wd, decoupled, clip, ema_decay)   Adam step k (1-based)
     work  = (xt, ut, dv, X, A, Z, G1, G2, S)         buffers (:class:`StepWork`)
 
@@ -31,7 +32,7 @@ from numba import njit, prange
 
 from fmnumpy.config import DTYPE
 from fmnumpy.nn.loss import cfm_loss_backward, cfm_loss_forward
-from fmnumpy.nn.mlp import (StepWork, label_features, label_offset, mlp_backward,
+from fmnumpy.nn.mlp import (StepWork, condition_features, label_offset, mlp_backward,
     param_count, velocity, zero_grad)
 from fmnumpy.euclidean.paths import fill_path
 from fmnumpy.train.state import GRAD, THETA
@@ -47,8 +48,8 @@ def loss_and_grad(theta, dtheta, net, path, batch, work):
     x0, x1, t, eps, y = batch
     xt, ut, dv, X, A, Z, G1, G2, S = work
     fill_path(code, x0, x1, t, sigma, eps, xt, ut)
-    if y.shape[0] > 0:                       # the label's one-hot, after the time features
-        label_features(y, label_offset(x0.shape[1], feats), X)
+    if y.shape[0] > 0:               # the label's one-hot or the condition, after the time
+        condition_features(y, label_offset(x0.shape[1], feats), X)     # features
     v = velocity(theta, sizes, kind, feats, xt, t, X, A, Z)
     loss = cfm_loss_forward(v, ut)
     cfm_loss_backward(v, ut, dv)

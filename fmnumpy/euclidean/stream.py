@@ -31,8 +31,11 @@ class BatchStream:
                  source=None, labeled=None, label_dropout=0.0, null_class=0):
         self.draw, self.dim, self.batch, self.seed = draw, dim, batch, seed
         self.dtype, self.coupling, self.source = dtype, coupling, source
-        # a conditional model: labeled(n, rng) -> (x, y) replaces draw; a label is
-        # replaced by null_class with probability label_dropout (classifier-free guidance)
+        # a conditional model: labeled(n, rng) -> (x, y) replaces draw, y labels (n,) or
+        # the blocks (n, K + 1) of continuous conditions (conditions.py); a label (a block)
+        # is replaced by null_class (zeros) with probability label_dropout (classifier-free
+        # guidance).  With blocks, coupling is conditions.conditional_ot's couple(x0, x1,
+        # y, rng)
         self.labeled, self.label_dropout = labeled, float(label_dropout)
         self.null_class = int(null_class)
         self.y = None
@@ -47,7 +50,9 @@ class BatchStream:
             x = self.draw(C * B, rng)
         else:
             x, y = self.labeled(C * B, rng)
-            self.y = np.asarray(y, dtype=np.int64).reshape(C, B)
+            y = np.asarray(y)
+            self.y = (y.astype(np.int64).reshape(C, B) if y.ndim == 1
+                      else np.ascontiguousarray(y, dtype=self.dtype).reshape(C, B, -1))
         return np.ascontiguousarray(x, dtype=self.dtype).reshape(C, B, D)
 
     def _times(self, rng):
@@ -70,7 +75,10 @@ class BatchStream:
             self.x0 = np.ascontiguousarray(self.source(C * B, rng),
                                            dtype=self.dtype).reshape(C, B, D)
         self.t = self._times(rng)
-        if self.coupling is not None and self.labeled is not None:
+        if self.coupling is not None and self.y is not None and self.y.ndim == 3:
+            for c in range(C):                        # conditional OT, batch by batch
+                self.x0[c] = self.coupling(self.x0[c], self.x1[c], self.y[c], rng)
+        elif self.coupling is not None and self.labeled is not None:
             self._couple_within_classes(rng)
         elif self.coupling is not None:
             whole = getattr(self.coupling, "chunk", None)     # all C batches in one call
@@ -102,7 +110,8 @@ class BatchStream:
 
     def batches(self, step, n):
         """The batches of steps [step, step + n) as views (n, B, D), (n, B, D), (n, B)
-        and labels (n, B) int64 (or (n, 0) unconditional); the steps must lie in one
+        and labels (n, B) int64 or condition blocks (n, B, K + 1) (or (n, 0)
+        unconditional); the steps must lie in one
         chunk of ``config.DATA_CHUNK_STEPS`` (:func:`chunk_steps`)."""
         k, r = divmod(step, config.DATA_CHUNK_STEPS)
         if k != self.chunk:

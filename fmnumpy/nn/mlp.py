@@ -1,5 +1,5 @@
 """The velocity network: a multilayer perceptron on ``concat(x, Fourier features of
-x, t, time features[, label])``.
+x, t, time features[, label or condition])``.
 
 Dimension letters: B batch, D data dimension, F input features, H hidden width,
 P number of parameters.
@@ -64,26 +64,29 @@ def feature_directions(dim, x_dirs="diagonals"):
     return np.array(rows).reshape(-1, dim)
 
 
-def feature_count(dim, n_freq, n_classes=0, x_freqs=0, x_dirs="diagonals", flow_map=False):
+def feature_count(dim, n_freq, n_classes=0, x_freqs=0, x_dirs="diagonals", flow_map=False,
+                  n_cond=0):
     """F: input width for data dimension D = dim, ``x_freqs`` = K frequencies of
     plane waves of x along J directions (2 K J columns; J = D^2 with the diagonals,
     D along the axes alone: :func:`feature_directions`), ``n_freq`` sinusoidal
-    frequencies of t (0 means the raw t only), for a conditional network a
-    one-hot label over ``n_classes`` classes plus the null class, and for a flow
+    frequencies of t (0 means the raw t only), for a conditional network either a
+    one-hot label over ``n_classes`` classes plus the null class, or ``n_cond`` real
+    numbers and their presence flag (:func:`condition_features`), and for a flow
     map the block of its second time (``euclidean/flowmap.py``, 1 + 2 n_freq):
-    D + 2 K J + 1 + 2 n_freq (+ n_classes + 1) (+ 1 + 2 n_freq)."""
+    D + 2 K J + 1 + 2 n_freq (+ n_classes + 1 | + n_cond + 1) (+ 1 + 2 n_freq)."""
     J = dim * dim if direction_scheme(dim, x_dirs) == "diagonals" else dim
     return (dim + 2 * x_freqs * J + 1 + 2 * n_freq
-            + (n_classes + 1 if n_classes else 0) + (1 + 2 * n_freq if flow_map else 0))
+            + (n_classes + 1 if n_classes else 0) + (n_cond + 1 if n_cond else 0)
+            + (1 + 2 * n_freq if flow_map else 0))
 
 
 def layer_sizes(dim, hidden, n_freq=0, n_classes=0, x_freqs=0, x_dirs="diagonals",
-                flow_map=False):
+                flow_map=False, n_cond=0):
     """(F, H_1, ..., H_k, D) as an int64 array."""
     hidden = tuple(int(h) for h in hidden)
     if len(hidden) == 0 or min(hidden) < 1:
         raise FmnumpyError(f"hidden widths must be positive integers, got {hidden}")
-    return np.array((feature_count(dim, n_freq, n_classes, x_freqs, x_dirs, flow_map),)
+    return np.array((feature_count(dim, n_freq, n_classes, x_freqs, x_dirs, flow_map, n_cond),)
                     + hidden + (dim,), dtype=np.int64)
 
 
@@ -460,6 +463,33 @@ def label_features(y, off, X):
 
 
 @njit(cache=True)
+def condition_features(y, off, X):
+    """X[:, off:] = the condition block of a conditional network, by the kind of y:
+    labels y (B,) int64 as their one-hot (:func:`label_features`), or a continuous
+    condition y (B, K + 1) copied as it is: K standardized numbers and a presence flag
+    (1; an all-zero row is the null condition of guidance).  Numba compiles one branch
+    per kind.  An input: no backward (its weights, W_1's rows past ``off``, get their
+    gradient from linear_backward)."""
+    if y.ndim == 1:
+        label_features(y, off, X)
+    else:
+        for i in range(y.shape[0]):
+            for k in range(y.shape[1]):
+                X[i, off + k] = y[i, k]
+
+
+@njit(cache=True)
+def null_condition(y, off, X):
+    """X[:, off:] = the null condition of guidance, for conditions of y's kind: the null
+    class's one-hot (the last column), or zeros."""
+    for i in range(X.shape[0]):
+        for f in range(off, X.shape[1]):
+            X[i, f] = 0.0
+        if y.ndim == 1:
+            X[i, X.shape[1] - 1] = 1.0
+
+
+@njit(cache=True)
 def velocity(theta, sizes, kind, feats, x, t, X, A, Z):
     """v(x, t) for particles x (B, D) at times t (B,): input features then MLP."""
     input_features(x, t, feats, X)
@@ -471,12 +501,13 @@ class MLPSpec:
     activation, time-feature frequencies, frequencies of the plane-wave
     features of x (``x_freqs``), number of classes (0: unconditional; else the
     labels 0..n_classes-1 and the null class n_classes enter as a one-hot after
-    the time features), and ``flow_map``: a second time input, last (the average
-    velocity u(x, s, t) of ``euclidean/flowmap.py``).  Plain data, stored in
-    checkpoints."""
+    the time features), or instead ``n_cond`` real numbers of a continuous condition
+    with their presence flag (:func:`condition_features`), and ``flow_map``: a second
+    time input, last (the average velocity u(x, s, t) of ``euclidean/flowmap.py``).
+    Plain data, stored in checkpoints."""
 
     def __init__(self, dim, hidden=(256, 256, 256), activation="silu", n_freq=0, n_classes=0,
-                 x_freqs=0, x_dirs="diagonals", flow_map=False):
+                 x_freqs=0, x_dirs="diagonals", flow_map=False, n_cond=0):
         self.dim = int(dim)
         if self.dim < 1:
             raise FmnumpyError(f"data dimension must be at least 1, got {dim}")
@@ -492,12 +523,16 @@ class MLPSpec:
         self.n_classes = int(n_classes)
         if self.n_classes < 0:
             raise FmnumpyError(f"the number of classes must be >= 0, got {n_classes}")
+        self.n_cond = int(n_cond)
+        if self.n_cond < 0 or (self.n_cond and self.n_classes):
+            raise FmnumpyError(f"a network takes labels or a continuous condition, not both "
+                               f"(n_classes {n_classes}, n_cond {n_cond})")
         self.x_dirs = direction_scheme(self.dim, x_dirs)        # resolved: diagonals or axes
         self.flow_map = bool(flow_map)
         self.sizes = layer_sizes(self.dim, self.hidden, self.n_freq, self.n_classes,
-                                 self.x_freqs, self.x_dirs, self.flow_map)
+                                 self.x_freqs, self.x_dirs, self.flow_map, self.n_cond)
         self.n_params = param_count(self.sizes)
-        # first one-hot column
+        # first column of the one-hot or the condition
         self.label_offset = feature_count(self.dim, self.n_freq, 0, self.x_freqs, self.x_dirs)
         self.feats = (self.n_freq, self.x_freqs,
                       feature_directions(self.dim, self.x_dirs) if self.x_freqs
@@ -512,13 +547,13 @@ class MLPSpec:
         return {"dim": self.dim, "hidden": list(self.hidden),
                 "activation": self.activation, "n_freq": self.n_freq,
                 "n_classes": self.n_classes, "x_freqs": self.x_freqs, "x_dirs": self.x_dirs,
-                "flow_map": self.flow_map}
+                "flow_map": self.flow_map, "n_cond": self.n_cond}
 
     @classmethod
     def from_dict(cls, d):
         return cls(d["dim"], tuple(d["hidden"]), d["activation"], d.get("n_freq", 0),
                    d.get("n_classes", 0), d.get("x_freqs", 0), d.get("x_dirs", "diagonals"),
-                   d.get("flow_map", False))
+                   d.get("flow_map", False), d.get("n_cond", 0))
 
     def __repr__(self):
         return (f"MLPSpec(dim={self.dim}, hidden={self.hidden}, "

@@ -156,7 +156,8 @@ class Estimator:
     def _run(self, stepper, stream, steps, until=None, progress=False, callback=None,
              callback_every=0, checkpoint=None, checkpoint_every=0, log=None):
         """``train.loop.run`` of ``self.state_`` with ``stepper`` up to ``steps`` in
-        total (or ``until``); callback(model, k).  The family's ``fit`` runs within the
+        total (or ``until``); callback(model, k), which ends the run by returning True.
+        The family's ``fit`` runs within the
         thread limits (:func:`within_threads`)."""
         run(self.state_, stream, stepper, steps, until=until, progress=bar_factory(progress),
             callback=None if callback is None else (lambda k: callback(self, k)),

@@ -34,7 +34,8 @@ def run(state, stream, stepper, steps, until=None, progress=None, callback=None,
     ``stepper`` on ``stream``'s batches, the learning-rate schedule spanning ``steps``.
 
     progress: None, or ``progress(total, initial)`` -> a bar with ``update(n, loss,
-    rate)`` and ``close()``.  callback(k) runs every ``callback_every`` steps.
+    rate)`` and ``close()``.  callback(k) runs every ``callback_every`` steps; one that
+    returns True ends the run there (early stopping).
     ``save(checkpoint)`` writes the checkpoint every ``checkpoint_every`` steps, at
     the end and on Ctrl-C (then KeyboardInterrupt is re-raised).  A non-finite loss
     stops training with FmnumpyError; the last checkpoint on disk is left as it was.
@@ -62,10 +63,11 @@ def run(state, stream, stepper, steps, until=None, progress=None, callback=None,
             want_ck = save is not None and checkpoint_every and k % checkpoint_every == 0
             if want_cb or want_ck:
                 stepper.pull(state)
-            if want_cb:
-                callback(k)
+            done = bool(callback(k)) if want_cb else False
             if want_ck:
                 save(checkpoint)
+            if done:                        # the callback ended the run (early stopping)
+                break
     except KeyboardInterrupt:
         stepper.interrupted(state)
         if save is not None:

@@ -183,8 +183,10 @@ def test_bad_labels_and_guidance_are_one_line(eight):
     plain = FlowMatcher(hidden=(4,), seed=0).fit("moons", steps=2, batch_size=4)
     with pytest.raises(FmnumpyError, match="unconditional"):
         plain.sample(3, labels=0)
-    with pytest.raises(FmnumpyError, match="conditional model"):
-        eight.log_prob(np.zeros((2, 2)))
+    with pytest.raises(FmnumpyError, match="label 9 is not a class"):
+        eight.log_prob(np.zeros((2, 2)), labels=9)
+    with pytest.raises(FmnumpyError, match="trained without conditions"):
+        eight.log_prob(np.zeros((2, 2)), condition=[0.0])
 
 
 # ---- the command line ------------------------------------------------------------------------

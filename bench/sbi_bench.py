@@ -1,0 +1,224 @@
+"""Simulation-based inference on sbibm's tasks: fmnumpy's posterior flow (fmnumpy.sbi,
+docs/sbi.md) beside the sbi package's NPE and FMPE, trained on the very same simulations,
+scored by C2ST (fmnumpy.metrics.c2st, sbibm's definition) of 10,000 posterior samples
+against sbibm's 10,000 reference posterior samples of each of its ten observations.
+
+The reference data come from the sbibm 1.1.0 wheel, read as a zip file (its modules are
+never imported): ``pip download --no-deps sbibm==1.1.0 -d bench/.sbibm`` (done on first
+use).  sbi runs in another Python that has torch and sbi (``--torch-python``), through
+bench/sbi_torch.py; fmnumpy never needs them.
+
+    python bench/sbi_bench.py check                      # the simulators against the reference data
+    python bench/sbi_bench.py run [--tasks ...] [--budgets 1000 10000 100000] [--seeds 0 1 2]
+        [--methods fmnumpy npe fmpe] [--torch-python PY] [--out bench/results/sbi.jsonl]
+    python bench/sbi_bench.py table                      # bench/results/sbi.md from the JSONL
+    python bench/sbi_bench.py pictures                   # docs/images/sbi_*.png
+
+Runs append to the JSONL as they end; a rerun skips (task, budget, seed, method) done.
+"""
+import argparse
+import bz2
+import glob
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from fmnumpy.metrics import c2st  # noqa: E402
+from fmnumpy.sbi import PosteriorFlow, get_task, simulate  # noqa: E402
+from fmnumpy.sbi.tasks import GAUSSIAN_LINEAR_SCALE, gaussian_linear_posterior  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+WHEEL_DIR = os.path.join(HERE, ".sbibm")
+TASKS = ("two_moons", "gaussian_mixture", "slcp", "gaussian_linear")
+BUDGETS = (1000, 10_000, 100_000)
+OBSERVATIONS = tuple(range(1, 11))
+N = 10_000                       # posterior samples per observation, as sbibm's
+OUT = os.path.join(HERE, "results", "sbi.jsonl")
+
+
+def wheel():
+    found = glob.glob(os.path.join(WHEEL_DIR, "sbibm-1.1.0-*.whl"))
+    if not found:
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
+                        "sbibm==1.1.0", "-d", WHEEL_DIR], check=True)
+        found = glob.glob(os.path.join(WHEEL_DIR, "sbibm-1.1.0-*.whl"))
+    return found[0]
+
+
+def _csv(z, name, packed=False):
+    raw = z.read(name)
+    text = bz2.decompress(raw).decode() if packed else raw.decode()
+    return np.loadtxt(io.StringIO(text), delimiter=",", skiprows=1, ndmin=2)
+
+
+def reference(task, k):
+    """(observation (dim_x,), reference posterior samples (10000, dim_theta), true theta)
+    of sbibm's observation k (1-10) of ``task``."""
+    base = f"sbibm/tasks/{task}/files/num_observation_{k}/"
+    with zipfile.ZipFile(wheel()) as z:
+        return (_csv(z, base + "observation.csv")[0],
+                _csv(z, base + "reference_posterior_samples.csv.bz2", packed=True),
+                _csv(z, base + "true_parameters.csv")[0])
+
+
+# ---- the simulators against the reference data ---------------------------------------------
+
+def check(a):
+    """Each simulator against sbibm's data: gaussian_linear's closed-form posterior
+    against the reference samples (C2ST); for every task, simulations at the reference
+    posterior samples against the observation (where x_obs falls among them: the share of
+    simulations farther, in their own Mahalanobis distance, from their mean than x_obs; a
+    simulator unlike the benchmark's puts x_obs far out, near 0)."""
+    lines = ["| task | observation | C2ST closed form vs reference | x_obs: share farther |",
+             "|---|---|---|---|"]
+    for name in a.tasks:
+        task = get_task(name)
+        for k in a.observations:
+            xo, ref, _ = reference(name, k)
+            rng = np.random.default_rng([k, 50])
+            xs = task.simulate(ref, rng)
+            mu, cov = xs.mean(axis=0), np.cov(xs.T) + 1e-12 * np.eye(xs.shape[1])
+            inv = np.linalg.inv(cov)
+            md = np.einsum("ni,ij,nj->n", xs - mu, inv, xs - mu)
+            mo = float((xo - mu) @ inv @ (xo - mu))
+            farther = float(np.mean(md > mo))
+            closed = ""
+            if name == "gaussian_linear":
+                closed = f"{c2st(ref, gaussian_linear_posterior(xo, N, rng)):.3f}"
+            lines.append(f"| {name} | {k} | {closed} | {farther:.3f} |")
+            print(lines[-1], flush=True)
+    return lines
+
+
+# ---- the runs --------------------------------------------------------------------------------
+
+def fmnumpy_run(task, theta, x, seed, obs, steps):
+    q = PosteriorFlow(task=task, seed=seed)
+    t0 = time.perf_counter()
+    q.fit_simulations(theta, x, steps=steps)
+    train_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    samples = [q.sample_posterior(xo, N, seed=k) for k, xo in enumerate(obs)]
+    return samples, {"train_s": train_s, "sample_s": time.perf_counter() - t0,
+                     "steps": q.step_}
+
+
+def torch_run(method, task, theta, x, seed, obs, python):
+    t = get_task(task)
+    with tempfile.TemporaryDirectory() as d:
+        src, dst = os.path.join(d, "in.npz"), os.path.join(d, "out.npz")
+        prior = ({"low": t.bounds[0], "high": t.bounds[1]} if t.bounds is not None
+                 else {"variance": GAUSSIAN_LINEAR_SCALE})
+        np.savez(src, theta=theta, x=x, obs=np.stack(obs), n=N, **prior)
+        line = subprocess.run([python, os.path.join(HERE, "sbi_torch.py"), method, src, dst,
+                               str(seed)], check=True, capture_output=True, text=True,
+                              cwd=d)                # sbi writes its logs into the cwd
+        info = json.loads(line.stdout[line.stdout.rindex("{"):])    # after sbi's own prints
+        return list(np.load(dst)["samples"]), info
+
+
+def done_runs(path):
+    if not os.path.exists(path):
+        return set()
+    with open(path) as f:
+        return {(r["task"], r["budget"], r["seed"], r["method"])
+                for r in map(json.loads, f)}
+
+
+def run(a):
+    done = done_runs(a.out)
+    for task in a.tasks:
+        refs = [reference(task, k) for k in a.observations]
+        obs = [r[0] for r in refs]
+        for budget in a.budgets:
+            for seed in a.seeds:
+                theta, x = simulate(task, budget, seed=seed)
+                for method in a.methods:
+                    if (task, budget, seed, method) in done:
+                        continue
+                    if method == "fmnumpy":
+                        samples, info = fmnumpy_run(task, theta, x, seed, obs, a.steps)
+                    else:
+                        samples, info = torch_run(method, task, theta, x, seed, obs,
+                                                  a.torch_python)
+                    scores = [c2st(r[1], s) for r, s in zip(refs, samples)]
+                    rec = dict(task=task, budget=budget, seed=seed, method=method,
+                               observations=list(a.observations), c2st=scores,
+                               c2st_mean=float(np.mean(scores)), **info)
+                    print(f"{task} {budget} seed {seed} {method}: C2ST {rec['c2st_mean']:.3f} "
+                          f"({min(scores):.3f}-{max(scores):.3f}), train "
+                          f"{info['train_s']:.1f} s", flush=True)
+                    with open(a.out, "a") as f:
+                        f.write(json.dumps(rec) + "\n")
+
+
+# ---- the table and the pictures ---------------------------------------------------------------
+
+def table(a):
+    with open(a.out) as f:
+        recs = [json.loads(line) for line in f]
+    methods = [m for m in ("fmnumpy", "npe", "fmpe") if any(r["method"] == m for r in recs)]
+    head = ["task", "simulations"] + [f"{m} C2ST" for m in methods] + \
+        [f"{m} train s" for m in methods]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for task in [t for t in TASKS if any(r["task"] == t for r in recs)]:
+        for budget in sorted({r["budget"] for r in recs if r["task"] == task}):
+            cells, secs = [], []
+            for m in methods:
+                rs = [r for r in recs if (r["task"], r["budget"], r["method"]) == (task, budget, m)]
+                if not rs:
+                    cells.append("")
+                    secs.append("")
+                    continue
+                per_seed = [r["c2st_mean"] for r in rs]
+                cells.append(f"{np.mean(per_seed):.3f} ({min(per_seed):.3f}-{max(per_seed):.3f}, "
+                             f"{len(rs)} seed{'s' if len(rs) > 1 else ''})")
+                secs.append(f"{np.mean([r['train_s'] for r in rs]):.0f}")
+            lines.append(f"| {task} | {budget:,} | " + " | ".join(cells + secs) + " |")
+    text = "\n".join(lines)
+    print(text)
+    return text
+
+
+def pictures(a):
+    """Pair plots of fmnumpy's posterior beside the reference samples, observation 1 of
+    each task, from 10^4 simulations (seed 0)."""
+    from fmnumpy.plots.sbi import pair_plot
+    for task in a.tasks:
+        xo, ref, true = reference(task, 1)
+        theta, x = simulate(task, 10_000, seed=0)
+        q = PosteriorFlow(task=task, seed=0).fit_simulations(theta, x, steps=a.steps)
+        s = q.sample_posterior(xo, N)
+        out = os.path.join(os.path.dirname(HERE), "docs", "images", f"sbi_{task}.png")
+        pair_plot(out, s, ref, true, title=f"{task}, observation 1, 10,000 simulations: "
+                  f"C2ST {c2st(ref, s):.3f}")
+        print(out, flush=True)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("what", choices=("check", "run", "table", "pictures"))
+    ap.add_argument("--tasks", nargs="+", default=list(TASKS))
+    ap.add_argument("--budgets", type=int, nargs="+", default=list(BUDGETS))
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--methods", nargs="+", default=["fmnumpy", "npe", "fmpe"],
+                    choices=("fmnumpy", "npe", "fmpe"))
+    ap.add_argument("--observations", type=int, nargs="+", default=list(OBSERVATIONS))
+    ap.add_argument("--steps", type=int, default=None, help="fmnumpy's training steps "
+                    "(default: PosteriorFlow's)")
+    ap.add_argument("--torch-python", default="python", help="a Python with torch and sbi")
+    ap.add_argument("--out", default=OUT)
+    a = ap.parse_args(argv)
+    return {"check": check, "run": run, "table": table, "pictures": pictures}[a.what](a)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""``fmnumpy sbi train | sample``: simulation-based inference on the sbibm tasks with a
+posterior flow (fmnumpy/sbi/, docs/sbi.md)."""
+import json
+import os
+
+import numpy as np
+
+from fmnumpy.cli.common import parse_numbers, say
+from fmnumpy.errors import FmnumpyError, positive_int
+
+
+def _observation(q, a):
+    """(x_obs, the parameters that made it or None) of ``sbi sample``: --x, or a
+    simulation of parameters drawn from the prior with --true-seed."""
+    from fmnumpy.sbi import get_task
+    if a.x is not None:
+        return np.array(parse_numbers("--x", a.x, float)), None
+    if q.task is None:
+        raise FmnumpyError("this posterior has no task to simulate from; pass --x")
+    task = get_task(q.task)
+    theta = task.prior(1, np.random.default_rng([a.true_seed, 43]))
+    return task.simulate(theta, np.random.default_rng([a.true_seed, 44]))[0], theta[0]
+
+
+def cmd_train(a):
+    """Simulate, train, save checkpoint.npz, metrics.json and posterior.png (a pair plot of
+    the posterior of one fresh observation, its true parameters marked)."""
+    from fmnumpy.plots.sbi import pair_plot
+    from fmnumpy.sbi import PosteriorFlow, get_task, simulate
+    task = get_task(a.task)
+    n = positive_int("--simulations", a.simulations)
+    os.makedirs(a.out, exist_ok=True)
+    theta, x = simulate(task, n, seed=a.seed)
+    q = PosteriorFlow(task=task.name, seed=a.seed, threads=a.threads)
+    q.fit_simulations(theta, x, steps=a.steps, batch_size=a.batch_size,
+                      progress=not a.no_progress, log=say,
+                      checkpoint=os.path.join(a.out, "checkpoint.npz"), checkpoint_every=1000)
+    q.save(os.path.join(a.out, "checkpoint.npz"))
+    a.x, a.true_seed = None, a.seed
+    x_obs, truth = _observation(q, a)
+    s = q.sample_posterior(x_obs, 5000, seed=a.seed)
+    pair_plot(os.path.join(a.out, "posterior.png"), s, None, truth,
+              title=f"{task.name}: q(theta | x) of a fresh observation, {n:,} simulations")
+    metrics = {"task": task.name, "simulations": n, "steps": q.step_,
+               "train_seconds": round(q.train_seconds_, 2),
+               "final_loss": float(np.mean(q.losses_[-200:]))}
+    with open(os.path.join(a.out, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=1)
+    say(f"trained {q.step_} steps on {n} simulations of {task.name} in "
+        f"{q.train_seconds_:.1f} s; outputs in {a.out}/")
+    return 0
+
+
+def cmd_sample(a):
+    from fmnumpy.sbi import PosteriorFlow
+    if not a.out.endswith(".npy"):
+        raise FmnumpyError(f"--out must name a .npy file, got {a.out!r}")
+    q = PosteriorFlow.load(a.checkpoint).set_params(threads=a.threads)
+    x_obs, truth = _observation(q, a)
+    if a.log_prob:
+        s, logq = q.sample_posterior(x_obs, a.n, seed=a.seed, return_logprob=True)
+        np.save(a.log_prob, logq)
+    else:
+        s = q.sample_posterior(x_obs, a.n, seed=a.seed)
+    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+    np.save(a.out, s)
+    if a.plot:
+        from fmnumpy.plots.sbi import pair_plot
+        pair_plot(a.plot, s, None, truth, title=f"q(theta | x), x = {np.round(x_obs, 3)}")
+    say(f"wrote {s.shape[0]} posterior samples of dimension {s.shape[1]} to {a.out}")
+    return 0
+
+
+def cmd_sbi(a):
+    if a.sbi_command is None:
+        raise FmnumpyError("fmnumpy sbi takes a command: train or sample")
+    return {"train": cmd_train, "sample": cmd_sample}[a.sbi_command](a)

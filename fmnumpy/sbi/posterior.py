@@ -1,0 +1,178 @@
+"""Flow-matching posterior estimation (FMPE: Wildberger, Dax, Buchholz, Green, Macke,
+Schoelkopf, NeurIPS 2023): a flow q(theta | x) trained by conditional flow matching on
+simulated pairs (theta_i, x_i), the observation x as the network's continuous condition
+(euclidean/conditions.py).
+
+The parameters are standardized by the mean and standard deviation of the simulated
+theta (z = (theta - m) / s); the flow models z | x, so
+
+    log q(theta | x) = log q_z((theta - m) / s | x) - sum_d log s_d,
+
+exact by the instantaneous change of variables (docs/likelihood.md).  Samples outside a
+bounded prior's box are drawn again (the prior gives them no mass), as sbi does.
+"""
+import numpy as np
+
+from fmnumpy.errors import FmnumpyError, positive_int
+from fmnumpy.euclidean.conditions import check_conditions
+from fmnumpy.euclidean.estimator import FlowMatcher
+from fmnumpy.sbi.tasks import get_task, in_prior
+
+MAX_REDRAWS = 100         # rounds of redrawing samples outside the prior before giving up
+MAX_STEPS = 30_000        # fit_simulations(steps=None): the most steps, if it does not stop
+VALIDATION_FRACTION = 0.1  # simulations held out for early stopping, as sbi's default
+EVAL_EVERY, PATIENCE = 1000, 5   # at most this many steps between validation losses
+VALIDATION_DRAWS = 10      # (eval_every=None: a tenth of the training pairs' count, at least
+                           # 100); evaluations without a new best before stopping; (x0, t)
+                           # draws per held-out pair
+SPLIT_STREAM, VALIDATION_STREAM = 45, 46
+
+
+class Validation:
+    """The flow-matching loss of held-out pairs (z, x) with fixed draws: each pair with
+    ``VALIDATION_DRAWS`` source points x0 and times t (the model's time law), so that
+    evaluations differ only by the weights.  ``loss(model)`` uses the EMA weights."""
+
+    def __init__(self, model, z, x):
+        from fmnumpy.train.times import time_from_uniform
+        R = VALIDATION_DRAWS
+        rng = np.random.default_rng([model.seed, VALIDATION_STREAM])
+        self.z, self.x = np.tile(z, (R, 1)), np.tile(x, (R, 1))
+        self.x0 = rng.standard_normal(self.z.shape)
+        self.t = time_from_uniform(rng.random(self.z.shape[0]), model.time_power)
+        self.eps = rng.standard_normal(self.z.shape)
+
+    def loss(self, model):
+        from fmnumpy.euclidean.paths import NOISY, fill_path
+        code, sigma = model.path_args()
+        xt, ut = np.empty_like(self.z), np.empty_like(self.z)
+        eps = self.eps if code in NOISY else self.eps[:0]
+        fill_path(code, self.x0, self.z, self.t, sigma, eps, xt, ut)
+        v = model.velocity(xt, self.t, condition=self.x)
+        return float(np.mean((v - ut) ** 2))
+
+
+class PosteriorFlow(FlowMatcher):
+    """q(theta | x) by flow matching; ``FlowMatcher``'s options (x_freqs 0 by default: the
+    parameters' plane waves were not measured to help here), trained with
+    :meth:`fit_simulations`, sampled with :meth:`sample_posterior` and scored with
+    :meth:`log_posterior`.  ``task``: a name of ``tasks.TASKS`` (kept in checkpoints, for
+    the prior's box), or None."""
+
+    def __init__(self, task=None, **options):
+        options.setdefault("x_freqs", 0)
+        super().__init__(**options)
+        self.task = None if task is None else get_task(task).name
+        self.theta_mean_ = self.theta_std_ = None
+
+    @classmethod
+    def param_names(cls):
+        return ("task",) + tuple(FlowMatcher.param_names())
+
+    def fit_simulations(self, theta, x, steps=None, batch_size=256,
+                        validation_fraction=VALIDATION_FRACTION, eval_every=None,
+                        patience=PATIENCE, **fit_options):
+        """Train on simulated pairs theta (N, dim_theta), x (N, dim_x), up to ``steps``
+        (None: ``MAX_STEPS``), stopping early: a ``validation_fraction`` of the pairs is
+        held out, and every ``eval_every`` steps the EMA weights' flow-matching loss on
+        them (:class:`Validation`) is taken; after ``patience`` evaluations without a new
+        best the run ends, and the EMA weights are those of the best evaluation
+        (``validation_`` holds (step, loss) of each).  validation_fraction=0: no
+        held-out pairs, ``steps`` steps; eval_every=None: a tenth of the number of training
+        pairs, from 100 to ``EVAL_EVERY`` steps.  ``fit``'s other options (progress, checkpoint,
+        ...) pass through.  Returns self."""
+        theta = check_conditions(theta, np.shape(theta)[0], "theta")
+        x = check_conditions(x, theta.shape[0], "x")
+        n_val = int(round(float(validation_fraction) * theta.shape[0]))
+        if not 0.0 <= float(validation_fraction) < 1.0:
+            raise FmnumpyError(f"validation_fraction must be in [0, 1), got "
+                               f"{validation_fraction}")
+        if theta.shape[0] - n_val < int(batch_size):
+            raise FmnumpyError(f"{theta.shape[0] - n_val} training simulations are fewer than "
+                               f"a batch of {int(batch_size)}; simulate more or pass a smaller "
+                               "batch_size")
+        if not fit_options.get("warm_start"):
+            std = theta.std(axis=0)
+            self.theta_mean_, self.theta_std_ = theta.mean(axis=0), np.where(std > 0, std, 1.0)
+        z = (theta - self.theta_mean_) / self.theta_std_
+        order = np.random.default_rng([self.seed, SPLIT_STREAM]).permutation(z.shape[0])
+        held, kept = order[:n_val], order[n_val:]
+        self.validation_ = []
+        if n_val == 0:
+            return self.fit(z, steps=steps, batch_size=batch_size, conditions=x,
+                            **fit_options)
+        val = Validation(self, z[held], x[held])
+        if eval_every is None:
+            eval_every = min(EVAL_EVERY, max(100, kept.shape[0] // 10))
+        best = {"loss": np.inf, "ema": None, "stale": 0}
+
+        def evaluate(model, k):
+            loss = val.loss(model)
+            self.validation_.append((k, loss))
+            if loss < best["loss"]:
+                best.update(loss=loss, ema=model.ema_.copy(), stale=0)
+            else:
+                best["stale"] += 1
+            return best["stale"] >= patience
+
+        self.fit(z[kept], steps=MAX_STEPS if steps is None else steps, batch_size=batch_size,
+                 conditions=x[kept], callback=evaluate,
+                 callback_every=positive_int("eval_every", eval_every), **fit_options)
+        if best["ema"] is not None:
+            self.ema_ = best["ema"]
+        return self
+
+    def _observation(self, x_obs):
+        self._check_fitted()
+        x = np.asarray(x_obs, dtype=np.float64).reshape(-1)
+        return check_conditions(x.reshape(1, -1), 1, "the observation",
+                                self.spec_.n_cond)[0]
+
+    def sample_posterior(self, x_obs, n=10_000, seed=0, method=None, steps=None,
+                         return_logprob=False):
+        """n samples of q(theta | x_obs) (n, dim_theta), inside the prior's box (others
+        drawn again); with ``return_logprob`` also their log q(theta | x_obs) (n,) from
+        the same solve."""
+        x = self._observation(x_obs)
+        n = positive_int("the number of samples", n)
+        task = None if self.task is None else get_task(self.task)
+        kept, logps = [], []
+        have, rng = 0, np.random.default_rng([int(seed), 42])
+        for _ in range(MAX_REDRAWS):
+            z0 = rng.standard_normal((n - have, self.spec_.dim))
+            if return_logprob:
+                z, lz = self.sample(x0=z0, method=method or "rk4", steps=steps or 100,
+                                    condition=x, return_logprob=True)
+            else:
+                z, lz = self.sample(x0=z0, method=method, steps=steps, condition=x), None
+            theta = z * self.theta_std_ + self.theta_mean_
+            ok = np.ones(theta.shape[0], bool) if task is None else in_prior(task, theta)
+            kept.append(theta[ok])
+            if lz is not None:
+                logps.append(lz[ok] - np.log(self.theta_std_).sum())
+            have += int(ok.sum())
+            if have == n:
+                break
+        else:
+            raise FmnumpyError(f"fewer than {n} of the posterior's samples fell inside the "
+                               f"prior after {MAX_REDRAWS} rounds; the flow puts its mass "
+                               "outside the prior")
+        theta = np.concatenate(kept)
+        return (theta, np.concatenate(logps)) if return_logprob else theta
+
+    def log_posterior(self, theta, x_obs, method="rk4", steps=100, dtype="float32"):
+        """log q(theta | x_obs) (N,) of parameters theta (N, dim_theta): the flow's exact
+        density of the standardized theta, less sum log s (not renormalized to the prior's
+        box)."""
+        x = self._observation(x_obs)
+        theta = check_conditions(theta, np.shape(theta)[0], "theta", self.spec_.dim)
+        z = (theta - self.theta_mean_) / self.theta_std_
+        return (self.log_prob(z, method=method, steps=steps, dtype=dtype, condition=x)
+                - np.log(self.theta_std_).sum())
+
+    def _extra_meta(self):
+        return {"theta_mean": self.theta_mean_.tolist(), "theta_std": self.theta_std_.tolist()}
+
+    def _load_extra(self, extra):
+        self.theta_mean_ = np.asarray(extra["theta_mean"])
+        self.theta_std_ = np.asarray(extra["theta_std"])
