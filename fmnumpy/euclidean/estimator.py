@@ -53,8 +53,13 @@ DEFAULTS = dict(
     coupling="independent", path="straight", sb_sigma=SB_SIGMA, time_power=None,
     label_dropout=0.1, objective="fm", map_fraction=0.25, adaptive_power=0.0,
     map_teacher=True, map_time_power=None, condition_beta=10.0,
-    jumps=2,
+    jumps=2, marginal="data",
 )
+# marginal: what sample() of a conditional model draws when given no labels or condition:
+# "data" draws them from the training data's own, "null" samples the null condition
+# (bench/results/conditions.md)
+MARGINALS = ("data", "null")
+MARGINAL_STREAM = 47     # the labels or conditions drawn by sample(marginal="data")
 # fit(steps=None): 20,000 steps (DEFAULTS["steps"]) for the velocity, MAP_STEPS for a flow
 # map: 30,000 met the one- and two-jump aims on the mean of 3 seeds of every FFJORD set, at
 # 1.4x to 1.7x the plain default's training time (bench/results/flowmap.md)
@@ -243,6 +248,8 @@ class FlowMatcher(Estimator):
                              x_freqs, x_dirs or self.x_dirs, flow_map=self.objective != "fm",
                              n_cond=0 if cond is None else cond.width)
         self.cond_ = cond
+        self.class_freq_ = None          # (K,) the training labels' frequencies
+        self.cond_rows_ = None           # (N, K) the training conditions
         rng = np.random.default_rng([self.seed, INIT_STREAM])
         self.state_ = TrainState(init_params(self.spec_.sizes, rng, DTYPE))
         self.source_ = None
@@ -345,6 +352,7 @@ class FlowMatcher(Estimator):
                              cond=None if C is None else Standardizer.fit(C))
         self.batch_size_, self.total_steps_, self.data_ = batch_size, steps, data.name
         self.source_ = src
+        self._keep_marginal(data, C)
         labeled, coupling = None, self._coupling()
         if self.spec_.n_classes:
             labeled = data.draw_labeled
@@ -358,6 +366,37 @@ class FlowMatcher(Estimator):
                                     null_class=self.spec_.null_class)
         return self._run(self._stepper(stream, batch_size, data.name), stream, steps, until,
                          progress, callback, callback_every, checkpoint, checkpoint_every, log)
+
+    def _keep_marginal(self, data, C):
+        """Keep what ``sample(marginal="data")`` draws from: the training labels'
+        frequencies (a toy set's from 100,000 labelled draws), or the conditions."""
+        if self.spec_.n_classes:
+            if data.labels is not None:
+                y = data.labels
+            else:
+                y = data.draw_labeled(100_000, np.random.default_rng([self.seed, 48]))[1]
+            self.class_freq_ = np.bincount(y, minlength=self.spec_.n_classes) / y.shape[0]
+        if C is not None:
+            self.cond_rows_ = np.asarray(C, dtype=np.float32)
+
+    def _marginal(self, labels, condition, n, seed, marginal):
+        """(labels, condition) of ``sample``: as given, or, for a conditional model given
+        neither and ``marginal`` "data", n of the training data's own drawn with
+        ``default_rng([seed, MARGINAL_STREAM])``."""
+        marginal = DEFAULTS["marginal"] if marginal is None else str(marginal)
+        if marginal not in MARGINALS:
+            raise FmnumpyError(f"marginal must be one of: {', '.join(MARGINALS)}; got "
+                               f"{marginal!r}")
+        sp = self.spec_
+        if labels is not None or condition is not None or marginal == "null" \
+                or not (sp.n_classes or sp.n_cond):
+            return labels, condition
+        rng = np.random.default_rng([int(seed), MARGINAL_STREAM])
+        if sp.n_classes:
+            if self.class_freq_ is None:           # a checkpoint from before: uniform
+                return rng.integers(0, sp.n_classes, size=n), None
+            return rng.choice(sp.n_classes, size=n, p=self.class_freq_), None
+        return None, self.cond_rows_[rng.integers(0, self.cond_rows_.shape[0], size=n)]
 
     def _check_conditions(self, data, conditions, labels):
         """The training conditions (N, K) float64 checked against the data and the
@@ -512,7 +551,7 @@ class FlowMatcher(Estimator):
     def sample(self, n=DEFAULTS["n_samples"], method=None, steps=None, seed=1, record=0,
                ema=True, x0=None,
                return_logprob=False, rtol=1e-5, atol=1e-5, labels=None, guidance=1.0,
-               dtype="float32", qmc=False, noise=None, condition=None):
+               dtype="float32", qmc=False, noise=None, condition=None, marginal=None):
         """Draw ``n`` samples: x0 from the source (N(0, I) unless ``fit`` was given
         another, ``draw_source`` with ``default_rng(seed)``; ``qmc=True``: quasi-random
         N(0, I) points, more even sample sets that are no longer independent draws,
@@ -525,7 +564,11 @@ class FlowMatcher(Estimator):
         classifier-free guidance weight ``guidance`` (w: v = v_null + w (v_y - v_null),
         docs/guidance.md); labels=None samples the whole distribution (the null class).
         A model of continuous conditions takes ``condition``: K numbers for every sample,
-        or (n, K) (docs/conditions.md), guided the same way; None is the null condition.
+        or (n, K) (docs/conditions.md), guided the same way.  Given neither, a conditional
+        model samples its whole distribution as ``marginal`` says: "data" (the default)
+        draws each sample's label or condition from the training data's own, "null" uses
+        the null condition (with ``return_logprob``: always the null condition, whose
+        density the solve gives).
 
         Returns (n, D); with ``record`` = R also the trajectory (R + 1, n, D) (jumps:
         the K + 1 states between them); with
@@ -546,6 +589,9 @@ class FlowMatcher(Estimator):
         on its diagonal u(x, t, t) = v(x, t)."""
         self._check_fitted()
         method, steps = self.default_sampler(method, steps)
+        rows = n if x0 is None else np.shape(x0)[0]
+        if not return_logprob:
+            labels, condition = self._marginal(labels, condition, rows, seed, marginal)
         if str(method).lower() == "sde":
             return self._sample_sde(n, steps, seed, record, ema, x0, return_logprob, labels,
                                     guidance, qmc, 1.0 if noise is None else noise,
@@ -783,11 +829,15 @@ class FlowMatcher(Estimator):
         extra = dict(n_classes=self.spec_.n_classes, x_freqs_used=self.spec_.x_freqs,
                      x_dirs_used=self.spec_.x_dirs,
                      conditions=None if self.cond_ is None else self.cond_.to_dict(),
+                     class_freq=(None if self.class_freq_ is None
+                                 else self.class_freq_.tolist()),
                      source=None if self.source_ is None else self.source_.name,
                      **self._extra_meta())
         arrays = {}
         if self.source_ is not None and self.source_.array is not None:
             arrays["source"] = self.source_.array      # user data: kept, not re-read
+        if self.cond_rows_ is not None:
+            arrays["conditions"] = self.cond_rows_     # what sample(marginal="data") draws
         return extra, arrays
 
     def _extra_meta(self):
@@ -830,6 +880,10 @@ class FlowMatcher(Estimator):
             if self.source_.dim != self.spec_.dim:
                 raise FmnumpyError(f"{path}: the stored source has D={self.source_.dim}, "
                                    f"the model D={self.spec_.dim}; the file is damaged")
+        if extra.get("class_freq") is not None:
+            self.class_freq_ = np.asarray(extra["class_freq"])
+        if "conditions" in arrays:
+            self.cond_rows_ = np.asarray(arrays["conditions"])
         self._load_extra(extra)
 
     @staticmethod

@@ -194,3 +194,27 @@ def test_check_conditions_takes_integers_and_refuses_text():
     assert check_conditions([[1], [2]], 2).dtype == np.float64
     with pytest.raises(FmnumpyError, match="must be numbers"):
         check_conditions(np.array([["a"], ["b"]]), 2)
+
+
+def test_the_whole_distribution_draws_labels_or_conditions_from_the_data(fitted, tmp_path):
+    """sample() of a conditional model given neither labels nor a condition: marginal
+    "data" (the default) samples each point at a label or condition drawn from the
+    training data's own (rng [seed, 47]); "null" at the null condition."""
+    fm, x, c = fitted
+    rng = np.random.default_rng([5, 47])
+    drawn = fm.cond_rows_[rng.integers(0, c.shape[0], size=300)]
+    assert np.array_equal(fm.sample(300, seed=5), fm.sample(300, seed=5, condition=drawn))
+    assert np.array_equal(fm.sample(300, seed=5, marginal="null"),
+                          fm.sample(300, seed=5, condition=None, marginal="null"))
+    assert not np.array_equal(fm.sample(300, seed=5), fm.sample(300, seed=5, marginal="null"))
+    fm.save(tmp_path / "m.npz")
+    assert np.array_equal(FlowMatcher.load(tmp_path / "m.npz").sample(30, seed=2),
+                          fm.sample(30, seed=2))
+    lab = FlowMatcher(hidden=(8,), seed=0).fit("8gaussians", steps=5, labels=True)
+    assert lab.class_freq_.shape == (8,) and abs(lab.class_freq_ - 1 / 8).max() < 0.01
+    y = np.random.default_rng([3, 47]).choice(8, size=40, p=lab.class_freq_)
+    assert np.array_equal(lab.sample(40, seed=3), lab.sample(40, seed=3, labels=y))
+    lab.save(tmp_path / "l.npz")
+    assert np.array_equal(FlowMatcher.load(tmp_path / "l.npz").class_freq_, lab.class_freq_)
+    with pytest.raises(FmnumpyError, match="marginal must be one of: data, null"):
+        lab.sample(3, marginal="all")
