@@ -1,11 +1,10 @@
 """``fmnumpy sbi train | sample``: simulation-based inference on the sbibm tasks with a
 posterior flow (fmnumpy/sbi/, docs/sbi.md)."""
-import json
 import os
 
 import numpy as np
 
-from fmnumpy.cli.common import parse_numbers, say
+from fmnumpy.cli.common import parse_numbers, say, write_json
 from fmnumpy.errors import FmnumpyError, positive_int
 
 
@@ -44,8 +43,7 @@ def cmd_train(a):
     metrics = {"task": task.name, "simulations": n, "steps": q.step_,
                "train_seconds": round(q.train_seconds_, 2),
                "final_loss": float(np.mean(q.losses_[-200:]))}
-    with open(os.path.join(a.out, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=1)
+    write_json(os.path.join(a.out, "metrics.json"), metrics)
     say(f"trained {q.step_} steps on {n} simulations of {task.name} in "
         f"{q.train_seconds_:.1f} s; outputs in {a.out}/")
     return 0
