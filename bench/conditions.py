@@ -11,7 +11,7 @@
    straightness of the flow at each observation (metrics.straightness, 1,000 source
    points).
 
-    python bench/conditions.py [--seeds 0 1 2] [--out bench/results/conditions.md]
+    python bench/conditions.py [--seeds 0 1 2] [--ot-seeds 0] [--out bench/results/conditions.md]
 """
 import argparse
 import os
@@ -104,16 +104,19 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--parts", nargs="+", default=["whole", "ot"], choices=("whole", "ot"))
+    ap.add_argument("--ot-seeds", type=int, nargs="+", default=None,
+                    help="the seeds of the conditional-OT part (default: --seeds)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
                                                    "conditions.md"))
     a = ap.parse_args(argv)
+    ot = f" --ot-seeds {' '.join(map(str, a.ot_seeds))}" if a.ot_seeds else ""
     lines = ["# Conditional models", "", f"`python bench/conditions.py --seeds "
-             f"{' '.join(map(str, a.seeds))} --parts {' '.join(a.parts)}`, "
+             f"{' '.join(map(str, a.seeds))} --parts {' '.join(a.parts)}{ot}`, "
              f"{time.strftime('%Y-%m-%d')}, on this 2-core machine.", ""]
     if "whole" in a.parts:
         lines += whole_distribution(a.seeds) + [""]
     if "ot" in a.parts:
-        lines += conditional_ot(a.seeds) + [""]
+        lines += conditional_ot(a.ot_seeds or a.seeds) + [""]
     text = "\n".join(lines)
     print(text)
     with open(a.out, "w") as f:

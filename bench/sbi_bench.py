@@ -11,6 +11,7 @@ bench/sbi_torch.py; fmnumpy never needs them.
     python bench/sbi_bench.py check                      # the simulators against the reference data
     python bench/sbi_bench.py run [--tasks ...] [--budgets 1000 10000 100000] [--seeds 0 1 2]
         [--methods fmnumpy npe fmpe] [--torch-python PY] [--out bench/results/sbi.jsonl]
+        [--sweep [--workers 2 --threads-per-run 1 | --scheduler ADDRESS]]
     python bench/sbi_bench.py table                      # bench/results/sbi.md from the JSONL
     python bench/sbi_bench.py pictures                   # docs/images/sbi_*.png
 
@@ -133,8 +134,36 @@ def done_runs(path):
                 for r in map(json.loads, f)}
 
 
+def fmnumpy_sweep(a, done):
+    """``--sweep``: fmnumpy's runs not yet done, trained first as one ``fmnumpy sweep`` of
+    ``sbi train`` (tasks x budgets x seeds; Dask workers, bench/common.py run_sweep);
+    returns {(task, budget, seed): its folder}."""
+    from bench import common
+    want = [(t, b, s) for t in a.tasks for b in a.budgets for s in a.seeds
+            if (t, b, s, "fmnumpy") not in done]
+    if not want:
+        return {}
+    runs = common.run_sweep({"family": "sbi", "seeds": sorted({s for _, _, s in want}),
+                             "grid": {"task": sorted({t for t, _, _ in want}),
+                                      "simulations": sorted({b for _, b, _ in want})}},
+                            "sbi", a)
+    return {(r.options["task"], r.options["simulations"], r.seed): f for r, f in runs}
+
+
+def scored_run(folder, obs):
+    """The samples of a swept posterior flow (its checkpoint) for each observation."""
+    q = PosteriorFlow.load(os.path.join(folder, "checkpoint.npz"))
+    with open(os.path.join(folder, "metrics.json")) as f:
+        m = json.load(f)
+    t0 = time.perf_counter()
+    samples = [q.sample_posterior(xo, N, seed=k) for k, xo in enumerate(obs)]
+    return samples, {"train_s": m["train_seconds"], "sample_s": time.perf_counter() - t0,
+                     "steps": q.step_, "swept": True}
+
+
 def run(a):
     done = done_runs(a.out)
+    swept = fmnumpy_sweep(a, done) if a.sweep and "fmnumpy" in a.methods else {}
     for task in a.tasks:
         refs = [reference(task, k) for k in a.observations]
         obs = [r[0] for r in refs]
@@ -144,7 +173,9 @@ def run(a):
                 for method in a.methods:
                     if (task, budget, seed, method) in done:
                         continue
-                    if method == "fmnumpy":
+                    if method == "fmnumpy" and (task, budget, seed) in swept:
+                        samples, info = scored_run(swept[task, budget, seed], obs)
+                    elif method == "fmnumpy":
                         samples, info = fmnumpy_run(task, theta, x, seed, obs, a.steps)
                     else:
                         samples, info = torch_run(method, task, theta, x, seed, obs,
@@ -235,6 +266,10 @@ def main(argv=None):
     ap.add_argument("--torch-python", default="python", help="a Python with torch and sbi")
     ap.add_argument("--out", default=OUT)
     ap.add_argument("--md", default=None, help="table: also write it to this Markdown file")
+    ap.add_argument("--sweep", action="store_true", help="train fmnumpy's runs first as one "
+                    "fmnumpy sweep (family sbi) on Dask, then score them")
+    from bench.common import sweep_arguments
+    sweep_arguments(ap)
     a = ap.parse_args(argv)
     return {"check": check, "run": run, "table": table, "pictures": pictures}[a.what](a)
 

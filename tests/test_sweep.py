@@ -185,3 +185,22 @@ def test_a_run_killed_mid_way_resumes_bit_for_bit(tmp_path, monkeypatch):
     assert resumed["w2"] == unbroken["w2"] and resumed["final_loss"] == unbroken["final_loss"]
     a, b = np.load(ckpt), np.load(os.path.join(unbroken_dir, "checkpoint.npz"))
     assert all(np.array_equal(a[k], b[k]) for k in ("theta", "m", "v", "ema", "losses"))
+
+
+def test_a_sweep_of_posterior_flows_runs_fmnumpy_sbi_train(tmp_path):
+    """family "sbi": the runs are fmnumpy sbi train command lines (its options as keys,
+    an unknown task refused before anything runs); one run's task in this process (the
+    Dask side is the other tests')."""
+    with pytest.raises(Exception, match="unknown task 'nope'"):
+        sweep_spec.check_spec({"family": "sbi", "grid": {"task": ["nope"]}}, CLI)
+    with pytest.raises(Exception, match="fmnumpy sbi train's long options"):
+        sweep_spec.check_spec({"family": "sbi", "grid": {"x_freqs": [1]}}, CLI)
+    s = sweep_spec.check_spec({"family": "sbi", "fixed": {"simulations": 300, "steps": 20,
+                                                          "batch-size": 64},
+                               "grid": {"task": ["gaussian_mixture"]}}, CLI)
+    (r, line), = execute.prepare(s, str(tmp_path / "out"), 1)
+    assert line[:2] == ["sbi", "train"] and "--no-plots" not in line
+    metrics = execute.train_run(execute.run_folder(str(tmp_path / "out"), r), line, CLI.main)
+    assert metrics["simulations"] == 300 and metrics["task"] == "gaussian_mixture"
+    sweep_summary.summarize(str(tmp_path / "out"), plot=False)
+    assert "final_loss" in (tmp_path / "out" / "summary.csv").read_text()

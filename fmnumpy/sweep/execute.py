@@ -81,8 +81,8 @@ def train_run(folder, line, main):
     with the command's one line when it fails (Dask retries it)."""
     if finished(folder):
         return _read_metrics(folder)
-    if os.path.exists(os.path.join(folder, "checkpoint.npz")):
-        line = line + ["--resume"]
+    if os.path.exists(os.path.join(folder, "checkpoint.npz")) and line[0] == "train":
+        line = line + ["--resume"]                  # (sbi train starts again)
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
         code = main(line)

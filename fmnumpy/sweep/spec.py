@@ -1,7 +1,7 @@
 """A sweep's specification: a TOML file naming the family, fixed options, a grid and the
 seeds; its runs are the Cartesian product of the grid times the seeds (docs/sweeps.md).
 
-    family = "euclidean"          # or "manifold", "discrete"
+    family = "euclidean"          # or "manifold", "discrete", "sbi"
     seeds = [0, 1, 2]
     baseline = { hidden = "64,64" }       # optional: the ratios' reference (default: the
     [fixed]                               # grid's first values, the data's aside)
@@ -18,6 +18,10 @@ more key, ``config`` (its baseline: ``baseline = { config = "default" }``)::
     hidden = "256,256,256"
     x-freqs = 0
 
+Family "sbi" sweeps ``fmnumpy sbi train`` instead (posterior flows on a task's
+simulations, docs/sbi.md): its keys are that command's options (task, simulations, steps,
+batch-size).
+
 Keys are ``fmnumpy train``'s long options (``batch-size`` or ``batch_size``); a value is
 what the option takes (true/false for a flag; a list of widths for ``hidden`` is joined
 with commas).  Each run is the train command line of its options: checked here by the
@@ -33,9 +37,11 @@ from collections import namedtuple
 
 from fmnumpy.errors import FmnumpyError
 
-FAMILIES = ("euclidean", "manifold", "discrete")
+FAMILIES = ("euclidean", "manifold", "discrete", "sbi")
 # the options a sweep sets itself for every run
 OWNED = ("out", "seed", "resume", "threads", "no_progress", "no_plots", "checkpoint_every")
+SBI = "sbi"           # the family whose runs are ``fmnumpy sbi train`` (no --resume: an
+                      # interrupted run starts again)
 PAIRED = ("dataset", "data")      # a ratio compares runs on the same data
 CHECKPOINT_EVERY = 500      # steps between a run's checkpoints (what a crash can lose)
 
@@ -63,12 +69,18 @@ def _value(v):
     return v
 
 
-def _train_dests(cli):
-    """{dest: is a flag} of ``fmnumpy train``'s options."""
+def command(family):
+    """The command words of a run of ``family``."""
+    return ["sbi", "train"] if family == SBI else ["train"]
+
+
+def _train_dests(cli, family="euclidean"):
+    """{dest: is a flag} of the options of ``family``'s train command."""
     import argparse
-    ap = cli.build_parser()
-    sub = next(a for a in ap._actions if isinstance(a, argparse._SubParsersAction))
-    train = sub.choices["train"]
+    train = cli.build_parser()
+    for word in command(family):
+        sub = next(a for a in train._actions if isinstance(a, argparse._SubParsersAction))
+        train = sub.choices[word]
     return {a.dest: a.nargs == 0 for a in train._actions if a.option_strings and a.dest != "help"}
 
 
@@ -125,13 +137,14 @@ def check_spec(raw, cli, where="the spec"):
         if clash:
             raise FmnumpyError(f"{where}: configs.{name} sets {clash[0]!r}, which is also "
                                f"{'fixed' if clash[0] in fixed else 'in the grid'}; keep one")
-    dests = _train_dests(cli)
+    dests = _train_dests(cli, family)
     for k in list(fixed) + list(grid) + [k for opts in named.values() for k in opts]:
         if k in OWNED:
             raise FmnumpyError(f"{where}: {k!r} is set by the sweep for each run; drop it")
         if k not in dests:
-            raise FmnumpyError(f"{where}: unknown option {k!r}; the keys are fmnumpy train's "
-                               "long options (fmnumpy train --help)")
+            words = " ".join(command(family))
+            raise FmnumpyError(f"{where}: unknown option {k!r}; the keys are fmnumpy {words}'s "
+                               f"long options (fmnumpy {words} --help)")
     both = sorted(set(fixed) & set(grid))
     if both:
         raise FmnumpyError(f"{where}: {both[0]!r} is both fixed and in the grid; keep one")
@@ -187,8 +200,9 @@ def runs(spec):
 
 
 def argv(spec, run, folder, threads):
-    """``fmnumpy train``'s command line of ``run``, writing into ``folder``."""
-    out = ["train"]
+    """``fmnumpy train``'s (or ``sbi train``'s) command line of ``run``, writing into
+    ``folder``."""
+    out = command(spec.family)
     for k, v in run.options.items():
         if k in spec.flags:
             if v not in (True, False):
@@ -199,8 +213,10 @@ def argv(spec, run, folder, threads):
             out += ["--" + k.replace("_", "-"), str(v)]
     if spec.family == "discrete" and "discrete" not in run.options:
         out.append("--discrete")
-    out += ["--seed", str(run.seed), "--out", str(folder), "--no-plots", "--no-progress",
-            "--threads", str(threads), "--checkpoint-every", str(CHECKPOINT_EVERY)]
+    out += ["--seed", str(run.seed), "--out", str(folder), "--no-progress",
+            "--threads", str(threads)]
+    if spec.family != SBI:
+        out += ["--no-plots", "--checkpoint-every", str(CHECKPOINT_EVERY)]
     return out
 
 
@@ -218,6 +234,10 @@ def check_run(spec, run, cli):
     except SystemExit:
         msg = (err.getvalue().strip().splitlines() or ["?"])[-1]
         raise FmnumpyError(f"run {dict(run.config)} seed {run.seed}: {msg}") from None
+    if spec.family == SBI:                 # the task's name, before anything runs
+        from fmnumpy.sbi.tasks import get_task
+        get_task(a.task)
+        return
     family = cli.family(a)
     if family != spec.family:
         raise FmnumpyError(f"the spec says family {spec.family!r}, but its options train "
