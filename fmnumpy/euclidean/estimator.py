@@ -761,7 +761,8 @@ class FlowMatcher(Estimator):
         (metrics.straightness from the same source points, at most 1,000), nfe, n.
         Draws: source points ``default_rng([seed, 10])``, fresh data
         ``default_rng([seed, 9])``, and n more source points ``[seed, 11]`` for
-        W2(source, data); ``qmc=True`` draws the first source points quasi-randomly
+        W2(source, data); a conditional model's samples at labels or conditions drawn
+        from the training data's (``sample``'s marginal "data"); ``qmc=True`` draws the first source points quasi-randomly
         (as ``sample(qmc=True)``), the others stay independent.  method and steps as
         :meth:`sample`'s (a flow map's jumps: nfe = steps)."""
         from fmnumpy import metrics
@@ -780,17 +781,23 @@ class FlowMatcher(Estimator):
         x0 = np.asarray(self.draw_source(n, np.random.default_rng([seed, 10]), qmc=qmc),
                         dtype=DTYPE)
         fresh = np.asarray(draw(n, np.random.default_rng([seed, 9])))
-        x1, traj = self._solve(x0, method, steps, 1e-5, 1e-5, steps, ema)
+        labels, condition = self._marginal(None, None, n, seed, None)   # a conditional
+        x1, traj = self._solve(x0, method, steps, 1e-5, 1e-5, steps, ema, labels=labels,
+                               condition=condition)             # model's whole distribution
         out = metrics.evaluate(x1, fresh, max_points=n)
         out["w1"] = metrics.w1(x1, fresh)
         ts = np.linspace(0.0, 1.0, traj.shape[0])
-        v = np.stack([self.velocity(traj[k], ts[k], ema=ema) for k in range(traj.shape[0])])
+        v = np.stack([self.velocity(traj[k], ts[k], ema=ema, labels=labels,
+                                    condition=condition) for k in range(traj.shape[0])])
         energy = metrics.path_energy(v, ts)
         ends = metrics.w2(self.draw_source(n, np.random.default_rng([seed, 11])), fresh)
         out.update(path_energy=energy, w2_source_data=ends,
                    npe=metrics.normalized_path_energy(energy, ends),
                    straightness=metrics.straightness(
-                       lambda xx, tt: self.velocity(xx, tt, ema=ema), x0[:1000], steps=100),
+                       lambda xx, tt: self.velocity(
+                           xx, tt, ema=ema, labels=None if labels is None else labels[:1000],
+                           condition=None if condition is None else condition[:1000]),
+                       x0[:1000], steps=100),
                    nfe=int(steps) * (1 if str(method).lower() == "jump"
                                      else tableau(method).stages), n=n)
         if self.spec_.n_classes:
