@@ -194,8 +194,14 @@ def run(a):
 # ---- the table and the pictures ---------------------------------------------------------------
 
 def table(a):
-    with open(a.out) as f:
-        recs = [json.loads(line) for line in f]
+    recs, seen = [], set()
+    for path in [a.out] + (a.more or []):            # runs of other processes too
+        with open(path) as f:
+            for r in map(json.loads, f):
+                key = (r["task"], r["budget"], r["seed"], r["method"])
+                if key not in seen:                  # the first record of a run counts
+                    seen.add(key)
+                    recs.append(r)
     methods = [m for m in ("fmnumpy", "npe", "fmpe") if any(r["method"] == m for r in recs)]
     head = ["task", "simulations"] + [f"{m} C2ST" for m in methods] + \
         [f"{m} train s" for m in methods]
@@ -266,6 +272,7 @@ def main(argv=None):
     ap.add_argument("--torch-python", default="python", help="a Python with torch and sbi")
     ap.add_argument("--out", default=OUT)
     ap.add_argument("--md", default=None, help="table: also write it to this Markdown file")
+    ap.add_argument("--more", nargs="+", default=None, help="table: more JSONL files of runs")
     ap.add_argument("--sweep", action="store_true", help="train fmnumpy's runs first as one "
                     "fmnumpy sweep (family sbi) on Dask, then score them")
     from bench.common import sweep_arguments
