@@ -251,6 +251,7 @@ def pictures(a):
         xo, ref, true = reference(task, 1)
         theta, x = simulate(task, 10_000, seed=0)
         q = PosteriorFlow(task=task, seed=0).fit_simulations(theta, x, steps=a.steps)
+        print(f"{task}: {q.step_} steps", flush=True)
         s = q.sample_posterior(xo, N)
         out = os.path.join(os.path.dirname(HERE), "docs", "images", f"sbi_{task}.png")
         pair_plot(out, s, ref, true, title=f"{task}, observation 1, 10,000 simulations: "

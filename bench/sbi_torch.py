@@ -5,7 +5,7 @@ variance), with sbi's defaults (early stopping on a tenth held out), then 10,000
 samples for each observation in IN.npz's obs; writes OUT.npz (samples (O, n, d)) and prints
 one JSON line (training seconds, epochs).
 
-    python bench/sbi_torch.py npe IN.npz OUT.npz SEED
+    python bench/sbi_torch.py npe IN.npz OUT.npz SEED [THREADS]
 """
 import json
 import sys
@@ -15,10 +15,11 @@ import numpy as np
 import torch
 
 
-def main(method, src, dst, seed):
+def main(method, src, dst, seed, threads=2):
     from sbi.inference import FMPE, NPE
     from sbi.utils import BoxUniform
     torch.manual_seed(int(seed))
+    torch.set_num_threads(int(threads))
     d = np.load(src)
     theta = torch.tensor(d["theta"], dtype=torch.float32)
     x = torch.tensor(d["x"], dtype=torch.float32)
