@@ -101,10 +101,11 @@ def check(a):
 
 # ---- the runs --------------------------------------------------------------------------------
 
-def fmnumpy_run(task, theta, x, seed, obs, steps):
+def fmnumpy_run(task, theta, x, seed, obs, steps, validation_fraction=None):
     q = PosteriorFlow(task=task, seed=seed)
     t0 = time.perf_counter()
-    q.fit_simulations(theta, x, steps=steps)
+    more = {} if validation_fraction is None else {"validation_fraction": validation_fraction}
+    q.fit_simulations(theta, x, steps=steps, **more)
     train_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     samples = [q.sample_posterior(xo, N, seed=k) for k, xo in enumerate(obs)]
@@ -176,7 +177,8 @@ def run(a):
                     if method == "fmnumpy" and (task, budget, seed) in swept:
                         samples, info = scored_run(swept[task, budget, seed], obs)
                     elif method == "fmnumpy":
-                        samples, info = fmnumpy_run(task, theta, x, seed, obs, a.steps)
+                        samples, info = fmnumpy_run(task, theta, x, seed, obs, a.steps,
+                                                    a.validation_fraction)
                     else:
                         samples, info = torch_run(method, task, theta, x, seed, obs,
                                                   a.torch_python)
@@ -270,6 +272,9 @@ def main(argv=None):
     ap.add_argument("--observations", type=int, nargs="+", default=list(OBSERVATIONS))
     ap.add_argument("--steps", type=int, default=None, help="fmnumpy's training steps "
                     "(default: PosteriorFlow's)")
+    ap.add_argument("--validation-fraction", type=float, default=None,
+                    help="fmnumpy's held-out share for early stopping (default "
+                    "PosteriorFlow's; 0: none, --steps steps)")
     ap.add_argument("--torch-python", default="python", help="a Python with torch and sbi")
     ap.add_argument("--out", default=OUT)
     ap.add_argument("--md", default=None, help="table: also write it to this Markdown file")
