@@ -229,19 +229,20 @@ def table(a):
         head = ["# Simulation-based inference against sbi", "",
                 "`python bench/sbi_bench.py run --torch-python PY` (PY: a Python with torch "
                 "2.13.0+cpu and sbi 0.27.0), then `python bench/sbi_bench.py table --md "
-                "bench/results/sbi.md`; on this 2-core machine, other work beside it at times.",
+                "bench/results/sbi.md`; on this 2-core machine.",
                 "", "C2ST (sbibm's definition, fmnumpy.metrics.c2st; 0.5 is best) of 10,000 "
                 "posterior samples against sbibm 1.1.0's 10,000 reference posterior samples, "
                 "mean over the ten observations; per cell the mean over seeds (min-max of the "
                 "seeds' means, seeds). Every method trains on the very same simulations of a "
-                "seed (fmnumpy.sbi.simulate). Training seconds: the mean over seeds, each "
-                "method in turn in one process per (task, budget, seed). fmnumpy: "
+                "seed (fmnumpy.sbi.simulate). Training seconds: the mean over seeds; "
+                + (a.timing_note or "each method in turn in one process per (task, budget, "
+                   "seed).") + " fmnumpy: "
                 "PosteriorFlow's defaults (4 x 128 SiLU, early stopping on a held-out tenth, at "
                 "most 30,000 steps); npe: sbi's NPE with its default MAF; fmpe: sbi's FMPE with "
                 "its default MLP; both with sbi's early stopping.", "",
                 "Runs: " + ", ".join(f"{m} seed {s}" for m, s in runs), ""]
         with open(a.md, "w") as f:
-            f.write("\n".join(head) + text + "\n")
+            f.write("\n".join(head) + "\n" + text + "\n")
     return text
 
 
@@ -279,6 +280,7 @@ def main(argv=None):
     ap.add_argument("--out", default=OUT)
     ap.add_argument("--md", default=None, help="table: also write it to this Markdown file")
     ap.add_argument("--more", nargs="+", default=None, help="table: more JSONL files of runs")
+    ap.add_argument("--timing-note", default=None, help="table: how the runs were timed")
     ap.add_argument("--sweep", action="store_true", help="train fmnumpy's runs first as one "
                     "fmnumpy sweep (family sbi) on Dask, then score them")
     from bench.common import sweep_arguments
