@@ -318,7 +318,8 @@ def c2st(a, b, seed=1, folds=C2ST_FOLDS, max_epochs=C2ST_MAX_EPOCHS):
     order = rng.permutation(X.shape[0])
     H, relu = 10 * X.shape[1], activation_code("relu")
     sizes = np.array([X.shape[1], H, H, 1], dtype=np.int64)
-    accuracy = []
+    ws = Workspace(sizes, C2ST_BATCH, dtype=np.float64)   # flat buffers: a smaller last
+    accuracy = []                                         # batch uses their front
     for held in np.array_split(order, folds):
         train = np.setdiff1d(order, held, assume_unique=True)
         theta = init_params(sizes, rng, dtype=np.float64)
@@ -330,7 +331,6 @@ def c2st(a, b, seed=1, folds=C2ST_FOLDS, max_epochs=C2ST_MAX_EPOCHS):
             for lo in range(0, perm.shape[0], C2ST_BATCH):
                 rows = perm[lo:lo + C2ST_BATCH]
                 B = rows.shape[0]
-                ws = Workspace(sizes, B, dtype=np.float64)
                 z = mlp_forward(theta, sizes, relu, X[rows], ws.A, ws.Z)[:, 0]
                 # binary cross-entropy of the logit z: softplus(z) - y z, and its derivative
                 total += float(np.sum(np.logaddexp(0.0, z) - y[rows] * z))
@@ -345,7 +345,7 @@ def c2st(a, b, seed=1, folds=C2ST_FOLDS, max_epochs=C2ST_MAX_EPOCHS):
             best = min(best, loss)
             if stale > C2ST_PATIENCE:
                 break
-        ws = Workspace(sizes, held.shape[0], dtype=np.float64)
-        z = mlp_forward(theta, sizes, relu, X[held], ws.A, np.zeros(0))[:, 0]
+        out = Workspace(sizes, held.shape[0], dtype=np.float64)
+        z = mlp_forward(theta, sizes, relu, X[held], out.A, np.zeros(0))[:, 0]
         accuracy.append(float(np.mean((z > 0) == (y[held] == 1))))
     return float(np.mean(accuracy))

@@ -10,7 +10,7 @@ guide, v = v(x, t, null) + w (v(x, t, c) - v(x, t, null)) (docs/guidance.md).
     check_conditions(C, n)       (n, K) finite float64, or one line
     Standardizer                 mean and std of the training conditions; block(c)
     ConditionedData              rows x_i with their blocks, drawn together
-    conditional_coupling         a minibatch coupling on ||x0 - x1||^2 + beta ||c0 - c1||^2
+    conditional_ot               conditional minibatch OT: ||x0 - x1||^2 + beta ||c0 - c1||^2
 """
 import numpy as np
 
@@ -65,10 +65,6 @@ class Standardizer:
         out = np.ones((C.shape[0], self.width + 1), dtype=dtype)
         out[:, :-1] = (C - self.mean) / self.std
         return out
-
-    def null(self, n, dtype=DTYPE):
-        """The null condition's block (n, K + 1): zeros."""
-        return np.zeros((n, self.width + 1), dtype=dtype)
 
     def condition_block(self, condition, n, dtype=DTYPE):
         """The block (n, K + 1) of ``condition``: K numbers for every point, or (n, K)."""

@@ -481,8 +481,8 @@ class FlowMatcher(Estimator):
 
     def _check_unconditional(self):
         if self.spec_.n_classes:
-            raise FmnumpyError("log-probabilities of a conditional model are not available "
-                               "yet; sample it with labels= instead")
+            raise FmnumpyError("density_grid draws the density of a model without labels; "
+                               "for a labelled one call log_prob(points, labels=k)")
 
     def _check_gaussian_source(self):
         if self.source_ is not None:
@@ -523,10 +523,10 @@ class FlowMatcher(Estimator):
         return y, w
 
     def _null(self, n):
-        """The null condition of n points: the null class, or the zero block."""
-        if self.spec_.n_cond:
-            return self.cond_.null(n)
-        return np.full(n, self.spec_.null_class, np.int64)
+        """The null condition of n points (``integrate.conditioning``'s): the null
+        class, or the zero block."""
+        from fmnumpy.euclidean.integrate import conditioning
+        return conditioning(self.spec_, n)[0]
 
     def _solve(self, x0, method, steps, rtol, atol, record, ema, t0=0.0, t1=1.0,
                labels=None, guidance=1.0, condition=None):
@@ -538,8 +538,6 @@ class FlowMatcher(Estimator):
         if x0.ndim != 2 or x0.shape[1] != self.spec_.dim:
             raise FmnumpyError(f"x0 must have shape (n, {self.spec_.dim}), got {x0.shape}")
         y, w = self._labels(labels, x0.shape[0], guidance, condition)
-        if y is None and self.spec_.n_cond:
-            y = self._null(x0.shape[0])
         theta = self.ema_ if ema else self.theta_
         x1, traj, stats = s.sample[self.device](theta, self.spec_, x0, s.name, steps, rtol,
                                                 atol, record, t0, t1, y, w)
@@ -679,10 +677,7 @@ class FlowMatcher(Estimator):
         from fmnumpy.nn.mlp import Workspace
         sp = self.spec_
         ws = Workspace(sp.sizes, N)
-        if sp.n_classes or sp.n_cond:
-            y = self._null(N) if y is None else y
-        else:
-            y = np.zeros(0, np.int64)
+        y = self._null(N) if y is None else y         # (0,) for an unconditional model
         V, out = np.empty((N, sp.dim), DTYPE), np.empty((N, sp.dim), DTYPE)
         params = (self.ema_ if ema else self.theta_, sp.sizes, sp.kind, sp.feats, ws.X, ws.A,
                   ws.Z, y, float(w), V)
@@ -727,10 +722,9 @@ class FlowMatcher(Estimator):
         input (the one-hot of the labels, or the block of the condition; the null one
         when neither is given), or None for an unconditional model."""
         sp = self.spec_
+        y, _ = self._labels(labels, n, 1.0, condition)   # (refuses them if unconditional)
         if not (sp.n_classes or sp.n_cond):
-            self._labels(labels, n, 1.0, condition)      # refuses labels and conditions
             return None
-        y, _ = self._labels(labels, n, 1.0, condition)
         y = self._null(n) if y is None else y
         if sp.n_classes:
             return np.eye(sp.n_classes + 1, dtype=np.float64)[y]
@@ -762,8 +756,9 @@ class FlowMatcher(Estimator):
         Draws: source points ``default_rng([seed, 10])``, fresh data
         ``default_rng([seed, 9])``, and n more source points ``[seed, 11]`` for
         W2(source, data); a conditional model's samples at labels or conditions drawn
-        from the training data's (``sample``'s marginal "data"); ``qmc=True`` draws the first source points quasi-randomly
-        (as ``sample(qmc=True)``), the others stay independent.  method and steps as
+        from the training data's (``sample``'s marginal "data"); ``qmc=True`` draws the
+        first source points quasi-randomly (as ``sample(qmc=True)``), the others stay
+        independent.  method and steps as
         :meth:`sample`'s (a flow map's jumps: nfe = steps)."""
         from fmnumpy import metrics
         from fmnumpy.ode.solvers import tableau

@@ -21,10 +21,10 @@ from fmnumpy.sbi.tasks import get_task, in_prior
 MAX_REDRAWS = 100         # rounds of redrawing samples outside the prior before giving up
 MAX_STEPS = 30_000        # fit_simulations(steps=None): the most steps, if it does not stop
 VALIDATION_FRACTION = 0.1  # simulations held out for early stopping, as sbi's default
-EVAL_EVERY, PATIENCE = 1000, 5   # at most this many steps between validation losses
-VALIDATION_DRAWS = 10      # (eval_every=None: a tenth of the training pairs' count, at least
-                           # 100); evaluations without a new best before stopping; (x0, t)
-                           # draws per held-out pair
+EVAL_EVERY = 1000          # the most steps between validation losses (eval_every=None: a
+                           # tenth of the training pairs' count, at least 100)
+PATIENCE = 5               # evaluations without a new best before the run stops
+VALIDATION_DRAWS = 10      # (x0, t) draws per held-out pair
 SPLIT_STREAM, VALIDATION_STREAM = 45, 46
 
 
@@ -140,11 +140,9 @@ class PosteriorFlow(FlowMatcher):
         have, rng = 0, np.random.default_rng([int(seed), 42])
         for _ in range(MAX_REDRAWS):
             z0 = rng.standard_normal((n - have, self.spec_.dim))
-            if return_logprob:
-                z, lz = self.sample(x0=z0, method=method or "rk4", steps=steps or 100,
-                                    condition=x, return_logprob=True)
-            else:
-                z, lz = self.sample(x0=z0, method=method, steps=steps, condition=x), None
+            out = self.sample(x0=z0, method=method, steps=steps, condition=x,
+                              return_logprob=return_logprob)
+            z, lz = out if return_logprob else (out, None)
             theta = z * self.theta_std_ + self.theta_mean_
             ok = np.ones(theta.shape[0], bool) if task is None else in_prior(task, theta)
             kept.append(theta[ok])
