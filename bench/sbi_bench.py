@@ -9,6 +9,7 @@ use).  sbi runs in another Python that has torch and sbi (``--torch-python``), t
 bench/sbi_torch.py; fmnumpy never needs them.
 
     python bench/sbi_bench.py check                      # the simulators against the reference data
+    python bench/sbi_bench.py c2st                       # fmnumpy's C2ST against scikit-learn's
     python bench/sbi_bench.py run [--tasks ...] [--budgets 1000 10000 100000] [--seeds 0 1 2]
         [--methods fmnumpy npe fmpe] [--torch-python PY] [--out bench/results/sbi.jsonl]
         [--sweep [--workers 2 --threads-per-run 1 | --scheduler ADDRESS]]
@@ -95,6 +96,31 @@ def check(a):
             if name == "gaussian_linear":           # 2,000 of each: the 10-D test is slow
                 closed = f"{c2st(ref[:2000], gaussian_linear_posterior(xo, 2000, rng)):.3f}"
             lines.append(f"| {name} | {k} | {closed} | {farther:.3f} |")
+            print(lines[-1], flush=True)
+    return lines
+
+
+def c2st_check(a):
+    """fmnumpy.metrics.c2st against scikit-learn's MLPClassifier with sbibm's settings
+    (bench only: pip install scikit-learn) on N(0, I) against N(s 1, I) in 2 and 5
+    dimensions, 2,000 points each, with the best classifier's accuracy Phi(s sqrt(D) / 2)."""
+    import math
+    from sklearn.model_selection import KFold, cross_val_score
+    from sklearn.neural_network import MLPClassifier
+    lines = ["| D | shift | fmnumpy c2st | scikit-learn | Bayes accuracy |", "|---|---|---|---|---|"]
+    print("\n".join(lines), flush=True)
+    for d in (2, 5):
+        for shift in (0.0, 0.3):
+            rng = np.random.default_rng([d, int(shift * 10), 70])
+            x, y = rng.standard_normal((2000, d)), rng.standard_normal((2000, d)) + shift
+            m, s = x.mean(axis=0), x.std(axis=0)
+            data = np.concatenate([(x - m) / s, (y - m) / s])
+            clf = MLPClassifier(activation="relu", hidden_layer_sizes=(10 * d, 10 * d),
+                                max_iter=10000, solver="adam", random_state=1)
+            theirs = cross_val_score(clf, data, np.r_[np.zeros(2000), np.ones(2000)],
+                                     cv=KFold(5, shuffle=True, random_state=1)).mean()
+            bayes = 0.5 * (1 + math.erf(shift * math.sqrt(d) / 2 / math.sqrt(2)))
+            lines.append(f"| {d} | {shift} | {c2st(x, y):.4f} | {theirs:.4f} | {bayes:.4f} |")
             print(lines[-1], flush=True)
     return lines
 
@@ -264,7 +290,7 @@ def pictures(a):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=("check", "run", "table", "pictures"))
+    ap.add_argument("what", choices=("check", "c2st", "run", "table", "pictures"))
     ap.add_argument("--tasks", nargs="+", default=list(TASKS))
     ap.add_argument("--budgets", type=int, nargs="+", default=list(BUDGETS))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -286,7 +312,8 @@ def main(argv=None):
     from bench.common import sweep_arguments
     sweep_arguments(ap)
     a = ap.parse_args(argv)
-    return {"check": check, "run": run, "table": table, "pictures": pictures}[a.what](a)
+    return {"check": check, "c2st": c2st_check, "run": run, "table": table,
+            "pictures": pictures}[a.what](a)
 
 
 if __name__ == "__main__":
