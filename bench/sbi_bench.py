@@ -35,11 +35,13 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from fmnumpy.metrics import c2st  # noqa: E402
 from fmnumpy.sbi import PosteriorFlow, get_task, simulate  # noqa: E402
-from fmnumpy.sbi.tasks import GAUSSIAN_LINEAR_SCALE, gaussian_linear_posterior  # noqa: E402
+from fmnumpy.sbi.tasks import (GAUSSIAN_LINEAR_SCALE, gaussian_linear_posterior,  # noqa: E402
+                               glm_design, glm_log_posterior, glm_prior_precision)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WHEEL_DIR = os.path.join(HERE, ".sbibm")
-TASKS = ("two_moons", "gaussian_mixture", "slcp", "gaussian_linear")
+TASKS = ("two_moons", "gaussian_mixture", "slcp", "gaussian_linear", "bernoulli_glm",
+         "bernoulli_glm_raw")
 BUDGETS = (1000, 10_000, 100_000)
 OBSERVATIONS = tuple(range(1, 11))
 N = 10_000                       # posterior samples per observation, as sbibm's
@@ -63,10 +65,12 @@ def _csv(z, name, packed=False):
 
 def reference(task, k):
     """(observation (dim_x,), reference posterior samples (10000, dim_theta), true theta)
-    of sbibm's observation k (1-10) of ``task``."""
-    base = f"sbibm/tasks/{task}/files/num_observation_{k}/"
+    of sbibm's observation k (1-10) of ``task`` (bernoulli_glm_raw: bernoulli_glm's, observed
+    as its raw spike train)."""
+    raw = task == "bernoulli_glm_raw"
+    base = f"sbibm/tasks/{'bernoulli_glm' if raw else task}/files/num_observation_{k}/"
     with zipfile.ZipFile(wheel()) as z:
-        return (_csv(z, base + "observation.csv")[0],
+        return (_csv(z, base + ("observation_raw.csv" if raw else "observation.csv"))[0],
                 _csv(z, base + "reference_posterior_samples.csv.bz2", packed=True),
                 _csv(z, base + "true_parameters.csv")[0])
 
@@ -75,7 +79,8 @@ def reference(task, k):
 
 def check(a):
     """Each simulator against sbibm's data: gaussian_linear's closed-form posterior
-    against the reference samples (C2ST of 2,000 each); for every task, simulations at the reference
+    against the reference samples (C2ST of 2,000 each), and bernoulli_glm's exact posterior
+    (importance resampling, glm_posterior) likewise; for every task, simulations at the reference
     posterior samples against the observation (where x_obs falls among them: the share of
     simulations farther, in their own Mahalanobis distance, from their mean than x_obs; a
     simulator unlike the benchmark's puts x_obs far out, near 0)."""
@@ -95,9 +100,30 @@ def check(a):
             closed = ""
             if name == "gaussian_linear":           # 2,000 of each: the 10-D test is slow
                 closed = f"{c2st(ref[:2000], gaussian_linear_posterior(xo, 2000, rng)):.3f}"
+            if name.startswith("bernoulli_glm"):
+                stats = xo @ glm_design() if name.endswith("raw") else xo
+                closed = f"{c2st(ref[:2000], glm_posterior(stats, 2000, rng)):.3f}"
             lines.append(f"| {name} | {k} | {closed} | {farther:.3f} |")
             print(lines[-1], flush=True)
     return lines
+
+
+def glm_posterior(x, n, rng, draws=100_000):
+    """n draws of bernoulli_glm's exact posterior given its statistics x, by importance
+    resampling: the proposal N(mode, 2 H^-1) of the log-posterior's mode and Hessian H
+    (Newton's method), weighted by the unnormalized posterior (tasks.glm_log_posterior)."""
+    X, P = glm_design(), glm_prior_precision()
+    m = np.zeros(P.shape[0])
+    for _ in range(50):                          # Newton on a concave log-posterior
+        p = 1.0 / (1.0 + np.exp(-(X @ m)))
+        H = X.T @ (X * (p * (1.0 - p))[:, None]) + P
+        m = m + np.linalg.solve(H, x - X.T @ p - P @ m)
+    L = np.linalg.cholesky(2.0 * np.linalg.inv(H))
+    z = rng.standard_normal((draws, m.shape[0]))
+    th = m + z @ L.T
+    logw = glm_log_posterior(th, x) + 0.5 * (z ** 2).sum(axis=1)
+    w = np.exp(logw - logw.max())
+    return th[rng.choice(draws, size=n, p=w / w.sum())]
 
 
 def c2st_check(a):
@@ -139,15 +165,16 @@ def fmnumpy_run(task, theta, x, seed, obs, steps, validation_fraction=None):
                      "steps": q.step_}
 
 
-def torch_run(method, task, theta, x, seed, obs, python):
+def torch_run(method, task, theta, x, seed, obs, python, threads=2):
     t = get_task(task)
     with tempfile.TemporaryDirectory() as d:
         src, dst = os.path.join(d, "in.npz"), os.path.join(d, "out.npz")
         prior = ({"low": t.bounds[0], "high": t.bounds[1]} if t.bounds is not None
-                 else {"variance": GAUSSIAN_LINEAR_SCALE})
+                 else {"precision": glm_prior_precision() if task.startswith("bernoulli")
+                       else np.eye(t.dim_theta) / GAUSSIAN_LINEAR_SCALE})
         np.savez(src, theta=theta, x=x, obs=np.stack(obs), n=N, **prior)
         line = subprocess.run([python, os.path.join(HERE, "sbi_torch.py"), method, src, dst,
-                               str(seed)], check=True, capture_output=True, text=True,
+                               str(seed), str(threads)], check=True, capture_output=True, text=True,
                               cwd=d)                # sbi writes its logs into the cwd
         info = json.loads(line.stdout[line.stdout.rindex("{"):])    # after sbi's own prints
         return list(np.load(dst)["samples"]), info
@@ -207,7 +234,7 @@ def run(a):
                                                     a.validation_fraction)
                     else:
                         samples, info = torch_run(method, task, theta, x, seed, obs,
-                                                  a.torch_python)
+                                                  a.torch_python, a.torch_threads)
                     scores = [c2st(r[1], s) for r, s in zip(refs, samples)]
                     rec = dict(task=task, budget=budget, seed=seed, method=method,
                                observations=list(a.observations), c2st=scores,
@@ -303,6 +330,8 @@ def main(argv=None):
                     help="fmnumpy's held-out share for early stopping (default "
                     "PosteriorFlow's; 0: none, --steps steps)")
     ap.add_argument("--torch-python", default="python", help="a Python with torch and sbi")
+    ap.add_argument("--torch-threads", type=int, default=2, help="torch's threads (set "
+                    "NUMBA_NUM_THREADS and OMP_NUM_THREADS alike for fmnumpy)")
     ap.add_argument("--out", default=OUT)
     ap.add_argument("--md", default=None, help="table: also write it to this Markdown file")
     ap.add_argument("--more", nargs="+", default=None, help="table: more JSONL files of runs")

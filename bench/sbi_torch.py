@@ -1,7 +1,7 @@
 """The sbi package's side of bench/sbi_bench.py, run with a Python that has torch and sbi
 (``--torch-python``; never a requirement of fmnumpy): train NPE (its default MAF) or FMPE
-(its default MLP vector field) on the simulations in IN.npz (theta, x, low, high or prior
-variance), with sbi's defaults (early stopping on a tenth held out), then 10,000 posterior
+(its default MLP vector field) on the simulations in IN.npz (theta, x, and the prior: the
+box low, high, or a zero-mean Gaussian's precision matrix), with sbi's defaults (early stopping on a tenth held out), then 10,000 posterior
 samples for each observation in IN.npz's obs; writes OUT.npz (samples (O, n, d)) and prints
 one JSON line (training seconds, epochs).
 
@@ -28,7 +28,7 @@ def main(method, src, dst, seed, threads=2):
         prior = BoxUniform(torch.full((dim,), float(d["low"])), torch.full((dim,), float(d["high"])))
     else:
         prior = torch.distributions.MultivariateNormal(
-            torch.zeros(dim), float(d["variance"]) * torch.eye(dim))
+            torch.zeros(dim), precision_matrix=torch.tensor(d["precision"], dtype=torch.float32))
     inference = (NPE if method == "npe" else FMPE)(prior=prior, show_progress_bars=False)
     t0 = time.perf_counter()
     estimator = inference.append_simulations(theta, x).train()

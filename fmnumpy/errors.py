@@ -32,3 +32,14 @@ def positive_int(name, value):
     if not ok:
         raise FmnumpyError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
+
+
+def positive_ints(name, values):
+    """``values``, a sequence of positive integers (or one), as a tuple of ints, else
+    FmnumpyError naming ``name``."""
+    seq = (values,) if isinstance(values, (int, float, str)) else values
+    try:
+        out = tuple(positive_int(name, v) for v in seq)
+    except (TypeError, FmnumpyError):
+        raise FmnumpyError(f"{name} must be positive integers, got {values!r}") from None
+    return out

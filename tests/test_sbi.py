@@ -11,7 +11,8 @@ import pytest
 from fmnumpy.errors import FmnumpyError
 from fmnumpy.metrics import c2st
 from fmnumpy.sbi import PosteriorFlow, TASKS, get_task, simulate
-from fmnumpy.sbi.tasks import gaussian_linear_posterior, in_prior
+from fmnumpy.sbi.tasks import (gaussian_linear_posterior, glm_design, glm_log_posterior,
+                               glm_prior_precision, in_prior)
 
 from reference import assert_one_line_error, run
 
@@ -68,6 +69,35 @@ def test_gaussian_mixture_and_gaussian_linear_noise():
     assert abs((g.simulate(t, np.random.default_rng(2)) - t).var() - 0.1) < 0.003
     post = gaussian_linear_posterior(np.ones(10), 40_000, np.random.default_rng(3))
     assert np.allclose(post.mean(axis=0), 0.5, atol=0.01) and abs(post.var() - 0.05) < 0.002
+
+
+def test_the_bernoulli_glm_spikes_by_its_filtered_stimulus_and_reports_sufficient_statistics():
+    """bernoulli_glm: the design matrix is the stimulus of RandomState(42) delayed 0..8 bins
+    beside a column of ones; the prior's covariance inverts its precision; each bin spikes
+    with probability sigmoid(X theta); x = X^T y of the raw spikes (bernoulli_glm_raw); the
+    log-posterior is the prior's plus the Bernoulli likelihood of those statistics."""
+    X = glm_design()
+    stim = np.random.RandomState(42).randn(100).astype(np.float32)
+    assert X.shape == (100, 10) and (X[:, 0] == 1).all()
+    assert X[3, 1 + 2] == stim[1] and X[1, 1 + 2] == 0.0 and X[99, 9] == stim[91]
+    P = glm_prior_precision()
+    assert P[0, 0] == 0.5 and np.allclose(P, P.T) and (np.linalg.eigvalsh(P) > 0).all()
+    glm, raw = get_task("bernoulli_glm"), get_task("bernoulli_glm_raw")
+    theta = glm.prior(100_000, np.random.default_rng(0))
+    assert np.abs(np.cov(theta.T) @ P - np.eye(10)).max() < 0.05
+    one = np.repeat(theta[:1], 40_000, axis=0)
+    y = raw.simulate(one, np.random.default_rng(1))
+    assert set(np.unique(y)) <= {0.0, 1.0}
+    assert np.allclose(y.mean(axis=0), 1 / (1 + np.exp(-X @ theta[0])), atol=0.01)
+    assert np.array_equal(glm.simulate(theta[:50], np.random.default_rng(2)),
+                          raw.simulate(theta[:50], np.random.default_rng(2)) @ X)
+    # the log-posterior: prior + sum_i y_i psi_i - log(1 + e^psi_i), psi = X theta
+    ys = raw.simulate(theta[:1], np.random.default_rng(3))[0]
+    t2 = theta[1:4]
+    psi = t2 @ X.T
+    want = ((ys * psi - np.log1p(np.exp(psi))).sum(axis=1)
+            - 0.5 * np.einsum("ni,ij,nj->n", t2, P, t2))
+    assert np.allclose(glm_log_posterior(t2, ys @ X), want)
 
 
 def test_an_unknown_task_is_one_line():
@@ -142,6 +172,11 @@ def test_sbi_train_and_sample_on_the_command_line(tmp_path, capsys):
                 "--plot", tmp_path / "s.png"]) == 0
     s = np.load(tmp_path / "s.npy")
     assert s.shape == (100, 2) and np.load(tmp_path / "l.npy").shape == (100,)
+    raw = tmp_path / "raw"                      # 100 numbers a simulation, through an MLP
+    assert run(["sbi", "train", "--task", "bernoulli_glm_raw", "--simulations", 300, "--steps",
+                20, "--batch-size", 64, "--condition-embedding", "16,4", "--out", raw,
+                "--no-progress"]) == 0
+    assert PosteriorFlow.load(raw / "checkpoint.npz").spec_.embed == (16, 4)
     capsys.readouterr()
     for line, words in (
             (["sbi", "sample", "--checkpoint", out / "checkpoint.npz", "--x", "1,2,3",
@@ -175,7 +210,9 @@ def test_conditions_from_a_file_on_the_command_line(tmp_path, capsys):
             (["train", "--data", tmp_path / "d.csv", "--condition-columns", "7", "--out",
               tmp_path / "x"], "distinct columns"),
             (["sample", "--checkpoint", out / "checkpoint.npz", "--condition", "1,2",
-              "--out", tmp_path / "t.npy"], "conditions of 1")):
+              "--out", tmp_path / "t.npy"], "conditions of 1"),
+            (["train", "--data", tmp_path / "d.csv", "--condition-embedding", "8,2", "--out",
+              tmp_path / "x"], "add them")):
         assert_one_line_error(capsys, run(line), words)
 
 

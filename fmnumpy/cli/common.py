@@ -29,7 +29,7 @@ OPTIONS = {
     "train": {
         "euclidean": _COMMON_TRAIN | {
             "source", "x_freqs", "x_dirs", "sigma", "conditional", "label_column",
-            "condition_columns", "label_dropout",
+            "condition_columns", "condition_embedding", "label_dropout",
             "sigma_min", "path", "sb_sigma", "time_power", "coupling", "sinkhorn_reg",
             "metrics_every", "device", "objective", "map_fraction", "adaptive_power"},
         "manifold": _COMMON_TRAIN | {"x_freqs", "time_power", "coupling", "latlon", "preset"},

@@ -51,6 +51,9 @@ def _train_data(a, name, resumed=None):
         cols = common.parse_numbers("--condition-columns", a.condition_columns, int)
         rows, c = datasets.split_columns(datasets.load_data(a.data), cols, a.data)
         return datasets.Data(rows), c
+    if a.condition_embedding is not None:
+        raise FmnumpyError("--condition-embedding embeds the condition of --condition-columns; "
+                           "add them, or drop --condition-embedding")
     if resumed is not None and resumed.spec_.n_cond:
         raise FmnumpyError("this checkpoint was trained with conditions; pass "
                            "--condition-columns K,... with --data FILE")

@@ -167,6 +167,9 @@ def _train_parser(sub):
     lab.add_argument("--condition-columns", default=None, metavar="K,K,...",
                      help="with --data FILE: these columns are a continuous condition c; "
                      "the model learns p(x | c) (docs/conditions.md)")
+    euc.add_argument("--condition-embedding", type=_hidden, default=None, metavar="H,...,E",
+                     help="with --condition-columns: the condition enters through a small "
+                     "MLP of these widths, the last its output (default: none)")
     euc.add_argument("--label-dropout", type=float, default=None,
                      help="fraction of labels replaced by the null class (default 0.1)")
     euc.add_argument("--sigma-min", type=float, default=None,
@@ -313,10 +316,14 @@ def _sbi_parser(sub):
     bs = b.add_subparsers(dest="sbi_command")
     t = bs.add_parser("train", help="simulate, train q(theta | x), draw its pair plot")
     t.add_argument("--task", required=True, help="two_moons, gaussian_linear, "
-                   "gaussian_mixture or slcp")
+                   "gaussian_mixture, slcp, bernoulli_glm or bernoulli_glm_raw")
     t.add_argument("--simulations", type=int, default=10_000,
                    help="simulations to train on (default %(default)s)")
-    t.add_argument("--steps", type=int, default=None, help="training steps (default 20000)")
+    t.add_argument("--steps", type=int, default=None, help="training steps (default: "
+                   "early stopping on a held-out tenth, at most 30000)")
+    t.add_argument("--condition-embedding", type=_hidden, default=None, metavar="H,...,E",
+                   help="the observation enters through a small MLP of these widths, the "
+                   "last its output, for long observations (default: none)")
     t.add_argument("--batch-size", type=int, default=256)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=None)

@@ -30,7 +30,8 @@ def cmd_train(a):
     n = positive_int("--simulations", a.simulations)
     os.makedirs(a.out, exist_ok=True)
     theta, x = simulate(task, n, seed=a.seed)
-    q = PosteriorFlow(task=task.name, seed=a.seed, threads=a.threads)
+    q = PosteriorFlow(task=task.name, seed=a.seed, threads=a.threads,
+                      condition_embedding=a.condition_embedding or ())
     q.fit_simulations(theta, x, steps=a.steps, batch_size=a.batch_size,
                       progress=not a.no_progress, log=say,
                       checkpoint=os.path.join(a.out, "checkpoint.npz"), checkpoint_every=1000)

@@ -18,15 +18,15 @@ from fmnumpy.euclidean.conditions import (ConditionedData, Standardizer, check_c
                                           conditional_ot)
 from fmnumpy.config import DTYPE
 from fmnumpy.couplings.registry import get_coupling
-from fmnumpy.errors import FmnumpyError, positive_int
-from fmnumpy.nn.mlp import MLPSpec, init_params
+from fmnumpy.errors import FmnumpyError, positive_int, positive_ints
+from fmnumpy.nn.mlp import MLPSpec
 from fmnumpy.train.estimator import Estimator, check_threads, positive_steps, within_threads
 from fmnumpy.euclidean.paths import (GAUSS, NOISY, SB, SB_SIGMA, STRAIGHT, check_sb_sigma,
     path_code)
 from fmnumpy.train.times import check_time_power
 from fmnumpy.euclidean.sampling import solver
 from fmnumpy.train.state import EMA, GRAD, M, THETA, V, TrainState
-from fmnumpy.euclidean.step import CpuStepper
+from fmnumpy.euclidean.step import CpuStepper, EmbeddedStepper
 from fmnumpy.euclidean import stream as _stream
 
 INIT_STREAM = 0
@@ -52,7 +52,7 @@ DEFAULTS = dict(
     sigma_min=0.0, sigma=0.0, seed=0, method="rk4", sample_steps=100, n_samples=2000,
     coupling="independent", path="straight", sb_sigma=SB_SIGMA, time_power=None,
     label_dropout=0.1, objective="fm", map_fraction=0.25, adaptive_power=0.0,
-    map_teacher=True, map_time_power=None, condition_beta=10.0,
+    map_teacher=True, map_time_power=None, condition_beta=10.0, condition_embedding=(),
     jumps=2, marginal="data",
 )
 # marginal: what sample() of a conditional model draws when given no labels or condition:
@@ -141,6 +141,7 @@ class FlowMatcher(Estimator):
                  adaptive_power=DEFAULTS["adaptive_power"], map_teacher=DEFAULTS["map_teacher"],
                  map_time_power=DEFAULTS["map_time_power"],
                  condition_beta=DEFAULTS["condition_beta"],
+                 condition_embedding=DEFAULTS["condition_embedding"],
                  seed=DEFAULTS["seed"], threads=None, device="cpu"):
         params = dict(locals())
         del params["self"]
@@ -155,7 +156,7 @@ class FlowMatcher(Estimator):
                    ema_decay, warmup, schedule, lr_min, sigma_min, sigma, coupling,
                    coupling_options, path, sb_sigma, time_power, label_dropout, objective,
                    map_fraction, adaptive_power, map_teacher, map_time_power, condition_beta,
-                   seed, threads, device):
+                   condition_embedding, seed, threads, device):
         """Validate and set the configuration (the constructor's arguments; set_params
         validates on a fresh model, so a bad value leaves the model as it was)."""
         threads = check_threads(threads)
@@ -211,6 +212,7 @@ class FlowMatcher(Estimator):
                                else check_time_power(map_time_power))
         from fmnumpy.errors import positive_finite
         self.condition_beta = positive_finite("condition_beta", condition_beta)
+        self.condition_embedding = positive_ints("condition_embedding", condition_embedding)
         self.device, self.seed, self.threads = device, int(seed), threads
 
     @staticmethod
@@ -246,12 +248,13 @@ class FlowMatcher(Estimator):
             x_freqs = default_x_freqs(dim, self.device) if self.x_freqs is None else self.x_freqs
         self.spec_ = MLPSpec(dim, self.hidden, self.activation, self.time_freqs, n_classes,
                              x_freqs, x_dirs or self.x_dirs, flow_map=self.objective != "fm",
-                             n_cond=0 if cond is None else cond.width)
+                             n_cond=0 if cond is None else cond.width,
+                             embed=() if cond is None else self.condition_embedding)
         self.cond_ = cond
         self.class_freq_ = None          # (K,) the training labels' frequencies
         self.cond_rows_ = None           # (N, K) the training conditions
         rng = np.random.default_rng([self.seed, INIT_STREAM])
-        self.state_ = TrainState(init_params(self.spec_.sizes, rng, DTYPE))
+        self.state_ = TrainState(self.spec_.init_params(rng, DTYPE))
         self.source_ = None
         self.total_steps_ = None
         self.batch_size_ = None
@@ -402,6 +405,9 @@ class FlowMatcher(Estimator):
         """The training conditions (N, K) float64 checked against the data and the
         options, or None; one line for what does not go together."""
         if conditions is None:
+            if self.condition_embedding:
+                raise FmnumpyError("condition_embedding embeds a continuous condition; pass "
+                                   "conditions=, or leave condition_embedding out")
             return None
         if labels is not None and labels is not False:
             raise FmnumpyError("give labels or conditions, not both")
@@ -437,6 +443,8 @@ class FlowMatcher(Estimator):
             return cuda_stepper(self.spec_, self.opt, self.state_, batch_size, path,
                                 stream, data_name == "2spirals" and self.spec_.dim == 2
                                 and not host, self.seed, self.time_power, host, noise)
+        if self.spec_.embed:
+            return EmbeddedStepper(self.spec_, self.opt, path, batch_size, noise)
         return CpuStepper(self.spec_, self.opt, path, batch_size, noise)
 
     def _coupling(self):
@@ -456,7 +464,7 @@ class FlowMatcher(Estimator):
         x = np.ascontiguousarray(x, dtype=DTYPE)
         tt = np.broadcast_to(np.asarray(t, dtype=DTYPE), (x.shape[0],)).copy()
         ws = Workspace(self.spec_.sizes, x.shape[0])
-        y, _ = self._labels(labels, x.shape[0], 1.0, condition)
+        y, _ = self._labels(labels, x.shape[0], 1.0, condition, ema)
         if self.spec_.n_classes or self.spec_.n_cond:
             condition_features(self._null(x.shape[0]) if y is None else y,
                                self.spec_.label_offset, ws.X)
@@ -489,10 +497,11 @@ class FlowMatcher(Estimator):
             raise FmnumpyError(f"log-probabilities need the N(0, I) source, whose density "
                                f"is known; this model transports from {self.source_.name!r}")
 
-    def _labels(self, labels, n, guidance, condition=None):
+    def _labels(self, labels, n, guidance, condition=None, ema=True):
         """(y or None, w) checked against the model: labels (n,) int64 of a labelled model
         (an int for all, or (n,)), or the block (n, K + 1) of a continuous condition (K
-        numbers for all, or (n, K)); a finite guidance weight."""
+        numbers for all, or (n, K)), through the embedding of the ``ema`` or the raw weights
+        when the model has one (:meth:`_embedded`); a finite guidance weight."""
         w = float(guidance) if np.isscalar(guidance) else math.nan
         if not math.isfinite(w):
             raise FmnumpyError(f"guidance must be a finite number, got {guidance!r}")
@@ -505,7 +514,7 @@ class FlowMatcher(Estimator):
             if not self.spec_.n_cond:
                 raise FmnumpyError("this model was trained without conditions; drop "
                                    "condition= or train with conditions")
-            return self.cond_.condition_block(condition, n), w
+            return self._embedded(self.cond_.condition_block(condition, n), ema), w
         if labels is None:
             return None, w
         K = self.spec_.n_classes
@@ -522,6 +531,19 @@ class FlowMatcher(Estimator):
                                f"was trained on the classes 0..{K - 1}")
         return y, w
 
+    def _embedded(self, y, ema):
+        """The block [f e(c), f] (n, E + 1) the network sees for condition blocks y = [c, f]
+        (n, K + 1), e the condition's embedding (mlp.embed_forward); y itself without one."""
+        from fmnumpy.nn.mlp import Workspace, embed_forward
+        sp = self.spec_
+        if not sp.embed:
+            return y
+        theta = self.ema_ if ema else self.theta_
+        ws = Workspace(sp.embed_sizes, y.shape[0])
+        out = np.empty((y.shape[0], sp.cond_width + 1), dtype=DTYPE)
+        return embed_forward(theta[sp.n_net_params:], sp.embed_sizes, sp.kind,
+                             np.ascontiguousarray(y, dtype=DTYPE), ws.X, ws.A, ws.Z[:0], out)
+
     def _null(self, n):
         """The null condition of n points (``integrate.conditioning``'s): the null
         class, or the zero block."""
@@ -537,7 +559,7 @@ class FlowMatcher(Estimator):
         x0 = np.asarray(x0, dtype=DTYPE)
         if x0.ndim != 2 or x0.shape[1] != self.spec_.dim:
             raise FmnumpyError(f"x0 must have shape (n, {self.spec_.dim}), got {x0.shape}")
-        y, w = self._labels(labels, x0.shape[0], guidance, condition)
+        y, w = self._labels(labels, x0.shape[0], guidance, condition, ema)
         theta = self.ema_ if ema else self.theta_
         x1, traj, stats = s.sample[self.device](theta, self.spec_, x0, s.name, steps, rtol,
                                                 atol, record, t0, t1, y, w)
@@ -617,7 +639,7 @@ class FlowMatcher(Estimator):
             x1, logp, self.last_solve_ = _lik.sample_with_logprob(
                 self.ema_ if ema else self.theta_, self.spec_, x0, s.name, steps, rtol, atol,
                 return_stats=True, dtype=dtype, device=self.device,
-                cond=self._block(labels, condition, x0.shape[0]))
+                cond=self._block(labels, condition, x0.shape[0], ema))
             return x1.astype(DTYPE), logp
         x1, traj = self._solve(x0, s.name, steps, rtol, atol, record, ema, labels=labels,
                                guidance=guidance, condition=condition)
@@ -665,7 +687,7 @@ class FlowMatcher(Estimator):
         x0 = np.asarray(x0, dtype=np.float64)
         if x0.ndim != 2 or x0.shape[1] != self.spec_.dim:
             raise FmnumpyError(f"x0 must have shape (n, {self.spec_.dim}), got {x0.shape}")
-        y, w = self._labels(labels, x0.shape[0], guidance, condition)
+        y, w = self._labels(labels, x0.shape[0], guidance, condition, ema)
         field = self._field(ema, y, w, x0.shape[0])
         rng = np.random.default_rng([int(seed), SDE_STREAM])
         return sde.euler_maruyama(field, x0, steps, noise, rng, path, param).astype(DTYPE)
@@ -714,15 +736,16 @@ class FlowMatcher(Estimator):
         logp, self.last_solve_ = _lik.log_prob(self.ema_ if ema else self.theta_, self.spec_,
                                                x, s.name, steps, rtol, atol, return_stats=True,
                                                dtype=dtype, device=self.device,
-                                               cond=self._block(labels, condition, x.shape[0]))
+                                               cond=self._block(labels, condition, x.shape[0],
+                                                                ema))
         return logp
 
-    def _block(self, labels, condition, n):
+    def _block(self, labels, condition, n, ema=True):
         """The condition block (n, W) a conditional model's likelihood writes into its
         input (the one-hot of the labels, or the block of the condition; the null one
         when neither is given), or None for an unconditional model."""
         sp = self.spec_
-        y, _ = self._labels(labels, n, 1.0, condition)   # (refuses them if unconditional)
+        y, _ = self._labels(labels, n, 1.0, condition, ema)   # (refuses them if unconditional)
         if not (sp.n_classes or sp.n_cond):
             return None
         y = self._null(n) if y is None else y

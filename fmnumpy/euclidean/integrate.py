@@ -105,10 +105,11 @@ def _integrate_chunks(theta, net, x, grid, tab, out, chunk, cond):
 def conditioning(spec, n, labels=None, guidance=1.0):
     """(y, w) for :func:`mlp_field`: an unconditional network takes (0,) labels; a
     labelled one the given labels (n,), or the null class for all; one of continuous
-    conditions the given blocks (n, K + 1) (``conditions.Standardizer``), or zeros."""
+    conditions the given blocks (n, K + 1) (``conditions.Standardizer``; (n, E + 1) through
+    a condition embedding), or zeros."""
     if spec.n_cond:
         if labels is None:
-            return np.zeros((n, spec.n_cond + 1), dtype=DTYPE), 1.0
+            return np.zeros((n, spec.cond_width + 1), dtype=DTYPE), 1.0
         return np.ascontiguousarray(labels, dtype=DTYPE), float(guidance)
     if not spec.n_classes:
         return NO_LABELS, 1.0

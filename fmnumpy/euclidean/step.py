@@ -32,8 +32,8 @@ from numba import njit, prange
 
 from fmnumpy.config import DTYPE
 from fmnumpy.nn.loss import cfm_loss_backward, cfm_loss_forward
-from fmnumpy.nn.mlp import (StepWork, condition_features, label_offset, mlp_backward,
-    param_count, velocity, zero_grad)
+from fmnumpy.nn.mlp import (EmbedWork, StepWork, condition_features, embed_backward,
+    embed_forward, label_offset, mlp_backward, param_count, velocity, zero_grad)
 from fmnumpy.euclidean.paths import fill_path
 from fmnumpy.train.state import GRAD, THETA
 from fmnumpy.train.update import apply_update, hyper_at
@@ -43,6 +43,13 @@ from fmnumpy.train.update import apply_update, hyper_at
 def loss_and_grad(theta, dtheta, net, path, batch, work):
     """L(theta) on ``batch`` and dtheta = dL/dtheta (overwritten); the tuples are
     described in the module docstring."""
+    return loss_grad_input(theta, dtheta, net, path, batch, work, work[3][:0])
+
+
+@njit(cache=True)
+def loss_grad_input(theta, dtheta, net, path, batch, work, dX):
+    """:func:`loss_and_grad`, also writing dL/dX (B, F) of the network's input into dX when
+    it has rows (an empty dX: skipped)."""
     sizes, kind, feats = net
     code, sigma = path
     x0, x1, t, eps, y = batch
@@ -54,7 +61,24 @@ def loss_and_grad(theta, dtheta, net, path, batch, work):
     loss = cfm_loss_forward(v, ut)
     cfm_loss_backward(v, ut, dv)
     zero_grad(dtheta)
-    mlp_backward(dv, theta, sizes, kind, X, A, Z, dtheta, G1, G2, S, X[:0])   # no dL/dX
+    mlp_backward(dv, theta, sizes, kind, X, A, Z, dtheta, G1, G2, S, dX)
+    return loss
+
+
+@njit(cache=True)
+def embedded_loss_and_grad(theta, dtheta, net, embed, path, batch, work, ework):
+    """:func:`loss_and_grad` of a network whose condition enters through its embedding
+    (mlp.embed_forward): the batch's y holds the condition blocks [c, f] (B, K + 1), the
+    network sees [f e(c), f]; embed = (esizes, P_net), MLP_e's layer sizes and where its
+    parameters start in theta; ework = mlp.EmbedWork's buffers."""
+    sizes, kind, feats = net
+    esizes, P = embed
+    x0, x1, t, eps, y = batch
+    C, Ae, Ze, G1e, G2e, Se, Y, dX, dE = ework
+    embed_forward(theta[P:], esizes, kind, y, C, Ae, Ze, Y)
+    loss = loss_grad_input(theta, dtheta, net, path, (x0, x1, t, eps, Y), work, dX)
+    embed_backward(dX, label_offset(x0.shape[1], feats), y, theta[P:], esizes, kind,
+                   (C, Ae, Ze, G1e, G2e, Se), dtheta[P:], dE, C[:0])
     return loss
 
 
@@ -188,6 +212,20 @@ def split_train_steps(state, net, path, batches, hypers, split, losses):
     return X0.shape[0]
 
 
+@njit(cache=True)
+def embedded_train_steps(state, net, embed, path, batches, hypers, work, ework, losses):
+    """n steps of :func:`embedded_loss_and_grad` and ``update.apply_update`` in one call:
+    :func:`train_steps`' twin for a network with a condition embedding."""
+    X0, X1, T, EPS, Y = batches
+    for i in range(X0.shape[0]):
+        loss = embedded_loss_and_grad(state[THETA], state[GRAD], net, embed, path,
+                                      (X0[i], X1[i], T[i], EPS[i], Y[i]), work, ework)
+        losses[i], _ = apply_update(state, loss, hyper_of(hypers[i]))
+        if not np.isfinite(losses[i]):
+            return i
+    return X0.shape[0]
+
+
 def step_chunks(state, stream, n, total, opt, take):
     """Take up to n steps of a run of ``total`` on ``stream``'s batches, a data chunk's steps
     per compiled call: ``take(s, m, (x0, x1, t, y), hypers, losses)`` takes the m steps from
@@ -266,3 +304,21 @@ class CpuStepper:
         """The state already lives on the host."""
 
     interrupted = pull
+
+
+class EmbeddedStepper(CpuStepper):
+    """:class:`CpuStepper` for a network with a condition embedding (``MLPSpec.embed``):
+    steps of :func:`embedded_train_steps`, serial (BLAS's threads)."""
+
+    def __init__(self, spec, opt, path, batch, noise, dtype=DTYPE):
+        super().__init__(spec, opt, path, batch, noise, dtype, threads=1)
+        self.embed = (spec.embed_sizes, spec.n_net_params)
+        self.ework = EmbedWork(spec, batch, dtype).buffers()
+
+    def run(self, state, stream, n, total):
+        def take(s, m, batch, hypers, losses):
+            x0, x1, t, y = batch
+            return embedded_train_steps(state.buf, self.net, self.embed, self.path,
+                                        (x0, x1, t, self.noise.noises(s, m), y), hypers,
+                                        self.work, self.ework, losses)
+        return step_chunks(state, stream, n, total, self.opt, take)

@@ -489,6 +489,71 @@ def null_condition(y, off, X):
             X[i, X.shape[1] - 1] = 1.0
 
 
+# ----------------------------------------------------------------------------
+# the condition's embedding: a small MLP below the network
+# ----------------------------------------------------------------------------
+# A long observation (K numbers) can enter through e = MLP_e(c) (E numbers, the last
+# of MLPSpec's ``embed`` widths) instead of itself: the block after the time features
+# becomes [f e(c), f], f the presence flag (1; 0 for the null condition, whose block
+# stays all zero).  MLP_e's parameters follow the network's in theta (from P_net =
+# ``MLPSpec.n_net_params``), so Adam, EMA and checkpoints take them as they are.
+#
+#     forward                          backward
+#     e = MLP_e(c)                     dL/de_i = f_i dL/dX[i, off:off + E]
+#     X[:, off:] = [f e, f]            dL/dtheta_e, dL/dc = MLP_e's backprop of dL/de
+
+@njit(cache=True)
+def embed_forward(theta_e, esizes, kind, y, C, A, Z, out):
+    """out (B, E + 1) = [f MLP_e(c), f] of condition blocks y = [c, f] (B, K + 1).  C (B, K)
+    receives c (MLP_e's input, kept for the backward); A, Z are MLP_e's workspaces
+    (:func:`mlp_forward`; an empty Z for inference).  Returns out."""
+    B, K = C.shape
+    for i in range(B):
+        for k in range(K):
+            C[i, k] = y[i, k]
+    e = mlp_forward(theta_e, esizes, kind, C, A, Z)
+    E = e.shape[1]
+    for i in range(B):
+        f = y[i, K]
+        for j in range(E):
+            out[i, j] = f * e[i, j]
+        out[i, E] = f
+    return out
+
+
+@njit(cache=True)
+def embed_backward(dX, off, y, theta_e, esizes, kind, work, dtheta_e, dE, dC):
+    """Backpropagation through :func:`embed_forward` given dX = dL/dX (B, F) of the network's
+    input: dE = f dX[:, off:off + E] (a null row adds nothing), then MLP_e's backward
+    accumulates dL/dtheta_e into ``dtheta_e`` and, when dC has rows, writes dL/dc into dC
+    (B, K); pass an empty dC to skip it.  work = (C, A, Z, G1, G2, S): MLP_e's workspace,
+    C, A, Z as the forward left them."""
+    C, A, Z, G1, G2, S = work
+    B, E = dE.shape
+    K = C.shape[1]
+    for i in range(B):
+        f = y[i, K]
+        for j in range(E):
+            dE[i, j] = f * dX[i, off + j]
+    mlp_backward(dE, theta_e, esizes, kind, C, A, Z, dtheta_e, G1, G2, S, dC)
+
+
+class EmbedWork:
+    """The buffers of the condition's embedding for batch B: MLP_e's :class:`Workspace`
+    (its X is C, the conditions (B, K)), the block out (B, E + 1), the network's dL/dX
+    (B, F) and dL/de (B, E)."""
+
+    def __init__(self, spec, batch, dtype=DTYPE):
+        B = int(batch)
+        self.ws = Workspace(spec.embed_sizes, B, dtype)
+        self.out = np.zeros((B, spec.cond_width + 1), dtype=dtype)
+        self.dX = np.zeros((B, int(spec.sizes[0])), dtype=dtype)
+        self.dE = np.zeros((B, spec.cond_width), dtype=dtype)
+
+    def buffers(self):
+        return self.ws.buffers() + (self.out, self.dX, self.dE)
+
+
 @njit(cache=True)
 def velocity(theta, sizes, kind, feats, x, t, X, A, Z):
     """v(x, t) for particles x (B, D) at times t (B,): input features then MLP."""
@@ -504,10 +569,12 @@ class MLPSpec:
     the time features), or instead ``n_cond`` real numbers of a continuous condition
     with their presence flag (:func:`condition_features`), and ``flow_map``: a second
     time input, last (the average velocity u(x, s, t) of ``euclidean/flowmap.py``).
-    Plain data, stored in checkpoints."""
+    ``embed``: the widths (H_1, ..., E) of the condition's embedding MLP_e (K -> E, last
+    layer linear; :func:`embed_forward`), () for none; its parameters follow the network's,
+    ``n_params`` counts both.  Plain data, stored in checkpoints."""
 
     def __init__(self, dim, hidden=(256, 256, 256), activation="silu", n_freq=0, n_classes=0,
-                 x_freqs=0, x_dirs="diagonals", flow_map=False, n_cond=0):
+                 x_freqs=0, x_dirs="diagonals", flow_map=False, n_cond=0, embed=()):
         self.dim = int(dim)
         if self.dim < 1:
             raise FmnumpyError(f"data dimension must be at least 1, got {dim}")
@@ -527,11 +594,19 @@ class MLPSpec:
         if self.n_cond < 0 or (self.n_cond and self.n_classes):
             raise FmnumpyError(f"a network takes labels or a continuous condition, not both "
                                f"(n_classes {n_classes}, n_cond {n_cond})")
+        self.embed = tuple(int(h) for h in embed)
+        if self.embed and (not self.n_cond or min(self.embed) < 1):
+            raise FmnumpyError(f"the condition's embedding takes positive widths and a "
+                               f"continuous condition (n_cond {n_cond}, embed {embed})")
+        self.cond_width = self.embed[-1] if self.embed else self.n_cond   # E, or K
+        self.embed_sizes = np.array((self.n_cond,) + self.embed if self.embed else (),
+                                    dtype=np.int64)
         self.x_dirs = direction_scheme(self.dim, x_dirs)        # resolved: diagonals or axes
         self.flow_map = bool(flow_map)
         self.sizes = layer_sizes(self.dim, self.hidden, self.n_freq, self.n_classes,
-                                 self.x_freqs, self.x_dirs, self.flow_map, self.n_cond)
-        self.n_params = param_count(self.sizes)
+                                 self.x_freqs, self.x_dirs, self.flow_map, self.cond_width)
+        self.n_net_params = param_count(self.sizes)
+        self.n_params = self.n_net_params + (param_count(self.embed_sizes) if self.embed else 0)
         # first column of the one-hot or the condition
         self.label_offset = feature_count(self.dim, self.n_freq, 0, self.x_freqs, self.x_dirs)
         self.feats = (self.n_freq, self.x_freqs,
@@ -547,13 +622,20 @@ class MLPSpec:
         return {"dim": self.dim, "hidden": list(self.hidden),
                 "activation": self.activation, "n_freq": self.n_freq,
                 "n_classes": self.n_classes, "x_freqs": self.x_freqs, "x_dirs": self.x_dirs,
-                "flow_map": self.flow_map, "n_cond": self.n_cond}
+                "flow_map": self.flow_map, "n_cond": self.n_cond, "embed": list(self.embed)}
 
     @classmethod
     def from_dict(cls, d):
         return cls(d["dim"], tuple(d["hidden"]), d["activation"], d.get("n_freq", 0),
                    d.get("n_classes", 0), d.get("x_freqs", 0), d.get("x_dirs", "diagonals"),
-                   d.get("flow_map", False), d.get("n_cond", 0))
+                   d.get("flow_map", False), d.get("n_cond", 0), tuple(d.get("embed", ())))
+
+    def init_params(self, rng, dtype=DTYPE):
+        """Fresh parameters (P,): the network's (:func:`init_params`), then MLP_e's."""
+        theta = init_params(self.sizes, rng, dtype)
+        if self.embed:
+            theta = np.concatenate([theta, init_params(self.embed_sizes, rng, dtype)])
+        return theta
 
     def __repr__(self):
         return (f"MLPSpec(dim={self.dim}, hidden={self.hidden}, "

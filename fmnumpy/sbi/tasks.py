@@ -79,6 +79,65 @@ def gaussian_linear_posterior(x, n, rng):
     return x / 2.0 + math.sqrt(GAUSSIAN_LINEAR_SCALE / 2.0) * rng.standard_normal((n, 10))
 
 
+GLM_STEPS = 100             # bins of the Bernoulli GLM's white-noise stimulus
+GLM_FILTER = 9              # length of its linear filter; theta = (offset, filter)
+
+
+def glm_design():
+    """The GLM's design matrix (100, 10): a column of ones (the offset), then the stimulus
+    I ~ N(0, 1) of 100 bins (``RandomState(42)``, stored as float32, as the benchmark
+    froze it) delayed by 0..8 bins: row i, column 1 + j holds I[i - j] (0 before the start)."""
+    stimulus = np.random.RandomState(42).randn(GLM_STEPS).astype(np.float32)
+    X = np.zeros((GLM_STEPS, 1 + GLM_FILTER))
+    X[:, 0] = 1.0
+    for j in range(GLM_FILTER):
+        X[j:, 1 + j] = stimulus[:GLM_STEPS - j]
+    return X
+
+
+def glm_prior_precision():
+    """The prior's precision (10, 10): 0.5 for the offset; F^T F for the filter, with
+    F = D^2 + diag(sqrt(i / 9)), i = 0..8, D the first difference (ones on the diagonal, -1
+    below it), which penalizes the filter's second differences: a smooth filter."""
+    M = GLM_FILTER
+    Dm = np.eye(M) - np.eye(M, k=-1)
+    F = Dm @ Dm + np.diag(np.sqrt(np.arange(M) / M))
+    P = np.zeros((M + 1, M + 1))
+    P[0, 0] = 0.5
+    P[1:, 1:] = F.T @ F
+    return P
+
+
+def _glm_prior(n, rng):
+    """theta ~ N(0, P^-1): theta = L^-T z for P = L L^T and z ~ N(0, I)."""
+    L = np.linalg.cholesky(glm_prior_precision())
+    z = rng.standard_normal((int(n), GLM_FILTER + 1))
+    return np.linalg.solve(L.T, z.T).T
+
+
+def glm_spikes(theta, rng):
+    """The spike trains (n, 100) of 0/1: bin i spikes with probability
+    sigmoid(X_i theta), X the design matrix."""
+    psi = theta @ glm_design().T
+    return (rng.random(psi.shape) < 1.0 / (1.0 + np.exp(-psi))).astype(np.float64)
+
+
+def _bernoulli_glm(theta, rng):
+    """x = X^T y (10,), the GLM's sufficient statistics: the spike count, then the
+    spike-triggered sums of the stimulus at delays 0..8."""
+    return glm_spikes(theta, rng) @ glm_design()
+
+
+def glm_log_posterior(theta, x):
+    """log p(theta | x) + const (n,) of bernoulli_glm for its statistics x = X^T y (10,): the
+    prior's -theta^T P theta / 2 plus the Bernoulli log-likelihood x^T theta - sum_i
+    log(1 + exp(X_i theta)), which depends on the spikes y only through x."""
+    psi = theta @ glm_design().T
+    return (theta @ np.asarray(x, dtype=np.float64)
+            - np.logaddexp(0.0, psi).sum(axis=1)
+            - 0.5 * np.einsum("ni,ij,nj->n", theta, glm_prior_precision(), theta))
+
+
 TASKS = {
     "two_moons": Task("two_moons", 2, 2, _uniform(-1.0, 1.0, 2), _two_moons, (-1.0, 1.0),
                       "a crescent whose position folds the parameters: a bimodal posterior"),
@@ -91,6 +150,12 @@ TASKS = {
     "slcp": Task("slcp", 5, 8, _uniform(-3.0, 3.0, 5), _slcp, (-3.0, 3.0),
                  "simple likelihood, complex posterior: four 2-D Gaussian draws whose "
                  "mean and covariance are the parameters; four symmetric modes"),
+    "bernoulli_glm": Task("bernoulli_glm", 10, 10, _glm_prior, _bernoulli_glm, None,
+                          "a neuron's spikes from a generalized linear model of a white-noise "
+                          "stimulus; x its sufficient statistics, a smooth Gaussian prior"),
+    "bernoulli_glm_raw": Task("bernoulli_glm_raw", 10, 100, _glm_prior, glm_spikes, None,
+                              "bernoulli_glm observed as the raw spike train: 100 numbers "
+                              "of 0 and 1"),
 }
 
 

@@ -15,7 +15,7 @@ from fmnumpy.euclidean.conditions import Standardizer, check_conditions, conditi
 from fmnumpy.euclidean.paths import STRAIGHT
 from fmnumpy.nn import mlp
 
-from reference import (SETTINGS, assert_grad_close, away_from_kinks, central_diff,
+from reference import (NAME, SETTINGS, assert_grad_close, away_from_kinks, central_diff,
                        features_ref, kinds, mlp_ref, no_noise, time_only)
 
 
@@ -67,6 +67,59 @@ def test_the_loss_with_a_condition_and_its_gradients_match_finite_differences(
     fd_c = central_diff(lambda: cond_loss_ref(theta, sizes, kind, n_freq, x0, x1, t,
                                               np.concatenate([c, y[:, K:]], axis=1))[0], c)
     assert_grad_close(f"dL/dc K={K}", dX[:, off:off + K], fd_c)
+
+
+def embedded_loss_ref(theta, spec, x0, x1, t, y):
+    """The CFM loss of a network whose condition enters through its embedding: the block
+    [f MLP_e(c), f] for y = [c, f], in NumPy (MLP_e's parameters after the network's)."""
+    P, K = spec.n_net_params, spec.n_cond
+    e, ze = mlp_ref(theta[P:], spec.embed_sizes, spec.kind, y[:, :K])
+    block = np.concatenate([y[:, K:] * e, y[:, K:]], axis=1)
+    L, zs = cond_loss_ref(theta[:P], spec.sizes, spec.kind, 0, x0, x1, t, block)
+    return L, zs + ze
+
+
+@SETTINGS
+@given(kind=kinds, seed=st.integers(0, 2**31 - 1), K=st.integers(1, 6), D=st.integers(1, 3),
+       B=st.integers(1, 5), hidden=st.lists(st.integers(1, 5), min_size=1, max_size=2).map(tuple),
+       embed=st.lists(st.integers(1, 4), min_size=1, max_size=3).map(tuple))
+def test_the_condition_embedding_and_its_gradients_match_finite_differences(
+        kind, seed, K, D, B, hidden, embed):
+    """step.embedded_loss_and_grad: the loss to 1e-12 of NumPy's, dL/dtheta of the network
+    and of the embedding MLP_e, and dL/dc through MLP_e (mlp.embed_backward's dC) to central
+    differences in float64; a null row (f = 0) gives MLP_e no gradient."""
+    rng = np.random.default_rng(seed)
+    spec = mlp.MLPSpec(D, hidden, NAME[kind], n_cond=K, embed=embed)
+    theta = spec.init_params(rng, np.float64) * 1.5
+    x0, x1 = rng.standard_normal((B, D)), 2.0 * rng.standard_normal((B, D))
+    t = rng.random(B)
+    f = (rng.random((B, 1)) < 0.7).astype(np.float64)           # some null rows
+    f[0] = 1.0
+    y = np.concatenate([rng.standard_normal((B, K)) * f, f], axis=1)
+    L_ref, zs = embedded_loss_ref(theta, spec, x0, x1, t, y)
+    assume(away_from_kinks(zs, kind))
+    ws = mlp.Workspace(spec.sizes, B, dtype=np.float64)
+    work = tuple(np.zeros((B, D)) for _ in range(3)) + ws.buffers()
+    ework = mlp.EmbedWork(spec, B, np.float64).buffers()
+    dtheta = np.full_like(theta, 7.0)                           # overwritten
+    embed_arg = (spec.embed_sizes, spec.n_net_params)
+    L = step.embedded_loss_and_grad(theta, dtheta, (spec.sizes, spec.kind, spec.feats),
+                                    embed_arg, (STRAIGHT, 0.0), (x0, x1, t, no_noise(x0), y),
+                                    work, ework)
+    assert L == pytest.approx(L_ref, rel=1e-12, abs=1e-14)
+    fd = central_diff(lambda: embedded_loss_ref(theta, spec, x0, x1, t, y)[0], theta)
+    assert_grad_close(f"dL/dtheta K={K} embed={embed} sizes={spec.sizes.tolist()}", dtheta, fd)
+    # dL/dc through the embedding: MLP_e's backward again, now asking for dC
+    C, Ae, Ze, G1e, G2e, Se, Y, dX, dE = ework
+    dC = np.zeros((B, K))
+    mlp.embed_backward(dX, mlp.label_offset(D, spec.feats), y, theta[spec.n_net_params:],
+                       spec.embed_sizes, spec.kind, (C, Ae, Ze, G1e, G2e, Se),
+                       np.zeros(theta.shape[0] - spec.n_net_params), dE, dC)
+    c = y[:, :K].copy()
+    fd_c = central_diff(lambda: embedded_loss_ref(
+        theta, spec, x0, x1, t, np.concatenate([c, y[:, K:]], axis=1))[0], c)
+    assert_grad_close(f"dL/dc K={K} embed={embed}", dC, fd_c)
+    assert not dC[f[:, 0] == 0].any()
 
 
 def test_the_condition_block_and_its_null():
@@ -162,7 +215,47 @@ def test_conditional_ot_trains_and_pairs_nearby_conditions(fitted):
     assert np.isfinite(fm.losses_).all()
 
 
+def long_condition(n, seed):
+    """x | c ~ N((m, -m), 0.2^2 I), m the mean of the 12 numbers of c ~ U(-2, 2)^12 times 2."""
+    rng = np.random.default_rng(seed)
+    c = rng.uniform(-2, 2, size=(n, 12))
+    m = 2.0 * c.mean(axis=1, keepdims=True)
+    return np.concatenate([m, -m], axis=1) + 0.2 * rng.standard_normal((n, 2)), c
+
+
+def test_a_condition_embedding_trains_samples_scores_and_resumes(tmp_path):
+    """condition_embedding=(16, 4): a 12-number condition through MLP_e into 4 numbers;
+    samples follow it, their log-densities equal log_prob's, a checkpoint keeps MLP_e and a
+    resumed run equals an unbroken one bit for bit."""
+    x, c = long_condition(3000, 0)
+    fm = FlowMatcher(hidden=(32, 32), seed=0, condition_embedding=(16, 4))
+    fm.fit(x, steps=1000, conditions=c)
+    sp = fm.spec_
+    assert sp.sizes[0] == mlp.label_offset(2, sp.feats) + 4 + 1
+    assert fm.theta_.shape == (sp.n_net_params + 12 * 16 + 16 + 16 * 4 + 4,)
+    for k in (0, 7):
+        s = fm.sample(1000, condition=c[k], seed=1)
+        m = 2.0 * c[k].mean()
+        assert np.abs(s.mean(axis=0) - [m, -m]).max() < 0.2, (k, s.mean(axis=0), m)
+    z, lp = fm.sample(200, condition=c[0], return_logprob=True, seed=2, dtype="float64")
+    assert np.abs(lp - fm.log_prob(z, condition=c[0], dtype="float64")).max() < 1e-4
+    fm.save(tmp_path / "e.npz")
+    back = FlowMatcher.load(tmp_path / "e.npz")
+    assert back.spec_.embed == (16, 4)
+    assert np.array_equal(back.sample(50, condition=c[3]), fm.sample(50, condition=c[3]))
+    kw = dict(steps=40, conditions=c, batch_size=32)
+    whole = FlowMatcher(hidden=(8,), seed=1, condition_embedding=(3,)).fit(x, **kw)
+    part = FlowMatcher(hidden=(8,), seed=1, condition_embedding=(3,)).fit(x, until=15, **kw)
+    part.save(tmp_path / "p.npz")
+    part = FlowMatcher.load(tmp_path / "p.npz").fit(x, warm_start=True, **kw)
+    assert np.array_equal(part.theta_, whole.theta_)
+
+
 @pytest.mark.parametrize("call,words", [
+    (lambda fm: FlowMatcher(hidden=(4,), condition_embedding=(3,)).fit("moons", steps=2),
+     "pass conditions="),
+    (lambda fm: FlowMatcher(condition_embedding=(3, 0)), "condition_embedding must be positive"),
+    (lambda fm: FlowMatcher(condition_embedding="a"), "condition_embedding must be positive"),
     (lambda fm: fm.sample(3, condition=[1.0, 2.0]), "has 2 numbers; the model was trained on conditions of 1"),
     (lambda fm: fm.sample(3, condition=np.zeros((2, 1))), "(3, K)"),
     (lambda fm: fm.sample(3, condition=np.zeros((3, 2))), "conditions of 1"),
