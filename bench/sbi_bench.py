@@ -84,7 +84,7 @@ def check(a):
     posterior samples against the observation (where x_obs falls among them: the share of
     simulations farther, in their own Mahalanobis distance, from their mean than x_obs; a
     simulator unlike the benchmark's puts x_obs far out, near 0)."""
-    lines = ["| task | observation | C2ST closed form vs reference | x_obs: share farther |",
+    lines = ["| task | observation | C2ST exact posterior vs reference | x_obs: share farther |",
              "|---|---|---|---|"]
     for name in a.tasks:
         task = get_task(name)
@@ -105,7 +105,28 @@ def check(a):
                 closed = f"{c2st(ref[:2000], glm_posterior(stats, 2000, rng)):.3f}"
             lines.append(f"| {name} | {k} | {closed} | {farther:.3f} |")
             print(lines[-1], flush=True)
+    if any(name.startswith("bernoulli_glm") for name in a.tasks):
+        lines += [""] + glm_files()
+        print("\n".join(lines[-2:]), flush=True)
     return lines
+
+
+def glm_files():
+    """bernoulli_glm's fixed data against the wheel's: the design matrix's 4,000 float32
+    (the tail of the legacy PyTorch file design_matrix.pt) equal to tasks.glm_design(), and
+    the ten observations x = X^T y of their raw spike trains y.  Returns two lines."""
+    with zipfile.ZipFile(wheel()) as z:
+        raw = z.read("sbibm/tasks/bernoulli_glm/files/design_matrix.pt")
+    theirs = np.frombuffer(raw[-4000:], dtype="<f4").reshape(100, 10)
+    gap = 0.0
+    for k in OBSERVATIONS:
+        xo, _, _ = reference("bernoulli_glm", k)
+        y, _, _ = reference("bernoulli_glm_raw", k)
+        gap = max(gap, float(np.abs(y @ glm_design() - xo).max()))
+    return [f"bernoulli_glm design matrix equal to the wheel's: "
+            f"{np.array_equal(theirs, glm_design())}",
+            f"bernoulli_glm observations x = X^T y of their raw spikes: max |difference| "
+            f"{gap:.1e} (float32 files)"]
 
 
 def glm_posterior(x, n, rng, draws=100_000):
@@ -153,8 +174,11 @@ def c2st_check(a):
 
 # ---- the runs --------------------------------------------------------------------------------
 
-def fmnumpy_run(task, theta, x, seed, obs, steps, validation_fraction=None):
-    q = PosteriorFlow(task=task, seed=seed)
+EMBEDDING = (128, 10)      # fmnumpy_embed: the observation through an MLP 128 wide into 10
+
+
+def fmnumpy_run(task, theta, x, seed, obs, steps, validation_fraction=None, embedding=()):
+    q = PosteriorFlow(task=task, seed=seed, condition_embedding=embedding)
     t0 = time.perf_counter()
     more = {} if validation_fraction is None else {"validation_fraction": validation_fraction}
     q.fit_simulations(theta, x, steps=steps, **more)
@@ -229,9 +253,10 @@ def run(a):
                         continue
                     if method == "fmnumpy" and (task, budget, seed) in swept:
                         samples, info = scored_run(swept[task, budget, seed], obs)
-                    elif method == "fmnumpy":
-                        samples, info = fmnumpy_run(task, theta, x, seed, obs, a.steps,
-                                                    a.validation_fraction)
+                    elif method in ("fmnumpy", "fmnumpy_embed"):
+                        samples, info = fmnumpy_run(
+                            task, theta, x, seed, obs, a.steps, a.validation_fraction,
+                            EMBEDDING if method == "fmnumpy_embed" else ())
                     else:
                         samples, info = torch_run(method, task, theta, x, seed, obs,
                                                   a.torch_python, a.torch_threads)
@@ -257,7 +282,8 @@ def table(a):
                 if key not in seen:                  # the first record of a run counts
                     seen.add(key)
                     recs.append(r)
-    methods = [m for m in ("fmnumpy", "npe", "fmpe") if any(r["method"] == m for r in recs)]
+    methods = [m for m in ("fmnumpy", "fmnumpy_embed", "npe", "fmpe")
+               if any(r["method"] == m for r in recs)]
     head = ["task", "simulations"] + [f"{m} C2ST" for m in methods] + \
         [f"{m} train s" for m in methods]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -322,7 +348,9 @@ def main(argv=None):
     ap.add_argument("--budgets", type=int, nargs="+", default=list(BUDGETS))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--methods", nargs="+", default=["fmnumpy", "npe", "fmpe"],
-                    choices=("fmnumpy", "npe", "fmpe"))
+                    choices=("fmnumpy", "fmnumpy_embed", "npe", "fmpe"),
+                    help="fmnumpy_embed: fmnumpy with the observation through an MLP "
+                    "(EMBEDDING widths)")
     ap.add_argument("--observations", type=int, nargs="+", default=list(OBSERVATIONS))
     ap.add_argument("--steps", type=int, default=None, help="fmnumpy's training steps "
                     "(default: PosteriorFlow's)")
