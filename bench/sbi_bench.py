@@ -13,6 +13,8 @@ bench/sbi_torch.py; fmnumpy never needs them.
     python bench/sbi_bench.py run [--tasks ...] [--budgets 1000 10000 100000] [--seeds 0 1 2]
         [--methods fmnumpy npe fmpe] [--torch-python PY] [--out bench/results/sbi.jsonl]
         [--sweep [--workers 2 --threads-per-run 1 | --scheduler ADDRESS]]
+    python bench/sbi_bench.py time --tasks ... --budgets ... --rounds 2 --out T.jsonl
+                                                         # training seconds alone, alternated
     python bench/sbi_bench.py table                      # bench/results/sbi.md from the JSONL
     python bench/sbi_bench.py pictures                   # docs/images/sbi_*.png
 
@@ -189,14 +191,14 @@ def fmnumpy_run(task, theta, x, seed, obs, steps, validation_fraction=None, embe
                      "steps": q.step_}
 
 
-def torch_run(method, task, theta, x, seed, obs, python, threads=2):
+def torch_run(method, task, theta, x, seed, obs, python, threads=2, n=N):
     t = get_task(task)
     with tempfile.TemporaryDirectory() as d:
         src, dst = os.path.join(d, "in.npz"), os.path.join(d, "out.npz")
         prior = ({"low": t.bounds[0], "high": t.bounds[1]} if t.bounds is not None
                  else {"precision": glm_prior_precision() if task.startswith("bernoulli")
                        else np.eye(t.dim_theta) / GAUSSIAN_LINEAR_SCALE})
-        np.savez(src, theta=theta, x=x, obs=np.stack(obs), n=N, **prior)
+        np.savez(src, theta=theta, x=x, obs=np.stack(obs), n=n, **prior)
         line = subprocess.run([python, os.path.join(HERE, "sbi_torch.py"), method, src, dst,
                                str(seed), str(threads)], check=True, capture_output=True, text=True,
                               cwd=d)                # sbi writes its logs into the cwd
@@ -271,6 +273,33 @@ def run(a):
                         f.write(json.dumps(rec) + "\n")
 
 
+def timing(a):
+    """Training seconds alone: for each (task, budget, seed), ``--rounds`` rounds of training
+    every method on the same simulations, the methods' order turned by one each round (so
+    they alternate in one window); no sampling, no scores.  Appends to ``--out``."""
+    for task in a.tasks:
+        for budget in a.budgets:
+            for seed in a.seeds:
+                theta, x = simulate(task, budget, seed=seed)
+                for r in range(a.rounds):
+                    k = r % len(a.methods)
+                    for method in a.methods[k:] + a.methods[:k]:
+                        if method.startswith("fmnumpy"):
+                            q = PosteriorFlow(task=task, seed=seed, condition_embedding=(
+                                EMBEDDING if method == "fmnumpy_embed" else ()))
+                            t0 = time.perf_counter()
+                            q.fit_simulations(theta, x, steps=a.steps)
+                            info = {"train_s": time.perf_counter() - t0, "steps": q.step_}
+                        else:
+                            _, info = torch_run(method, task, theta, x, seed, [x[0]],
+                                                a.torch_python, a.torch_threads, n=0)
+                        rec = dict(task=task, budget=budget, seed=seed, method=method,
+                                   round=r, **info)
+                        print(json.dumps(rec), flush=True)
+                        with open(a.out, "a") as f:
+                            f.write(json.dumps(rec) + "\n")
+
+
 # ---- the table and the pictures ---------------------------------------------------------------
 
 def table(a):
@@ -322,7 +351,33 @@ def table(a):
                 "Runs: " + ", ".join(f"{m} seed {s}" for m, s in runs), ""]
         with open(a.md, "w") as f:
             f.write("\n".join(head) + "\n" + text + "\n")
+            if a.times:
+                f.write("\n## Training time alone\n\n" + (a.times_note or "") + "\n\n"
+                        + "\n".join(time_table(a.times)) + "\n")
     return text
+
+
+def time_table(path):
+    """Lines of a Markdown table of ``time``'s records: per (task, budget) each method's
+    training seconds (mean over rounds and seeds, min-max) and its ratio to fmnumpy's."""
+    with open(path) as f:
+        recs = [json.loads(line) for line in f]
+    methods = [m for m in ("fmnumpy", "fmnumpy_embed", "npe", "fmpe")
+               if any(r["method"] == m for r in recs)]
+    lines = ["| task | simulations | rounds | " + " | ".join(f"{m} train s" for m in methods)
+             + " | " + " | ".join(f"{m} / fmnumpy" for m in methods[1:]) + " |",
+             "|" + "---|" * (3 + 2 * len(methods) - 1)]
+    for task in [t for t in TASKS if any(r["task"] == t for r in recs)]:
+        for budget in sorted({r["budget"] for r in recs if r["task"] == task}):
+            secs = {m: [r["train_s"] for r in recs if (r["task"], r["budget"], r["method"])
+                        == (task, budget, m)] for m in methods}
+            cells = [f"{np.mean(v):.1f} ({min(v):.1f}-{max(v):.1f})" if v else ""
+                     for v in secs.values()]
+            base = np.mean(secs["fmnumpy"]) if secs.get("fmnumpy") else np.nan
+            ratios = [f"{np.mean(secs[m]) / base:.2f}x" if secs[m] else "" for m in methods[1:]]
+            n = max(len(v) for v in secs.values())
+            lines.append(f"| {task} | {budget:,} | {n} | " + " | ".join(cells + ratios) + " |")
+    return lines
 
 
 def pictures(a):
@@ -343,7 +398,7 @@ def pictures(a):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=("check", "c2st", "run", "table", "pictures"))
+    ap.add_argument("what", choices=("check", "c2st", "run", "time", "table", "pictures"))
     ap.add_argument("--tasks", nargs="+", default=list(TASKS))
     ap.add_argument("--budgets", type=int, nargs="+", default=list(BUDGETS))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -361,15 +416,19 @@ def main(argv=None):
     ap.add_argument("--torch-threads", type=int, default=2, help="torch's threads (set "
                     "NUMBA_NUM_THREADS and OMP_NUM_THREADS alike for fmnumpy)")
     ap.add_argument("--out", default=OUT)
+    ap.add_argument("--rounds", type=int, default=2, help="time: rounds of every method")
     ap.add_argument("--md", default=None, help="table: also write it to this Markdown file")
     ap.add_argument("--more", nargs="+", default=None, help="table: more JSONL files of runs")
     ap.add_argument("--timing-note", default=None, help="table: how the runs were timed")
+    ap.add_argument("--times", default=None, help="table: also the training times of this "
+                    "JSONL of `time` runs")
+    ap.add_argument("--times-note", default=None, help="table: how the `time` runs ran")
     ap.add_argument("--sweep", action="store_true", help="train fmnumpy's runs first as one "
                     "fmnumpy sweep (family sbi) on Dask, then score them")
     from bench.common import sweep_arguments
     sweep_arguments(ap)
     a = ap.parse_args(argv)
-    return {"check": check, "c2st": c2st_check, "run": run, "table": table,
+    return {"check": check, "c2st": c2st_check, "run": run, "time": timing, "table": table,
             "pictures": pictures}[a.what](a)
 
 
