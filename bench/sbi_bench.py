@@ -69,12 +69,23 @@ def reference(task, k):
     """(observation (dim_x,), reference posterior samples (10000, dim_theta), true theta)
     of sbibm's observation k (1-10) of ``task`` (bernoulli_glm_raw: bernoulli_glm's, observed
     as its raw spike train)."""
-    raw = task == "bernoulli_glm_raw"
-    base = f"sbibm/tasks/{'bernoulli_glm' if raw else task}/files/num_observation_{k}/"
+    base = _files(task, k)
     with zipfile.ZipFile(wheel()) as z:
-        return (_csv(z, base + ("observation_raw.csv" if raw else "observation.csv"))[0],
+        return (_observation(z, task, k),
                 _csv(z, base + "reference_posterior_samples.csv.bz2", packed=True),
                 _csv(z, base + "true_parameters.csv")[0])
+
+
+def _files(task, k):
+    """The wheel's folder of observation k of ``task`` (bernoulli_glm_raw: bernoulli_glm's)."""
+    name = "bernoulli_glm" if task == "bernoulli_glm_raw" else task
+    return f"sbibm/tasks/{name}/files/num_observation_{k}/"
+
+
+def _observation(z, task, k):
+    """Observation k of ``task`` from the open wheel z (bernoulli_glm_raw: the raw spikes)."""
+    raw = task == "bernoulli_glm_raw"
+    return _csv(z, _files(task, k) + ("observation_raw.csv" if raw else "observation.csv"))[0]
 
 
 # ---- the simulators against the reference data ---------------------------------------------
@@ -117,16 +128,15 @@ def glm_files():
     """bernoulli_glm's fixed data against the wheel's: the design matrix's 4,000 float32
     (the tail of the legacy PyTorch file design_matrix.pt) equal to tasks.glm_design(), and
     the ten observations x = X^T y of their raw spike trains y.  Returns two lines."""
+    X = glm_design()
     with zipfile.ZipFile(wheel()) as z:
         raw = z.read("sbibm/tasks/bernoulli_glm/files/design_matrix.pt")
+        gap = max(float(np.abs(_observation(z, "bernoulli_glm_raw", k) @ X
+                               - _observation(z, "bernoulli_glm", k)).max())
+                  for k in OBSERVATIONS)
     theirs = np.frombuffer(raw[-4000:], dtype="<f4").reshape(100, 10)
-    gap = 0.0
-    for k in OBSERVATIONS:
-        xo, _, _ = reference("bernoulli_glm", k)
-        y, _, _ = reference("bernoulli_glm_raw", k)
-        gap = max(gap, float(np.abs(y @ glm_design() - xo).max()))
     return [f"bernoulli_glm design matrix equal to the wheel's: "
-            f"{np.array_equal(theirs, glm_design())}",
+            f"{np.array_equal(theirs, X)}",
             f"bernoulli_glm observations x = X^T y of their raw spikes: max |difference| "
             f"{gap:.1e} (float32 files)"]
 
@@ -179,8 +189,15 @@ def c2st_check(a):
 EMBEDDING = (128, 10)      # fmnumpy_embed: the observation through an MLP 128 wide into 10
 
 
-def fmnumpy_run(task, theta, x, seed, obs, steps, validation_fraction=None, embedding=()):
-    q = PosteriorFlow(task=task, seed=seed, condition_embedding=embedding)
+def posterior_flow(method, task, seed):
+    """fmnumpy's posterior flow of ``method``: fmnumpy (PosteriorFlow's defaults) or
+    fmnumpy_embed (the observation through ``EMBEDDING``)."""
+    return PosteriorFlow(task=task, seed=seed, condition_embedding=(
+        EMBEDDING if method == "fmnumpy_embed" else ()))
+
+
+def fmnumpy_run(method, task, theta, x, seed, obs, steps, validation_fraction=None):
+    q = posterior_flow(method, task, seed)
     t0 = time.perf_counter()
     more = {} if validation_fraction is None else {"validation_fraction": validation_fraction}
     q.fit_simulations(theta, x, steps=steps, **more)
@@ -256,9 +273,8 @@ def run(a):
                     if method == "fmnumpy" and (task, budget, seed) in swept:
                         samples, info = scored_run(swept[task, budget, seed], obs)
                     elif method in ("fmnumpy", "fmnumpy_embed"):
-                        samples, info = fmnumpy_run(
-                            task, theta, x, seed, obs, a.steps, a.validation_fraction,
-                            EMBEDDING if method == "fmnumpy_embed" else ())
+                        samples, info = fmnumpy_run(method, task, theta, x, seed, obs,
+                                                    a.steps, a.validation_fraction)
                     else:
                         samples, info = torch_run(method, task, theta, x, seed, obs,
                                                   a.torch_python, a.torch_threads)
@@ -285,8 +301,7 @@ def timing(a):
                     k = r % len(a.methods)
                     for method in a.methods[k:] + a.methods[:k]:
                         if method.startswith("fmnumpy"):
-                            q = PosteriorFlow(task=task, seed=seed, condition_embedding=(
-                                EMBEDDING if method == "fmnumpy_embed" else ()))
+                            q = posterior_flow(method, task, seed)
                             t0 = time.perf_counter()
                             q.fit_simulations(theta, x, steps=a.steps)
                             info = {"train_s": time.perf_counter() - t0, "steps": q.step_}
