@@ -234,3 +234,56 @@ def test_early_stopping_keeps_the_best_validation_weights():
     whole = PosteriorFlow(hidden=(8,), seed=0).fit_simulations(
         theta, x, steps=50, batch_size=64, validation_fraction=0.0)
     assert whole.step_ == 50 and whole.validation_ == []
+
+
+def test_a_posterior_flow_resumed_from_its_checkpoint_equals_the_unbroken_run(tmp_path):
+    """Broken off mid-run (``until``), saved and loaded, fit_simulations(warm_start=True)
+    ends where the unbroken run ends, early stopping's evaluations and best weights
+    included; a run that stopped early takes no more steps."""
+    theta, x = simulate("slcp", 400, seed=1)
+    kw = dict(steps=3000, batch_size=64, eval_every=20, patience=3)
+    whole = PosteriorFlow(task="slcp", hidden=(32, 32), seed=0, lr=1e-2)
+    whole.fit_simulations(theta, x, **kw)
+    assert whole.stopping_["stopped"] and whole.step_ < 3000
+    part = PosteriorFlow(task="slcp", hidden=(32, 32), seed=0, lr=1e-2)
+    part.fit_simulations(theta, x, until=whole.step_ - 50, **kw)
+    assert not part.stopping_["stopped"]
+    part.save(tmp_path / "q.npz")
+    back = PosteriorFlow.load(tmp_path / "q.npz").fit_simulations(theta, x, warm_start=True,
+                                                                  **kw)
+    assert back.step_ == whole.step_ and back.validation_ == whole.validation_
+    assert np.array_equal(back.ema_, whole.ema_) and np.array_equal(back.theta_, whole.theta_)
+    whole.save(tmp_path / "done.npz")
+    done = PosteriorFlow.load(tmp_path / "done.npz")
+    assert done.fit_simulations(theta, x, warm_start=True, **kw).step_ == whole.step_
+    assert np.array_equal(done.ema_, whole.ema_)
+    with pytest.raises(FmnumpyError, match="same 400 simulations"):
+        PosteriorFlow.load(tmp_path / "q.npz").fit_simulations(theta[:300], x[:300],
+                                                               warm_start=True, **kw)
+
+
+def test_sbi_train_resumes_its_checkpoint(tmp_path, capsys):
+    out = tmp_path / "q"
+    line = ["sbi", "train", "--task", "two_moons", "--simulations", 600, "--steps", 1500,
+            "--batch-size", 64, "--out", out, "--no-progress"]
+    assert run(line) == 0
+    whole = PosteriorFlow.load(out / "checkpoint.npz")
+    part = PosteriorFlow(task="two_moons", seed=0)
+    theta, x = simulate("two_moons", 600, seed=0)
+    part.fit_simulations(theta, x, steps=1500, batch_size=64, until=1000)
+    part.save(out / "checkpoint.npz")
+    capsys.readouterr()
+    assert run(line + ["--resume"]) == 0
+    assert "resuming from" in capsys.readouterr().err
+    back = PosteriorFlow.load(out / "checkpoint.npz")
+    assert back.step_ == whole.step_ and np.array_equal(back.ema_, whole.ema_)
+    for flag, value, words in (("--task", "slcp", "--task two_moons"),
+                               ("--simulations", 500, "--simulations 600"),
+                               ("--seed", 3, "--seed 0"),
+                               ("--condition-embedding", "8,2", "--condition-embedding none")):
+        changed = [*line, "--resume"]
+        if flag in changed:
+            changed[changed.index(flag) + 1] = value
+        else:
+            changed += [flag, value]
+        assert_one_line_error(capsys, run(changed), words)

@@ -328,6 +328,9 @@ def _sbi_parser(sub):
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=None)
     t.add_argument("--out", required=True, help="output folder")
+    t.add_argument("--resume", action="store_true", help="continue the run in OUT's "
+                   "checkpoint (written every 1000 steps and on Ctrl-C), early stopping "
+                   "included")
     t.add_argument("--no-progress", action="store_true")
     p = bs.add_parser("sample", help="posterior samples of an observation")
     p.add_argument("--checkpoint", required=True)

@@ -21,6 +21,28 @@ def _observation(q, a):
     return task.simulate(theta, np.random.default_rng([a.true_seed, 44]))[0], theta[0]
 
 
+def _resumed(a, task, n, ckpt):
+    """The posterior flow of OUT/checkpoint.npz for ``sbi train --resume``, refused in one
+    line when it was trained on another task, number of simulations, seed or embedding."""
+    from fmnumpy.sbi import PosteriorFlow
+    q = PosteriorFlow.load(ckpt).set_params(threads=a.threads)
+    asked = {"--task": (task.name, q.task), "--simulations": (n, q.simulations_),
+             "--seed": (a.seed, q.seed)}
+    if a.condition_embedding is not None:
+        asked["--condition-embedding"] = (tuple(a.condition_embedding),
+                                          tuple(q.condition_embedding))
+    for flag, (given, had) in asked.items():
+        if given != had:
+            raise FmnumpyError(f"{ckpt} was trained with {flag} {_words(had)}; --resume "
+                               f"continues it, so pass that or drop --resume")
+    say(f"resuming from {ckpt} at step {q.step_}")
+    return q
+
+
+def _words(value):
+    return (",".join(map(str, value)) or "none") if isinstance(value, tuple) else str(value)
+
+
 def cmd_train(a):
     """Simulate, train, save checkpoint.npz, metrics.json and posterior.png (a pair plot of
     the posterior of one fresh observation, its true parameters marked)."""
@@ -29,16 +51,18 @@ def cmd_train(a):
     task = get_task(a.task)
     n = positive_int("--simulations", a.simulations)
     os.makedirs(a.out, exist_ok=True)
-    theta, x = simulate(task, n, seed=a.seed)
-    q = PosteriorFlow(task=task.name, seed=a.seed, threads=a.threads,
-                      condition_embedding=a.condition_embedding or ())
-    q.fit_simulations(theta, x, steps=a.steps, batch_size=a.batch_size,
-                      progress=not a.no_progress, log=say,
-                      checkpoint=os.path.join(a.out, "checkpoint.npz"), checkpoint_every=1000)
-    q.save(os.path.join(a.out, "checkpoint.npz"))
-    a.x, a.true_seed = None, a.seed
+    ckpt = os.path.join(a.out, "checkpoint.npz")
+    q = _resumed(a, task, n, ckpt) if a.resume else PosteriorFlow(
+        task=task.name, seed=a.seed, threads=a.threads,
+        condition_embedding=a.condition_embedding or ())
+    theta, x = simulate(task, n, seed=q.seed)
+    q.fit_simulations(theta, x, steps=a.steps, batch_size=a.batch_size, warm_start=a.resume,
+                      progress=not a.no_progress, log=say, checkpoint=ckpt,
+                      checkpoint_every=1000)
+    q.save(ckpt)
+    a.x, a.true_seed = None, q.seed
     x_obs, truth = _observation(q, a)
-    s = q.sample_posterior(x_obs, 5000, seed=a.seed)
+    s = q.sample_posterior(x_obs, 5000, seed=q.seed)
     pair_plot(os.path.join(a.out, "posterior.png"), s, None, truth,
               title=f"{task.name}: q(theta | x) of a fresh observation, {n:,} simulations")
     metrics = {"task": task.name, "simulations": n, "steps": q.step_,

@@ -64,6 +64,10 @@ class PosteriorFlow(FlowMatcher):
         super().__init__(**options)
         self.task = None if task is None else get_task(task).name
         self.theta_mean_ = self.theta_std_ = None
+        self.simulations_ = None
+        self.validation_ = []
+        self.stopping_ = None       # early stopping's state: best loss and step, stale, stopped
+        self.best_ema_ = None       # the EMA weights of the best evaluation
 
     @classmethod
     def param_names(cls):
@@ -80,7 +84,10 @@ class PosteriorFlow(FlowMatcher):
         (``validation_`` holds (step, loss) of each).  validation_fraction=0: no
         held-out pairs, ``steps`` steps; eval_every=None: a tenth of the number of training
         pairs, from 100 to ``EVAL_EVERY`` steps.  ``fit``'s other options (progress, checkpoint,
-        ...) pass through.  Returns self."""
+        ...) pass through.  warm_start=True on a model loaded from a checkpoint continues
+        its run on the same simulations, early stopping's state included (``stopping_``,
+        ``best_ema_``), as if it had not been broken off; a run that stopped early takes
+        no more steps.  Returns self."""
         theta = check_conditions(theta, np.shape(theta)[0], "theta")
         x = check_conditions(x, theta.shape[0], "x")
         n_val = int(round(float(validation_fraction) * theta.shape[0]))
@@ -91,35 +98,47 @@ class PosteriorFlow(FlowMatcher):
             raise FmnumpyError(f"{theta.shape[0] - n_val} training simulations are fewer than "
                                f"a batch of {int(batch_size)}; simulate more or pass a smaller "
                                "batch_size")
-        if not fit_options.get("warm_start"):
+        resumed = bool(fit_options.get("warm_start")) and self.state_ is not None
+        if resumed and self.simulations_ not in (None, theta.shape[0]):
+            raise FmnumpyError(f"resume on the same {self.simulations_} simulations as "
+                               f"before, got {theta.shape[0]}")
+        if not resumed:
             std = theta.std(axis=0)
             self.theta_mean_, self.theta_std_ = theta.mean(axis=0), np.where(std > 0, std, 1.0)
+            self.validation_, self.stopping_, self.best_ema_ = [], None, None
+        elif self.stopping_ is not None and self.stopping_["stopped"]:
+            return self                                  # it stopped early: nothing to add
+        self.simulations_ = theta.shape[0]
         z = (theta - self.theta_mean_) / self.theta_std_
         order = np.random.default_rng([self.seed, SPLIT_STREAM]).permutation(z.shape[0])
         held, kept = order[:n_val], order[n_val:]
-        self.validation_ = []
         if n_val == 0:
             return self.fit(z, steps=steps, batch_size=batch_size, conditions=x,
                             **fit_options)
         val = Validation(self, z[held], x[held])
         if eval_every is None:
             eval_every = min(EVAL_EVERY, max(100, kept.shape[0] // 10))
-        best = {"loss": np.inf, "ema": None, "stale": 0}
+        if self.stopping_ is None:
+            self.stopping_ = {"loss": np.inf, "step": 0, "stale": 0, "stopped": False}
 
         def evaluate(model, k):
             loss = val.loss(model)
+            best = self.stopping_
             self.validation_.append((k, loss))
             if loss < best["loss"]:
-                best.update(loss=loss, ema=model.ema_.copy(), stale=0)
+                best.update(loss=loss, step=k, stale=0)
+                self.best_ema_ = model.ema_.copy()
             else:
                 best["stale"] += 1
-            return best["stale"] >= patience
+            best["stopped"] = best["stale"] >= patience
+            return best["stopped"]
 
         self.fit(z[kept], steps=MAX_STEPS if steps is None else steps, batch_size=batch_size,
                  conditions=x[kept], callback=evaluate,
                  callback_every=positive_int("eval_every", eval_every), **fit_options)
-        if best["ema"] is not None:
-            self.ema_ = best["ema"]
+        total = MAX_STEPS if steps is None else steps
+        if self.best_ema_ is not None and (self.stopping_["stopped"] or self.step_ >= total):
+            self.ema_ = self.best_ema_           # the run ended (not broken off by until)
         return self
 
     def _observation(self, x_obs):
@@ -169,8 +188,23 @@ class PosteriorFlow(FlowMatcher):
                 - np.log(self.theta_std_).sum())
 
     def _extra_meta(self):
-        return {"theta_mean": self.theta_mean_.tolist(), "theta_std": self.theta_std_.tolist()}
+        return {"theta_mean": self.theta_mean_.tolist(), "theta_std": self.theta_std_.tolist(),
+                "simulations": self.simulations_, "stopping": self.stopping_,
+                "validation": [list(v) for v in self.validation_]}
 
     def _load_extra(self, extra):
         self.theta_mean_ = np.asarray(extra["theta_mean"])
         self.theta_std_ = np.asarray(extra["theta_std"])
+        self.simulations_ = extra.get("simulations")
+        self.stopping_ = extra.get("stopping")
+        self.validation_ = [tuple(v) for v in extra.get("validation", [])]
+
+    def _checkpoint_extra(self):
+        extra, arrays = super()._checkpoint_extra()
+        if self.best_ema_ is not None:
+            arrays["best_ema"] = self.best_ema_
+        return extra, arrays
+
+    def _restore_extra(self, meta, arrays, path):
+        super()._restore_extra(meta, arrays, path)
+        self.best_ema_ = np.array(arrays["best_ema"]) if "best_ema" in arrays else None
