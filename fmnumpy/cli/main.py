@@ -320,7 +320,8 @@ def _sbi_parser(sub):
     t.add_argument("--simulations", type=int, default=10_000,
                    help="simulations to train on (default %(default)s)")
     t.add_argument("--steps", type=int, default=None, help="training steps (default: "
-                   "early stopping on a held-out tenth, at most 30000)")
+                   "early stopping on a held-out tenth, at most one per simulation within "
+                   "30000-100000)")
     t.add_argument("--condition-embedding", type=_hidden, default=None, metavar="H,...,E",
                    help="the observation enters through a small MLP of these widths, the "
                    "last its output, for long observations (default: none)")

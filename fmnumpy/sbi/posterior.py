@@ -19,13 +19,24 @@ from fmnumpy.euclidean.estimator import FlowMatcher
 from fmnumpy.sbi.tasks import get_task, in_prior
 
 MAX_REDRAWS = 100         # rounds of redrawing samples outside the prior before giving up
-MAX_STEPS = 30_000        # fit_simulations(steps=None): the most steps, if it does not stop
+STEPS_RANGE = (30_000, 100_000)   # fit_simulations(steps=None): the most steps, if it
+                           # does not stop: one per simulation, within this range
+                           # (bench/results/sbi.md, "The most steps")
 VALIDATION_FRACTION = 0.1  # simulations held out for early stopping, as sbi's default
 EVAL_EVERY = 1000          # the most steps between validation losses (eval_every=None: a
                            # tenth of the training pairs' count, at least 100)
 PATIENCE = 5               # evaluations without a new best before the run stops
 VALIDATION_DRAWS = 10      # (x0, t) draws per held-out pair
 SPLIT_STREAM, VALIDATION_STREAM = 45, 46
+
+
+def max_steps(n):
+    """The most training steps of ``fit_simulations(steps=None)`` on n simulations: n,
+    within ``STEPS_RANGE``.  The cosine schedule spans them, so the cap sets how fast the
+    learning rate falls: at 10^5 simulations 100,000 steps beat 30,000, at 10^4 30,000
+    beat 100,000 (which ran at a higher rate until early stopping)."""
+    lo, hi = STEPS_RANGE
+    return int(min(max(int(n), lo), hi))
 
 
 class Validation:
@@ -77,14 +88,14 @@ class PosteriorFlow(FlowMatcher):
                         validation_fraction=VALIDATION_FRACTION, eval_every=None,
                         patience=PATIENCE, **fit_options):
         """Train on simulated pairs theta (N, dim_theta), x (N, dim_x), up to ``steps``
-        (None: ``MAX_STEPS``), stopping early: a ``validation_fraction`` of the pairs is
-        held out, and every ``eval_every`` steps the EMA weights' flow-matching loss on
-        them (:class:`Validation`) is taken; after ``patience`` evaluations without a new
-        best the run ends, and the EMA weights are those of the best evaluation
+        (None: :func:`max_steps` of N), stopping early: a ``validation_fraction`` of the
+        pairs is held out, and every ``eval_every`` steps the EMA weights' flow-matching
+        loss on them (:class:`Validation`) is taken; after ``patience`` evaluations without
+        a new best the run ends, and the EMA weights are those of the best evaluation
         (``validation_`` holds (step, loss) of each).  validation_fraction=0: no
-        held-out pairs, ``steps`` steps; eval_every=None: a tenth of the number of training
-        pairs, from 100 to ``EVAL_EVERY`` steps.  ``fit``'s other options (progress, checkpoint,
-        ...) pass through.  warm_start=True on a model loaded from a checkpoint continues
+        held-out pairs, ``steps`` steps; eval_every=None: a tenth of the number of
+        training pairs, from 100 to ``EVAL_EVERY`` steps.  ``fit``'s other options
+        (progress, checkpoint, ...) pass through.  warm_start=True on a model loaded from a checkpoint continues
         its run on the same simulations, early stopping's state included (``stopping_``,
         ``best_ema_``), as if it had not been broken off; a run that stopped early takes
         no more steps.  Returns self."""
@@ -133,11 +144,11 @@ class PosteriorFlow(FlowMatcher):
             best["stopped"] = best["stale"] >= patience
             return best["stopped"]
 
-        self.fit(z[kept], steps=MAX_STEPS if steps is None else steps, batch_size=batch_size,
+        steps = max_steps(theta.shape[0]) if steps is None else steps
+        self.fit(z[kept], steps=steps, batch_size=batch_size,
                  conditions=x[kept], callback=evaluate,
                  callback_every=positive_int("eval_every", eval_every), **fit_options)
-        total = MAX_STEPS if steps is None else steps
-        if self.best_ema_ is not None and (self.stopping_["stopped"] or self.step_ >= total):
+        if self.best_ema_ is not None and (self.stopping_["stopped"] or self.step_ >= steps):
             self.ema_ = self.best_ema_           # the run ended (not broken off by until)
         return self
 
