@@ -361,7 +361,7 @@ def table(a):
                 + (a.timing_note or "each method in turn in one process per (task, budget, "
                    "seed).") + " fmnumpy: "
                 "PosteriorFlow's defaults (4 x 128 SiLU, early stopping on a held-out tenth, at "
-                "most 30,000 steps); npe: sbi's NPE with its default MAF; fmpe: sbi's FMPE with "
+                "most one step per simulation within 30,000-100,000); npe: sbi's NPE with its default MAF; fmpe: sbi's FMPE with "
                 "its default MLP; both with sbi's early stopping.", "",
                 "Runs: " + ", ".join(f"{m} seed {s}" for m, s in runs), ""]
         with open(a.md, "w") as f:
