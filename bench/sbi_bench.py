@@ -36,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from fmnumpy.metrics import c2st  # noqa: E402
-from fmnumpy.sbi import PosteriorFlow, get_task, simulate  # noqa: E402
+from fmnumpy.sbi import PosteriorFlow, get_task, select_posterior, simulate  # noqa: E402
 from fmnumpy.sbi.tasks import (GAUSSIAN_LINEAR_SCALE, gaussian_linear_posterior,  # noqa: E402
                                glm_design, glm_log_posterior, glm_prior_precision)
 
@@ -48,6 +48,7 @@ BUDGETS = (1000, 10_000, 100_000)
 OBSERVATIONS = tuple(range(1, 11))
 N = 10_000                       # posterior samples per observation, as sbibm's
 OUT = os.path.join(HERE, "results", "sbi.jsonl")
+WEIGHT_DECAYS = (0.0, 1.0)       # fmnumpy_wd: the candidates, chosen by held-out loss
 
 
 def wheel():
@@ -189,23 +190,36 @@ def c2st_check(a):
 EMBEDDING = (128, 10)      # fmnumpy_embed: the observation through an MLP 128 wide into 10
 
 
-def posterior_flow(method, task, seed):
-    """fmnumpy's posterior flow of ``method``: fmnumpy (PosteriorFlow's defaults) or
-    fmnumpy_embed (the observation through ``EMBEDDING``)."""
-    return PosteriorFlow(task=task, seed=seed, condition_embedding=(
+def posterior_flow(method, task, seed, weight_decay=0.0):
+    """fmnumpy's posterior flow of ``method``: fmnumpy (PosteriorFlow's defaults),
+    fmnumpy_embed (the observation through ``EMBEDDING``) or, of fmnumpy_wd, the one of
+    ``weight_decay``."""
+    return PosteriorFlow(task=task, seed=seed, weight_decay=weight_decay, condition_embedding=(
         EMBEDDING if method == "fmnumpy_embed" else ()))
 
 
-def fmnumpy_run(method, task, theta, x, seed, obs, steps, validation_fraction=None):
-    q = posterior_flow(method, task, seed)
-    t0 = time.perf_counter()
+def fmnumpy_fit(method, task, theta, x, seed, steps, validation_fraction=None):
+    """(the trained posterior flow of ``method``, more to record): fmnumpy_wd trains one
+    flow for each of ``WEIGHT_DECAYS`` and keeps the one of lowest held-out loss."""
     more = {} if validation_fraction is None else {"validation_fraction": validation_fraction}
-    q.fit_simulations(theta, x, steps=steps, **more)
+    decays = WEIGHT_DECAYS if method == "fmnumpy_wd" else (0.0,)
+    flows = [posterior_flow(method, task, seed, w).fit_simulations(theta, x, steps=steps,
+                                                                   **more) for w in decays]
+    if len(flows) == 1:
+        return flows[0], {}
+    q, losses = select_posterior(flows)
+    return q, {"weight_decay": q.weight_decay, "held_out_loss": losses,
+               "steps_each": [f.step_ for f in flows]}
+
+
+def fmnumpy_run(method, task, theta, x, seed, obs, steps, validation_fraction=None):
+    t0 = time.perf_counter()
+    q, more = fmnumpy_fit(method, task, theta, x, seed, steps, validation_fraction)
     train_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     samples = [q.sample_posterior(xo, N, seed=k) for k, xo in enumerate(obs)]
     return samples, {"train_s": train_s, "sample_s": time.perf_counter() - t0,
-                     "steps": q.step_}
+                     "steps": q.step_, **more}
 
 
 def torch_run(method, task, theta, x, seed, obs, python, threads=2, n=N):
@@ -272,7 +286,7 @@ def run(a):
                         continue
                     if method == "fmnumpy" and (task, budget, seed) in swept:
                         samples, info = scored_run(swept[task, budget, seed], obs)
-                    elif method in ("fmnumpy", "fmnumpy_embed"):
+                    elif method.startswith("fmnumpy"):
                         samples, info = fmnumpy_run(method, task, theta, x, seed, obs,
                                                     a.steps, a.validation_fraction)
                     else:
@@ -301,9 +315,8 @@ def timing(a):
                     k = r % len(a.methods)
                     for method in a.methods[k:] + a.methods[:k]:
                         if method.startswith("fmnumpy"):
-                            q = posterior_flow(method, task, seed)
                             t0 = time.perf_counter()
-                            q.fit_simulations(theta, x, steps=a.steps)
+                            q, _ = fmnumpy_fit(method, task, theta, x, seed, a.steps)
                             info = {"train_s": time.perf_counter() - t0, "steps": q.step_}
                         else:
                             _, info = torch_run(method, task, theta, x, seed, [x[0]],
@@ -326,7 +339,7 @@ def table(a):
                 if key not in seen:                  # the first record of a run counts
                     seen.add(key)
                     recs.append(r)
-    methods = [m for m in ("fmnumpy", "fmnumpy_embed", "npe", "fmpe")
+    methods = [m for m in ("fmnumpy", "fmnumpy_wd", "fmnumpy_embed", "npe", "fmpe")
                if any(r["method"] == m for r in recs)]
     head = ["task", "simulations"] + [f"{m} C2ST" for m in methods] + \
         [f"{m} train s" for m in methods]
@@ -377,7 +390,7 @@ def time_table(path):
     training seconds (mean over rounds and seeds, min-max) and its ratio to fmnumpy's."""
     with open(path) as f:
         recs = [json.loads(line) for line in f]
-    methods = [m for m in ("fmnumpy", "fmnumpy_embed", "npe", "fmpe")
+    methods = [m for m in ("fmnumpy", "fmnumpy_wd", "fmnumpy_embed", "npe", "fmpe")
                if any(r["method"] == m for r in recs)]
     lines = ["| task | simulations | rounds | " + " | ".join(f"{m} train s" for m in methods)
              + " | " + " | ".join(f"{m} / fmnumpy" for m in methods[1:]) + " |",
@@ -418,9 +431,10 @@ def main(argv=None):
     ap.add_argument("--budgets", type=int, nargs="+", default=list(BUDGETS))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--methods", nargs="+", default=["fmnumpy", "npe", "fmpe"],
-                    choices=("fmnumpy", "fmnumpy_embed", "npe", "fmpe"),
-                    help="fmnumpy_embed: fmnumpy with the observation through an MLP "
-                    "(EMBEDDING widths)")
+                    choices=("fmnumpy", "fmnumpy_wd", "fmnumpy_embed", "npe", "fmpe"),
+                    help="fmnumpy_wd: fmnumpy trained with each of WEIGHT_DECAYS, the one "
+                    "of lowest held-out loss kept; fmnumpy_embed: fmnumpy with the "
+                    "observation through an MLP (EMBEDDING widths)")
     ap.add_argument("--observations", type=int, nargs="+", default=list(OBSERVATIONS))
     ap.add_argument("--steps", type=int, default=None, help="fmnumpy's training steps "
                     "(default: PosteriorFlow's)")

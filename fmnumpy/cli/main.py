@@ -325,6 +325,9 @@ def _sbi_parser(sub):
     t.add_argument("--condition-embedding", type=_hidden, default=None, metavar="H,...,E",
                    help="the observation enters through a small MLP of these widths, the "
                    "last its output, for long observations (default: none)")
+    t.add_argument("--weight-decay", default="0", metavar="W[,W...]", help="AdamW's "
+                   "weight decay; several: train one posterior each and keep the one of "
+                   "lowest held-out loss (e.g. 0,1; default %(default)s)")
     t.add_argument("--batch-size", type=int, default=256)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=None)

@@ -21,13 +21,14 @@ def _observation(q, a):
     return task.simulate(theta, np.random.default_rng([a.true_seed, 44]))[0], theta[0]
 
 
-def _resumed(a, task, n, ckpt):
-    """The posterior flow of OUT/checkpoint.npz for ``sbi train --resume``, refused in one
-    line when it was trained on another task, number of simulations, seed or embedding."""
+def _resumed(a, task, n, ckpt, weight_decay):
+    """The posterior flow of a checkpoint for ``sbi train --resume``, refused in one
+    line when it was trained on another task, number of simulations, seed, embedding or
+    weight decay."""
     from fmnumpy.sbi import PosteriorFlow
     q = PosteriorFlow.load(ckpt).set_params(threads=a.threads)
     asked = {"--task": (task.name, q.task), "--simulations": (n, q.simulations_),
-             "--seed": (a.seed, q.seed)}
+             "--seed": (a.seed, q.seed), "--weight-decay": (weight_decay, q.weight_decay)}
     if a.condition_embedding is not None:
         asked["--condition-embedding"] = (tuple(a.condition_embedding),
                                           tuple(q.condition_embedding))
@@ -43,23 +44,57 @@ def _words(value):
     return (",".join(map(str, value)) or "none") if isinstance(value, tuple) else str(value)
 
 
+def _weight_decays(a):
+    decays = parse_numbers("--weight-decay", a.weight_decay, float)
+    if len(set(decays)) != len(decays):
+        raise FmnumpyError(f"--weight-decay takes distinct values, got {a.weight_decay}")
+    return decays
+
+
+def _fit(a, task, n, theta, x, path, weight_decay, started):
+    """The posterior flow of one weight decay trained on (theta, x), its checkpoint at
+    ``path``; with --resume continued from there (``started``: the checkpoint exists, or
+    must)."""
+    from fmnumpy.sbi import PosteriorFlow
+    resume = bool(a.resume) and started
+    q = _resumed(a, task, n, path, weight_decay) if resume else PosteriorFlow(
+        task=task.name, seed=a.seed, threads=a.threads, weight_decay=weight_decay,
+        condition_embedding=a.condition_embedding or ())
+    q.fit_simulations(theta, x, steps=a.steps, batch_size=a.batch_size, warm_start=resume,
+                      progress=not a.no_progress, log=say, checkpoint=path,
+                      checkpoint_every=1000)
+    q.save(path)
+    return q
+
+
 def cmd_train(a):
     """Simulate, train, save checkpoint.npz, metrics.json and posterior.png (a pair plot of
-    the posterior of one fresh observation, its true parameters marked)."""
+    the posterior of one fresh observation, its true parameters marked).  Several
+    --weight-decay values: one run each in OUT/weight_decay_W/ (each with its checkpoint,
+    each resumable), the one of lowest held-out loss kept as OUT/checkpoint.npz."""
     from fmnumpy.plots.sbi import pair_plot
-    from fmnumpy.sbi import PosteriorFlow, get_task, simulate
+    from fmnumpy.sbi import get_task, select_posterior, simulate
     task = get_task(a.task)
     n = positive_int("--simulations", a.simulations)
+    decays = _weight_decays(a)
     os.makedirs(a.out, exist_ok=True)
     ckpt = os.path.join(a.out, "checkpoint.npz")
-    q = _resumed(a, task, n, ckpt) if a.resume else PosteriorFlow(
-        task=task.name, seed=a.seed, threads=a.threads,
-        condition_embedding=a.condition_embedding or ())
-    theta, x = simulate(task, n, seed=q.seed)
-    q.fit_simulations(theta, x, steps=a.steps, batch_size=a.batch_size, warm_start=a.resume,
-                      progress=not a.no_progress, log=say, checkpoint=ckpt,
-                      checkpoint_every=1000)
-    q.save(ckpt)
+    theta, x = simulate(task, n, seed=a.seed)
+    losses = {}
+    if len(decays) == 1:
+        q = _fit(a, task, n, theta, x, ckpt, decays[0], True)
+    else:
+        flows = []
+        for k, w in enumerate(decays):
+            path = os.path.join(a.out, f"weight_decay_{w:g}", "checkpoint.npz")
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            say(f"weight decay {w:g} ({k + 1} of {len(decays)})")
+            flows.append(_fit(a, task, n, theta, x, path, w, os.path.isfile(path)))
+        q, held = select_posterior(flows)
+        losses = {f"{w:g}": v for w, v in zip(decays, held)}
+        q.save(ckpt)
+        say(f"kept weight decay {q.weight_decay:g}, of the lowest held-out loss ("
+            + ", ".join(f"{w}: {v:.4f}" for w, v in losses.items()) + ")")
     a.x, a.true_seed = None, q.seed
     x_obs, truth = _observation(q, a)
     s = q.sample_posterior(x_obs, 5000, seed=q.seed)
@@ -67,7 +102,10 @@ def cmd_train(a):
               title=f"{task.name}: q(theta | x) of a fresh observation, {n:,} simulations")
     metrics = {"task": task.name, "simulations": n, "steps": q.step_,
                "train_seconds": round(q.train_seconds_, 2),
-               "final_loss": float(np.mean(q.losses_[-200:]))}
+               "final_loss": float(np.mean(q.losses_[-200:])),
+               "weight_decay": q.weight_decay}
+    if losses:
+        metrics["held_out_loss"] = losses
     write_json(os.path.join(a.out, "metrics.json"), metrics)
     say(f"trained {q.step_} steps on {n} simulations of {task.name} in "
         f"{q.train_seconds_:.1f} s; outputs in {a.out}/")
