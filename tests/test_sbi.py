@@ -287,3 +287,44 @@ def test_sbi_train_resumes_its_checkpoint(tmp_path, capsys):
         else:
             changed += [flag, value]
         assert_one_line_error(capsys, run(changed), words)
+
+
+def test_select_posterior_keeps_the_lowest_held_out_loss_of_comparable_flows():
+    from fmnumpy.sbi import select_posterior
+    theta, x = simulate("slcp", 400, seed=1)
+    kw = dict(steps=300, batch_size=64, eval_every=50)
+    flows = [PosteriorFlow(hidden=(16, 16), seed=0, weight_decay=w).fit_simulations(
+        theta, x, **kw) for w in (0.0, 3.0)]
+    q, losses = select_posterior(flows)
+    assert losses == [min(v for _, v in f.validation_) for f in flows]
+    assert losses[0] != losses[1] and q is flows[int(np.argmin(losses))]
+    other = PosteriorFlow(hidden=(16, 16), seed=1).fit_simulations(theta, x, **kw)
+    fewer = PosteriorFlow(hidden=(16, 16), seed=0).fit_simulations(theta[:300], x[:300], **kw)
+    whole = PosteriorFlow(hidden=(16, 16), seed=0).fit_simulations(
+        theta, x, steps=20, batch_size=64, validation_fraction=0.0)
+    for bad, words in (([flows[0], other], "differ in seed"),
+                       ([flows[0], fewer], "differ in simulations"),
+                       ([whole], "no held-out loss"), ([], "at least one")):
+        with pytest.raises(FmnumpyError, match=words):
+            select_posterior(bad)
+
+
+def test_sbi_train_chooses_the_weight_decay_of_lowest_held_out_loss(tmp_path, capsys):
+    out = tmp_path / "q"
+    line = ["sbi", "train", "--task", "slcp", "--simulations", 400, "--steps", 200,
+            "--batch-size", 64, "--weight-decay", "0,3", "--out", out, "--no-progress"]
+    assert run(line) == 0
+    losses = json.loads((out / "metrics.json").read_text())["held_out_loss"]
+    runs = {w: PosteriorFlow.load(out / f"weight_decay_{w}" / "checkpoint.npz")
+            for w in ("0", "3")}
+    assert losses == {w: min(v for _, v in q.validation_) for w, q in runs.items()}
+    kept = PosteriorFlow.load(out / "checkpoint.npz")
+    assert f"{kept.weight_decay:g}" == min(losses, key=losses.get)
+    assert np.array_equal(kept.ema_, runs[min(losses, key=losses.get)].ema_)
+    capsys.readouterr()
+    assert run(line + ["--resume"]) == 0                    # both runs are done: kept as is
+    assert capsys.readouterr().err.count("resuming from") == 2
+    assert np.array_equal(PosteriorFlow.load(out / "checkpoint.npz").ema_, kept.ema_)
+    for value, words in (("1,1", "distinct values"), ("a", "numbers separated by commas")):
+        assert_one_line_error(capsys, run([*line[:-5], "--weight-decay", value, "--out",
+                                           tmp_path / "u"]), words)
