@@ -95,10 +95,10 @@ class PosteriorFlow(FlowMatcher):
         (``validation_`` holds (step, loss) of each).  validation_fraction=0: no
         held-out pairs, ``steps`` steps; eval_every=None: a tenth of the number of
         training pairs, from 100 to ``EVAL_EVERY`` steps.  ``fit``'s other options
-        (progress, checkpoint, ...) pass through.  warm_start=True on a model loaded from a checkpoint continues
-        its run on the same simulations, early stopping's state included (``stopping_``,
-        ``best_ema_``), as if it had not been broken off; a run that stopped early takes
-        no more steps.  Returns self."""
+        (progress, checkpoint, ...) pass through.  warm_start=True on a model loaded from
+        a checkpoint continues its run on the same simulations, early stopping's state
+        included (``stopping_``, ``best_ema_``), as if it had not been broken off; a run
+        that stopped early takes no more steps.  Returns self."""
         theta = check_conditions(theta, np.shape(theta)[0], "theta")
         x = check_conditions(x, theta.shape[0], "x")
         n_val = int(round(float(validation_fraction) * theta.shape[0]))
