@@ -328,6 +328,90 @@ def timing(a):
                             f.write(json.dumps(rec) + "\n")
 
 
+# ---- options of the posterior flow, by a cheap proxy -------------------------------------
+
+# named options of PosteriorFlow (keys starting with _ go to fit_simulations)
+OPTIONS = {
+    "default": {},
+    "lr1e-3": {"lr": 1e-3},
+    "wd0.1": {"weight_decay": 0.1},
+    "wd1": {"weight_decay": 1.0},
+    "wd3": {"weight_decay": 3.0},
+    "h64x3": {"hidden": (64, 64, 64)},
+    "h256": {"hidden": (256, 256, 256, 256)},
+    "h6x128": {"hidden": (128,) * 6},
+    "bs64": {"_batch_size": 64},
+    "pat10": {"_patience": 10},
+    "tp2": {"time_power": 2.0},
+    "cap100k": {"_steps": 100_000},
+    "wd1_100k": {"weight_decay": 1.0, "_steps": 100_000},
+    "wd1bs64": {"weight_decay": 1.0, "_batch_size": 64},
+}
+NLL_POINTS = 1000          # reference posterior samples per observation in ``options``
+OPTIONS_NOTE = (
+    "`python bench/sbi_bench.py options --tasks T --budgets B --seeds S --options ... --out "
+    "bench/results/sbi_options.jsonl`: each option trained on the same simulations per "
+    "seed; reference NLL: the mean over the ten observations of -log q(theta | x_obs) at "
+    f"{NLL_POINTS:,} of sbibm's reference posterior samples (H(p) + KL(p || q), lower is "
+    "closer); minus default's: paired per seed; held-out loss: the best of early stopping "
+    "(comparable across options of one seed and time law). Options: OPTIONS in "
+    "bench/sbi_bench.py (wd: AdamW's weight decay, h: hidden widths, bs: batch size, pat: "
+    "patience, tp: time_power, cap: the most steps).")
+
+
+def options(a):
+    """For each (task, budget, seed) and each of ``--options`` (names of ``OPTIONS``),
+    trained on the same simulations: the mean over the observations of -log q(theta | x_obs)
+    of ``NLL_POINTS`` reference posterior samples (the reference NLL: the cross-entropy
+    H(p) + KL(p || q), p fixed, so lower is closer; seconds where C2ST takes minutes) and
+    the best held-out loss of early stopping.  Appends to ``--out``."""
+    for task in a.tasks:
+        refs = [reference(task, k) for k in a.observations]
+        for budget in a.budgets:
+            for seed in a.seeds:
+                theta, x = simulate(task, budget, seed=seed)
+                for name in a.options:
+                    model = {k: v for k, v in OPTIONS[name].items() if k[0] != "_"}
+                    fit = {k[1:]: v for k, v in OPTIONS[name].items() if k[0] == "_"}
+                    q = PosteriorFlow(task=task, seed=seed, **model)
+                    t0 = time.perf_counter()
+                    q.fit_simulations(theta, x, **fit)
+                    train_s = time.perf_counter() - t0
+                    nll = [-float(np.mean(q.log_posterior(r[1][:NLL_POINTS], r[0])))
+                           for r in refs]
+                    rec = dict(task=task, budget=budget, seed=seed, option=name,
+                               nll=float(np.mean(nll)), nll_each=nll, steps=q.step_,
+                               train_s=train_s, held_out=min(v for _, v in q.validation_))
+                    print(f"{task} {budget} seed {seed} {name}: reference NLL "
+                          f"{rec['nll']:.3f}, held-out loss {rec['held_out']:.4f}, "
+                          f"{q.step_} steps", flush=True)
+                    with open(a.out, "a") as f:
+                        f.write(json.dumps(rec) + "\n")
+
+
+def options_table(path):
+    """Markdown lines of ``options``' records: per (task, budget) and option the mean
+    reference NLL and held-out loss over seeds, and the NLL paired against default."""
+    with open(path) as f:
+        recs = [json.loads(line) for line in f]
+    lines = ["| task | simulations | option | seeds | reference NLL | minus default's, "
+             "paired (min to max) | held-out loss | steps |", "|" + "---|" * 8]
+    for task in [t for t in TASKS if any(r["task"] == t for r in recs)]:
+        for budget in sorted({r["budget"] for r in recs if r["task"] == task}):
+            rs = [r for r in recs if (r["task"], r["budget"]) == (task, budget)]
+            base = {r["seed"]: r for r in rs if r["option"] == "default"}
+            for name in [o for o in OPTIONS if any(r["option"] == o for r in rs)]:
+                mine = [r for r in rs if r["option"] == name]
+                d = [r["nll"] - base[r["seed"]]["nll"] for r in mine if r["seed"] in base]
+                paired = "" if name == "default" or not d else \
+                    f"{np.mean(d):+.3f} ({min(d):+.3f} to {max(d):+.3f})"
+                lines.append(f"| {task} | {budget:,} | {name} | {len(mine)} | "
+                             f"{np.mean([r['nll'] for r in mine]):.3f} | {paired} | "
+                             f"{np.mean([r['held_out'] for r in mine]):.4f} | "
+                             f"{np.mean([r['steps'] for r in mine]):.0f} |")
+    return lines
+
+
 # ---- the table and the pictures ---------------------------------------------------------------
 
 def table(a):
@@ -382,6 +466,9 @@ def table(a):
             if a.times:
                 f.write("\n## Training time alone\n\n" + (a.times_note or "") + "\n\n"
                         + "\n".join(time_table(a.times)) + "\n")
+            if a.options_results:
+                f.write("\n## The posterior flow's options\n\n" + OPTIONS_NOTE + "\n\n"
+                        + "\n".join(options_table(a.options_results)) + "\n")
     return text
 
 
@@ -426,7 +513,8 @@ def pictures(a):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=("check", "c2st", "run", "time", "table", "pictures"))
+    ap.add_argument("what", choices=("check", "c2st", "run", "time", "options", "table",
+                                     "pictures"))
     ap.add_argument("--tasks", nargs="+", default=list(TASKS))
     ap.add_argument("--budgets", type=int, nargs="+", default=list(BUDGETS))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -445,6 +533,10 @@ def main(argv=None):
     ap.add_argument("--torch-threads", type=int, default=2, help="torch's threads (set "
                     "NUMBA_NUM_THREADS and OMP_NUM_THREADS alike for fmnumpy)")
     ap.add_argument("--out", default=OUT)
+    ap.add_argument("--options", nargs="+", default=["default"], choices=list(OPTIONS),
+                    help="options: the posterior flow's options to compare")
+    ap.add_argument("--options-results", default=None, help="table: also the table of "
+                    "this JSONL of `options` runs")
     ap.add_argument("--rounds", type=int, default=2, help="time: rounds of every method")
     ap.add_argument("--md", default=None, help="table: also write it to this Markdown file")
     ap.add_argument("--more", nargs="+", default=None, help="table: more JSONL files of runs")
@@ -457,8 +549,8 @@ def main(argv=None):
     from bench.common import sweep_arguments
     sweep_arguments(ap)
     a = ap.parse_args(argv)
-    return {"check": check, "c2st": c2st_check, "run": run, "time": timing, "table": table,
-            "pictures": pictures}[a.what](a)
+    return {"check": check, "c2st": c2st_check, "run": run, "time": timing,
+            "options": options, "table": table, "pictures": pictures}[a.what](a)
 
 
 if __name__ == "__main__":
