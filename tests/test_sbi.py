@@ -328,3 +328,9 @@ def test_sbi_train_chooses_the_weight_decay_of_lowest_held_out_loss(tmp_path, ca
     for value, words in (("1,1", "distinct values"), ("a", "numbers separated by commas")):
         assert_one_line_error(capsys, run([*line[:-5], "--weight-decay", value, "--out",
                                            tmp_path / "u"]), words)
+
+
+def test_the_most_steps_are_one_per_simulation_within_their_range():
+    from fmnumpy.sbi.posterior import STEPS_RANGE, max_steps
+    lo, hi = STEPS_RANGE
+    assert [max_steps(n) for n in (1000, lo + 7, hi - 1, 10 * hi)] == [lo, lo + 7, hi - 1, hi]
