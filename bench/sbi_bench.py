@@ -37,6 +37,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from fmnumpy.metrics import c2st  # noqa: E402
 from fmnumpy.sbi import PosteriorFlow, get_task, select_posterior, simulate  # noqa: E402
+from fmnumpy.sbi.posterior import held_out_loss  # noqa: E402
 from fmnumpy.sbi.tasks import (GAUSSIAN_LINEAR_SCALE, gaussian_linear_posterior,  # noqa: E402
                                glm_design, glm_log_posterior, glm_prior_precision)
 
@@ -272,6 +273,13 @@ def scored_run(folder, obs):
                      "steps": q.step_, "swept": True}
 
 
+def append(path, rec, line):
+    """Print ``line`` and append the record ``rec`` to the JSONL at ``path``."""
+    print(line, flush=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+
+
 def run(a):
     done = done_runs(a.out)
     swept = fmnumpy_sweep(a, done) if a.sweep and "fmnumpy" in a.methods else {}
@@ -296,11 +304,9 @@ def run(a):
                     rec = dict(task=task, budget=budget, seed=seed, method=method,
                                observations=list(a.observations), c2st=scores,
                                c2st_mean=float(np.mean(scores)), **info)
-                    print(f"{task} {budget} seed {seed} {method}: C2ST {rec['c2st_mean']:.3f} "
-                          f"({min(scores):.3f}-{max(scores):.3f}), train "
-                          f"{info['train_s']:.1f} s", flush=True)
-                    with open(a.out, "a") as f:
-                        f.write(json.dumps(rec) + "\n")
+                    append(a.out, rec, f"{task} {budget} seed {seed} {method}: C2ST "
+                           f"{rec['c2st_mean']:.3f} ({min(scores):.3f}-{max(scores):.3f}), "
+                           f"train {info['train_s']:.1f} s")
 
 
 def timing(a):
@@ -323,9 +329,7 @@ def timing(a):
                                                 a.torch_python, a.torch_threads, n=0)
                         rec = dict(task=task, budget=budget, seed=seed, method=method,
                                    round=r, **info)
-                        print(json.dumps(rec), flush=True)
-                        with open(a.out, "a") as f:
-                            f.write(json.dumps(rec) + "\n")
+                        append(a.out, rec, json.dumps(rec))
 
 
 # ---- options of the posterior flow, by a cheap proxy -------------------------------------
@@ -381,12 +385,10 @@ def options(a):
                            for r in refs]
                     rec = dict(task=task, budget=budget, seed=seed, option=name,
                                nll=float(np.mean(nll)), nll_each=nll, steps=q.step_,
-                               train_s=train_s, held_out=min(v for _, v in q.validation_))
-                    print(f"{task} {budget} seed {seed} {name}: reference NLL "
-                          f"{rec['nll']:.3f}, held-out loss {rec['held_out']:.4f}, "
-                          f"{q.step_} steps", flush=True)
-                    with open(a.out, "a") as f:
-                        f.write(json.dumps(rec) + "\n")
+                               train_s=train_s, held_out=held_out_loss(q))
+                    append(a.out, rec, f"{task} {budget} seed {seed} {name}: reference NLL "
+                           f"{rec['nll']:.3f}, held-out loss {rec['held_out']:.4f}, "
+                           f"{q.step_} steps")
 
 
 def options_table(path):
