@@ -273,20 +273,26 @@ def test_sbi_train_resumes_its_checkpoint(tmp_path, capsys):
     part.fit_simulations(theta, x, steps=1500, batch_size=64, until=1000)
     part.save(out / "checkpoint.npz")
     capsys.readouterr()
-    assert run(line + ["--resume"]) == 0
-    assert "resuming from" in capsys.readouterr().err
+    assert run(["sbi", "train", "--out", out, "--resume", "--no-progress"]) == 0
+    assert "resuming from" in capsys.readouterr().err     # the options are the checkpoint's
     back = PosteriorFlow.load(out / "checkpoint.npz")
     assert back.step_ == whole.step_ and np.array_equal(back.ema_, whole.ema_)
     for flag, value, words in (("--task", "slcp", "--task two_moons"),
                                ("--simulations", 500, "--simulations 600"),
                                ("--seed", 3, "--seed 0"),
-                               ("--condition-embedding", "8,2", "--condition-embedding none")):
+                               ("--condition-embedding", "8,2", "--condition-embedding none"),
+                               ("--batch-size", 32, "--batch-size 64"),
+                               ("--weight-decay", "1", "--weight-decay 0")):
         changed = [*line, "--resume"]
         if flag in changed:
             changed[changed.index(flag) + 1] = value
         else:
             changed += [flag, value]
         assert_one_line_error(capsys, run(changed), words)
+    assert_one_line_error(capsys, run(["sbi", "train", "--out", tmp_path / "none", "--resume"]),
+                          "does not exist")
+    assert_one_line_error(capsys, run(["sbi", "train", "--out", tmp_path / "none"]),
+                          "needs --task")
 
 
 def test_select_posterior_keeps_the_lowest_held_out_loss_of_comparable_flows():

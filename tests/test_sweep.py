@@ -202,5 +202,12 @@ def test_a_sweep_of_posterior_flows_runs_fmnumpy_sbi_train(tmp_path):
     assert line[:2] == ["sbi", "train"] and "--no-plots" not in line
     metrics = execute.train_run(execute.run_folder(str(tmp_path / "out"), r), line, CLI.main)
     assert metrics["simulations"] == 300 and metrics["task"] == "gaussian_mixture"
+    folder = execute.run_folder(str(tmp_path / "out"), r)
+    os.remove(os.path.join(folder, "metrics.json"))            # as if killed before the end
+    lines = []
+    again = execute.train_run(folder, line, lambda line: lines.append(line) or CLI.main(line))
+    assert lines[0][-1] == "--resume"
+    assert {k: v for k, v in again.items() if k != "train_seconds"} == {
+        k: v for k, v in metrics.items() if k != "train_seconds"}
     sweep_summary.summarize(str(tmp_path / "out"), plot=False)
     assert "final_loss" in (tmp_path / "out" / "summary.csv").read_text()

@@ -136,14 +136,21 @@ def model_options(a, cls, rename=None):
 
 def resumed_conflicts(a, fm, ckpt, names, rename=None):
     """A --resume continues a checkpoint: an option given for one of its parameters
-    ``names`` with another value is one line."""
+    ``names`` (the option ``rename.get(name, name)``) with another value is one line."""
     rename = rename or {}
     for name in names:
         dest = rename.get(name, name)
         if given(a, dest) and getattr(a, dest) != getattr(fm, name):
-            raise FmnumpyError(f"{ckpt} was trained with {flag(dest)} {getattr(fm, name)}; "
-                               f"--resume continues it, so drop {flag(dest)} "
-                               f"{getattr(a, dest)}")
+            raise FmnumpyError(f"{ckpt} was trained with {flag(dest)} "
+                               f"{words(getattr(fm, name))}; --resume continues it, so drop "
+                               f"{flag(dest)} {words(getattr(a, dest))}")
+
+
+def words(value):
+    """An option's value as its command line spells it: widths 256,256, no widths none."""
+    if isinstance(value, (tuple, list)):
+        return ",".join(map(str, value)) or "none"
+    return str(value)
 
 
 def print_metrics(m, keys=None, to=None):

@@ -315,26 +315,26 @@ def _sbi_parser(sub):
                        "task's simulations, sample it (docs/sbi.md)")
     bs = b.add_subparsers(dest="sbi_command")
     t = bs.add_parser("train", help="simulate, train q(theta | x), draw its pair plot")
-    t.add_argument("--task", required=True, help="two_moons, gaussian_linear, "
+    t.add_argument("--task", default=None, help="two_moons, gaussian_linear, "
                    "gaussian_mixture, slcp, bernoulli_glm or bernoulli_glm_raw")
-    t.add_argument("--simulations", type=int, default=10_000,
-                   help="simulations to train on (default %(default)s)")
+    t.add_argument("--simulations", type=int, default=None,
+                   help="simulations to train on (default 10000)")
     t.add_argument("--steps", type=int, default=None, help="training steps (default: "
                    "early stopping on a held-out tenth, at most one per simulation within "
                    "30000-100000)")
     t.add_argument("--condition-embedding", type=_hidden, default=None, metavar="H,...,E",
                    help="the observation enters through a small MLP of these widths, the "
                    "last its output, for long observations (default: none)")
-    t.add_argument("--weight-decay", default="0", metavar="W[,W...]", help="AdamW's "
+    t.add_argument("--weight-decay", default=None, metavar="W[,W...]", help="AdamW's "
                    "weight decay; several: train one posterior each and keep the one of "
-                   "lowest held-out loss (e.g. 0,1; default %(default)s)")
-    t.add_argument("--batch-size", type=int, default=256)
-    t.add_argument("--seed", type=int, default=0)
+                   "lowest held-out loss (e.g. 0,1; default 0)")
+    t.add_argument("--batch-size", type=int, default=None, help="(default 256)")
+    t.add_argument("--seed", type=int, default=None, help="(default 0)")
     t.add_argument("--threads", type=int, default=None)
     t.add_argument("--out", required=True, help="output folder")
     t.add_argument("--resume", action="store_true", help="continue the run in OUT's "
                    "checkpoint (written every 1000 steps and on Ctrl-C), early stopping "
-                   "included")
+                   "included; the options not given are the checkpoint's")
     t.add_argument("--no-progress", action="store_true")
     p = bs.add_parser("sample", help="posterior samples of an observation")
     p.add_argument("--checkpoint", required=True)

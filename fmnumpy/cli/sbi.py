@@ -1,10 +1,11 @@
 """``fmnumpy sbi train | sample``: simulation-based inference on the sbibm tasks with a
 posterior flow (fmnumpy/sbi/, docs/sbi.md)."""
+import glob
 import os
 
 import numpy as np
 
-from fmnumpy.cli.common import parse_numbers, say, write_json
+from fmnumpy.cli.common import fill, parse_numbers, resumed_conflicts, say, write_json
 from fmnumpy.errors import FmnumpyError, positive_int
 
 
@@ -21,27 +22,31 @@ def _observation(q, a):
     return task.simulate(theta, np.random.default_rng([a.true_seed, 44]))[0], theta[0]
 
 
-def _resumed(a, task, n, ckpt, weight_decay):
-    """The posterior flow of a checkpoint for ``sbi train --resume``, refused in one
-    line when it was trained on another task, number of simulations, seed, embedding or
-    weight decay."""
-    from fmnumpy.sbi import PosteriorFlow
-    q = PosteriorFlow.load(ckpt).set_params(threads=a.threads)
-    asked = {"--task": (task.name, q.task), "--simulations": (n, q.simulations_),
-             "--seed": (a.seed, q.seed), "--weight-decay": (weight_decay, q.weight_decay)}
-    if a.condition_embedding is not None:
-        asked["--condition-embedding"] = (tuple(a.condition_embedding),
-                                          tuple(q.condition_embedding))
-    for flag, (given, had) in asked.items():
-        if given != had:
-            raise FmnumpyError(f"{ckpt} was trained with {flag} {_words(had)}; --resume "
-                               f"continues it, so pass that or drop --resume")
-    say(f"resuming from {ckpt} at step {q.step_}")
-    return q
-
-
-def _words(value):
-    return (",".join(map(str, value)) or "none") if isinstance(value, tuple) else str(value)
+def _resume_options(a):
+    """``sbi train``'s run options: with --resume, those not given are the checkpoint's in
+    OUT (the run kept, or one run of each weight decay), one given with another value is
+    one line; then the defaults."""
+    from fmnumpy.sbi import PosteriorFlow, get_task
+    if a.task is not None:
+        a.task = get_task(a.task).name
+    runs = sorted(glob.glob(os.path.join(a.out, "weight_decay_*", "checkpoint.npz")))
+    kept = os.path.join(a.out, "checkpoint.npz")
+    found = [p for p in [kept] + runs if os.path.isfile(p)]
+    if a.resume and not found:
+        raise FmnumpyError(f"--resume continues the run in --out, but {kept} does not exist; "
+                           "drop --resume to start one")
+    if a.resume:
+        q = PosteriorFlow.load(found[0])
+        resumed_conflicts(a, q, found[0], ("task", "simulations_", "seed",
+                                           "condition_embedding", "batch_size_"),
+                          rename={"simulations_": "simulations", "batch_size_": "batch_size"})
+        decays = [PosteriorFlow.load(p).weight_decay for p in runs] or [q.weight_decay]
+        fill(a, dict(task=q.task, simulations=q.simulations_, seed=q.seed,
+                     condition_embedding=q.condition_embedding, batch_size=q.batch_size_,
+                     steps=q.total_steps_, weight_decay=",".join(f"{w:g}" for w in decays)))
+    if a.task is None:
+        raise FmnumpyError("sbi train needs --task (or --resume of a run in --out)")
+    fill(a, dict(simulations=10_000, seed=0, weight_decay="0", batch_size=256))
 
 
 def _weight_decays(a):
@@ -51,15 +56,21 @@ def _weight_decays(a):
     return decays
 
 
-def _fit(a, task, n, theta, x, path, weight_decay, started):
+def _fit(a, task, n, theta, x, path, weight_decay):
     """The posterior flow of one weight decay trained on (theta, x), its checkpoint at
-    ``path``; with --resume continued from there (``started``: the checkpoint exists, or
-    must)."""
+    ``path``; with --resume continued from there when it exists."""
     from fmnumpy.sbi import PosteriorFlow
-    resume = bool(a.resume) and started
-    q = _resumed(a, task, n, path, weight_decay) if resume else PosteriorFlow(
-        task=task.name, seed=a.seed, threads=a.threads, weight_decay=weight_decay,
-        condition_embedding=a.condition_embedding or ())
+    resume = bool(a.resume) and os.path.isfile(path)
+    if resume:
+        q = PosteriorFlow.load(path).set_params(threads=a.threads)
+        if q.weight_decay != weight_decay:
+            raise FmnumpyError(f"{path} was trained with --weight-decay {q.weight_decay:g}; "
+                               f"--resume continues it, so drop --weight-decay {a.weight_decay}")
+        say(f"resuming from {path} at step {q.step_}")
+    else:
+        q = PosteriorFlow(task=task.name, seed=a.seed, threads=a.threads,
+                          weight_decay=weight_decay,
+                          condition_embedding=a.condition_embedding or ())
     q.fit_simulations(theta, x, steps=a.steps, batch_size=a.batch_size, warm_start=resume,
                       progress=not a.no_progress, log=say, checkpoint=path,
                       checkpoint_every=1000)
@@ -74,6 +85,7 @@ def cmd_train(a):
     each resumable), the one of lowest held-out loss kept as OUT/checkpoint.npz."""
     from fmnumpy.plots.sbi import pair_plot
     from fmnumpy.sbi import get_task, select_posterior, simulate
+    _resume_options(a)
     task = get_task(a.task)
     n = positive_int("--simulations", a.simulations)
     decays = _weight_decays(a)
@@ -82,14 +94,14 @@ def cmd_train(a):
     theta, x = simulate(task, n, seed=a.seed)
     losses = {}
     if len(decays) == 1:
-        q = _fit(a, task, n, theta, x, ckpt, decays[0], True)
+        q = _fit(a, task, n, theta, x, ckpt, decays[0])
     else:
         flows = []
         for k, w in enumerate(decays):
             path = os.path.join(a.out, f"weight_decay_{w:g}", "checkpoint.npz")
             os.makedirs(os.path.dirname(path), exist_ok=True)
             say(f"weight decay {w:g} ({k + 1} of {len(decays)})")
-            flows.append(_fit(a, task, n, theta, x, path, w, os.path.isfile(path)))
+            flows.append(_fit(a, task, n, theta, x, path, w))
         q, held = select_posterior(flows)
         losses = {f"{w:g}": v for w, v in zip(decays, held)}
         q.save(ckpt)

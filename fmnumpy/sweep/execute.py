@@ -9,6 +9,7 @@ no metrics is continued with ``--resume``, bit for bit at the same thread count
 worker died, ends where an unbroken run would.
 """
 import contextlib
+import glob
 import io
 import json
 import logging
@@ -81,8 +82,9 @@ def train_run(folder, line, main):
     with the command's one line when it fails (Dask retries it)."""
     if finished(folder):
         return _read_metrics(folder)
-    if os.path.exists(os.path.join(folder, "checkpoint.npz")) and line[0] == "train":
-        line = line + ["--resume"]                  # (sbi train starts again)
+    if glob.glob(os.path.join(folder, "checkpoint.npz")) or glob.glob(
+            os.path.join(folder, "*", "checkpoint.npz")):      # (sbi's weight decays' runs)
+        line = line + ["--resume"]
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
         code = main(line)

@@ -40,8 +40,7 @@ from fmnumpy.errors import FmnumpyError
 FAMILIES = ("euclidean", "manifold", "discrete", "sbi")
 # the options a sweep sets itself for every run
 OWNED = ("out", "seed", "resume", "threads", "no_progress", "no_plots", "checkpoint_every")
-SBI = "sbi"           # the family whose runs are ``fmnumpy sbi train`` (no --resume: an
-                      # interrupted run starts again)
+SBI = "sbi"           # the family whose runs are ``fmnumpy sbi train``
 PAIRED = ("dataset", "data")      # a ratio compares runs on the same data
 CHECKPOINT_EVERY = 500      # steps between a run's checkpoints (what a crash can lose)
 
