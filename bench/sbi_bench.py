@@ -38,8 +38,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from fmnumpy.metrics import c2st  # noqa: E402
 from fmnumpy.sbi import PosteriorFlow, get_task, select_posterior, simulate  # noqa: E402
 from fmnumpy.sbi.posterior import held_out_loss  # noqa: E402
-from fmnumpy.sbi.tasks import (GAUSSIAN_LINEAR_SCALE, gaussian_linear_posterior,  # noqa: E402
-                               glm_design, glm_log_posterior, glm_prior_precision)
+from fmnumpy.sbi.tasks import (gaussian_linear_posterior, glm_design,  # noqa: E402
+                               glm_log_posterior, glm_prior_precision)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WHEEL_DIR = os.path.join(HERE, ".sbibm")
@@ -228,8 +228,7 @@ def torch_run(method, task, theta, x, seed, obs, python, threads=2, n=N):
     with tempfile.TemporaryDirectory() as d:
         src, dst = os.path.join(d, "in.npz"), os.path.join(d, "out.npz")
         prior = ({"low": t.bounds[0], "high": t.bounds[1]} if t.bounds is not None
-                 else {"precision": glm_prior_precision() if task.startswith("bernoulli")
-                       else np.eye(t.dim_theta) / GAUSSIAN_LINEAR_SCALE})
+                 else {"precision": t.precision})
         np.savez(src, theta=theta, x=x, obs=np.stack(obs), n=n, **prior)
         line = subprocess.run([python, os.path.join(HERE, "sbi_torch.py"), method, src, dst,
                                str(seed), str(threads)], check=True, capture_output=True, text=True,

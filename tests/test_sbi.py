@@ -28,6 +28,13 @@ def test_every_task_simulates_its_shapes_inside_its_prior_and_by_its_seed(name):
     again = simulate(name, 500, seed=3)
     assert np.array_equal(again[0], theta) and np.array_equal(again[1], x)
     assert not np.array_equal(simulate(name, 500, seed=4)[1], x)
+    assert (task.bounds is None) == (task.precision is not None)     # a box or a Gaussian
+    if task.precision is not None:                      # its draws have that covariance
+        theta = task.prior(40_000, np.random.default_rng(0))
+        cov = np.linalg.inv(task.precision)
+        scale = np.sqrt(np.outer(np.diag(cov), np.diag(cov)))
+        assert np.abs(theta.mean(axis=0)).max() < 0.03 * np.sqrt(np.diag(cov)).max()
+        assert np.abs(np.cov(theta.T) - cov).max() < 0.05 * scale.max()
 
 
 def test_two_moons_is_a_crescent_shifted_by_the_folded_parameters():

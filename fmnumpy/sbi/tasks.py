@@ -7,8 +7,9 @@ definitions: a prior over the parameters theta and a simulator x ~ p(x | theta).
     x = task.simulate(theta, rng)           (n, dim_x)
 
 A task is plain data beside two functions (the protocol of a simulator): anything with
-``prior``, ``simulate``, ``dim_theta``, ``dim_x`` and ``bounds`` (the prior's box, or None
-for an unbounded prior) is one.
+``prior``, ``simulate``, ``dim_theta``, ``dim_x``, ``bounds`` (a uniform prior's box, or
+None for an unbounded prior) and ``precision`` (a zero-mean Gaussian prior's precision
+matrix, or None) is one.
 """
 import math
 from collections import namedtuple
@@ -17,7 +18,8 @@ import numpy as np
 
 from fmnumpy.errors import FmnumpyError
 
-Task = namedtuple("Task", "name dim_theta dim_x prior simulate bounds description")
+Task = namedtuple("Task", "name dim_theta dim_x prior simulate bounds description precision",
+                  defaults=(None,))
 
 
 def _uniform(low, high, dim):
@@ -143,7 +145,7 @@ TASKS = {
                       "a crescent whose position folds the parameters: a bimodal posterior"),
     "gaussian_linear": Task("gaussian_linear", 10, 10, _gaussian_prior, _gaussian_linear,
                             None, "x ~ N(theta, 0.1 I), prior N(0, 0.1 I): a Gaussian "
-                            "posterior in closed form"),
+                            "posterior in closed form", np.eye(10) / GAUSSIAN_LINEAR_SCALE),
     "gaussian_mixture": Task("gaussian_mixture", 2, 2, _uniform(-10.0, 10.0, 2),
                              _gaussian_mixture, (-10.0, 10.0), "x from a wide and a "
                              "narrow Gaussian around theta: a posterior with heavy tails"),
@@ -152,10 +154,11 @@ TASKS = {
                  "mean and covariance are the parameters; four symmetric modes"),
     "bernoulli_glm": Task("bernoulli_glm", 10, 10, _glm_prior, _bernoulli_glm, None,
                           "a neuron's spikes from a generalized linear model of a white-noise "
-                          "stimulus; x its sufficient statistics, a smooth Gaussian prior"),
+                          "stimulus; x its sufficient statistics, a smooth Gaussian prior",
+                          glm_prior_precision()),
     "bernoulli_glm_raw": Task("bernoulli_glm_raw", 10, 100, _glm_prior, glm_spikes, None,
                               "bernoulli_glm observed as the raw spike train: 100 numbers "
-                              "of 0 and 1"),
+                              "of 0 and 1", glm_prior_precision()),
 }
 
 
