@@ -316,7 +316,8 @@ def _sbi_parser(sub):
     bs = b.add_subparsers(dest="sbi_command")
     t = bs.add_parser("train", help="simulate, train q(theta | x), draw its pair plot")
     t.add_argument("--task", default=None, help="two_moons, gaussian_linear, "
-                   "gaussian_mixture, slcp, bernoulli_glm or bernoulli_glm_raw")
+                   "gaussian_mixture, slcp, bernoulli_glm or bernoulli_glm_raw (needed "
+                   "unless --resume)")
     t.add_argument("--simulations", type=int, default=None,
                    help="simulations to train on (default 10000)")
     t.add_argument("--steps", type=int, default=None, help="training steps (default: "
