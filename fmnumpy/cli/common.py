@@ -141,9 +141,14 @@ def resumed_conflicts(a, fm, ckpt, names, rename=None):
     for name in names:
         dest = rename.get(name, name)
         if given(a, dest) and getattr(a, dest) != getattr(fm, name):
-            raise FmnumpyError(f"{ckpt} was trained with {flag(dest)} "
-                               f"{words(getattr(fm, name))}; --resume continues it, so drop "
-                               f"{flag(dest)} {words(getattr(a, dest))}")
+            raise resume_refusal(ckpt, dest, getattr(fm, name), getattr(a, dest))
+
+
+def resume_refusal(ckpt, dest, had, asked):
+    """The one line of a --resume whose option ``dest`` asks ``asked`` of the checkpoint
+    ``ckpt`` trained with ``had``."""
+    return FmnumpyError(f"{ckpt} was trained with {flag(dest)} {words(had)}; --resume "
+                        f"continues it, so drop {flag(dest)} {words(asked)}")
 
 
 def words(value):

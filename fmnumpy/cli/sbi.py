@@ -5,7 +5,8 @@ import os
 
 import numpy as np
 
-from fmnumpy.cli.common import fill, parse_numbers, resumed_conflicts, say, write_json
+from fmnumpy.cli.common import (fill, parse_numbers, resume_refusal, resumed_conflicts, say,
+                                write_json)
 from fmnumpy.errors import FmnumpyError, positive_int
 
 
@@ -56,7 +57,7 @@ def _weight_decays(a):
     return decays
 
 
-def _fit(a, task, n, theta, x, path, weight_decay):
+def _fit(a, task, theta, x, path, weight_decay):
     """The posterior flow of one weight decay trained on (theta, x), its checkpoint at
     ``path``; with --resume continued from there when it exists."""
     from fmnumpy.sbi import PosteriorFlow
@@ -64,8 +65,7 @@ def _fit(a, task, n, theta, x, path, weight_decay):
     if resume:
         q = PosteriorFlow.load(path).set_params(threads=a.threads)
         if q.weight_decay != weight_decay:
-            raise FmnumpyError(f"{path} was trained with --weight-decay {q.weight_decay:g}; "
-                               f"--resume continues it, so drop --weight-decay {a.weight_decay}")
+            raise resume_refusal(path, "weight_decay", f"{q.weight_decay:g}", a.weight_decay)
         say(f"resuming from {path} at step {q.step_}")
     else:
         q = PosteriorFlow(task=task.name, seed=a.seed, threads=a.threads,
@@ -94,14 +94,14 @@ def cmd_train(a):
     theta, x = simulate(task, n, seed=a.seed)
     losses = {}
     if len(decays) == 1:
-        q = _fit(a, task, n, theta, x, ckpt, decays[0])
+        q = _fit(a, task, theta, x, ckpt, decays[0])
     else:
         flows = []
         for k, w in enumerate(decays):
             path = os.path.join(a.out, f"weight_decay_{w:g}", "checkpoint.npz")
             os.makedirs(os.path.dirname(path), exist_ok=True)
             say(f"weight decay {w:g} ({k + 1} of {len(decays)})")
-            flows.append(_fit(a, task, n, theta, x, path, w))
+            flows.append(_fit(a, task, theta, x, path, w))
         q, held = select_posterior(flows)
         losses = {f"{w:g}": v for w, v in zip(decays, held)}
         q.save(ckpt)

@@ -82,7 +82,7 @@ def train_run(folder, line, main):
     with the command's one line when it fails (Dask retries it)."""
     if finished(folder):
         return _read_metrics(folder)
-    if glob.glob(os.path.join(folder, "checkpoint.npz")) or glob.glob(
+    if os.path.exists(os.path.join(folder, "checkpoint.npz")) or glob.glob(
             os.path.join(folder, "*", "checkpoint.npz")):      # (sbi's weight decays' runs)
         line = line + ["--resume"]
     err = io.StringIO()
